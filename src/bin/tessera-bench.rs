@@ -1,0 +1,5 @@
+//! `tessera-bench`: benchmarks (filled in by later issues).
+
+fn main() {
+    println!("no benchmarks yet");
+}

@@ -1,0 +1,270 @@
+//! `tessera`: the command line — a local farm in one command, and submit, status, fetch,
+//! cancel, logs for jobs on any farm.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use tessera::client;
+use tessera::config::{CommonArgs, Deps, Patience, WorkerArgs, default_data_dir};
+use tessera::job::JobId;
+use tessera::protocol::EventKind;
+use tessera::worker::WorkerConfig;
+
+/// Tessera render farm.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(flatten)]
+    common: CommonArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create or update the streams, consumers and buckets.
+    Init,
+    /// Run a whole local farm in the foreground (nats-server, planner, collector, workers).
+    Up {
+        /// Data folder (NATS data, the file store, the workers' cache).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Workers to run.
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        /// NATS port on 127.0.0.1 (0: any free port).
+        #[arg(long, default_value_t = 4222)]
+        port: u16,
+        #[command(flatten)]
+        worker: WorkerArgs,
+    },
+    /// Submit a job file; prints the job id as the last line.
+    Submit {
+        /// The job file (TOML).
+        job: PathBuf,
+        /// Wait for the job to end; exit 0 only if it is done.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Wait for a job to end; exit 0 only if it is done.
+    Wait {
+        /// Job id.
+        job: String,
+    },
+    /// Show a job's state.
+    Status {
+        /// Job id.
+        job: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Download a job's outputs.
+    Fetch {
+        /// Job id.
+        job: String,
+        /// Folder to write into.
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// Cancel a job: queued tasks removed, running renders stopped.
+    Cancel {
+        /// Job id.
+        job: String,
+    },
+    /// Print the renderer logs of a job's tasks.
+    Logs {
+        /// Job id.
+        job: String,
+        /// Only this task.
+        task: Option<String>,
+    },
+}
+
+fn job_id(text: &str) -> anyhow::Result<JobId> {
+    JobId::parse(text).map_err(anyhow::Error::msg)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tessera::telemetry::init();
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn connect(common: &CommonArgs) -> anyhow::Result<Deps> {
+    Deps::connect(common, "tessera", Patience::FailFast).await
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Init => {
+            connect(&cli.common).await?;
+            println!("streams, consumers and buckets are in place");
+        }
+        Command::Up {
+            data,
+            workers,
+            port,
+            worker,
+        } => {
+            let config = tessera::farm::FarmConfig {
+                data: data.unwrap_or_else(default_data_dir),
+                workers,
+                port,
+                worker: WorkerConfig::try_from(&worker)?,
+            };
+            let shutdown = tessera::shutdown::on_signal();
+            tessera::farm::up(config, shutdown, |nats, store| {
+                println!("NATS_URL={nats}");
+                println!("TESSERA_STORE={store}");
+                let _ = std::io::stdout().flush();
+            })
+            .await?;
+        }
+        Command::Submit { job, wait } => {
+            let prepared = match client::prepare(&job) {
+                Ok(prepared) => prepared,
+                Err(invalid) => {
+                    eprintln!("error: {} is not a valid job:", job.display());
+                    for e in &invalid.0 {
+                        eprintln!("  {e}");
+                    }
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            let deps = connect(&cli.common).await?;
+            let id = client::submit(&deps, prepared).await?;
+            if wait {
+                eprintln!("submitted {id}; waiting");
+                let code = wait_for(&deps, &id).await?;
+                println!("{id}");
+                return Ok(code);
+            }
+            println!("{id}");
+        }
+        Command::Wait { job } => {
+            let deps = connect(&cli.common).await?;
+            return wait_for(&deps, &job_id(&job)?).await;
+        }
+        Command::Status { job, json } => {
+            let deps = connect(&cli.common).await?;
+            let status = client::status(&deps, &job_id(&job)?).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                let t = &status.tasks;
+                println!("{} ({}): {}", status.id, status.name, status.state);
+                println!(
+                    "tasks: {} total, {} queued, {} running, {} done, {} failed",
+                    t.total, t.queued, t.running, t.done, t.failed
+                );
+                if let Some(message) = &status.message {
+                    println!("{message}");
+                }
+                println!("{} outputs", status.outputs.len());
+            }
+        }
+        Command::Fetch { job, output } => {
+            let deps = connect(&cli.common).await?;
+            let files = client::fetch(&deps, &job_id(&job)?, &output).await?;
+            eprintln!("{} files written to {}", files.len(), output.display());
+        }
+        Command::Cancel { job } => {
+            let deps = connect(&cli.common).await?;
+            client::cancel(&deps, &job_id(&job)?).await?;
+            println!("{job} canceled");
+        }
+        Command::Logs { job, task } => {
+            let deps = connect(&cli.common).await?;
+            let id = job_id(&job)?;
+            let prefix = tessera::storage::keys::logs_prefix(&id);
+            for key in deps.store.list(&prefix).await? {
+                let name = key.strip_prefix(&prefix).unwrap_or(&key);
+                if task
+                    .as_ref()
+                    .is_some_and(|t| !name.starts_with(&format!("{t}/")))
+                {
+                    continue;
+                }
+                let text = deps
+                    .store
+                    .get(&key)
+                    .await
+                    .with_context(|| format!("reading {key}"))?;
+                println!("== {name}");
+                print!("{}", String::from_utf8_lossy(&text));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for(deps: &Deps, id: &JobId) -> anyhow::Result<ExitCode> {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} {msg} [{bar:30}] {pos}/{len} tasks {elapsed}",
+        )
+        .expect("the template is valid")
+        .progress_chars("=> "),
+    );
+    bar.set_message(id.to_string());
+    let mut total_known = false;
+    let mut done = std::collections::BTreeSet::new();
+    let final_event = client::wait(deps, id, |event| {
+        match event.kind {
+            EventKind::TaskDone => {
+                if let Some(index) = event.index {
+                    done.insert(index);
+                }
+                bar.set_position(done.len() as u64);
+            }
+            EventKind::TaskFailed => bar.println(format!(
+                "task {} failed: {}",
+                event.task.as_ref().map_or("?", |t| t.as_str()),
+                event.message.as_deref().unwrap_or("")
+            )),
+            _ => {}
+        }
+        if !total_known
+            && let Some(message) = &event.message
+            && event.kind == EventKind::JobAccepted
+            && let Some(total) = message
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.parse().ok())
+        {
+            bar.set_length(total);
+            total_known = true;
+        }
+    })
+    .await?;
+    bar.finish_and_clear();
+    match final_event.kind {
+        EventKind::JobDone => {
+            eprintln!("{id}: done, {} outputs", final_event.outputs.len());
+            Ok(ExitCode::SUCCESS)
+        }
+        kind => {
+            eprintln!(
+                "{id}: {}: {}",
+                kind.as_str(),
+                final_event.message.as_deref().unwrap_or("no reason given")
+            );
+            for reason in &final_event.reasons {
+                eprintln!("  {reason}");
+            }
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}

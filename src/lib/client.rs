@@ -1,0 +1,247 @@
+//! What the CLI does: submit a job file (validated locally first, scene packaged into the
+//! store), wait for a job, report its status, fetch its outputs, cancel it.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_nats::jetstream::{self, consumer};
+use futures::StreamExt;
+use serde::Serialize;
+
+use crate::config::Deps;
+use crate::job::{self, FieldError, Invalid, Job, JobId, JobSpec, RendererKind};
+use crate::protocol::{self, Event, EventKind};
+use crate::state::{Counts, JobState};
+use crate::storage::keys;
+use crate::streams;
+
+/// A job file read and checked, ready to submit.
+pub struct Prepared {
+    /// The spec as it will be sent (id filled in, scene still a local path).
+    pub spec: JobSpec,
+    /// The validated job.
+    pub job: Job,
+    /// The scene file on this machine, if any.
+    pub scene: Option<PathBuf>,
+}
+
+/// Reads and validates a job file without touching the network: every problem is reported
+/// with its field. The scene path is resolved against the job file's folder.
+pub fn prepare(job_file: &Path) -> Result<Prepared, Invalid> {
+    let one = |field: &str, message: String| {
+        Invalid(vec![FieldError {
+            field: field.into(),
+            message,
+        }])
+    };
+    let text = std::fs::read_to_string(job_file)
+        .map_err(|e| one("(file)", format!("cannot read {}: {e}", job_file.display())))?;
+    let mut spec = job::from_toml(&text)?;
+    let scene = match spec.scene.take() {
+        Some(relative) => {
+            let base = job_file.parent().unwrap_or(Path::new("."));
+            let path = base.join(&relative);
+            if !path.is_file() {
+                return Err(one("scene", format!("{} is not a file", path.display())));
+            }
+            Some(path)
+        }
+        None => None,
+    };
+    // Validate as the planner will see it: with a manifest in place of the path.
+    let mut probe = spec.clone();
+    if scene.is_some() {
+        probe.scene_manifest = Some(format!("sha256:{}", "0".repeat(64)));
+    }
+    let job = probe.validate()?;
+    if let (Some(path), RendererKind::Builtin) = (&scene, job.renderer) {
+        crate::render::builtin::Scene::load(path).map_err(|e| one("scene", e))?;
+    }
+    spec.id = Some(job.id.to_string());
+    Ok(Prepared { spec, job, scene })
+}
+
+/// Packages the scene and publishes the submission; returns the job id.
+pub async fn submit(deps: &Deps, prepared: Prepared) -> anyhow::Result<JobId> {
+    let mut spec = prepared.spec;
+    if let Some(scene) = &prepared.scene {
+        let hex = crate::scene::package(&deps.store, scene)
+            .await
+            .with_context(|| format!("uploading scene {}", scene.display()))?;
+        spec.scene_manifest = Some(format!("sha256:{hex}"));
+    }
+    let id = prepared.job.id.clone();
+    deps.js
+        .publish_with_headers(
+            protocol::SUBMIT_SUBJECT,
+            protocol::headers(Some(id.as_str())),
+            protocol::encode(&spec).into(),
+        )
+        .await?
+        .await
+        .with_context(|| format!("submitting job {id}"))?;
+    Ok(id)
+}
+
+/// Waits for the job's final event (`job.done`, `job.failed`, `job.rejected`,
+/// `job.canceled`), calling `on_event` for each event on the way.
+pub async fn wait(
+    deps: &Deps,
+    job: &JobId,
+    mut on_event: impl FnMut(&Event),
+) -> anyhow::Result<Event> {
+    let stream = deps.js.get_stream(streams::EVENTS_STREAM).await?;
+    let consumer = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            filter_subject: protocol::job_events_filter(job),
+            deliver_policy: consumer::DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await
+        .context("watching the job's events")?;
+    let mut messages = consumer.messages().await?;
+    while let Some(msg) = messages.next().await {
+        let msg = msg.map_err(|e| anyhow::anyhow!("reading events: {e}"))?;
+        let Ok(event) = protocol::decode::<Event>(&msg.payload) else {
+            continue;
+        };
+        on_event(&event);
+        if event.kind.is_final() {
+            return Ok(event);
+        }
+    }
+    anyhow::bail!("the event stream ended before job {job} did")
+}
+
+/// What `tessera status --json` prints.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct Status {
+    /// Job id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// `queued`, `running`, `done`, `failed`, `canceled` (or `rejected`).
+    pub state: String,
+    /// Task counts.
+    pub tasks: Counts,
+    /// Object keys of the assembled outputs.
+    pub outputs: Vec<String>,
+    /// Why it failed, was canceled or rejected.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// The job's status; a rejected job reports its rejection.
+pub async fn status(deps: &Deps, job: &JobId) -> anyhow::Result<Status> {
+    let Some((record, _)) = deps.ledger.job(job).await? else {
+        let stream = deps.js.get_stream(streams::EVENTS_STREAM).await?;
+        let subject = protocol::event_subject(job.as_str(), EventKind::JobRejected);
+        if let Ok(raw) = stream.get_last_raw_message_by_subject(&subject).await
+            && let Ok(event) = protocol::decode::<Event>(&raw.payload)
+        {
+            return Ok(Status {
+                id: job.to_string(),
+                name: job.to_string(),
+                state: "rejected".into(),
+                tasks: Counts::default(),
+                outputs: Vec::new(),
+                message: event.message,
+            });
+        }
+        anyhow::bail!("no job {job}");
+    };
+    let tasks = deps.ledger.counts(job, record.tasks).await?;
+    let outputs = deps.store.list(&keys::output_prefix(job)).await?;
+    Ok(Status {
+        id: job.to_string(),
+        name: record.spec.name.clone().unwrap_or_else(|| job.to_string()),
+        state: record.state.as_str().into(),
+        tasks,
+        outputs,
+        message: record.message,
+    })
+}
+
+/// Downloads the job's outputs into `dir`, keeping their relative names; returns the files.
+pub async fn fetch(deps: &Deps, job: &JobId, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let prefix = keys::output_prefix(job);
+    let mut written = Vec::new();
+    for key in deps.store.list(&prefix).await? {
+        let relative = key.strip_prefix(&prefix).unwrap_or(&key);
+        job::check_relative_path(relative).map_err(|e| anyhow::anyhow!("output {e}"))?;
+        let bytes = deps.store.get(&key).await?;
+        let path = dir.join(relative);
+        if let Some(parent) = path.parent() {
+            tokio::fs::create_dir_all(parent).await?;
+        }
+        tokio::fs::write(&path, &bytes)
+            .await
+            .with_context(|| format!("writing {}", path.display()))?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+/// Cancels the job: queued tasks purged, running renders stopped, state `canceled`.
+pub async fn cancel(deps: &Deps, job: &JobId) -> anyhow::Result<()> {
+    let (record, _) = deps
+        .ledger
+        .job(job)
+        .await?
+        .with_context(|| format!("no job {job}"))?;
+    if record.state.is_terminal() {
+        anyhow::bail!("job {job} has already ended ({})", record.state.as_str());
+    }
+    let job = record
+        .spec
+        .validate()
+        .map_err(|e| anyhow::anyhow!("stored job {job}: {e}"))?;
+    crate::collector::end_job(
+        deps,
+        &job,
+        JobState::Canceled,
+        Some("canceled by request".into()),
+    )
+    .await
+}
+
+/// Waits until `url` answers, for scripts that start a farm and submit at once.
+pub async fn wait_for_nats(url: &str, limit: Duration) -> anyhow::Result<async_nats::Client> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match crate::config::connect(url, "tessera", crate::config::Patience::FailFast).await {
+            Ok(client) => return Ok(client),
+            Err(e) if tokio::time::Instant::now() > deadline => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// The events of a job seen so far (for tests and `tessera watch`), oldest first.
+pub async fn events(js: &jetstream::Context, job: &JobId) -> anyhow::Result<Vec<Event>> {
+    let stream = js.get_stream(streams::EVENTS_STREAM).await?;
+    let consumer = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            filter_subject: protocol::job_events_filter(job),
+            deliver_policy: consumer::DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await?;
+    let pending = consumer.cached_info().num_pending;
+    let mut out = Vec::new();
+    if pending == 0 {
+        return Ok(out);
+    }
+    let mut messages = consumer.messages().await?;
+    while let Some(msg) = messages.next().await {
+        let msg = msg.map_err(|e| anyhow::anyhow!("reading events: {e}"))?;
+        if let Ok(event) = protocol::decode::<Event>(&msg.payload) {
+            out.push(event);
+        }
+        if msg.info().map(|i| i.pending).unwrap_or(0) == 0 {
+            break;
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,431 @@
+//! The collector: consumes events, keeps job state in the ledger, assembles outputs as soon
+//! as their parts exist, releases tasks whose dependencies are met, and ends jobs.
+//!
+//! Each event is applied through the ledger's compare-and-swap transitions, and every step
+//! after a transition is idempotent (outputs are written only if absent; end-of-job events
+//! carry a `Nats-Msg-Id`), so the event is acked only when all is done and a collector
+//! killed at any instant is simply restarted. Several collectors may share the durable
+//! consumer: the first valid completion of a task wins, whichever collector sees it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_nats::jetstream::{self, AckKind};
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Deps;
+use crate::frames::frame_file_name;
+use crate::job::{FailurePolicy, Job, JobId, RendererKind};
+use crate::plan;
+use crate::protocol::{self, Event, EventKind};
+use crate::raster;
+use crate::state::{Change, JobState, TaskSlot, TaskState};
+use crate::storage::keys;
+use crate::streams;
+
+/// Jobs whose validated spec is kept in memory.
+const JOB_CACHE: usize = 256;
+
+/// Runs the collector until `shutdown`; the event in hand is finished first.
+pub async fn run(deps: Deps, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let consumer = streams::collector_consumer(&deps.js).await?;
+    let mut jobs: HashMap<JobId, Arc<Job>> = HashMap::new();
+    tracing::info!("collector ready");
+    while !shutdown.is_cancelled() {
+        let pull = consumer
+            .batch()
+            .max_messages(64)
+            .expires(Duration::from_secs(5))
+            .messages();
+        let mut batch = tokio::select! {
+            () = shutdown.cancelled() => break,
+            result = tokio::time::timeout(Duration::from_secs(7), pull) => match result {
+                Ok(Ok(batch)) => batch,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "pulling events");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+                Err(_) => continue,
+            },
+        };
+        loop {
+            let next = tokio::select! {
+                () = shutdown.cancelled() => break,
+                next = tokio::time::timeout(Duration::from_secs(12), batch.next()) => next,
+            };
+            let msg = match next {
+                Ok(Some(Ok(msg))) => msg,
+                Ok(Some(Err(e))) => {
+                    tracing::debug!(error = %e, "event pull ended");
+                    break;
+                }
+                Ok(None) | Err(_) => break,
+            };
+            if jobs.len() > JOB_CACHE {
+                jobs.clear();
+            }
+            match handle(&deps, &mut jobs, &msg).await {
+                Ok(()) => {
+                    if let Err(e) = msg.double_ack().await {
+                        tracing::warn!(error = %e, "acking an event");
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(subject = %msg.subject, error = format!("{e:#}"), "handling an event failed; it will be redelivered");
+                    let _ = msg
+                        .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                        .await;
+                }
+            }
+        }
+    }
+    tracing::info!("collector stopped");
+    Ok(())
+}
+
+async fn load_job(
+    deps: &Deps,
+    jobs: &mut HashMap<JobId, Arc<Job>>,
+    id: &JobId,
+) -> anyhow::Result<Option<Arc<Job>>> {
+    if let Some(job) = jobs.get(id) {
+        return Ok(Some(job.clone()));
+    }
+    let Some((record, _)) = deps.ledger.job(id).await? else {
+        return Ok(None);
+    };
+    let job = Arc::new(
+        record
+            .spec
+            .validate()
+            .map_err(|e| anyhow::anyhow!("stored spec of job {id} no longer validates: {e}"))?,
+    );
+    jobs.insert(id.clone(), job.clone());
+    Ok(Some(job))
+}
+
+async fn handle(
+    deps: &Deps,
+    jobs: &mut HashMap<JobId, Arc<Job>>,
+    msg: &jetstream::Message,
+) -> anyhow::Result<()> {
+    let event: Event = match protocol::decode(&msg.payload) {
+        Ok(event) => event,
+        Err(e) => {
+            tracing::warn!(subject = %msg.subject, error = %e, "ignoring a malformed event");
+            return Ok(());
+        }
+    };
+    let change = match event.kind {
+        EventKind::TaskStarted => Change::Started,
+        EventKind::TaskRetry => Change::Retry,
+        EventKind::TaskDone => Change::Done,
+        EventKind::TaskFailed => Change::Failed,
+        _ => return Ok(()),
+    };
+    let (Ok(id), Some(index), Some(attempt)) =
+        (JobId::parse(&event.job), event.index, event.attempt)
+    else {
+        tracing::warn!(subject = %msg.subject, "ignoring a task event without job, index or attempt");
+        return Ok(());
+    };
+    let Some(job) = load_job(deps, jobs, &id).await? else {
+        tracing::warn!(job = %id, "ignoring an event of an unknown job");
+        return Ok(());
+    };
+    if index >= plan::task_count(&job) {
+        tracing::warn!(job = %id, index, "ignoring an event of a task the job does not have");
+        return Ok(());
+    }
+    let (before, after) = deps.ledger.change_task(&id, index, change(attempt)).await?;
+    match event.kind {
+        EventKind::TaskStarted if before != after => {
+            deps.ledger
+                .update_job(&id, |r| {
+                    if r.state != JobState::Queued {
+                        return false;
+                    }
+                    r.state = JobState::Running;
+                    r.started_ms = Some(event.time_ms);
+                    true
+                })
+                .await?;
+        }
+        // Also when the slot was already ours: a collector that died after the transition
+        // finishes the remaining (idempotent) steps.
+        EventKind::TaskDone if after == TaskSlot(TaskState::Done, attempt) => {
+            assemble(deps, &job, index).await?;
+            release_dependents(deps, &job, index).await?;
+            check_end(deps, &job, index).await?;
+        }
+        EventKind::TaskFailed if after == TaskSlot(TaskState::Failed, attempt) => {
+            tracing::warn!(job = %id, task = %event.task.as_ref().map(|t| t.0.as_str()).unwrap_or("?"), "task failed for good");
+            fail_dependents(deps, &job, index).await?;
+            let reason = format!(
+                "task {} failed after {attempt} attempts: {}",
+                plan::task(&job, index).id,
+                event.message.as_deref().unwrap_or("no reason given")
+            );
+            match job.retry.on_failure {
+                FailurePolicy::Fail => end_job(deps, &job, JobState::Failed, Some(reason)).await?,
+                FailurePolicy::Continue => check_end(deps, &job, index).await?,
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The output file name of `frame` for `job` (`frame_0001.png`, or `<layer>/frame_0001.png`).
+pub fn output_name(job: &Job, layer: Option<usize>, frame: u32) -> String {
+    let file = frame_file_name(frame, job.image.format.extension());
+    match layer {
+        Some(l) => format!("{}/{file}", job.layers[l].name),
+        None => file,
+    }
+}
+
+/// Writes the final frames of the group of task `index` if all of its tasks are done.
+async fn assemble(deps: &Deps, job: &Job, index: u32) -> anyhow::Result<()> {
+    if job.renderer == RendererKind::Noop {
+        return Ok(());
+    }
+    let group = plan::frame_group(job, index);
+    let slots = deps.ledger.slots_of(&job.id, group.clone()).await?;
+    if slots.iter().any(|s| s.state() != TaskState::Done) {
+        return Ok(());
+    }
+    let first = plan::task(job, group.start);
+    for &frame in &first.frames {
+        let target = keys::output(&job.id, &output_name(job, first.layer, frame));
+        if deps.store.exists(&target).await? {
+            continue;
+        }
+        let file = frame_file_name(frame, job.image.format.extension());
+        if job.tiles.is_none() {
+            let source = keys::attempt_output(&job.id, &first.id, slots[0].attempt(), &file);
+            let bytes = deps
+                .store
+                .get(&source)
+                .await
+                .with_context(|| format!("frame {frame}"))?;
+            deps.store.put_if_absent(&target, bytes).await?;
+            continue;
+        }
+        let mut canvas: Option<image::DynamicImage> = None;
+        for (i, task_index) in group.clone().enumerate() {
+            let task = plan::task(job, task_index);
+            let tile = task.tile.expect("tiled jobs plan tiles");
+            let source = keys::attempt_output(&job.id, &task.id, slots[i].attempt(), &file);
+            let bytes = deps
+                .store
+                .get(&source)
+                .await
+                .with_context(|| format!("tile {}", task.id))?;
+            let part =
+                raster::decode(&bytes).map_err(|e| anyhow::anyhow!("tile {}: {e}", task.id))?;
+            if (part.width(), part.height()) != (tile.render.width, tile.render.height) {
+                anyhow::bail!(
+                    "tile {} is {}x{}, expected {}x{}",
+                    task.id,
+                    part.width(),
+                    part.height(),
+                    tile.render.width,
+                    tile.render.height
+                );
+            }
+            let inner = part.crop_imm(
+                tile.inner.x - tile.render.x,
+                tile.inner.y - tile.render.y,
+                tile.inner.width,
+                tile.inner.height,
+            );
+            let canvas =
+                canvas.get_or_insert_with(|| blank_like(&part, job.image.width, job.image.height));
+            image::imageops::replace(
+                canvas,
+                &inner,
+                i64::from(tile.inner.x),
+                i64::from(tile.inner.y),
+            );
+        }
+        let canvas = canvas.expect("a group has at least one tile");
+        let bytes = encode_like(&canvas, job)?;
+        deps.store
+            .put_if_absent(&target, Bytes::from(bytes))
+            .await?;
+    }
+    Ok(())
+}
+
+fn blank_like(part: &image::DynamicImage, width: u32, height: u32) -> image::DynamicImage {
+    use image::DynamicImage::*;
+    match part {
+        ImageRgb16(_) | ImageRgba16(_) => ImageRgb16(image::ImageBuffer::new(width, height)),
+        ImageRgb32F(_) | ImageRgba32F(_) => ImageRgb32F(image::ImageBuffer::new(width, height)),
+        _ => ImageRgb8(image::ImageBuffer::new(width, height)),
+    }
+}
+
+fn encode_like(canvas: &image::DynamicImage, job: &Job) -> anyhow::Result<Vec<u8>> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    match job.image.format {
+        crate::job::ImageFormat::Exr => canvas.write_to(&mut out, image::ImageFormat::OpenExr)?,
+        crate::job::ImageFormat::Png => {
+            use image::codecs::png::{CompressionType, FilterType, PngEncoder};
+            canvas.write_with_encoder(PngEncoder::new_with_quality(
+                &mut out,
+                CompressionType::Fast,
+                FilterType::Adaptive,
+            ))?
+        }
+    }
+    Ok(out.into_inner())
+}
+
+/// Queues the tasks that waited for task `index` once all they wait for is done.
+async fn release_dependents(deps: &Deps, job: &Job, index: u32) -> anyhow::Result<()> {
+    let mut released = false;
+    for dependent in plan::dependents(job, index) {
+        let task = plan::task(job, dependent);
+        let slots = deps
+            .ledger
+            .slots_of(&job.id, task.waits_for.iter().copied())
+            .await?;
+        if slots.iter().all(|s| s.state() == TaskState::Done) {
+            let (before, after) = deps
+                .ledger
+                .change_task(&job.id, dependent, Change::Release)
+                .await?;
+            if before != after || after.state() == TaskState::Queued {
+                // Republishing after a crash is deduplicated by the task's Nats-Msg-Id.
+                crate::planner::publish_task(&deps.js, job, &task)
+                    .await?
+                    .await?;
+                released = true;
+            }
+        }
+    }
+    if released {
+        let _ = deps
+            .client
+            .publish(
+                protocol::doorbell_subject(&job.class),
+                job.id.to_string().into(),
+            )
+            .await;
+    }
+    Ok(())
+}
+
+/// Fails, transitively, the tasks that wait for failed task `index`.
+async fn fail_dependents(deps: &Deps, job: &Job, index: u32) -> anyhow::Result<()> {
+    let mut stack = plan::dependents(job, index);
+    while let Some(dependent) = stack.pop() {
+        let (before, after) = deps
+            .ledger
+            .change_task(&job.id, dependent, Change::Failed(0))
+            .await?;
+        if before != after {
+            stack.extend(plan::dependents(job, dependent));
+        }
+    }
+    Ok(())
+}
+
+/// Ends the job if every task has ended.
+async fn check_end(deps: &Deps, job: &Job, index: u32) -> anyhow::Result<()> {
+    if !deps.ledger.page_ended(&job.id, index).await? {
+        return Ok(());
+    }
+    let counts = deps.ledger.counts(&job.id, plan::task_count(job)).await?;
+    if !counts.all_ended() {
+        return Ok(());
+    }
+    if counts.failed == 0 && counts.canceled == 0 {
+        end_job(deps, job, JobState::Done, None).await
+    } else {
+        let message = format!(
+            "{} of {} tasks failed; the other outputs are kept",
+            counts.failed, counts.total
+        );
+        end_job(deps, job, JobState::Failed, Some(message)).await
+    }
+}
+
+/// Ends `job` in `state` (done, failed or canceled): records it, removes its queued tasks,
+/// stops its running renders and announces it. Idempotent.
+pub async fn end_job(
+    deps: &Deps,
+    job: &Job,
+    state: JobState,
+    message: Option<String>,
+) -> anyhow::Result<()> {
+    let (record, changed) = deps
+        .ledger
+        .update_job(&job.id, |r| {
+            if r.state.is_terminal() {
+                return false;
+            }
+            r.state = state;
+            r.finished_ms = Some(protocol::now_ms());
+            r.message = message.clone();
+            true
+        })
+        .await?;
+    if !changed && record.state != state {
+        return Ok(()); // it ended otherwise already
+    }
+    if state != JobState::Done {
+        deps.ledger
+            .change_all(&job.id, plan::task_count(job), Change::Cancel)
+            .await?;
+        let tasks = deps.js.get_stream(streams::TASKS_STREAM).await?;
+        tasks
+            .purge()
+            .filter(protocol::job_tasks_filter(&job.id))
+            .await
+            .map_err(|e| anyhow::anyhow!("purging the tasks of {}: {e}", job.id))?;
+        deps.client
+            .publish(
+                protocol::control_subject(&job.id),
+                Bytes::from_static(b"cancel"),
+            )
+            .await?;
+    }
+    let kind = match state {
+        JobState::Done => EventKind::JobDone,
+        JobState::Canceled => EventKind::JobCanceled,
+        _ => EventKind::JobFailed,
+    };
+    let mut event = Event::new(kind, job.id.as_str());
+    event.message = record.message.clone();
+    let outputs = deps.store.list(&keys::output_prefix(&job.id)).await?;
+    if outputs.len() <= 10_000 {
+        event.outputs = outputs;
+    }
+    let msg_id = format!(
+        "{}:{}:{}",
+        job.id,
+        kind.as_str(),
+        record.finished_ms.unwrap_or(0)
+    );
+    deps.js
+        .publish_with_headers(
+            event.subject(),
+            protocol::headers(Some(&msg_id)),
+            protocol::encode(&event).into(),
+        )
+        .await?
+        .await
+        .map_err(|e| anyhow::anyhow!("publishing {}: {e}", kind.as_str()))?;
+    if changed {
+        tracing::info!(job = %job.id, state = state.as_str(), "job ended");
+    }
+    Ok(())
+}

@@ -1,0 +1,248 @@
+//! The planner: takes job submissions off `TESSERA_JOBS`, validates them, records the job
+//! (create-if-absent on the id), publishes its ready tasks and announces `job.accepted` — or
+//! `job.rejected` with every reason, changing nothing else.
+//!
+//! Planning is idempotent: a redelivered submission (planner killed mid-way) finds the record
+//! and republishes with the same `Nats-Msg-Id`s; a job already published is acked and left.
+//! Stateless: any number of planners may share the durable consumer.
+
+use std::time::Duration;
+
+use std::collections::VecDeque;
+
+use async_nats::jetstream::{self, AckKind};
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Deps;
+use crate::job::{self, Invalid, Job, JobId};
+use crate::ledger::Created;
+use crate::plan;
+use crate::protocol::{self, Event, EventKind, TaskMessage};
+use crate::state::{JobRecord, JobState};
+use crate::streams;
+
+/// Publishes in flight at once while queuing a job's tasks.
+const PUBLISH_WINDOW: usize = 512;
+
+/// Runs the planner until `shutdown`; the submission in hand is finished first.
+pub async fn run(deps: Deps, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let consumer = streams::planner_consumer(&deps.js).await?;
+    tracing::info!("planner ready");
+    while !shutdown.is_cancelled() {
+        let pull = consumer
+            .batch()
+            .max_messages(1)
+            .expires(Duration::from_secs(5))
+            .messages();
+        let mut batch = tokio::select! {
+            () = shutdown.cancelled() => break,
+            result = tokio::time::timeout(Duration::from_secs(7), pull) => match result {
+                Ok(Ok(batch)) => batch,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "pulling submissions");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+                Err(_) => continue,
+            },
+        };
+        loop {
+            let next = tokio::select! {
+                () = shutdown.cancelled() => break,
+                next = tokio::time::timeout(Duration::from_secs(12), batch.next()) => next,
+            };
+            let msg = match next {
+                Ok(Some(Ok(msg))) => msg,
+                Ok(Some(Err(e))) => {
+                    tracing::debug!(error = %e, "submission pull ended");
+                    break;
+                }
+                Ok(None) | Err(_) => break,
+            };
+            if let Err(e) = handle(&deps, &msg).await {
+                tracing::error!(
+                    error = format!("{e:#}"),
+                    "planning failed; the submission will be redelivered"
+                );
+                let _ = msg
+                    .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                    .await;
+            }
+        }
+    }
+    tracing::info!("planner stopped");
+    Ok(())
+}
+
+/// The id to report a rejection under: the submission's own id if it is readable and valid.
+fn id_of_rejected(payload: &[u8], json: bool) -> String {
+    let value: Option<serde_json::Value> = if json {
+        serde_json::from_slice(payload).ok()
+    } else {
+        rmp_serde::from_slice(payload).ok()
+    };
+    value
+        .as_ref()
+        .and_then(|v| v.get("id"))
+        .and_then(|v| v.as_str())
+        .and_then(|id| JobId::parse(id).ok())
+        .map_or_else(
+            || protocol::INVALID_JOB_TOKEN.to_string(),
+            |id| id.to_string(),
+        )
+}
+
+async fn handle(deps: &Deps, msg: &jetstream::Message) -> anyhow::Result<()> {
+    let content_type = msg
+        .headers
+        .as_ref()
+        .and_then(|h| h.get("Content-Type"))
+        .map(|v| v.as_str().to_string());
+    let json = job::is_json(content_type.as_deref(), &msg.payload);
+    let mut spec = match job::from_wire(&msg.payload, json) {
+        Ok(spec) => spec,
+        Err(invalid) => {
+            return reject(deps, msg, &id_of_rejected(&msg.payload, json), invalid).await;
+        }
+    };
+    if spec.id.is_none() {
+        // Derived from the message, so a redelivery plans the same job.
+        let sequence = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
+        let digest = crate::scene::sha256_hex(&msg.payload);
+        spec.id = Some(format!("job-{sequence}-{}", &digest[..8]));
+    }
+    let id_text = spec.id.clone().unwrap_or_default();
+    let job = match spec.validate() {
+        Ok(job) => job,
+        Err(invalid) => {
+            let token = JobId::parse(&id_text).map_or_else(
+                |_| protocol::INVALID_JOB_TOKEN.to_string(),
+                |id| id.to_string(),
+            );
+            return reject(deps, msg, &token, invalid).await;
+        }
+    };
+    plan_job(deps, msg, job).await
+}
+
+async fn reject(
+    deps: &Deps,
+    msg: &jetstream::Message,
+    job: &str,
+    invalid: Invalid,
+) -> anyhow::Result<()> {
+    tracing::warn!(job, reasons = %invalid, "job rejected");
+    let mut event = Event::new(EventKind::JobRejected, job);
+    event.message = Some(invalid.to_string());
+    event.reasons = invalid.0;
+    protocol::publish_event(&deps.js, &event).await?;
+    msg.double_ack()
+        .await
+        .map_err(|e| anyhow::anyhow!("acking a rejected submission: {e}"))?;
+    Ok(())
+}
+
+async fn plan_job(deps: &Deps, msg: &jetstream::Message, job: Job) -> anyhow::Result<()> {
+    let tasks = plan::task_count(&job);
+    let record = JobRecord {
+        schema: protocol::SCHEMA,
+        spec: job.spec.clone(),
+        state: JobState::Queued,
+        tasks,
+        published: false,
+        created_ms: protocol::now_ms(),
+        started_ms: None,
+        finished_ms: None,
+        message: None,
+    };
+    match deps.ledger.create_job(&record).await? {
+        Created::New => {}
+        Created::Exists(existing) if existing.spec != job.spec => {
+            let invalid = Invalid(vec![job::FieldError {
+                field: "id".into(),
+                message: format!(
+                    "job {} already exists with a different spec; choose another id",
+                    job.id
+                ),
+            }]);
+            return reject(deps, msg, job.id.as_str(), invalid).await;
+        }
+        Created::Exists(existing) if existing.published => {
+            tracing::info!(job = %job.id, "job submitted again; already planned");
+            msg.double_ack()
+                .await
+                .map_err(|e| anyhow::anyhow!("acking: {e}"))?;
+            return Ok(());
+        }
+        Created::Exists(_) => tracing::info!(job = %job.id, "resuming an interrupted planning"),
+    }
+    deps.ledger
+        .create_pages(&job.id, tasks, |i| {
+            !plan::task(&job, i).waits_for.is_empty()
+        })
+        .await?;
+
+    let mut pending = VecDeque::new();
+    let mut last_progress = tokio::time::Instant::now();
+    let mut published = 0u32;
+    for task in plan::tasks(&job).filter(|t| t.waits_for.is_empty()) {
+        pending.push_back(publish_task(&deps.js, &job, &task).await?);
+        published += 1;
+        if pending.len() >= PUBLISH_WINDOW
+            && let Some(oldest) = pending.pop_front()
+        {
+            oldest.await?;
+        }
+        if last_progress.elapsed() > Duration::from_secs(2) {
+            let _ = msg.ack_with(AckKind::Progress).await;
+            last_progress = tokio::time::Instant::now();
+        }
+    }
+    while let Some(oldest) = pending.pop_front() {
+        oldest.await?;
+    }
+    deps.ledger
+        .update_job(&job.id, |r| !std::mem::replace(&mut r.published, true))
+        .await?;
+    let mut event = Event::new(EventKind::JobAccepted, job.id.as_str());
+    event.message = Some(format!("{tasks} tasks, {published} queued"));
+    protocol::publish_event(&deps.js, &event).await?;
+    let _ = deps
+        .client
+        .publish(
+            protocol::doorbell_subject(&job.class),
+            job.id.to_string().into(),
+        )
+        .await;
+    msg.double_ack()
+        .await
+        .map_err(|e| anyhow::anyhow!("acking a planned submission: {e}"))?;
+    tracing::info!(job = %job.id, tasks, published, "job accepted");
+    Ok(())
+}
+
+/// Publishes one task and returns the future of its stream ack.
+pub async fn publish_task(
+    js: &jetstream::Context,
+    job: &Job,
+    task: &plan::TaskPlan,
+) -> anyhow::Result<impl std::future::Future<Output = anyhow::Result<()>> + use<>> {
+    let message = TaskMessage::new(job, task);
+    let subject = protocol::task_subject(&job.class, job.priority, &job.id);
+    let msg_id = protocol::task_msg_id(&job.id, &task.id);
+    let ack = js
+        .publish_with_headers(
+            subject,
+            protocol::headers(Some(&msg_id)),
+            protocol::encode(&message).into(),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("publishing task {}: {e}", task.id))?;
+    let id = task.id.clone();
+    Ok(async move {
+        ack.await
+            .map(|_| ())
+            .map_err(|e| anyhow::anyhow!("task {id} was not stored: {e}"))
+    })
+}

@@ -1,0 +1,410 @@
+//! Every type that crosses NATS, and the only place subjects are built.
+//!
+//! Internal messages are msgpack (`rmp_serde::to_vec_named`, so fields travel by name and
+//! optional ones may be absent) with the header `Content-Type: application/msgpack`; every
+//! message carries a `schema` version. Job submissions may be JSON too (see [`crate::job`]).
+//!
+//! Subjects:
+//!
+//! | subject | what |
+//! | --- | --- |
+//! | `tessera.jobs.submit` | job submissions (stream `TESSERA_JOBS`) |
+//! | `tessera.tasks.<class>.<priority>.<job>` | tasks (stream `TESSERA_TASKS`) |
+//! | `tessera.events.<job>.<kind>` | events, `<kind>` like `task.done` (stream `TESSERA_EVENTS`) |
+//! | `tessera.control.<job>` | core NATS: cancel running renders of a job |
+//! | `tessera.doorbell.<class>` | core NATS: tasks were queued for a class; wakes idle workers |
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::job::{Class, FieldError, ImageFormat, JobId, Priority, RendererKind};
+use crate::plan::TaskId;
+use crate::tiles::Rect;
+
+/// Version of the internal message schemas.
+pub const SCHEMA: u32 = 1;
+/// The subject jobs are submitted on.
+pub const SUBMIT_SUBJECT: &str = "tessera.jobs.submit";
+/// The job token used in events about a submission whose id could not be read.
+pub const INVALID_JOB_TOKEN: &str = "_invalid";
+/// Content type of internal messages.
+pub const MSGPACK: &str = "application/msgpack";
+/// Content type of JSON submissions.
+pub const JSON: &str = "application/json";
+
+/// `tessera.tasks.<class>.<priority>.<job>`.
+pub fn task_subject(class: &Class, priority: Priority, job: &JobId) -> String {
+    format!("tessera.tasks.{class}.{priority}.{job}")
+}
+
+/// The filter of the consumer serving (`class`, `priority`).
+pub fn task_filter(class: &Class, priority: Priority) -> String {
+    format!("tessera.tasks.{class}.{priority}.>")
+}
+
+/// Every task subject of `job`, whatever its class and priority (for purging).
+pub fn job_tasks_filter(job: &JobId) -> String {
+    format!("tessera.tasks.*.*.{job}")
+}
+
+/// The durable consumer serving (`class`, `priority`): `tasks-<class>-<priority>`.
+pub fn task_consumer(class: &Class, priority: Priority) -> String {
+    format!("tasks-{class}-{priority}")
+}
+
+/// `tessera.events.<job>.<kind>`.
+pub fn event_subject(job: &str, kind: EventKind) -> String {
+    format!("tessera.events.{job}.{}", kind.as_str())
+}
+
+/// Every event of `job`.
+pub fn job_events_filter(job: &JobId) -> String {
+    format!("tessera.events.{job}.>")
+}
+
+/// `tessera.control.<job>`.
+pub fn control_subject(job: &JobId) -> String {
+    format!("tessera.control.{job}")
+}
+
+/// `tessera.doorbell.<class>`.
+pub fn doorbell_subject(class: &Class) -> String {
+    format!("tessera.doorbell.{class}")
+}
+
+/// The `Nats-Msg-Id` of a task message: the same task is deduplicated within the window.
+pub fn task_msg_id(job: &JobId, task: &TaskId) -> String {
+    format!("{job}:{task}")
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// One task, self-contained: a worker needs nothing else to run it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskMessage {
+    /// Schema version.
+    pub schema: u32,
+    /// The job.
+    pub job: JobId,
+    /// The task.
+    pub task: TaskId,
+    /// Position in the job's task list.
+    pub index: u32,
+    /// Renderer to run.
+    pub renderer: RendererKind,
+    /// Scene manifest digest (hex), if any.
+    #[serde(default)]
+    pub scene_manifest: Option<String>,
+    /// Frames, ascending.
+    pub frames: Vec<u32>,
+    /// Full image width.
+    pub width: u32,
+    /// Full image height.
+    pub height: u32,
+    /// File format of the outputs.
+    pub format: ImageFormat,
+    /// Bits per channel (PNG 8 or 16; EXR 32).
+    pub depth: u8,
+    /// The rectangle to render (tile plus overscan); the whole image when absent.
+    #[serde(default)]
+    pub region: Option<Rect>,
+    /// Layer (pass) name, if the job is layered.
+    #[serde(default)]
+    pub layer: Option<String>,
+    /// Renderer settings.
+    #[serde(default)]
+    pub settings: serde_json::Map<String, serde_json::Value>,
+    /// Attempts allowed, counting the first.
+    pub max_attempts: u32,
+    /// Per-attempt limit in milliseconds.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+}
+
+/// What happened; the last subject tokens of an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EventKind {
+    /// The planner accepted and queued the job.
+    #[serde(rename = "job.accepted")]
+    JobAccepted,
+    /// The planner rejected the job; `reasons` says why.
+    #[serde(rename = "job.rejected")]
+    JobRejected,
+    /// A worker started an attempt.
+    #[serde(rename = "task.started")]
+    TaskStarted,
+    /// A worker reports progress.
+    #[serde(rename = "task.progress")]
+    TaskProgress,
+    /// An attempt succeeded; `outputs` lists its object keys.
+    #[serde(rename = "task.done")]
+    TaskDone,
+    /// An attempt failed and the task will be tried again.
+    #[serde(rename = "task.retry")]
+    TaskRetry,
+    /// The task failed for good.
+    #[serde(rename = "task.failed")]
+    TaskFailed,
+    /// Every task is done and every output assembled.
+    #[serde(rename = "job.done")]
+    JobDone,
+    /// The job ended with failed tasks.
+    #[serde(rename = "job.failed")]
+    JobFailed,
+    /// The job was canceled.
+    #[serde(rename = "job.canceled")]
+    JobCanceled,
+}
+
+impl EventKind {
+    /// The subject tokens.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::JobAccepted => "job.accepted",
+            EventKind::JobRejected => "job.rejected",
+            EventKind::TaskStarted => "task.started",
+            EventKind::TaskProgress => "task.progress",
+            EventKind::TaskDone => "task.done",
+            EventKind::TaskRetry => "task.retry",
+            EventKind::TaskFailed => "task.failed",
+            EventKind::JobDone => "job.done",
+            EventKind::JobFailed => "job.failed",
+            EventKind::JobCanceled => "job.canceled",
+        }
+    }
+
+    /// Whether the job ends with this event.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            EventKind::JobRejected
+                | EventKind::JobDone
+                | EventKind::JobFailed
+                | EventKind::JobCanceled
+        )
+    }
+}
+
+/// Something that happened to a job or task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Schema version.
+    pub schema: u32,
+    /// What happened.
+    pub kind: EventKind,
+    /// The job id (or [`INVALID_JOB_TOKEN`] for a submission without a readable id).
+    pub job: String,
+    /// The task, for task events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<TaskId>,
+    /// The task's index, for task events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<u32>,
+    /// The attempt (1 for the first), for task events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    /// The worker, for task events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+    /// When, in milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    /// Object keys of the outputs (`task.done`: the attempt's files; `job.done`: the job's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<String>,
+    /// Object key of the attempt's log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<String>,
+    /// A human-readable explanation (failures, cancels).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Why a job was rejected, field by field.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<FieldError>,
+    /// Fraction done, 0 to 1, for progress events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<f32>,
+}
+
+impl Event {
+    /// A bare event of `kind` for `job`, stamped now.
+    pub fn new(kind: EventKind, job: &str) -> Event {
+        Event {
+            schema: SCHEMA,
+            kind,
+            job: job.to_string(),
+            task: None,
+            index: None,
+            attempt: None,
+            worker: None,
+            time_ms: now_ms(),
+            outputs: Vec::new(),
+            log: None,
+            message: None,
+            reasons: Vec::new(),
+            progress: None,
+        }
+    }
+
+    /// An event of `kind` about attempt `attempt` of `task`.
+    pub fn task(kind: EventKind, task: &TaskMessage, attempt: u32, worker: &str) -> Event {
+        Event {
+            task: Some(task.task.clone()),
+            index: Some(task.index),
+            attempt: Some(attempt),
+            worker: Some(worker.to_string()),
+            ..Event::new(kind, task.job.as_str())
+        }
+    }
+
+    /// The subject this event is published on.
+    pub fn subject(&self) -> String {
+        event_subject(&self.job, self.kind)
+    }
+}
+
+/// Encodes an internal message.
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    rmp_serde::to_vec_named(value).expect("internal messages always serialise")
+}
+
+/// Decodes an internal message, with the path of the field that failed.
+pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    let mut de = rmp_serde::Deserializer::new(bytes);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        format!("{path}: {}", e.into_inner())
+    })
+}
+
+/// Headers for an internal message, with an optional `Nats-Msg-Id`.
+pub fn headers(msg_id: Option<&str>) -> async_nats::HeaderMap {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Content-Type", MSGPACK);
+    if let Some(id) = msg_id {
+        headers.insert("Nats-Msg-Id", id);
+    }
+    headers
+}
+
+impl TaskMessage {
+    /// The message for planned task `plan` of `job`.
+    pub fn new(job: &crate::job::Job, plan: &crate::plan::TaskPlan) -> TaskMessage {
+        TaskMessage {
+            schema: SCHEMA,
+            job: job.id.clone(),
+            task: plan.id.clone(),
+            index: plan.index,
+            renderer: job.renderer,
+            scene_manifest: job.scene_manifest.clone(),
+            frames: plan.frames.clone(),
+            width: job.image.width,
+            height: job.image.height,
+            format: job.image.format,
+            depth: job.image.depth,
+            region: plan.tile.map(|t| t.render),
+            layer: plan.layer.map(|l| job.layers[l].name.clone()),
+            settings: job.settings.clone(),
+            max_attempts: job.retry.max_attempts,
+            timeout_ms: job.retry.timeout.map(|d| d.as_millis() as u64),
+        }
+    }
+
+    /// Checks what a worker relies on, for a message that came off the wire.
+    pub fn check(&self) -> Result<(), String> {
+        if self.schema != SCHEMA {
+            return Err(format!("task schema {} is not supported", self.schema));
+        }
+        if self.frames.is_empty() {
+            return Err("task has no frames".into());
+        }
+        if self.width == 0
+            || self.height == 0
+            || self.width > crate::job::MAX_IMAGE_SIDE
+            || self.height > crate::job::MAX_IMAGE_SIDE
+        {
+            return Err(format!(
+                "task image {}x{} is out of range",
+                self.width, self.height
+            ));
+        }
+        if let Some(r) = self.region
+            && (r.width == 0
+                || r.height == 0
+                || !crate::tiles::Rect::full(self.width, self.height).contains(r))
+        {
+            return Err(format!("task region {r:?} is not inside the image"));
+        }
+        if let Some(layer) = &self.layer
+            && !crate::job::is_token(layer, 32, true)
+        {
+            return Err(format!("task layer {layer:?} is not a valid name"));
+        }
+        if !crate::job::is_token(self.task.as_str().replace('.', "-").as_str(), 200, true) {
+            return Err(format!("task id {:?} is not valid", self.task));
+        }
+        if let Some(hex) = &self.scene_manifest {
+            crate::job::parse_manifest_ref(&format!("sha256:{hex}"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Publishes `event` to JetStream and waits for the stream's ack.
+pub async fn publish_event(
+    js: &async_nats::jetstream::Context,
+    event: &Event,
+) -> anyhow::Result<()> {
+    js.publish_with_headers(event.subject(), headers(None), encode(event).into())
+        .await?
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "publishing {} for job {}: {e}",
+                event.kind.as_str(),
+                event.job
+            )
+        })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builds_subjects() {
+        let job = JobId::parse("j1").unwrap();
+        let cpu = Class::cpu();
+        assert_eq!(
+            task_subject(&cpu, Priority::High, &job),
+            "tessera.tasks.cpu.high.j1"
+        );
+        assert_eq!(task_filter(&cpu, Priority::Low), "tessera.tasks.cpu.low.>");
+        assert_eq!(task_consumer(&cpu, Priority::Normal), "tasks-cpu-normal");
+        assert_eq!(
+            event_subject("j1", EventKind::TaskDone),
+            "tessera.events.j1.task.done"
+        );
+        assert_eq!(job_tasks_filter(&job), "tessera.tasks.*.*.j1");
+    }
+
+    #[test]
+    fn events_round_trip() {
+        let mut event = Event::new(EventKind::JobRejected, "j1");
+        event.reasons.push(FieldError {
+            field: "frames.range".into(),
+            message: "is empty".into(),
+        });
+        let back: Event = decode(&encode(&event)).unwrap();
+        assert_eq!(back, event);
+        let err = decode::<Event>(b"\x80").unwrap_err();
+        assert!(err.contains("missing field"), "{err}");
+    }
+}

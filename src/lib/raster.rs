@@ -1,0 +1,159 @@
+//! Float RGB images: what renderers produce and the collector assembles, and their encoding
+//! to PNG (8- or 16-bit, sRGB) and EXR (32-bit float, linear).
+//!
+//! Pure and in memory. Encoding one pixel depends on that pixel alone, so a crop of an
+//! encoded image equals the encoding of the crop: tiles stitched from their files are
+//! bit-identical to the image rendered whole.
+
+use std::io::Cursor;
+
+use image::{DynamicImage, ImageBuffer, ImageFormat as FileFormat, Rgb, Rgb32FImage};
+
+use crate::job::ImageFormat;
+use crate::tiles::Rect;
+
+/// A linear-light RGB float image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Raster {
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Row-major RGB triples.
+    pub pixels: Vec<[f32; 3]>,
+}
+
+impl Raster {
+    /// A black image.
+    pub fn new(width: u32, height: u32) -> Raster {
+        Raster {
+            width,
+            height,
+            pixels: vec![[0.0; 3]; width as usize * height as usize],
+        }
+    }
+
+    /// The pixel at (`x`, `y`).
+    pub fn get(&self, x: u32, y: u32) -> [f32; 3] {
+        self.pixels[y as usize * self.width as usize + x as usize]
+    }
+
+    /// The part of the image inside `rect` (relative to this image).
+    pub fn crop(&self, rect: Rect) -> Raster {
+        let mut out = Raster::new(rect.width, rect.height);
+        for y in 0..rect.height {
+            let src = (rect.y + y) as usize * self.width as usize + rect.x as usize;
+            let dst = y as usize * rect.width as usize;
+            out.pixels[dst..dst + rect.width as usize]
+                .copy_from_slice(&self.pixels[src..src + rect.width as usize]);
+        }
+        out
+    }
+}
+
+/// Linear to sRGB transfer, clamped to [0, 1].
+pub fn linear_to_srgb(v: f32) -> f32 {
+    let v = v.clamp(0.0, 1.0);
+    if v <= 0.003_130_8 {
+        v * 12.92
+    } else {
+        1.055 * v.powf(1.0 / 2.4) - 0.055
+    }
+}
+
+/// Encodes `raster` as PNG (`depth` 8 or 16, sRGB) or EXR (linear float).
+pub fn encode(raster: &Raster, format: ImageFormat, depth: u8) -> Result<Vec<u8>, String> {
+    let mut out = Cursor::new(Vec::new());
+    let result = match format {
+        ImageFormat::Exr => {
+            let flat: Vec<f32> = raster.pixels.iter().flatten().copied().collect();
+            let buffer: Rgb32FImage = ImageBuffer::from_raw(raster.width, raster.height, flat)
+                .ok_or("raster size does not match its pixels")?;
+            DynamicImage::ImageRgb32F(buffer).write_to(&mut out, FileFormat::OpenExr)
+        }
+        ImageFormat::Png if depth == 16 => {
+            let flat: Vec<u16> = raster
+                .pixels
+                .iter()
+                .flatten()
+                .map(|&v| (linear_to_srgb(v) * 65535.0 + 0.5) as u16)
+                .collect();
+            let buffer: ImageBuffer<Rgb<u16>, Vec<u16>> =
+                ImageBuffer::from_raw(raster.width, raster.height, flat)
+                    .ok_or("raster size does not match its pixels")?;
+            write_png(&DynamicImage::ImageRgb16(buffer), &mut out)
+        }
+        ImageFormat::Png => {
+            let flat: Vec<u8> = raster
+                .pixels
+                .iter()
+                .flatten()
+                .map(|&v| (linear_to_srgb(v) * 255.0 + 0.5) as u8)
+                .collect();
+            let buffer: ImageBuffer<Rgb<u8>, Vec<u8>> =
+                ImageBuffer::from_raw(raster.width, raster.height, flat)
+                    .ok_or("raster size does not match its pixels")?;
+            write_png(&DynamicImage::ImageRgb8(buffer), &mut out)
+        }
+    };
+    result.map_err(|e| format!("encoding {format:?}: {e}"))?;
+    Ok(out.into_inner())
+}
+
+fn write_png(image: &DynamicImage, out: &mut Cursor<Vec<u8>>) -> image::ImageResult<()> {
+    use image::codecs::png::{CompressionType, FilterType, PngEncoder};
+    let encoder = PngEncoder::new_with_quality(out, CompressionType::Fast, FilterType::Adaptive);
+    image.write_with_encoder(encoder)
+}
+
+/// Decodes a PNG or EXR file (no size limit: frames may be 16K).
+pub fn decode(bytes: &[u8]) -> Result<DynamicImage, String> {
+    let mut reader = image::ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| e.to_string())?;
+    reader.no_limits();
+    reader.decode().map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gradient() -> Raster {
+        let mut r = Raster::new(7, 5);
+        for (i, p) in r.pixels.iter_mut().enumerate() {
+            *p = [i as f32 / 35.0, 0.5, 2.0];
+        }
+        r
+    }
+
+    #[test]
+    fn encodes_and_decodes_each_format() {
+        let r = gradient();
+        let png8 = decode(&encode(&r, ImageFormat::Png, 8).unwrap()).unwrap();
+        assert_eq!(png8.color(), image::ColorType::Rgb8);
+        assert_eq!((png8.width(), png8.height()), (7, 5));
+        let png16 = decode(&encode(&r, ImageFormat::Png, 16).unwrap()).unwrap();
+        assert_eq!(png16.color(), image::ColorType::Rgb16);
+        let exr = decode(&encode(&r, ImageFormat::Exr, 32).unwrap()).unwrap();
+        let exr = exr.to_rgb32f();
+        assert_eq!(
+            exr.get_pixel(6, 4).0,
+            r.get(6, 4),
+            "EXR keeps floats exactly"
+        );
+    }
+
+    #[test]
+    fn crops() {
+        let r = gradient();
+        let c = r.crop(Rect {
+            x: 2,
+            y: 1,
+            width: 3,
+            height: 2,
+        });
+        assert_eq!(c.get(0, 0), r.get(2, 1));
+        assert_eq!(c.get(2, 1), r.get(4, 2));
+    }
+}

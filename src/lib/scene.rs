@@ -1,0 +1,264 @@
+//! Scenes: a scene folder packaged into content-addressed blobs plus a manifest, and the
+//! worker's side — fetching a manifest's files through a local content-addressed cache into
+//! a task's work folder.
+//!
+//! A manifest (`scenes/<hex>.json`, hex = SHA-256 of the manifest bytes) maps relative paths
+//! to blob hashes and names the entry file. A job renders exactly the bytes it was submitted
+//! with. Paths are checked on both sides (no `..`, nothing absolute); blobs are checked
+//! against their hash when downloaded.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::job::check_relative_path;
+use crate::storage::{Store, keys};
+
+/// At most this many files in a scene folder.
+pub const MAX_FILES: usize = 100_000;
+
+/// A packaged scene.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Schema version.
+    pub schema: u32,
+    /// The scene file, relative to the folder.
+    pub entry: String,
+    /// Relative path → SHA-256 hex of the contents.
+    pub files: BTreeMap<String, String>,
+}
+
+/// Lower-case hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    let mut hex = String::with_capacity(64);
+    for b in digest {
+        hex.push_str(&format!("{b:02x}"));
+    }
+    hex
+}
+
+fn is_hex64(text: &str) -> bool {
+    text.len() == 64
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+impl Manifest {
+    /// Parses and checks a manifest: every path relative and inside the folder, every hash
+    /// well formed, the entry present.
+    pub fn parse(bytes: &[u8]) -> Result<Manifest, String> {
+        let manifest: Manifest =
+            serde_json::from_slice(bytes).map_err(|e| format!("scene manifest: {e}"))?;
+        if manifest.schema != 1 {
+            return Err(format!(
+                "scene manifest: schema {} is not supported",
+                manifest.schema
+            ));
+        }
+        if manifest.files.len() > MAX_FILES {
+            return Err(format!("scene manifest: more than {MAX_FILES} files"));
+        }
+        for (path, hash) in &manifest.files {
+            check_relative_path(path).map_err(|e| format!("scene manifest: file {e}"))?;
+            if !is_hex64(hash) {
+                return Err(format!("scene manifest: {path:?} has a malformed hash"));
+            }
+        }
+        if !manifest.files.contains_key(&manifest.entry) {
+            return Err(format!(
+                "scene manifest: entry {:?} is not among its files",
+                manifest.entry
+            ));
+        }
+        Ok(manifest)
+    }
+
+    /// The canonical bytes and their hex digest.
+    pub fn to_bytes(&self) -> (Vec<u8>, String) {
+        let bytes = serde_json::to_vec(self).expect("manifests always serialise");
+        let hex = sha256_hex(&bytes);
+        (bytes, hex)
+    }
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) -> anyhow::Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| anyhow::anyhow!("reading scene folder {}: {e}", dir.display()))?
+        .collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let path = entry.path();
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            walk(root, &path, out)?;
+        } else if kind.is_file() || (kind.is_symlink() && path.is_file()) {
+            let relative = path
+                .strip_prefix(root)
+                .expect("walked paths are under the root")
+                .to_str()
+                .ok_or_else(|| anyhow::anyhow!("{} is not valid UTF-8", path.display()))?
+                .replace(std::path::MAIN_SEPARATOR, "/");
+            check_relative_path(&relative).map_err(|e| anyhow::anyhow!("scene file {e}"))?;
+            out.push((relative, path));
+            if out.len() > MAX_FILES {
+                anyhow::bail!(
+                    "scene folder {} holds more than {MAX_FILES} files",
+                    root.display()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Packages the folder of `scene_file` into the store: each file a blob (skipped when it
+/// exists), then the manifest. Returns the manifest's hex digest.
+pub async fn package(store: &Store, scene_file: &Path) -> anyhow::Result<String> {
+    let folder = scene_file
+        .parent()
+        .ok_or_else(|| anyhow::anyhow!("scene {} has no folder", scene_file.display()))?;
+    if !scene_file.is_file() {
+        anyhow::bail!("scene {} is not a file", scene_file.display());
+    }
+    let entry = scene_file
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| anyhow::anyhow!("scene {} has no usable name", scene_file.display()))?
+        .to_string();
+    let mut files = Vec::new();
+    walk(folder, folder, &mut files)?;
+    let mut manifest = Manifest {
+        schema: 1,
+        entry,
+        files: BTreeMap::new(),
+    };
+    for (relative, path) in files {
+        let bytes = tokio::fs::read(&path)
+            .await
+            .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+        let hex = sha256_hex(&bytes);
+        store
+            .put_if_absent(&keys::blob(&hex), Bytes::from(bytes))
+            .await?;
+        manifest.files.insert(relative, hex);
+    }
+    let (bytes, hex) = manifest.to_bytes();
+    store
+        .put_if_absent(&keys::manifest(&hex), Bytes::from(bytes))
+        .await?;
+    Ok(hex)
+}
+
+/// A worker's local content-addressed cache of blobs.
+#[derive(Debug, Clone)]
+pub struct Cache {
+    dir: PathBuf,
+}
+
+impl Cache {
+    /// A cache in `dir` (created if missing).
+    pub fn new(dir: PathBuf) -> std::io::Result<Cache> {
+        std::fs::create_dir_all(dir.join("blobs"))?;
+        std::fs::create_dir_all(dir.join("tmp"))?;
+        Ok(Cache { dir })
+    }
+
+    async fn blob(&self, store: &Store, hex: &str) -> anyhow::Result<PathBuf> {
+        let path = self.dir.join("blobs").join(hex);
+        if tokio::fs::try_exists(&path).await.unwrap_or(false) {
+            return Ok(path);
+        }
+        let bytes = store.get(&keys::blob(hex)).await?;
+        let actual = sha256_hex(&bytes);
+        if actual != hex {
+            anyhow::bail!("blob {hex} in the store has the wrong contents (hash {actual})");
+        }
+        // Write beside, then rename: a crash never leaves a partial blob under its hash.
+        let tmp = self
+            .dir
+            .join("tmp")
+            .join(format!("{hex}.{}", std::process::id()));
+        tokio::fs::write(&tmp, &bytes).await?;
+        tokio::fs::rename(&tmp, &path).await?;
+        Ok(path)
+    }
+
+    /// Fetches manifest `hex` and lays its files out under `work`. Returns the entry file.
+    pub async fn materialize(
+        &self,
+        store: &Store,
+        hex: &str,
+        work: &Path,
+    ) -> anyhow::Result<PathBuf> {
+        let bytes = store.get(&keys::manifest(hex)).await?;
+        if sha256_hex(&bytes) != hex {
+            anyhow::bail!("scene manifest {hex} in the store does not match its hash");
+        }
+        let manifest = Manifest::parse(&bytes).map_err(anyhow::Error::msg)?;
+        for (relative, blob) in &manifest.files {
+            let source = self.blob(store, blob).await?;
+            let target = work.join(relative);
+            if let Some(parent) = target.parent() {
+                tokio::fs::create_dir_all(parent).await?;
+            }
+            if tokio::fs::hard_link(&source, &target).await.is_err() {
+                tokio::fs::copy(&source, &target).await?;
+            }
+        }
+        Ok(work.join(&manifest.entry))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifests_are_checked() {
+        let good = format!(
+            r#"{{"schema":1,"entry":"a.toml","files":{{"a.toml":"{}"}}}}"#,
+            "0".repeat(64)
+        );
+        assert!(Manifest::parse(good.as_bytes()).is_ok());
+        for (bad, needle) in [
+            (good.replace("a.toml\":", "../a.toml\":"), "'..'"),
+            (good.replace("\"a.toml\":", "\"/a.toml\":"), "absolute"),
+            (good.replace(&"0".repeat(64), "xyz"), "malformed hash"),
+            (
+                good.replace("\"entry\":\"a.toml\"", "\"entry\":\"b.toml\""),
+                "not among",
+            ),
+            ("[1]".to_string(), "scene manifest"),
+        ] {
+            let err = Manifest::parse(bad.as_bytes()).unwrap_err();
+            assert!(err.contains(needle), "{bad}: {err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn packages_and_materializes_a_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let scene = dir.path().join("scene");
+        std::fs::create_dir_all(scene.join("tex")).unwrap();
+        std::fs::write(scene.join("s.toml"), "x = 1").unwrap();
+        std::fs::write(scene.join("tex/wood.png"), [1u8, 2, 3]).unwrap();
+        let store = Store::open(&format!("file://{}", dir.path().join("store").display())).unwrap();
+        let hex = package(&store, &scene.join("s.toml")).await.unwrap();
+        assert_eq!(
+            hex,
+            package(&store, &scene.join("s.toml")).await.unwrap(),
+            "stable"
+        );
+        let cache = Cache::new(dir.path().join("cache")).unwrap();
+        let work = dir.path().join("work");
+        let entry = cache.materialize(&store, &hex, &work).await.unwrap();
+        assert_eq!(std::fs::read_to_string(entry).unwrap(), "x = 1");
+        assert_eq!(std::fs::read(work.join("tex/wood.png")).unwrap(), [1, 2, 3]);
+    }
+}

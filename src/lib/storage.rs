@@ -1,0 +1,373 @@
+//! Object storage: opening a store from its URL (`file:///abs/dir` or `s3://bucket/prefix`)
+//! and the key layout, one function per kind of key. Every other module names keys only
+//! through [`keys`].
+//!
+//! Operations that fail transiently (network, throttling) are retried with backoff
+//! (`backon`); logical errors (not found, already exists) are returned at once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart};
+
+/// Outputs at least this large are uploaded in parts.
+const MULTIPART_THRESHOLD: usize = 16 << 20;
+/// Size of each part of a multipart upload.
+const PART_SIZE: usize = 8 << 20;
+
+/// Where everything of Tessera lives in the object store.
+pub mod keys {
+    use crate::job::JobId;
+    use crate::plan::TaskId;
+
+    /// `blobs/sha256/<hex>`: content-addressed file contents.
+    pub fn blob(hex: &str) -> String {
+        format!("blobs/sha256/{hex}")
+    }
+
+    /// `scenes/<hex>.json`: a scene manifest (relative path → blob hash).
+    pub fn manifest(hex: &str) -> String {
+        format!("scenes/{hex}.json")
+    }
+
+    /// `jobs/<job>/tasks/<task>/attempt-<n>/`: the folder of one attempt's raw outputs.
+    pub fn attempt_prefix(job: &JobId, task: &TaskId, attempt: u32) -> String {
+        format!("jobs/{job}/tasks/{task}/attempt-{attempt}/")
+    }
+
+    /// `jobs/<job>/tasks/<task>/attempt-<n>/<name>`: one raw output of an attempt.
+    pub fn attempt_output(job: &JobId, task: &TaskId, attempt: u32, name: &str) -> String {
+        format!("{}{name}", attempt_prefix(job, task, attempt))
+    }
+
+    /// `jobs/<job>/logs/<task>/attempt-<n>.log`: the renderer's full log of one attempt.
+    pub fn attempt_log(job: &JobId, task: &TaskId, attempt: u32) -> String {
+        format!("jobs/{job}/logs/{task}/attempt-{attempt}.log")
+    }
+
+    /// `jobs/<job>/logs/`: every log of a job.
+    pub fn logs_prefix(job: &JobId) -> String {
+        format!("jobs/{job}/logs/")
+    }
+
+    /// `jobs/<job>/output/`: the assembled results.
+    pub fn output_prefix(job: &JobId) -> String {
+        format!("jobs/{job}/output/")
+    }
+
+    /// `jobs/<job>/output/<name>`: one assembled result.
+    pub fn output(job: &JobId, name: &str) -> String {
+        format!("{}{name}", output_prefix(job))
+    }
+}
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The key does not exist.
+    #[error("{0} not found in the object store")]
+    NotFound(String),
+    /// The store URL is not usable.
+    #[error("store URL {url:?}: {reason}")]
+    Url {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Any other failure, after retries.
+    #[error("object store: {0}")]
+    Other(#[from] object_store::Error),
+}
+
+/// An object store with Tessera's prefix applied.
+#[derive(Clone, Debug)]
+pub struct Store {
+    inner: Arc<dyn ObjectStore>,
+    prefix: String,
+    url: String,
+}
+
+fn backoff() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(5))
+        .with_max_times(6)
+        .with_jitter()
+}
+
+fn transient(error: &object_store::Error) -> bool {
+    !matches!(
+        error,
+        object_store::Error::NotFound { .. }
+            | object_store::Error::AlreadyExists { .. }
+            | object_store::Error::Precondition { .. }
+            | object_store::Error::NotSupported { .. }
+            | object_store::Error::NotImplemented { .. }
+            | object_store::Error::InvalidPath { .. }
+            | object_store::Error::NotModified { .. }
+    )
+}
+
+impl Store {
+    /// Opens `file:///abs/dir` (created if missing) or `s3://bucket[/prefix]` (endpoint,
+    /// region and credentials from the standard `AWS_*` variables).
+    pub fn open(url: &str) -> Result<Store, StoreError> {
+        let bad = |reason: String| StoreError::Url {
+            url: url.to_string(),
+            reason,
+        };
+        let parsed = url::Url::parse(url).map_err(|e| {
+            bad(format!(
+                "{e}; use file:///absolute/dir or s3://bucket/prefix"
+            ))
+        })?;
+        match parsed.scheme() {
+            "file" => {
+                let dir = parsed
+                    .to_file_path()
+                    .map_err(|()| bad("a file URL needs an absolute path".into()))?;
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| bad(format!("cannot create {}: {e}", dir.display())))?;
+                let local = LocalFileSystem::new_with_prefix(&dir)
+                    .map_err(|e| bad(e.to_string()))?
+                    .with_automatic_cleanup(true);
+                Ok(Store {
+                    inner: Arc::new(local),
+                    prefix: String::new(),
+                    url: url.to_string(),
+                })
+            }
+            "s3" => {
+                let bucket = parsed
+                    .host_str()
+                    .filter(|b| !b.is_empty())
+                    .ok_or_else(|| bad("an s3 URL needs a bucket: s3://bucket/prefix".into()))?;
+                let prefix = parsed.path().trim_matches('/').to_string();
+                let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+                let endpoint = std::env::var("AWS_ENDPOINT_URL")
+                    .or_else(|_| std::env::var("AWS_ENDPOINT"))
+                    .ok();
+                if let Some(endpoint) = endpoint {
+                    if endpoint.starts_with("http://") {
+                        builder = builder.with_allow_http(true);
+                    }
+                    builder = builder.with_endpoint(endpoint);
+                }
+                if std::env::var("AWS_REGION").is_err()
+                    && std::env::var("AWS_DEFAULT_REGION").is_err()
+                {
+                    builder = builder.with_region("us-east-1");
+                }
+                let s3 = builder
+                    .with_retry(object_store::RetryConfig {
+                        max_retries: 3,
+                        retry_timeout: Duration::from_secs(30),
+                        ..Default::default()
+                    })
+                    .build()
+                    .map_err(|e| bad(e.to_string()))?;
+                Ok(Store {
+                    inner: Arc::new(s3),
+                    prefix,
+                    url: url.to_string(),
+                })
+            }
+            other => Err(bad(format!(
+                "scheme {other:?} is not supported; use file:///absolute/dir or s3://bucket/prefix"
+            ))),
+        }
+    }
+
+    /// The URL the store was opened from (never holds credentials: those come from the
+    /// environment).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn path(&self, key: &str) -> Path {
+        if self.prefix.is_empty() {
+            Path::from(key)
+        } else {
+            Path::from(format!("{}/{key}", self.prefix))
+        }
+    }
+
+    fn key_of(&self, path: &Path) -> String {
+        let full = path.as_ref();
+        if self.prefix.is_empty() {
+            full.to_string()
+        } else {
+            full.strip_prefix(&self.prefix)
+                .map(|k| k.trim_start_matches('/').to_string())
+                .unwrap_or_else(|| full.to_string())
+        }
+    }
+
+    /// Writes `bytes` at `key`, replacing what was there; large values go up in parts.
+    pub async fn put(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
+        let path = self.path(key);
+        if bytes.len() >= MULTIPART_THRESHOLD {
+            return (|| self.put_multipart(&path, bytes.clone()))
+                .retry(backoff())
+                .when(transient)
+                .notify(|e, d| tracing::warn!(key, error = %e, delay = ?d, "retrying upload"))
+                .await
+                .map_err(StoreError::from);
+        }
+        (|| self.inner.put(&path, PutPayload::from(bytes.clone())))
+            .retry(backoff())
+            .when(transient)
+            .notify(|e, d| tracing::warn!(key, error = %e, delay = ?d, "retrying upload"))
+            .await?;
+        Ok(())
+    }
+
+    async fn put_multipart(&self, path: &Path, bytes: Bytes) -> Result<(), object_store::Error> {
+        let upload = self.inner.put_multipart(path).await?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+        for part in bytes.chunks(PART_SIZE) {
+            writer.wait_for_capacity(4).await?;
+            writer.write(part);
+        }
+        writer.finish().await?;
+        Ok(())
+    }
+
+    /// Writes `bytes` at `key` unless something is there already; returns whether it wrote.
+    pub async fn put_if_absent(&self, key: &str, bytes: Bytes) -> Result<bool, StoreError> {
+        if self.exists(key).await? {
+            return Ok(false);
+        }
+        let path = self.path(key);
+        let options = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        let result = (|| {
+            self.inner
+                .put_opts(&path, PutPayload::from(bytes.clone()), options.clone())
+        })
+        .retry(backoff())
+        .when(transient)
+        .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. })
+            | Err(object_store::Error::Precondition { .. }) => Ok(false),
+            // Stores without conditional puts: the existence check above has to do.
+            Err(object_store::Error::NotImplemented { .. })
+            | Err(object_store::Error::NotSupported { .. }) => {
+                self.put(key, bytes).await.map(|()| true)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Reads the whole value at `key`.
+    pub async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
+        let path = self.path(key);
+        let result = (|| async { self.inner.get(&path).await?.bytes().await })
+            .retry(backoff())
+            .when(transient)
+            .notify(|e, d| tracing::warn!(key, error = %e, delay = ?d, "retrying download"))
+            .await;
+        match result {
+            Ok(bytes) => Ok(bytes),
+            Err(object_store::Error::NotFound { .. }) => Err(StoreError::NotFound(key.into())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Whether `key` exists.
+    pub async fn exists(&self, key: &str) -> Result<bool, StoreError> {
+        let path = self.path(key);
+        let result = (|| self.inner.head(&path))
+            .retry(backoff())
+            .when(transient)
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Every key under `prefix` (which should end in `/`), sorted.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let path = self.path(prefix.trim_end_matches('/'));
+        let metas: Vec<_> = (|| self.inner.list(Some(&path)).try_collect::<Vec<_>>())
+            .retry(backoff())
+            .when(transient)
+            .await?;
+        let mut keys: Vec<String> = metas.iter().map(|m| self.key_of(&m.location)).collect();
+        keys.sort();
+        Ok(keys)
+    }
+
+    /// Copies `from` to `to`, replacing what was at `to`.
+    pub async fn copy(&self, from: &str, to: &str) -> Result<(), StoreError> {
+        let (src, dst) = (self.path(from), self.path(to));
+        (|| self.inner.copy(&src, &dst))
+            .retry(backoff())
+            .when(transient)
+            .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn local_store_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("file://{}", dir.path().display());
+        let store = Store::open(&url).unwrap();
+        store
+            .put("a/b.txt", Bytes::from_static(b"hi"))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.get("a/b.txt").await.unwrap(),
+            Bytes::from_static(b"hi")
+        );
+        assert!(store.exists("a/b.txt").await.unwrap());
+        assert!(
+            !store
+                .put_if_absent("a/b.txt", Bytes::from_static(b"x"))
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .put_if_absent("a/c.txt", Bytes::from_static(b"x"))
+                .await
+                .unwrap()
+        );
+        assert_eq!(store.list("a/").await.unwrap(), ["a/b.txt", "a/c.txt"]);
+        assert!(matches!(
+            store.get("nope").await,
+            Err(StoreError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn rejects_bad_urls() {
+        for (url, needle) in [
+            ("ftp://x/y", "not supported"),
+            ("relative/dir", "file:///absolute"),
+            ("s3:///prefix", "needs a bucket"),
+        ] {
+            let err = Store::open(url).unwrap_err().to_string();
+            assert!(err.contains(needle), "{url}: {err}");
+        }
+    }
+}

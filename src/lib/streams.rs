@@ -1,0 +1,207 @@
+//! The JetStream layout, loaded from the JSON files in `streams/` (embedded at build time)
+//! and applied idempotently by every role at start and by `tessera init`.
+//!
+//! Each stream file deserialises into async-nats' `stream::Config`; each consumer file into
+//! `consumer::pull::Config` plus a `stream` field. `consumer-tasks.json` is a template whose
+//! `{class}` and `{priority}` are filled per (class, priority). The KV buckets are created
+//! as their backing `KV_<bucket>` streams and then bound with `get_key_value`, because
+//! `create_key_value` fails on nats-server 2.9 (see ARCHITECTURE.md).
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_nats::jetstream::{self, consumer, kv, stream};
+
+use crate::job::{Class, Priority};
+
+/// Job submissions.
+pub const JOBS_STREAM: &str = "TESSERA_JOBS";
+/// Tasks, one subject per (class, priority, job).
+pub const TASKS_STREAM: &str = "TESSERA_TASKS";
+/// Events.
+pub const EVENTS_STREAM: &str = "TESSERA_EVENTS";
+/// Job records and task states.
+pub const JOBS_BUCKET: &str = "tessera-jobs";
+/// Worker heartbeats.
+pub const WORKERS_BUCKET: &str = "tessera-workers";
+
+const STREAM_FILES: [(&str, &str); 5] = [
+    (
+        "TESSERA_JOBS.json",
+        include_str!("../../streams/TESSERA_JOBS.json"),
+    ),
+    (
+        "TESSERA_TASKS.json",
+        include_str!("../../streams/TESSERA_TASKS.json"),
+    ),
+    (
+        "TESSERA_EVENTS.json",
+        include_str!("../../streams/TESSERA_EVENTS.json"),
+    ),
+    (
+        "KV_tessera-jobs.json",
+        include_str!("../../streams/KV_tessera-jobs.json"),
+    ),
+    (
+        "KV_tessera-workers.json",
+        include_str!("../../streams/KV_tessera-workers.json"),
+    ),
+];
+const PLANNER_CONSUMER: &str = include_str!("../../streams/consumer-planner.json");
+const COLLECTOR_CONSUMER: &str = include_str!("../../streams/consumer-collector.json");
+const TASKS_CONSUMER: &str = include_str!("../../streams/consumer-tasks.json");
+
+/// The stream definitions, parsed.
+pub fn stream_configs() -> anyhow::Result<Vec<stream::Config>> {
+    STREAM_FILES
+        .iter()
+        .map(|(file, text)| {
+            serde_json::from_str(text).with_context(|| format!("streams/{file} is malformed"))
+        })
+        .collect()
+}
+
+/// A consumer definition: the stream it belongs to and its config.
+pub fn consumer_config(
+    text: &str,
+    fill: &[(&str, &str)],
+) -> anyhow::Result<(String, consumer::pull::Config)> {
+    let mut text = text.to_string();
+    for (name, value) in fill {
+        text = text.replace(&format!("{{{name}}}"), value);
+    }
+    let mut value: serde_json::Value =
+        serde_json::from_str(&text).context("consumer definition")?;
+    let stream = value
+        .as_object_mut()
+        .and_then(|o| o.remove("stream"))
+        .and_then(|s| s.as_str().map(str::to_string))
+        .context("a consumer definition needs a \"stream\"")?;
+    Ok((
+        stream,
+        serde_json::from_value(value).context("consumer definition")?,
+    ))
+}
+
+/// Creates or updates every stream and bucket.
+pub async fn ensure(js: &jetstream::Context) -> anyhow::Result<()> {
+    for config in stream_configs()? {
+        let name = config.name.clone();
+        match js.get_stream(&name).await {
+            Ok(mut existing) => {
+                let current = existing.info().await?.config.clone();
+                if !same_stream(&current, &config) {
+                    js.update_stream(config)
+                        .await
+                        .with_context(|| format!("updating stream {name}"))?;
+                }
+            }
+            Err(_) => {
+                js.create_stream(config)
+                    .await
+                    .with_context(|| format!("creating stream {name}"))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn same_stream(current: &stream::Config, wanted: &stream::Config) -> bool {
+    current.subjects == wanted.subjects
+        && current.max_age == wanted.max_age
+        && current.duplicate_window == wanted.duplicate_window
+        && current.max_messages_per_subject == wanted.max_messages_per_subject
+        && current.max_message_size == wanted.max_message_size
+        && current.discard == wanted.discard
+}
+
+async fn ensure_consumer(
+    js: &jetstream::Context,
+    text: &str,
+    fill: &[(&str, &str)],
+    ack_wait: Option<Duration>,
+) -> anyhow::Result<consumer::PullConsumer> {
+    let (stream_name, mut config) = consumer_config(text, fill)?;
+    if let Some(ack_wait) = ack_wait {
+        config.ack_wait = ack_wait;
+    }
+    let name = config.durable_name.clone().unwrap_or_default();
+    let stream = js
+        .get_stream(&stream_name)
+        .await
+        .with_context(|| format!("stream {stream_name} (run `tessera init`?)"))?;
+    // On 2.9 create is create-or-update, so a changed definition is applied here too.
+    stream
+        .create_consumer(config)
+        .await
+        .with_context(|| format!("creating consumer {name} on {stream_name}"))
+}
+
+/// The planners' durable consumer.
+pub async fn planner_consumer(js: &jetstream::Context) -> anyhow::Result<consumer::PullConsumer> {
+    ensure_consumer(js, PLANNER_CONSUMER, &[], None).await
+}
+
+/// The collectors' durable consumer.
+pub async fn collector_consumer(js: &jetstream::Context) -> anyhow::Result<consumer::PullConsumer> {
+    ensure_consumer(js, COLLECTOR_CONSUMER, &[], None).await
+}
+
+/// The workers' durable consumer for (`class`, `priority`), with `ack_wait` if given.
+pub async fn task_consumer(
+    js: &jetstream::Context,
+    class: &Class,
+    priority: Priority,
+    ack_wait: Option<Duration>,
+) -> anyhow::Result<consumer::PullConsumer> {
+    ensure_consumer(
+        js,
+        TASKS_CONSUMER,
+        &[("class", class.as_str()), ("priority", priority.as_str())],
+        ack_wait,
+    )
+    .await
+}
+
+/// The task consumers' default ack deadline, from `streams/consumer-tasks.json`.
+pub fn default_task_ack_wait() -> Duration {
+    consumer_config(TASKS_CONSUMER, &[("class", "cpu"), ("priority", "normal")])
+        .map(|(_, c)| c.ack_wait)
+        .unwrap_or(Duration::from_secs(5))
+}
+
+/// The job-records bucket.
+pub async fn jobs_bucket(js: &jetstream::Context) -> anyhow::Result<kv::Store> {
+    js.get_key_value(JOBS_BUCKET)
+        .await
+        .with_context(|| format!("KV bucket {JOBS_BUCKET} (run `tessera init`?)"))
+}
+
+/// The worker-heartbeat bucket.
+pub async fn workers_bucket(js: &jetstream::Context) -> anyhow::Result<kv::Store> {
+    js.get_key_value(WORKERS_BUCKET)
+        .await
+        .with_context(|| format!("KV bucket {WORKERS_BUCKET} (run `tessera init`?)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn definitions_parse() {
+        let streams = stream_configs().unwrap();
+        assert_eq!(streams.len(), 5);
+        assert_eq!(streams[1].retention, stream::RetentionPolicy::WorkQueue);
+        assert_eq!(streams[2].max_age, Duration::from_secs(7 * 24 * 3600));
+        let (stream, config) =
+            consumer_config(TASKS_CONSUMER, &[("class", "gpu"), ("priority", "high")]).unwrap();
+        assert_eq!(stream, TASKS_STREAM);
+        assert_eq!(config.durable_name.as_deref(), Some("tasks-gpu-high"));
+        assert_eq!(config.filter_subject, "tessera.tasks.gpu.high.>");
+        assert!(config.ack_wait <= Duration::from_secs(10));
+        for text in [PLANNER_CONSUMER, COLLECTOR_CONSUMER] {
+            consumer_config(text, &[]).unwrap();
+        }
+    }
+}

@@ -1,0 +1,620 @@
+//! The worker: stateless; each free slot takes one task (highest priority first, classes
+//! in preference order, never pre-fetching), fetches the scene through a local
+//! content-addressed cache, runs the renderer, uploads the outputs attempt-scoped and the
+//! log, publishes the outcome, and acks. While a render runs it sends progress acks well
+//! inside the consumer's ack deadline, so only a dead worker loses its task — and then
+//! within seconds.
+//!
+//! What JetStream is told after an attempt is decided in one pure function,
+//! [`disposition`]. Shutdown drains in two phases: stop pulling, let renders finish within
+//! the grace period, then stop them and hand their tasks back for immediate redelivery.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU32;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Deps;
+use crate::job::{Class, JobId, Priority, RendererKind};
+use crate::protocol::{self, Event, EventKind, TaskMessage};
+use crate::render::{self, Log, RenderError, Request};
+use crate::scene::Cache;
+use crate::storage::keys;
+use crate::streams;
+
+/// A worker's validated configuration.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Unique worker id (shown in events and `tessera workers`).
+    pub id: String,
+    /// Classes served, in preference order.
+    pub classes: Vec<Class>,
+    /// Tasks run at once.
+    pub slots: usize,
+    /// Threads each slot's renderer may use.
+    pub threads: usize,
+    /// Local blob cache and work folders.
+    pub cache_dir: PathBuf,
+    /// Renderers this worker runs.
+    pub renderers: Vec<RendererKind>,
+    /// The task consumers' ack deadline.
+    pub ack_wait: Duration,
+    /// How long renders may finish after SIGTERM before they are stopped.
+    pub grace: Duration,
+    /// How often an idle slot polls when no doorbell rings.
+    pub idle_poll: Duration,
+}
+
+/// What the worker tells JetStream about one delivery of a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// Done; never redeliver.
+    Ack,
+    /// Transient failure; redeliver after `delay` (counts as an attempt).
+    Retry {
+        /// Wait before the next attempt.
+        delay: Duration,
+    },
+    /// Hand back for immediate redelivery to another worker (shutdown).
+    HandBack,
+    /// Permanent failure; publish the failure event and stop redelivery.
+    Reject,
+}
+
+/// How an attempt ended, as far as the disposition cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Outputs uploaded.
+    Succeeded,
+    /// The attempt failed (renderer error, timeout); another may succeed.
+    Failed,
+    /// The input can never render.
+    Invalid,
+    /// The worker is shutting down.
+    ShuttingDown,
+    /// The job was canceled.
+    Canceled,
+}
+
+/// The delay before retry `attempt + 1`: 1 s, 2 s, 4 s … capped at 60 s.
+pub fn retry_delay(attempt: u32) -> Duration {
+    Duration::from_secs(1u64 << attempt.saturating_sub(1).min(6)).min(Duration::from_secs(60))
+}
+
+/// The disposition of attempt `attempt` (1-based) of a task allowed `max_attempts`.
+pub fn disposition(outcome: Outcome, attempt: u32, max_attempts: u32) -> Disposition {
+    match outcome {
+        Outcome::Succeeded | Outcome::Canceled => Disposition::Ack,
+        Outcome::Invalid => Disposition::Reject,
+        Outcome::ShuttingDown => Disposition::HandBack,
+        Outcome::Failed if attempt < max_attempts => Disposition::Retry {
+            delay: retry_delay(attempt),
+        },
+        Outcome::Failed => Disposition::Reject,
+    }
+}
+
+struct Shared {
+    deps: Deps,
+    config: WorkerConfig,
+    cache: Cache,
+    consumers: Vec<(Class, Priority, PullConsumer)>,
+    doorbell: Notify,
+    /// Running attempts by job, so a cancel reaches them.
+    running: Mutex<HashMap<JobId, Vec<(u64, CancellationToken)>>>,
+    /// Numbers running attempts, to find them again in `running`.
+    next_attempt_id: std::sync::atomic::AtomicU64,
+    /// Cancelled when the grace period after shutdown ends.
+    kill: CancellationToken,
+}
+
+/// Runs the worker until `shutdown` (then drains).
+pub async fn run(
+    deps: Deps,
+    config: WorkerConfig,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let cache = Cache::new(config.cache_dir.clone())
+        .with_context(|| format!("creating the cache in {}", config.cache_dir.display()))?;
+    let mut consumers = Vec::new();
+    for class in &config.classes {
+        for priority in Priority::ALL {
+            let consumer =
+                streams::task_consumer(&deps.js, class, priority, Some(config.ack_wait)).await?;
+            consumers.push((class.clone(), priority, consumer));
+        }
+    }
+    let shared = Arc::new(Shared {
+        deps: deps.clone(),
+        cache,
+        consumers,
+        doorbell: Notify::new(),
+        running: Mutex::new(HashMap::new()),
+        next_attempt_id: std::sync::atomic::AtomicU64::new(0),
+        kill: CancellationToken::new(),
+        config,
+    });
+    let tracker = TaskTracker::new();
+    let listeners = CancellationToken::new();
+
+    for class in &shared.config.classes {
+        let mut bell = deps
+            .client
+            .subscribe(protocol::doorbell_subject(class))
+            .await?;
+        let (shared, stop) = (shared.clone(), listeners.clone());
+        tracker.spawn(async move {
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    msg = bell.next() => match msg {
+                        Some(_) => shared.doorbell.notify_waiters(),
+                        None => break,
+                    },
+                }
+            }
+        });
+    }
+    let mut control = deps.client.subscribe("tessera.control.*").await?;
+    {
+        let (shared, stop) = (shared.clone(), listeners.clone());
+        tracker.spawn(async move {
+            loop {
+                let msg = tokio::select! {
+                    () = stop.cancelled() => break,
+                    msg = control.next() => match msg { Some(m) => m, None => break },
+                };
+                let Some(job) = msg.subject.as_str().strip_prefix("tessera.control.") else {
+                    continue;
+                };
+                let Ok(job) = JobId::parse(job) else { continue };
+                let tokens = shared
+                    .running
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&job)
+                    .cloned();
+                for (_, token) in tokens.unwrap_or_default() {
+                    token.cancel();
+                }
+            }
+        });
+    }
+
+    tracing::info!(
+        worker = %shared.config.id,
+        classes = ?shared.config.classes.iter().map(Class::as_str).collect::<Vec<_>>(),
+        slots = shared.config.slots,
+        renderers = ?shared.config.renderers,
+        "worker ready"
+    );
+    let slots = TaskTracker::new();
+    for slot in 0..shared.config.slots {
+        let (shared, shutdown) = (shared.clone(), shutdown.clone());
+        slots.spawn(async move { slot_loop(shared, slot, shutdown).await });
+    }
+    slots.close();
+
+    shutdown.cancelled().await;
+    tracing::info!(grace = ?shared.config.grace, "draining: no new tasks; running renders may finish");
+    tokio::select! {
+        () = slots.wait() => {}
+        () = tokio::time::sleep(shared.config.grace) => {
+            tracing::warn!("grace period over: stopping renders and handing their tasks back");
+            shared.kill.cancel();
+            slots.wait().await;
+        }
+    }
+    listeners.cancel();
+    tracker.close();
+    tracker.wait().await;
+    tracing::info!("worker stopped");
+    Ok(())
+}
+
+async fn slot_loop(shared: Arc<Shared>, slot: usize, shutdown: CancellationToken) {
+    while !shutdown.is_cancelled() {
+        let notified = shared.doorbell.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        match take_task(&shared).await {
+            Some(msg) => run_task(&shared, msg).await,
+            None => {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = &mut notified => {}
+                    () = tokio::time::sleep(shared.config.idle_poll) => {}
+                }
+            }
+        }
+    }
+    tracing::debug!(slot, "slot stopped");
+}
+
+/// One task from the first non-empty consumer, in class then priority order; never more.
+async fn take_task(shared: &Shared) -> Option<jetstream::Message> {
+    for (class, priority, consumer) in &shared.consumers {
+        let fetch = async {
+            let mut batch = consumer.fetch().max_messages(1).messages().await?;
+            batch
+                .next()
+                .await
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("{e}"))
+        };
+        match tokio::time::timeout(Duration::from_secs(3), fetch).await {
+            Ok(Ok(Some(msg))) => return Some(msg),
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(class = %class, priority = %priority, error = %e, "fetching a task");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(_) => {
+                tracing::warn!(class = %class, priority = %priority, "fetching a task timed out")
+            }
+        }
+    }
+    None
+}
+
+async fn run_task(shared: &Shared, msg: jetstream::Message) {
+    let attempt = msg.info().map(|i| i.delivered as u32).unwrap_or(1).max(1);
+    let task: TaskMessage = match protocol::decode(&msg.payload) {
+        Ok(task) => task,
+        Err(e) => {
+            tracing::error!(subject = %msg.subject, error = %e, "malformed task message; removing it");
+            let _ = msg.ack_with(AckKind::Term).await;
+            return;
+        }
+    };
+    let worker = shared.config.id.clone();
+    if let Err(e) = task.check() {
+        tracing::error!(job = %task.job, task = %task.task, error = %e, "invalid task; failing it");
+        finish(
+            shared,
+            &msg,
+            &task,
+            attempt,
+            Disposition::Reject,
+            Some(e),
+            None,
+            Vec::new(),
+        )
+        .await;
+        return;
+    }
+    if attempt > task.max_attempts {
+        let message = format!(
+            "attempt {} of {} was lost: its worker stopped without reporting",
+            attempt - 1,
+            task.max_attempts
+        );
+        finish(
+            shared,
+            &msg,
+            &task,
+            attempt - 1,
+            Disposition::Reject,
+            Some(message),
+            None,
+            Vec::new(),
+        )
+        .await;
+        return;
+    }
+    if !shared.config.renderers.contains(&task.renderer) {
+        tracing::warn!(job = %task.job, task = %task.task, renderer = %task.renderer, "this worker lacks the renderer; handing the task back");
+        let _ = msg
+            .ack_with(AckKind::Nak(Some(Duration::from_secs(2))))
+            .await;
+        return;
+    }
+    let span = tracing::info_span!("task", job = %task.job, task = %task.task, attempt);
+    let _enter = span.enter();
+    let started = Event::task(EventKind::TaskStarted, &task, attempt, &worker);
+    if let Err(e) = protocol::publish_event(&shared.deps.js, &started).await {
+        tracing::warn!(error = %e, "publishing task.started");
+    }
+
+    let cancel = shared.kill.child_token();
+    let job_cancel = CancellationToken::new();
+    let running_id = shared
+        .next_attempt_id
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    shared
+        .running
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(task.job.clone())
+        .or_default()
+        .push((running_id, job_cancel.clone()));
+
+    let log = Log::default();
+    let work = shared.config.cache_dir.join("work").join(format!(
+        "{}-{}-{}-{}",
+        task.job,
+        task.task,
+        attempt,
+        std::process::id()
+    ));
+    let result = attempt_render(
+        shared,
+        &msg,
+        &task,
+        attempt,
+        &work,
+        &log,
+        &cancel,
+        &job_cancel,
+    )
+    .await;
+    {
+        let mut running = shared.running.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(tokens) = running.get_mut(&task.job) {
+            tokens.retain(|(id, _)| *id != running_id);
+            if tokens.is_empty() {
+                running.remove(&task.job);
+            }
+        }
+    }
+    let log_key = keys::attempt_log(&task.job, &task.task, attempt);
+    let (outcome, message, outputs) = match result {
+        Ok(outputs) => (Outcome::Succeeded, None, outputs),
+        Err((outcome, message)) => {
+            log.line(format!("attempt failed: {message}"));
+            (outcome, Some(message), Vec::new())
+        }
+    };
+    if let Err(e) = shared
+        .deps
+        .store
+        .put(&log_key, Bytes::from(log.text()))
+        .await
+    {
+        tracing::warn!(error = %e, "uploading the log");
+    }
+    let _ = tokio::fs::remove_dir_all(&work).await;
+    let disposition = disposition(outcome, attempt, task.max_attempts);
+    finish(
+        shared,
+        &msg,
+        &task,
+        attempt,
+        disposition,
+        message,
+        Some(log_key),
+        outputs,
+    )
+    .await;
+}
+
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call site per outcome; a struct would only rename them"
+)]
+async fn finish(
+    shared: &Shared,
+    msg: &jetstream::Message,
+    task: &TaskMessage,
+    attempt: u32,
+    disposition: Disposition,
+    message: Option<String>,
+    log: Option<String>,
+    outputs: Vec<String>,
+) {
+    let kind = match disposition {
+        Disposition::Ack if message.is_some() => None, // canceled: nothing to report
+        Disposition::Ack => Some(EventKind::TaskDone),
+        Disposition::Retry { .. } | Disposition::HandBack => Some(EventKind::TaskRetry),
+        Disposition::Reject => Some(EventKind::TaskFailed),
+    };
+    if let Some(kind) = kind {
+        let mut event = Event::task(kind, task, attempt, &shared.config.id);
+        event.outputs = outputs;
+        event.log = log;
+        event.message = message.clone();
+        if let Err(e) = protocol::publish_event(&shared.deps.js, &event).await {
+            // Without the event the collector cannot learn the outcome: let the task be
+            // redelivered rather than ack it.
+            tracing::error!(error = %e, "publishing {}; the task will be redelivered", kind.as_str());
+            let _ = msg
+                .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                .await;
+            return;
+        }
+    }
+    let ack = match disposition {
+        Disposition::Ack => msg.double_ack().await.map_err(|e| e.to_string()),
+        Disposition::Retry { delay } => msg
+            .ack_with(AckKind::Nak(Some(delay)))
+            .await
+            .map_err(|e| e.to_string()),
+        Disposition::HandBack => msg
+            .ack_with(AckKind::Nak(None))
+            .await
+            .map_err(|e| e.to_string()),
+        Disposition::Reject => msg.ack_with(AckKind::Term).await.map_err(|e| e.to_string()),
+    };
+    match (&ack, disposition) {
+        (Err(e), _) => tracing::warn!(error = %e, "acking the task"),
+        (Ok(()), Disposition::Ack) => tracing::info!("task done"),
+        (Ok(()), other) => tracing::warn!(
+            ?other,
+            message = message.as_deref().unwrap_or(""),
+            "task not done"
+        ),
+    }
+}
+
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the attempt's whole context, passed once"
+)]
+async fn attempt_render(
+    shared: &Shared,
+    msg: &jetstream::Message,
+    task: &TaskMessage,
+    attempt: u32,
+    work: &std::path::Path,
+    log: &Log,
+    kill: &CancellationToken,
+    job_cancel: &CancellationToken,
+) -> Result<Vec<String>, (Outcome, String)> {
+    let failed = |e: String| (Outcome::Failed, e);
+    let out_dir = work.join("out");
+    tokio::fs::create_dir_all(&out_dir)
+        .await
+        .map_err(|e| failed(format!("creating {}: {e}", out_dir.display())))?;
+    let scene = match &task.scene_manifest {
+        Some(hex) => Some(
+            shared
+                .cache
+                .materialize(&shared.deps.store, hex, &work.join("scene"))
+                .await
+                .map_err(|e| failed(format!("fetching the scene: {e:#}")))?,
+        ),
+        None => None,
+    };
+    let renderer = render::adapter(task.renderer).ok_or_else(|| {
+        (
+            Outcome::Invalid,
+            format!("renderer {} is not built in", task.renderer),
+        )
+    })?;
+    let cancel = CancellationToken::new();
+    let request = Request {
+        task: task.clone(),
+        attempt,
+        scene,
+        out_dir,
+        threads: shared.config.threads,
+        cancel: cancel.clone(),
+        log: log.clone(),
+        progress: Arc::new(AtomicU32::new(0)),
+    };
+    let render = renderer.render(request);
+    tokio::pin!(render);
+    let mut keepalive = tokio::time::interval(shared.config.ack_wait / 3);
+    keepalive.tick().await;
+    let deadline = task.timeout_ms.map(Duration::from_millis);
+    let timeout = async {
+        match deadline {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(timeout);
+    let mut stopped_by: Option<Outcome> = None;
+    let result = loop {
+        tokio::select! {
+            result = &mut render => break result,
+            _ = keepalive.tick() => {
+                if let Err(e) = msg.ack_with(AckKind::Progress).await {
+                    tracing::warn!(error = %e, "progress ack");
+                }
+            }
+            () = &mut timeout, if stopped_by.is_none() => {
+                log.line(format!("timeout: the attempt ran past {:?}", deadline.unwrap_or_default()));
+                stopped_by = Some(Outcome::Failed);
+                cancel.cancel();
+            }
+            () = kill.cancelled(), if stopped_by.is_none() => {
+                stopped_by = Some(Outcome::ShuttingDown);
+                cancel.cancel();
+            }
+            () = job_cancel.cancelled(), if stopped_by.is_none() => {
+                log.line("the job was canceled");
+                stopped_by = Some(Outcome::Canceled);
+                cancel.cancel();
+            }
+        }
+    };
+    let files = match result {
+        Ok(files) => files,
+        Err(RenderError::Permanent(e)) => return Err((Outcome::Invalid, e)),
+        Err(RenderError::Failed(e)) => return Err(failed(e)),
+        Err(RenderError::Stopped(e)) => {
+            let outcome = stopped_by.unwrap_or(Outcome::Failed);
+            let why = match outcome {
+                Outcome::Failed => format!("timed out after {:?}", deadline.unwrap_or_default()),
+                Outcome::ShuttingDown => "the worker is shutting down".to_string(),
+                Outcome::Canceled => "the job was canceled".to_string(),
+                _ => e,
+            };
+            return Err((outcome, why));
+        }
+    };
+    let mut outputs = Vec::with_capacity(files.len());
+    for file in files {
+        crate::job::check_relative_path(&file.name)
+            .map_err(|e| failed(format!("output name {e}")))?;
+        let bytes = tokio::fs::read(&file.path)
+            .await
+            .map_err(|e| failed(format!("reading output {}: {e}", file.path.display())))?;
+        let key = keys::attempt_output(&task.job, &task.task, attempt, &file.name);
+        shared
+            .deps
+            .store
+            .put(&key, Bytes::from(bytes))
+            .await
+            .map_err(|e| failed(format!("uploading {key}: {e}")))?;
+        outputs.push(key);
+    }
+    Ok(outputs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dispositions() {
+        let cases = [
+            (Outcome::Succeeded, 1, 3, Disposition::Ack),
+            (Outcome::Canceled, 1, 3, Disposition::Ack),
+            (
+                Outcome::Failed,
+                1,
+                3,
+                Disposition::Retry {
+                    delay: Duration::from_secs(1),
+                },
+            ),
+            (
+                Outcome::Failed,
+                2,
+                3,
+                Disposition::Retry {
+                    delay: Duration::from_secs(2),
+                },
+            ),
+            (Outcome::Failed, 3, 3, Disposition::Reject),
+            (Outcome::Failed, 1, 1, Disposition::Reject),
+            (Outcome::Invalid, 1, 3, Disposition::Reject),
+            (Outcome::ShuttingDown, 3, 3, Disposition::HandBack),
+        ];
+        for (outcome, attempt, max, expect) in cases {
+            assert_eq!(
+                disposition(outcome, attempt, max),
+                expect,
+                "{outcome:?} {attempt}/{max}"
+            );
+        }
+    }
+
+    #[test]
+    fn retry_delay_grows_and_caps() {
+        assert_eq!(retry_delay(1), Duration::from_secs(1));
+        assert_eq!(retry_delay(3), Duration::from_secs(4));
+        assert_eq!(retry_delay(10), Duration::from_secs(60));
+    }
+}
