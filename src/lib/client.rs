@@ -94,7 +94,7 @@ pub async fn wait(
     let stream = deps.js.get_stream(streams::EVENTS_STREAM).await?;
     let consumer = stream
         .create_consumer(consumer::pull::OrderedConfig {
-            filter_subject: protocol::job_events_filter(job),
+            filter_subject: protocol::job_events_filter(job.as_str()),
             deliver_policy: consumer::DeliverPolicy::All,
             ..Default::default()
         })
@@ -218,8 +218,9 @@ pub async fn wait_for_nats(url: &str, limit: Duration) -> anyhow::Result<async_n
     }
 }
 
-/// The events of a job seen so far (for tests and `tessera watch`), oldest first.
-pub async fn events(js: &jetstream::Context, job: &JobId) -> anyhow::Result<Vec<Event>> {
+/// The events of a job seen so far, oldest first. `job` is the subject token: a job id,
+/// or `_invalid` for rejections of submissions without a usable id.
+pub async fn events(js: &jetstream::Context, job: &str) -> anyhow::Result<Vec<Event>> {
     let stream = js.get_stream(streams::EVENTS_STREAM).await?;
     let consumer = stream
         .create_consumer(consumer::pull::OrderedConfig {

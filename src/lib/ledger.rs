@@ -28,7 +28,7 @@ pub enum Created {
     /// The record is new.
     New,
     /// A record with this id was there already.
-    Exists(JobRecord),
+    Exists(Box<JobRecord>),
 }
 
 fn page_key(job: &JobId, page: u32) -> String {
@@ -51,7 +51,7 @@ impl Ledger {
                     .job(&JobId::parse(&id).map_err(anyhow::Error::msg)?)
                     .await?
                     .context("job record vanished after a create conflict")?;
-                Ok(Created::Exists(existing))
+                Ok(Created::Exists(Box::new(existing)))
             }
             Err(e) => Err(e).with_context(|| format!("creating job record {id}")),
         }

@@ -59,7 +59,7 @@ pub fn event_subject(job: &str, kind: EventKind) -> String {
 }
 
 /// Every event of `job`.
-pub fn job_events_filter(job: &JobId) -> String {
+pub fn job_events_filter(job: &str) -> String {
     format!("tessera.events.{job}.>")
 }
 

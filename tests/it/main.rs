@@ -1,1 +1,8 @@
-fn main() {}
+//! Integration tests: real nats-server, real object store, roles as real processes.
+
+// The harness: servers, stores and role processes, stopped on drop.
+mod support;
+// A job from submission to assembled frames, across separate processes.
+mod end_to_end;
+// What the planner accepts, deduplicates and rejects, from the CLI and over NATS.
+mod submission;

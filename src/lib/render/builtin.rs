@@ -258,21 +258,26 @@ impl Scene {
                 .join(" ")
         })?;
         for (i, s) in scene.spheres.iter().enumerate() {
-            if !(s.radius > 0.0) {
+            if !positive(s.radius) {
                 return Err(format!("spheres[{i}].radius must be above 0"));
             }
             if !(0.0..=1.0).contains(&s.mirror) {
                 return Err(format!("spheres[{i}].mirror must be from 0 to 1"));
             }
         }
-        if !(scene.camera.fov > 0.0 && scene.camera.fov < 180.0) {
+        if !positive(scene.camera.fov) || scene.camera.fov >= 180.0 {
             return Err("camera.fov must be between 0 and 180 degrees".into());
         }
-        if !(scene.floor.square > 0.0) {
+        if !positive(scene.floor.square) {
             return Err("floor.square must be above 0".into());
         }
         Ok(scene)
     }
+}
+
+/// Whether `v` is a number above zero (NaN is not).
+fn positive(v: f64) -> bool {
+    v > 0.0
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]

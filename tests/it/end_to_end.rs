@@ -1,0 +1,118 @@
+//! A job from submission to assembled frames, with every role a separate process.
+
+use std::collections::{BTreeSet, HashMap};
+
+use tessera::job::JobId;
+use tessera::protocol::EventKind;
+use tessera::storage::keys;
+
+use crate::support::{Farm, last_line};
+
+const ANIMATION: &str = r#"
+name = "it animation"
+renderer = "builtin"
+scene = "../../scene/turntable.toml"
+[image]
+width = 64
+height = 36
+[frames]
+range = "1-24"
+chunk = 4
+[settings]
+samples = 2
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_four_frames_on_two_workers_end_done_and_distinct() {
+    let farm = Farm::with_workers(2);
+    let scene_dir = farm.dir.path().join("scene");
+    std::fs::create_dir_all(&scene_dir).unwrap();
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/turntable/scene/turntable.toml"
+        ),
+        scene_dir.join("turntable.toml"),
+    )
+    .unwrap();
+    let job_file = farm.job_file("anim.toml", &ANIMATION.replace("../../scene", "../scene"));
+
+    let out = farm.cli(&["submit", job_file.to_str().unwrap(), "--wait"]);
+    assert!(
+        out.status.success(),
+        "submit --wait failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        farm.logs()
+    );
+    let id = last_line(&out);
+
+    // Status says done, 6 tasks done, 24 outputs.
+    let status = farm.cli(&["status", &id, "--json"]);
+    assert!(status.status.success());
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["id"], id.as_str());
+    assert_eq!(status["state"], "done");
+    assert_eq!(status["tasks"]["total"], 6);
+    assert_eq!(status["tasks"]["done"], 6);
+    assert_eq!(status["tasks"]["failed"], 0);
+    let outputs: Vec<String> = status["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    let job = JobId::parse(&id).unwrap();
+    let expected: Vec<String> = (1..=24)
+        .map(|f| keys::output(&job, &format!("frame_{f:04}.png")))
+        .collect();
+    assert_eq!(outputs, expected);
+
+    // 24 decodable, distinct frames of the requested size, fetched through the CLI.
+    let fetched = farm.dir.path().join("fetched");
+    let out = farm.cli(&["fetch", &id, "-o", fetched.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut distinct = BTreeSet::new();
+    for f in 1..=24 {
+        let bytes = std::fs::read(fetched.join(format!("frame_{f:04}.png"))).unwrap();
+        let image = image::load_from_memory(&bytes).unwrap().to_rgb8();
+        assert_eq!(image.dimensions(), (64, 36));
+        distinct.insert(image.into_raw());
+    }
+    assert_eq!(distinct.len(), 24, "every frame differs from every other");
+
+    // Events in a sensible order: accepted first, each task started before done, done last.
+    let deps = farm.deps().await;
+    let events = tessera::client::events(&deps.js, job.as_str())
+        .await
+        .unwrap();
+    assert_eq!(events.first().unwrap().kind, EventKind::JobAccepted);
+    assert_eq!(events.last().unwrap().kind, EventKind::JobDone);
+    let mut started: HashMap<u32, usize> = HashMap::new();
+    let mut done = BTreeSet::new();
+    for (i, event) in events.iter().enumerate() {
+        match event.kind {
+            EventKind::TaskStarted => {
+                started.entry(event.index.unwrap()).or_insert(i);
+            }
+            EventKind::TaskDone => {
+                let index = event.index.unwrap();
+                assert!(
+                    started.get(&index).is_some_and(|&s| s < i),
+                    "task {index} done before started"
+                );
+                assert_eq!(event.outputs.len(), 4, "a chunk of 4 frames has 4 outputs");
+                done.insert(index);
+            }
+            EventKind::JobDone => assert_eq!(i, events.len() - 1),
+            _ => {}
+        }
+    }
+    assert_eq!(done, (0..6).collect());
+    // Every task's log is kept.
+    let logs = deps.store.list(&keys::logs_prefix(&job)).await.unwrap();
+    assert_eq!(logs.len(), 6, "{logs:?}");
+}

@@ -1,0 +1,256 @@
+//! What the planner accepts, deduplicates and rejects — from the CLI and from any NATS client.
+
+use tessera::job::JobId;
+use tessera::protocol::EventKind;
+use tessera::storage::keys;
+use tessera::streams::{JOBS_STREAM, TASKS_STREAM};
+
+use crate::support::{Farm, last_line, stream_messages, wait_event, wait_events};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_published_as_raw_json_by_a_plain_client_renders() {
+    let farm = Farm::with_workers(1);
+    let deps = farm.deps().await;
+    // A plain core-NATS publish of JSON bytes: no Tessera types, no headers.
+    let plain = async_nats::connect(farm.nats.url()).await.unwrap();
+    let body = br#"{"id": "raw-json", "renderer": "builtin", "image": {"width": 32, "height": 18},
+                    "frames": {"range": "1-3"}, "settings": {"samples": 1}}"#;
+    plain
+        .publish("tessera.jobs.submit", body.as_slice().into())
+        .await
+        .unwrap();
+    plain.flush().await.unwrap();
+
+    let done = wait_event(&farm, &deps.js, "raw-json", EventKind::JobDone).await;
+    let job = JobId::parse("raw-json").unwrap();
+    let expected: Vec<String> = (1..=3)
+        .map(|f| keys::output(&job, &format!("frame_{f:04}.png")))
+        .collect();
+    assert_eq!(done.outputs, expected);
+    for key in &expected {
+        let bytes = deps.store.get(key).await.unwrap();
+        assert_eq!(image::load_from_memory(&bytes).unwrap().width(), 32);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_job_id_submitted_twice_is_planned_once() {
+    let farm = Farm::with_workers(1);
+    let deps = farm.deps().await;
+    let file = farm.job_file(
+        "twice.toml",
+        "id = \"twice\"\nrenderer = \"noop\"\n[frames]\nrange = \"1-5\"\n[settings]\nsleep_ms = 20\n",
+    );
+    let first = farm.cli(&["submit", file.to_str().unwrap()]);
+    let second = farm.cli(&["submit", file.to_str().unwrap()]);
+    assert!(first.status.success() && second.status.success());
+    assert_eq!(last_line(&first), "twice");
+    assert_eq!(last_line(&second), "twice");
+    wait_event(&farm, &deps.js, "twice", EventKind::JobDone).await;
+
+    // Once more after it ended, with a different Nats-Msg-Id so the stream's dedup window
+    // cannot help: only the KV create-if-absent stands between this and a second plan.
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", "another-message-id");
+    let body = br#"{"id": "twice", "renderer": "noop", "frames": {"range": "1-5"}, "settings": {"sleep_ms": 20}}"#;
+    deps.js
+        .publish_with_headers("tessera.jobs.submit", headers, body.as_slice().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + crate::support::PATIENCE;
+    while stream_messages(&deps.js, JOBS_STREAM).await > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the planner never took the submission"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    let job = JobId::parse("twice").unwrap();
+    let events = tessera::client::events(&deps.js, job.as_str())
+        .await
+        .unwrap();
+    let count = |kind| events.iter().filter(|e| e.kind == kind).count();
+    assert_eq!(count(EventKind::JobAccepted), 1, "{events:#?}");
+    assert_eq!(count(EventKind::TaskStarted), 5);
+    assert_eq!(count(EventKind::TaskDone), 5);
+    assert_eq!(count(EventKind::JobDone), 1);
+    assert_eq!(stream_messages(&deps.js, TASKS_STREAM).await, 0);
+}
+
+/// Invalid jobs: (TOML for the CLI, JSON for NATS, the field the error must name).
+const INVALID: &[(&str, &str, &str)] = &[
+    ("id = \"../escape\"", r#"{"id": "../escape"}"#, "id"),
+    (
+        "priority = \"urgent\"",
+        r#"{"priority": "urgent"}"#,
+        "priority",
+    ),
+    ("class = \"g/pu\"", r#"{"class": "g/pu"}"#, "class"),
+    ("renderer = \"maya\"", r#"{"renderer": "maya"}"#, "renderer"),
+    (
+        "[image]\nwidth = 0",
+        r#"{"image": {"width": 0}}"#,
+        "image.width",
+    ),
+    (
+        "[image]\nheight = 100000",
+        r#"{"image": {"height": 100000}}"#,
+        "image.height",
+    ),
+    (
+        "[image]\nformat = \"jpg\"",
+        r#"{"image": {"format": "jpg"}}"#,
+        "image.format",
+    ),
+    (
+        "[frames]\nrange = \"48-1\"",
+        r#"{"frames": {"range": "48-1"}}"#,
+        "frames.range",
+    ),
+    (
+        "[frames]\nchunk = 0",
+        r#"{"frames": {"chunk": 0}}"#,
+        "frames.chunk",
+    ),
+    (
+        "[frames]\nrange = \"1-999999\"\n[tiles]\ngrid = [3, 3]",
+        r#"{"frames": {"range": "1-999999"}, "tiles": {"grid": [3, 3]}}"#,
+        "frames",
+    ),
+    (
+        "[tiles]\ngrid = [0, 4]",
+        r#"{"tiles": {"grid": [0, 4]}}"#,
+        "tiles.grid",
+    ),
+    (
+        "[[layers]]\nname = \"a/b\"",
+        r#"{"layers": [{"name": "a/b"}]}"#,
+        "layers[0].name",
+    ),
+    (
+        "[retry]\nmax_attempts = 0",
+        r#"{"retry": {"max_attempts": 0}}"#,
+        "retry.max_attempts",
+    ),
+    (
+        "[retry]\ntimeout = \"later\"",
+        r#"{"retry": {"timeout": "later"}}"#,
+        "retry.timeout",
+    ),
+    (
+        "[settings]\nsamples = 0",
+        r#"{"settings": {"samples": 0}}"#,
+        "settings.samples",
+    ),
+    (
+        "[image]\nwidth = \"wide\"",
+        r#"{"image": {"width": "wide"}}"#,
+        "image.width",
+    ),
+    ("colour = \"red\"", r#"{"colour": "red"}"#, "unknown field"),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_jobs_are_refused_by_the_cli_with_the_field_named_and_nothing_queued() {
+    let farm = Farm::with_workers(0);
+    let deps = farm.deps().await;
+    for (i, (toml, _, field)) in INVALID.iter().enumerate() {
+        let file = farm.job_file(&format!("bad-{i}.toml"), toml);
+        let out = farm.cli(&["submit", file.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{toml}: {stderr}");
+        assert!(
+            stderr.contains(field),
+            "{toml}: {stderr} does not name {field}"
+        );
+    }
+    let missing = farm.job_file("no-scene.toml", "scene = \"nowhere/scene.toml\"");
+    let out = farm.cli(&["submit", missing.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("scene"));
+    assert_eq!(
+        stream_messages(&deps.js, JOBS_STREAM).await,
+        0,
+        "nothing was queued"
+    );
+    assert_eq!(stream_messages(&deps.js, TASKS_STREAM).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_jobs_over_nats_are_rejected_with_reasons_and_the_planner_carries_on() {
+    let mut farm = Farm::with_workers(1);
+    let deps = farm.deps().await;
+    let plain = async_nats::connect(farm.nats.url()).await.unwrap();
+    for (i, (_, json, _)) in INVALID.iter().enumerate() {
+        let mut value: serde_json::Value = serde_json::from_str(json).unwrap();
+        if value.get("id").is_none() {
+            value["id"] = format!("bad-{i}").into();
+        }
+        plain
+            .publish(
+                "tessera.jobs.submit",
+                serde_json::to_vec(&value).unwrap().into(),
+            )
+            .await
+            .unwrap();
+    }
+    // Garbage that is neither JSON nor msgpack of a job.
+    plain
+        .publish("tessera.jobs.submit", "{not json".into())
+        .await
+        .unwrap();
+    plain
+        .publish("tessera.jobs.submit", vec![0xc1, 0x00].into())
+        .await
+        .unwrap();
+    plain.flush().await.unwrap();
+    // Three rejections without a usable id: the bad id and the two pieces of garbage.
+    let unusable = |events: &[tessera::protocol::Event]| events.len() == 3;
+    let events = wait_events(&farm, &deps.js, "_invalid", unusable).await;
+    assert!(
+        events
+            .iter()
+            .all(|e| e.kind == EventKind::JobRejected && !e.reasons.is_empty())
+    );
+
+    for (i, (_, _, field)) in INVALID.iter().enumerate() {
+        let id = if i == 0 {
+            "_invalid".to_string()
+        } else {
+            format!("bad-{i}")
+        };
+        let names_field = |events: &[tessera::protocol::Event]| {
+            events.iter().any(|e| {
+                e.kind == EventKind::JobRejected
+                    && e.reasons.iter().any(|r| r.to_string().contains(field))
+            })
+        };
+        wait_events(&farm, &deps.js, &id, names_field).await;
+        if i > 0 {
+            let status = farm.cli(&["status", &id, "--json"]);
+            let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+            assert_eq!(status["state"], "rejected");
+        }
+    }
+    // Nothing of the rejected jobs was queued or recorded, and the planner still plans.
+    assert_eq!(stream_messages(&deps.js, TASKS_STREAM).await, 0);
+    assert!(
+        deps.ledger
+            .job(&JobId::parse("bad-1").unwrap())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    plain
+        .publish(
+            "tessera.jobs.submit",
+            r#"{"id": "good", "renderer": "noop"}"#.into(),
+        )
+        .await
+        .unwrap();
+    wait_event(&farm, &deps.js, "good", EventKind::JobDone).await;
+    assert!(farm.roles[0].running(), "the planner is still running");
+}

@@ -1,0 +1,283 @@
+//! The test harness: a real `nats-server -js` on a free loopback port in a temp folder, a
+//! `file://` store in a temp folder, and Tessera's roles started as their binaries — all
+//! stopped by PID when the guards drop.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use async_nats::jetstream;
+use tempfile::TempDir;
+use tessera::config::Deps;
+use tessera::protocol::{Event, EventKind};
+use tessera::storage::Store;
+
+/// Long enough for a debug build on a loaded two-core machine; tests wait on events, never
+/// on time.
+pub const PATIENCE: Duration = Duration::from_secs(90);
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A process stopped (SIGKILL) when dropped.
+pub struct Proc {
+    pub child: Child,
+}
+
+impl Proc {
+    /// SIGKILL and reap.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Whether it is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A private nats-server with JetStream and file storage.
+pub struct Nats {
+    _proc: Proc,
+    pub port: u16,
+}
+
+impl Nats {
+    pub fn start(dir: &Path) -> Nats {
+        let port = free_port();
+        let dir = dir.join("nats");
+        let nats = Nats {
+            _proc: Nats::spawn(&dir, port),
+            port,
+        };
+        nats.wait_ready();
+        nats
+    }
+
+    fn spawn(dir: &Path, port: u16) -> Proc {
+        std::fs::create_dir_all(dir).unwrap();
+        let child = Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start nats-server ({e}): install it with `apt-get install -y nats-server`")
+            });
+        Proc { child }
+    }
+
+    fn wait_ready(&self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "nats-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+}
+
+/// A farm of separate processes on a private server and store.
+pub struct Farm {
+    pub dir: TempDir,
+    pub nats: Nats,
+    pub store_url: String,
+    pub roles: Vec<Proc>,
+}
+
+impl Farm {
+    /// A server and a store, no roles yet.
+    pub fn new() -> Farm {
+        let dir = tempfile::tempdir().unwrap();
+        let nats = Nats::start(dir.path());
+        let store_url = format!("file://{}", dir.path().join("store").display());
+        Farm {
+            dir,
+            nats,
+            store_url,
+            roles: Vec::new(),
+        }
+    }
+
+    /// A server, a store, a planner, a collector and `workers` workers.
+    pub fn with_workers(workers: usize) -> Farm {
+        let mut farm = Farm::new();
+        farm.start("tessera-planner", &[]);
+        farm.start("tessera-collector", &[]);
+        for i in 0..workers {
+            farm.start_worker(i, &[]);
+        }
+        farm
+    }
+
+    /// Starts a worker with id `w<i>` and extra flags.
+    pub fn start_worker(&mut self, i: usize, extra: &[&str]) -> usize {
+        let id = format!("w{i}");
+        let cache = self.dir.path().join(format!("cache-{i}"));
+        let mut args = vec!["--id", &id, "--threads", "1"];
+        let cache = cache.display().to_string();
+        args.extend(["--cache", &cache]);
+        args.extend(extra);
+        self.start("tessera-worker", &args)
+    }
+
+    /// Starts a role binary; returns its position in `roles`.
+    pub fn start(&mut self, binary: &str, args: &[&str]) -> usize {
+        let log = std::fs::File::create(
+            self.dir
+                .path()
+                .join(format!("{binary}-{}.log", self.roles.len())),
+        )
+        .unwrap();
+        let child = Command::new(bin(binary))
+            .args(args)
+            .env("NATS_URL", self.nats.url())
+            .env("TESSERA_STORE", &self.store_url)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {binary}: {e}"));
+        self.roles.push(Proc { child });
+        self.roles.len() - 1
+    }
+
+    /// Runs the CLI with this farm's environment.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(bin("tessera"))
+            .args(args)
+            .env("NATS_URL", self.nats.url())
+            .env("TESSERA_STORE", &self.store_url)
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("running tessera")
+    }
+
+    /// Connected handles for assertions.
+    pub async fn deps(&self) -> Deps {
+        let client = async_nats::connect(self.nats.url()).await.unwrap();
+        Deps::with_client(client, Store::open(&self.store_url).unwrap())
+            .await
+            .unwrap()
+    }
+
+    /// The roles' logs, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        let mut entries: Vec<_> = std::fs::read_dir(self.dir.path())
+            .unwrap()
+            .flatten()
+            .collect();
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if name.ends_with(".log") {
+                let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(30).collect();
+                out.push_str(&format!("---- {name}\n"));
+                for line in tail.into_iter().rev() {
+                    out.push_str(line);
+                    out.push('\n');
+                }
+            }
+        }
+        out
+    }
+
+    /// Writes a job file (and the example scene beside it) into the farm's folder.
+    pub fn job_file(&self, name: &str, toml: &str) -> PathBuf {
+        let dir = self.dir.path().join("jobs");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, toml).unwrap();
+        path
+    }
+}
+
+/// Path of a binary of this package.
+pub fn bin(name: &str) -> PathBuf {
+    match name {
+        "tessera" => env!("CARGO_BIN_EXE_tessera").into(),
+        "tessera-planner" => env!("CARGO_BIN_EXE_tessera-planner").into(),
+        "tessera-worker" => env!("CARGO_BIN_EXE_tessera-worker").into(),
+        "tessera-collector" => env!("CARGO_BIN_EXE_tessera-collector").into(),
+        other => panic!("no binary {other}"),
+    }
+}
+
+/// The stdout's last line (the job id after `tessera submit`).
+pub fn last_line(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+/// Waits until the events of `job` (a job id or `_invalid`) satisfy `done`; panics with
+/// the farm's logs after `PATIENCE`.
+pub async fn wait_events(
+    farm: &Farm,
+    js: &jetstream::Context,
+    job: &str,
+    done: impl Fn(&[Event]) -> bool,
+) -> Vec<Event> {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let events = tessera::client::events(js, job).await.unwrap();
+        if done(&events) {
+            return events;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "events of {job} never got there within {PATIENCE:?}: {events:#?}\n{}",
+            farm.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits for an event of `kind` for `job`.
+pub async fn wait_event(farm: &Farm, js: &jetstream::Context, job: &str, kind: EventKind) -> Event {
+    let events = wait_events(farm, js, job, |events| {
+        events.iter().any(|e| e.kind == kind)
+    })
+    .await;
+    events
+        .into_iter()
+        .find(|e| e.kind == kind)
+        .expect("waited for it")
+}
+
+/// Messages stored in a stream now.
+pub async fn stream_messages(js: &jetstream::Context, stream: &str) -> u64 {
+    js.get_stream(stream)
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .state
+        .messages
+}
