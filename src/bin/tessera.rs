@@ -90,8 +90,12 @@ fn job_id(text: &str) -> anyhow::Result<JobId> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tessera::telemetry::init();
     let cli = Cli::parse();
+    tessera::telemetry::init_with(if matches!(cli.command, Command::Up { .. }) {
+        "info"
+    } else {
+        "warn"
+    });
     match run(cli).await {
         Ok(code) => code,
         Err(e) => {

@@ -1174,6 +1174,68 @@ mod tests {
         assert_eq!(from_wire(&json, true).unwrap(), spec);
     }
 
+    /// The shipped JSON Schema names exactly the fields the decoder takes.
+    #[test]
+    fn json_schema_matches_the_spec_fields() {
+        let schema: serde_json::Value =
+            serde_json::from_str(include_str!("../../schema/job.schema.json")).unwrap();
+        let keys = |v: &serde_json::Value| -> std::collections::BTreeSet<String> {
+            v.as_object().unwrap().keys().cloned().collect()
+        };
+        let props = &schema["properties"];
+        let full = JobSpec {
+            schema: Some(1),
+            id: Some("a".into()),
+            name: Some("n".into()),
+            priority: Some("high".into()),
+            class: Some("cpu".into()),
+            renderer: Some("noop".into()),
+            scene: Some("s".into()),
+            scene_manifest: Some("m".into()),
+            image: Some(ImageSpec {
+                width: Some(1),
+                height: Some(1),
+                format: Some("png".into()),
+                depth: Some(8),
+            }),
+            frames: Some(FramesSpec {
+                range: Some("1".into()),
+                chunk: Some(1),
+            }),
+            tiles: Some(TilesSpec {
+                grid: Some([1, 1]),
+                size: Some([1, 1]),
+                overscan: Some(0),
+                blend: Some("crop".into()),
+            }),
+            layers: vec![LayerSpec {
+                name: "a".into(),
+                after: vec!["b".into()],
+            }],
+            retry: Some(RetrySpec {
+                max_attempts: Some(1),
+                timeout: Some("1s".into()),
+                on_failure: Some("fail".into()),
+            }),
+            settings: [("k".to_string(), serde_json::Value::from(1))]
+                .into_iter()
+                .collect(),
+        };
+        let json = serde_json::to_value(&full).unwrap();
+        assert_eq!(keys(&json), keys(props));
+        for section in ["image", "frames", "tiles", "retry"] {
+            assert_eq!(
+                keys(&json[section]),
+                keys(&props[section]["properties"]),
+                "{section}"
+            );
+        }
+        assert_eq!(
+            keys(&json["layers"][0]),
+            keys(&props["layers"]["items"]["properties"])
+        );
+    }
+
     #[test]
     fn tells_json_from_msgpack() {
         assert!(is_json(None, b"  {\"id\":1}"));
