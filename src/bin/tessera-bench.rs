@@ -1,5 +1,31 @@
-//! `tessera-bench`: benchmarks (filled in by later issues).
+//! `tessera-bench`: benchmarks that start what they measure and print medians beside a raw
+//! baseline from the same run.
 
-fn main() {
-    println!("no benchmarks yet");
+use clap::{Parser, Subcommand};
+
+/// Tessera benchmarks.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    #[command(subcommand)]
+    bench: Bench,
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Submit-to-start latency on an idle local farm.
+    Dispatch {
+        /// Jobs to submit.
+        #[arg(long, default_value_t = 200)]
+        runs: usize,
+    },
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tessera::telemetry::init_with("warn");
+    let result = match Args::parse().bench {
+        Bench::Dispatch { runs } => tessera::bench::dispatch(runs).await,
+    };
+    tessera::telemetry::exit(result)
 }

@@ -75,6 +75,12 @@ enum Command {
         /// Job id.
         job: String,
     },
+    /// List the live workers.
+    Workers {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the renderer logs of a job's tasks.
     Logs {
         /// Job id.
@@ -187,6 +193,33 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let deps = connect(&cli.common).await?;
             client::cancel(&deps, &job_id(&job)?).await?;
             println!("{job} canceled");
+        }
+        Command::Workers { json } => {
+            let deps = connect(&cli.common).await?;
+            let workers = client::workers(&deps).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&workers)?);
+            } else {
+                let now = tessera::protocol::now_ms();
+                println!(
+                    "{:<24} {:<16} {:<12} {:<20} {:>5} {:>8} {:>9}",
+                    "ID", "HOST", "CLASSES", "RENDERERS", "SLOTS", "RUNNING", "HEARTBEAT"
+                );
+                for w in workers {
+                    let classes: Vec<&str> = w.classes.iter().map(|c| c.as_str()).collect();
+                    let renderers: Vec<&str> = w.renderers.iter().map(|r| r.as_str()).collect();
+                    println!(
+                        "{:<24} {:<16} {:<12} {:<20} {:>5} {:>8} {:>7.1}s",
+                        w.id,
+                        w.host,
+                        classes.join(","),
+                        renderers.join(","),
+                        w.slots,
+                        w.running.len(),
+                        now.saturating_sub(w.heartbeat_ms) as f64 / 1000.0
+                    );
+                }
+            }
         }
         Command::Logs { job, task } => {
             let deps = connect(&cli.common).await?;

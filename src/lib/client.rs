@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::config::Deps;
 use crate::job::{self, FieldError, Invalid, Job, JobId, JobSpec, RendererKind};
-use crate::protocol::{self, Event, EventKind};
+use crate::protocol::{self, Event, EventKind, WorkerInfo};
 use crate::state::{Counts, JobState};
 use crate::storage::keys;
 use crate::streams;
@@ -132,6 +132,40 @@ pub struct Status {
     pub message: Option<String>,
 }
 
+/// The live workers of the registry, by id.
+pub async fn workers(deps: &Deps) -> anyhow::Result<Vec<WorkerInfo>> {
+    let kv = streams::workers_bucket(&deps.js).await?;
+    let mut keys = kv.keys().await.context("listing workers")?;
+    let now = protocol::now_ms();
+    let mut out = Vec::new();
+    while let Some(key) = keys.next().await {
+        let key = key.map_err(|e| anyhow::anyhow!("listing workers: {e}"))?;
+        let Some(value) = kv.get(&key).await.context("reading a worker entry")? else {
+            continue;
+        };
+        match protocol::decode::<WorkerInfo>(&value) {
+            Ok(info) if info.is_alive(now) => out.push(info),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(key, error = %e, "unreadable worker entry"),
+        }
+    }
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(out)
+}
+
+/// Why a job's queued tasks are not running, if no live worker can take them.
+pub fn why_waiting(job: &Job, workers: &[WorkerInfo]) -> Option<String> {
+    let able = workers
+        .iter()
+        .any(|w| w.classes.contains(&job.class) && w.renderers.contains(&job.renderer));
+    (!able).then(|| {
+        format!(
+            "waiting: no live worker of class {} runs the {} renderer; its tasks stay queued until one does",
+            job.class, job.renderer
+        )
+    })
+}
+
 /// The job's status; a rejected job reports its rejection.
 pub async fn status(deps: &Deps, job: &JobId) -> anyhow::Result<Status> {
     let Some((record, _)) = deps.ledger.job(job).await? else {
@@ -153,13 +187,20 @@ pub async fn status(deps: &Deps, job: &JobId) -> anyhow::Result<Status> {
     };
     let tasks = deps.ledger.counts(job, record.tasks).await?;
     let outputs = deps.store.list(&keys::output_prefix(job)).await?;
+    let mut message = record.message.clone();
+    if !record.state.is_terminal()
+        && tasks.queued > 0
+        && let Ok(valid) = record.spec.clone().validate()
+    {
+        message = why_waiting(&valid, &workers(deps).await?).or(message);
+    }
     Ok(Status {
         id: job.to_string(),
         name: record.spec.name.clone().unwrap_or_else(|| job.to_string()),
         state: record.state.as_str().into(),
         tasks,
         outputs,
-        message: record.message,
+        message,
     })
 }
 

@@ -312,13 +312,7 @@ async fn release_dependents(deps: &Deps, job: &Job, index: u32) -> anyhow::Resul
         }
     }
     if released {
-        let _ = deps
-            .client
-            .publish(
-                protocol::doorbell_subject(&job.class),
-                job.id.to_string().into(),
-            )
-            .await;
+        protocol::ring_doorbell(&deps.client, &job.class, job.priority, job.renderer).await;
     }
     Ok(())
 }

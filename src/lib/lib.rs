@@ -13,8 +13,9 @@
 //! - Renderers: [`render`].
 //! - Services, each with `run(config, shutdown)`: [`planner`], [`worker`], [`collector`];
 //!   the CLI's operations in [`client`]; the one-command local farm in [`farm`].
-//! - Plumbing: [`config`], [`shutdown`], [`telemetry`].
+//! - Plumbing: [`config`], [`shutdown`], [`telemetry`]; benchmarks in [`bench`].
 
+pub mod bench;
 pub mod client;
 pub mod collector;
 pub mod config;

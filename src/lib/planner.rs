@@ -177,48 +177,68 @@ async fn plan_job(deps: &Deps, msg: &jetstream::Message, job: Job) -> anyhow::Re
         }
         Created::Exists(_) => tracing::info!(job = %job.id, "resuming an interrupted planning"),
     }
-    deps.ledger
-        .create_pages(&job.id, tasks, |i| {
-            !plan::task(&job, i).waits_for.is_empty()
-        })
-        .await?;
-
-    let mut pending = VecDeque::new();
-    let mut last_progress = tokio::time::Instant::now();
-    let mut published = 0u32;
-    for task in plan::tasks(&job).filter(|t| t.waits_for.is_empty()) {
-        pending.push_back(publish_task(&deps.js, &job, &task).await?);
-        published += 1;
-        if pending.len() >= PUBLISH_WINDOW
-            && let Some(oldest) = pending.pop_front()
-        {
+    // The pages, the announcement and the tasks go out together (one round trip, not
+    // three): on one connection the server stores them in the order they are sent, so
+    // `job.accepted` still precedes every task event. Its Nats-Msg-Id keeps a resumed
+    // planning from announcing twice.
+    let pages = deps.ledger.create_pages(&job.id, tasks, |i| {
+        !plan::task(&job, i).waits_for.is_empty()
+    });
+    let queue = async {
+        let ready = plan::tasks(&job).filter(|t| t.waits_for.is_empty()).count();
+        let mut event = Event::new(EventKind::JobAccepted, job.id.as_str());
+        event.message = Some(format!("{tasks} tasks, {ready} queued"));
+        let msg_id = format!("{}:job.accepted", job.id);
+        let accepted = deps
+            .js
+            .publish_with_headers(
+                event.subject(),
+                protocol::headers(Some(&msg_id)),
+                protocol::encode(&event).into(),
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("publishing job.accepted for {}: {e}", job.id))?;
+        let mut pending = VecDeque::new();
+        let mut last_progress = tokio::time::Instant::now();
+        let mut rung = false;
+        for task in plan::tasks(&job).filter(|t| t.waits_for.is_empty()) {
+            pending.push_back(publish_task(&deps.js, &job, &task).await?);
+            if pending.len() >= PUBLISH_WINDOW
+                && let Some(oldest) = pending.pop_front()
+            {
+                oldest.await?;
+                if !rung {
+                    // Idle workers start on the first tasks while the rest are queued.
+                    protocol::ring_doorbell(&deps.client, &job.class, job.priority, job.renderer)
+                        .await;
+                    rung = true;
+                }
+            }
+            if last_progress.elapsed() > Duration::from_secs(2) {
+                let _ = msg.ack_with(AckKind::Progress).await;
+                last_progress = tokio::time::Instant::now();
+            }
+        }
+        while let Some(oldest) = pending.pop_front() {
             oldest.await?;
         }
-        if last_progress.elapsed() > Duration::from_secs(2) {
-            let _ = msg.ack_with(AckKind::Progress).await;
-            last_progress = tokio::time::Instant::now();
-        }
-    }
-    while let Some(oldest) = pending.pop_front() {
-        oldest.await?;
-    }
+        // Rung only once the tasks are stored: a worker woken earlier would find nothing.
+        protocol::ring_doorbell(&deps.client, &job.class, job.priority, job.renderer).await;
+        accepted
+            .await
+            .map_err(|e| anyhow::anyhow!("job.accepted for {} was not stored: {e}", job.id))?;
+        anyhow::Ok(ready)
+    };
+    let (pages, ready) = tokio::join!(pages, queue);
+    pages?;
+    let ready = ready?;
     deps.ledger
         .update_job(&job.id, |r| !std::mem::replace(&mut r.published, true))
         .await?;
-    let mut event = Event::new(EventKind::JobAccepted, job.id.as_str());
-    event.message = Some(format!("{tasks} tasks, {published} queued"));
-    protocol::publish_event(&deps.js, &event).await?;
-    let _ = deps
-        .client
-        .publish(
-            protocol::doorbell_subject(&job.class),
-            job.id.to_string().into(),
-        )
-        .await;
     msg.double_ack()
         .await
         .map_err(|e| anyhow::anyhow!("acking a planned submission: {e}"))?;
-    tracing::info!(job = %job.id, tasks, published, "job accepted");
+    tracing::info!(job = %job.id, tasks, ready, "job accepted");
     Ok(())
 }
 
@@ -229,7 +249,7 @@ pub async fn publish_task(
     task: &plan::TaskPlan,
 ) -> anyhow::Result<impl std::future::Future<Output = anyhow::Result<()>> + use<>> {
     let message = TaskMessage::new(job, task);
-    let subject = protocol::task_subject(&job.class, job.priority, &job.id);
+    let subject = protocol::task_subject(&job.class, job.priority, &job.id, job.renderer);
     let msg_id = protocol::task_msg_id(&job.id, &task.id);
     let ack = js
         .publish_with_headers(

@@ -9,7 +9,7 @@
 //! | subject | what |
 //! | --- | --- |
 //! | `tessera.jobs.submit` | job submissions (stream `TESSERA_JOBS`) |
-//! | `tessera.tasks.<class>.<priority>.<job>` | tasks (stream `TESSERA_TASKS`) |
+//! | `tessera.tasks.<class>.<priority>.<job>.<renderer>` | tasks (stream `TESSERA_TASKS`) |
 //! | `tessera.events.<job>.<kind>` | events, `<kind>` like `task.done` (stream `TESSERA_EVENTS`) |
 //! | `tessera.control.<job>` | core NATS: cancel running renders of a job |
 //! | `tessera.doorbell.<class>` | core NATS: tasks were queued for a class; wakes idle workers |
@@ -33,24 +33,36 @@ pub const MSGPACK: &str = "application/msgpack";
 /// Content type of JSON submissions.
 pub const JSON: &str = "application/json";
 
-/// `tessera.tasks.<class>.<priority>.<job>`.
-pub fn task_subject(class: &Class, priority: Priority, job: &JobId) -> String {
-    format!("tessera.tasks.{class}.{priority}.{job}")
+/// `tessera.tasks.<class>.<priority>.<job>.<renderer>`: the design's subject plus the
+/// renderer, so that each worker pulls only what it can run.
+pub fn task_subject(
+    class: &Class,
+    priority: Priority,
+    job: &JobId,
+    renderer: RendererKind,
+) -> String {
+    format!("tessera.tasks.{class}.{priority}.{job}.{renderer}")
 }
 
-/// The filter of the consumer serving (`class`, `priority`).
-pub fn task_filter(class: &Class, priority: Priority) -> String {
-    format!("tessera.tasks.{class}.{priority}.>")
+/// The filter of the consumer serving (`class`, `priority`, `renderer`).
+pub fn task_filter(class: &Class, priority: Priority, renderer: RendererKind) -> String {
+    format!("tessera.tasks.{class}.{priority}.*.{renderer}")
 }
 
-/// Every task subject of `job`, whatever its class and priority (for purging).
+/// Every task subject of `job`, whatever its class, priority and renderer (for purging).
 pub fn job_tasks_filter(job: &JobId) -> String {
-    format!("tessera.tasks.*.*.{job}")
+    format!("tessera.tasks.*.*.{job}.*")
 }
 
-/// The durable consumer serving (`class`, `priority`): `tasks-<class>-<priority>`.
-pub fn task_consumer(class: &Class, priority: Priority) -> String {
-    format!("tasks-{class}-{priority}")
+/// The durable consumer serving (`class`, `priority`, `renderer`):
+/// `tasks-<class>-<priority>-<renderer>`.
+pub fn task_consumer(class: &Class, priority: Priority, renderer: RendererKind) -> String {
+    format!("tasks-{class}-{priority}-{renderer}")
+}
+
+/// The doorbell hint: which queue just got tasks (`<priority>.<renderer>`).
+pub fn doorbell_hint(priority: Priority, renderer: RendererKind) -> String {
+    format!("{priority}.{renderer}")
 }
 
 /// `tessera.events.<job>.<kind>`.
@@ -356,6 +368,66 @@ impl TaskMessage {
     }
 }
 
+/// Rings the doorbell of `class`: idle workers of the class pull at once, trying the queue
+/// of (`priority`, `renderer`) first.
+pub async fn ring_doorbell(
+    client: &async_nats::Client,
+    class: &Class,
+    priority: Priority,
+    renderer: RendererKind,
+) {
+    if let Err(e) = client
+        .publish(
+            doorbell_subject(class),
+            doorbell_hint(priority, renderer).into(),
+        )
+        .await
+    {
+        tracing::debug!(error = %e, "ringing the doorbell");
+    }
+}
+
+/// Parses a doorbell hint.
+pub fn parse_doorbell_hint(payload: &[u8]) -> Option<(Priority, RendererKind)> {
+    let text = std::str::from_utf8(payload).ok()?;
+    let (priority, renderer) = text.split_once('.')?;
+    Some((Priority::parse(priority)?, RendererKind::parse(renderer)?))
+}
+
+/// A worker's entry in the `tessera-workers` bucket (key: its id), refreshed every
+/// [`HEARTBEAT`]; the bucket forgets entries 30 s after their last refresh.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    /// Schema version.
+    pub schema: u32,
+    /// Worker id.
+    pub id: String,
+    /// Host name.
+    pub host: String,
+    /// Classes served, in preference order.
+    pub classes: Vec<Class>,
+    /// Renderers it runs.
+    pub renderers: Vec<RendererKind>,
+    /// Tasks it runs at once.
+    pub slots: u32,
+    /// Running attempts, as `<job>/<task>`.
+    pub running: Vec<String>,
+    /// When it started (ms since the epoch).
+    pub started_ms: u64,
+    /// When it last refreshed this entry.
+    pub heartbeat_ms: u64,
+}
+
+/// How often workers refresh their registry entry.
+pub const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl WorkerInfo {
+    /// Whether the entry was refreshed within three heartbeats of `now_ms`.
+    pub fn is_alive(&self, now_ms: u64) -> bool {
+        now_ms.saturating_sub(self.heartbeat_ms) <= 3 * HEARTBEAT.as_millis() as u64
+    }
+}
+
 /// Publishes `event` to JetStream and waits for the stream's ack.
 pub async fn publish_event(
     js: &async_nats::jetstream::Context,
@@ -382,17 +454,21 @@ mod tests {
     fn builds_subjects() {
         let job = JobId::parse("j1").unwrap();
         let cpu = Class::cpu();
+        let noop = RendererKind::Noop;
+        let subject = task_subject(&cpu, Priority::High, &job, noop);
+        assert_eq!(subject, "tessera.tasks.cpu.high.j1.noop");
+        let filter = task_filter(&cpu, Priority::Low, noop);
+        assert_eq!(filter, "tessera.tasks.cpu.low.*.noop");
+        let consumer = task_consumer(&cpu, Priority::Normal, noop);
+        assert_eq!(consumer, "tasks-cpu-normal-noop");
+        let event = event_subject("j1", EventKind::TaskDone);
+        assert_eq!(event, "tessera.events.j1.task.done");
+        assert_eq!(job_tasks_filter(&job), "tessera.tasks.*.*.j1.*");
         assert_eq!(
-            task_subject(&cpu, Priority::High, &job),
-            "tessera.tasks.cpu.high.j1"
+            parse_doorbell_hint(doorbell_hint(Priority::Low, noop).as_bytes()),
+            Some((Priority::Low, noop))
         );
-        assert_eq!(task_filter(&cpu, Priority::Low), "tessera.tasks.cpu.low.>");
-        assert_eq!(task_consumer(&cpu, Priority::Normal), "tasks-cpu-normal");
-        assert_eq!(
-            event_subject("j1", EventKind::TaskDone),
-            "tessera.events.j1.task.done"
-        );
-        assert_eq!(job_tasks_filter(&job), "tessera.tasks.*.*.j1");
+        assert_eq!(parse_doorbell_hint(b"urgent.noop"), None);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //!
 //! Each stream file deserialises into async-nats' `stream::Config`; each consumer file into
 //! `consumer::pull::Config` plus a `stream` field. `consumer-tasks.json` is a template whose
-//! `{class}` and `{priority}` are filled per (class, priority). The KV buckets are created
+//! `{class}`, `{priority}` and `{renderer}` are filled per (class, priority, renderer). The KV buckets are created
 //! as their backing `KV_<bucket>` streams and then bound with `get_key_value`, because
 //! `create_key_value` fails on nats-server 2.9 (see ARCHITECTURE.md).
 
@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use async_nats::jetstream::{self, consumer, kv, stream};
 
-use crate::job::{Class, Priority};
+use crate::job::{Class, Priority, RendererKind};
 
 /// Job submissions.
 pub const JOBS_STREAM: &str = "TESSERA_JOBS";
@@ -83,23 +83,36 @@ pub fn consumer_config(
     ))
 }
 
-/// Creates or updates every stream and bucket.
+/// Creates or updates every stream and bucket. Safe to run from many processes at once:
+/// losing a creation race to another role is not an error.
 pub async fn ensure(js: &jetstream::Context) -> anyhow::Result<()> {
     for config in stream_configs()? {
         let name = config.name.clone();
-        match js.get_stream(&name).await {
-            Ok(mut existing) => {
-                let current = existing.info().await?.config.clone();
-                if !same_stream(&current, &config) {
-                    js.update_stream(config)
-                        .await
-                        .with_context(|| format!("updating stream {name}"))?;
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let result = match js.get_stream(&name).await {
+                Ok(mut existing) => {
+                    let current = existing.info().await?.config.clone();
+                    if same_stream(&current, &config) {
+                        Ok(())
+                    } else {
+                        js.update_stream(config.clone())
+                            .await
+                            .map(drop)
+                            .with_context(|| format!("updating stream {name}"))
+                    }
                 }
-            }
-            Err(_) => {
-                js.create_stream(config)
+                Err(_) => js
+                    .create_stream(config.clone())
                     .await
-                    .with_context(|| format!("creating stream {name}"))?;
+                    .map(drop)
+                    .with_context(|| format!("creating stream {name}")),
+            };
+            match result {
+                Ok(()) => break,
+                Err(_) if tries < 5 => tokio::time::sleep(Duration::from_millis(20 * tries)).await,
+                Err(e) => return Err(e),
             }
         }
     }
@@ -147,17 +160,23 @@ pub async fn collector_consumer(js: &jetstream::Context) -> anyhow::Result<consu
     ensure_consumer(js, COLLECTOR_CONSUMER, &[], None).await
 }
 
-/// The workers' durable consumer for (`class`, `priority`), with `ack_wait` if given.
+/// The workers' durable consumer for (`class`, `priority`, `renderer`), with `ack_wait`
+/// if given.
 pub async fn task_consumer(
     js: &jetstream::Context,
     class: &Class,
     priority: Priority,
+    renderer: RendererKind,
     ack_wait: Option<Duration>,
 ) -> anyhow::Result<consumer::PullConsumer> {
     ensure_consumer(
         js,
         TASKS_CONSUMER,
-        &[("class", class.as_str()), ("priority", priority.as_str())],
+        &[
+            ("class", class.as_str()),
+            ("priority", priority.as_str()),
+            ("renderer", renderer.as_str()),
+        ],
         ack_wait,
     )
     .await
@@ -165,9 +184,16 @@ pub async fn task_consumer(
 
 /// The task consumers' default ack deadline, from `streams/consumer-tasks.json`.
 pub fn default_task_ack_wait() -> Duration {
-    consumer_config(TASKS_CONSUMER, &[("class", "cpu"), ("priority", "normal")])
-        .map(|(_, c)| c.ack_wait)
-        .unwrap_or(Duration::from_secs(5))
+    consumer_config(
+        TASKS_CONSUMER,
+        &[
+            ("class", "cpu"),
+            ("priority", "normal"),
+            ("renderer", "noop"),
+        ],
+    )
+    .map(|(_, c)| c.ack_wait)
+    .unwrap_or(Duration::from_secs(5))
 }
 
 /// The job-records bucket.
@@ -194,11 +220,18 @@ mod tests {
         assert_eq!(streams.len(), 5);
         assert_eq!(streams[1].retention, stream::RetentionPolicy::WorkQueue);
         assert_eq!(streams[2].max_age, Duration::from_secs(7 * 24 * 3600));
-        let (stream, config) =
-            consumer_config(TASKS_CONSUMER, &[("class", "gpu"), ("priority", "high")]).unwrap();
+        let fill = [
+            ("class", "gpu"),
+            ("priority", "high"),
+            ("renderer", "povray"),
+        ];
+        let (stream, config) = consumer_config(TASKS_CONSUMER, &fill).unwrap();
         assert_eq!(stream, TASKS_STREAM);
-        assert_eq!(config.durable_name.as_deref(), Some("tasks-gpu-high"));
-        assert_eq!(config.filter_subject, "tessera.tasks.gpu.high.>");
+        assert_eq!(
+            config.durable_name.as_deref(),
+            Some("tasks-gpu-high-povray")
+        );
+        assert_eq!(config.filter_subject, "tessera.tasks.gpu.high.*.povray");
         assert!(config.ack_wait <= Duration::from_secs(10));
         for text in [PLANNER_CONSUMER, COLLECTOR_CONSUMER] {
             consumer_config(text, &[]).unwrap();

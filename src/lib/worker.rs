@@ -19,7 +19,7 @@ use anyhow::Context as _;
 use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
 use bytes::Bytes;
 use futures::StreamExt;
-use tokio::sync::Notify;
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -103,14 +103,22 @@ pub fn disposition(outcome: Outcome, attempt: u32, max_attempts: u32) -> Disposi
     }
 }
 
+/// A running attempt: its number in this worker, its task id, its cancel token.
+type Running = (u64, String, CancellationToken);
+
 struct Shared {
     deps: Deps,
     config: WorkerConfig,
     cache: Cache,
-    consumers: Vec<(Class, Priority, PullConsumer)>,
-    doorbell: Notify,
-    /// Running attempts by job, so a cancel reaches them.
-    running: Mutex<HashMap<JobId, Vec<(u64, CancellationToken)>>>,
+    /// One consumer per (class, priority, renderer) served.
+    consumers: HashMap<Queue, PullConsumer>,
+    /// Doorbell hints: a queue that just got tasks.
+    doorbell: broadcast::Sender<Queue>,
+    /// Running attempts by job (id, task, cancel token), so a cancel reaches them and the
+    /// registry lists them.
+    running: Mutex<HashMap<JobId, Vec<Running>>>,
+    /// When the worker started.
+    started_ms: u64,
     /// Numbers running attempts, to find them again in `running`.
     next_attempt_id: std::sync::atomic::AtomicU64,
     /// Cancelled when the grace period after shutdown ends.
@@ -125,20 +133,36 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let cache = Cache::new(config.cache_dir.clone())
         .with_context(|| format!("creating the cache in {}", config.cache_dir.display()))?;
-    let mut consumers = Vec::new();
+    let mut consumers = HashMap::new();
     for class in &config.classes {
         for priority in Priority::ALL {
-            let consumer =
-                streams::task_consumer(&deps.js, class, priority, Some(config.ack_wait)).await?;
-            consumers.push((class.clone(), priority, consumer));
+            for &renderer in &config.renderers {
+                let consumer = streams::task_consumer(
+                    &deps.js,
+                    class,
+                    priority,
+                    renderer,
+                    Some(config.ack_wait),
+                )
+                .await?;
+                consumers.insert(
+                    Queue {
+                        class: class.clone(),
+                        priority,
+                        renderer,
+                    },
+                    consumer,
+                );
+            }
         }
     }
     let shared = Arc::new(Shared {
         deps: deps.clone(),
         cache,
         consumers,
-        doorbell: Notify::new(),
+        doorbell: broadcast::channel(64).0,
         running: Mutex::new(HashMap::new()),
+        started_ms: protocol::now_ms(),
         next_attempt_id: std::sync::atomic::AtomicU64::new(0),
         kill: CancellationToken::new(),
         config,
@@ -146,10 +170,10 @@ pub async fn run(
     let tracker = TaskTracker::new();
     let listeners = CancellationToken::new();
 
-    for class in &shared.config.classes {
+    for class in shared.config.classes.clone() {
         let mut bell = deps
             .client
-            .subscribe(protocol::doorbell_subject(class))
+            .subscribe(protocol::doorbell_subject(&class))
             .await?;
         let (shared, stop) = (shared.clone(), listeners.clone());
         tracker.spawn(async move {
@@ -157,7 +181,12 @@ pub async fn run(
                 tokio::select! {
                     () = stop.cancelled() => break,
                     msg = bell.next() => match msg {
-                        Some(_) => shared.doorbell.notify_waiters(),
+                        Some(msg) => {
+                            if let Some((priority, renderer)) = protocol::parse_doorbell_hint(&msg.payload) {
+                                let queue = Queue { class: class.clone(), priority, renderer };
+                                let _ = shared.doorbell.send(queue);
+                            }
+                        }
                         None => break,
                     },
                 }
@@ -183,11 +212,16 @@ pub async fn run(
                     .unwrap_or_else(|e| e.into_inner())
                     .get(&job)
                     .cloned();
-                for (_, token) in tokens.unwrap_or_default() {
+                for (_, _, token) in tokens.unwrap_or_default() {
                     token.cancel();
                 }
             }
         });
+    }
+
+    {
+        let (shared, stop) = (shared.clone(), listeners.clone());
+        tracker.spawn(async move { heartbeat(&shared, stop).await });
     }
 
     tracing::info!(
@@ -221,17 +255,78 @@ pub async fn run(
     Ok(())
 }
 
+/// A queue a worker pulls from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Queue {
+    /// Hardware class.
+    pub class: Class,
+    /// Priority.
+    pub priority: Priority,
+    /// Renderer.
+    pub renderer: RendererKind,
+}
+
+/// The order in which a slot's `pick`-th pick looks at the priorities — the starvation
+/// guard. Of every five picks, picks 0, 1 and 3 look at high first, pick 2 at normal first
+/// and pick 4 at low first; a pick whose first choice is empty falls back to the others,
+/// most urgent first. Under a constant flow of high-priority work, normal and low work
+/// each still get at least one pick in five of every slot.
+pub fn priority_order(pick: u64) -> [Priority; 3] {
+    use Priority::*;
+    match pick % 5 {
+        2 => [Normal, High, Low],
+        4 => [Low, High, Normal],
+        _ => [High, Normal, Low],
+    }
+}
+
+/// Every queue of the worker in the order a pick looks at them: classes in preference
+/// order, then priorities in `order`, then renderers — with `hint` (a queue whose doorbell
+/// just rang while the slot was idle) first.
+pub fn pick_order(
+    classes: &[Class],
+    renderers: &[RendererKind],
+    order: [Priority; 3],
+    hint: Option<&Queue>,
+) -> Vec<Queue> {
+    let mut queues: Vec<Queue> = hint.into_iter().cloned().collect();
+    for class in classes {
+        for priority in order {
+            for &renderer in renderers {
+                let queue = Queue {
+                    class: class.clone(),
+                    priority,
+                    renderer,
+                };
+                if Some(&queue) != hint {
+                    queues.push(queue);
+                }
+            }
+        }
+    }
+    queues
+}
+
 async fn slot_loop(shared: Arc<Shared>, slot: usize, shutdown: CancellationToken) {
+    let mut bell = shared.doorbell.subscribe();
+    let mut picks: u64 = 0;
+    let mut hint: Option<Queue> = None;
     while !shutdown.is_cancelled() {
-        let notified = shared.doorbell.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        match take_task(&shared).await {
-            Some(msg) => run_task(&shared, msg).await,
+        let order = pick_order(
+            &shared.config.classes,
+            &shared.config.renderers,
+            priority_order(picks),
+            hint.take().as_ref(),
+        );
+        match take_task(&shared, &order).await {
+            Some(msg) => {
+                picks += 1;
+                run_task(&shared, msg).await;
+            }
             None => {
                 tokio::select! {
                     () = shutdown.cancelled() => break,
-                    () = &mut notified => {}
+                    rung = bell.recv() => hint = rung.ok(),
                     () = tokio::time::sleep(shared.config.idle_poll) => {}
                 }
             }
@@ -240,9 +335,12 @@ async fn slot_loop(shared: Arc<Shared>, slot: usize, shutdown: CancellationToken
     tracing::debug!(slot, "slot stopped");
 }
 
-/// One task from the first non-empty consumer, in class then priority order; never more.
-async fn take_task(shared: &Shared) -> Option<jetstream::Message> {
-    for (class, priority, consumer) in &shared.consumers {
+/// One task from the first non-empty queue of `order`; never more.
+async fn take_task(shared: &Shared, order: &[Queue]) -> Option<jetstream::Message> {
+    for queue in order {
+        let Some(consumer) = shared.consumers.get(queue) else {
+            continue;
+        };
         let fetch = async {
             let mut batch = consumer.fetch().max_messages(1).messages().await?;
             batch
@@ -255,15 +353,62 @@ async fn take_task(shared: &Shared) -> Option<jetstream::Message> {
             Ok(Ok(Some(msg))) => return Some(msg),
             Ok(Ok(None)) => {}
             Ok(Err(e)) => {
-                tracing::warn!(class = %class, priority = %priority, error = %e, "fetching a task");
+                tracing::warn!(?queue, error = %e, "fetching a task");
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            Err(_) => {
-                tracing::warn!(class = %class, priority = %priority, "fetching a task timed out")
-            }
+            Err(_) => tracing::warn!(?queue, "fetching a task timed out"),
         }
     }
     None
+}
+
+/// Keeps this worker's entry in the registry fresh until `stop`, then removes it.
+async fn heartbeat(shared: &Shared, stop: CancellationToken) {
+    let kv = match streams::workers_bucket(&shared.deps.js).await {
+        Ok(kv) => kv,
+        Err(e) => {
+            tracing::error!(
+                error = format!("{e:#}"),
+                "no worker registry; `tessera workers` will not list this worker"
+            );
+            return;
+        }
+    };
+    loop {
+        let running = shared
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .flat_map(|(job, attempts)| {
+                attempts
+                    .iter()
+                    .map(move |(_, task, _)| format!("{job}/{task}"))
+            })
+            .collect();
+        let info = protocol::WorkerInfo {
+            schema: protocol::SCHEMA,
+            id: shared.config.id.clone(),
+            host: crate::farm::hostname(),
+            classes: shared.config.classes.clone(),
+            renderers: shared.config.renderers.clone(),
+            slots: shared.config.slots as u32,
+            running,
+            started_ms: shared.started_ms,
+            heartbeat_ms: protocol::now_ms(),
+        };
+        if let Err(e) = kv
+            .put(&shared.config.id, protocol::encode(&info).into())
+            .await
+        {
+            tracing::warn!(error = %e, "refreshing the registry entry");
+        }
+        tokio::select! {
+            () = stop.cancelled() => break,
+            () = tokio::time::sleep(protocol::HEARTBEAT) => {}
+        }
+    }
+    let _ = kv.delete(&shared.config.id).await;
 }
 
 async fn run_task(shared: &Shared, msg: jetstream::Message) {
@@ -312,10 +457,22 @@ async fn run_task(shared: &Shared, msg: jetstream::Message) {
         return;
     }
     if !shared.config.renderers.contains(&task.renderer) {
-        tracing::warn!(job = %task.job, task = %task.task, renderer = %task.renderer, "this worker lacks the renderer; handing the task back");
-        let _ = msg
-            .ack_with(AckKind::Nak(Some(Duration::from_secs(2))))
-            .await;
+        // Only a message whose subject and payload disagree gets here.
+        let message = format!(
+            "task for renderer {} arrived on {}",
+            task.renderer, msg.subject
+        );
+        finish(
+            shared,
+            &msg,
+            &task,
+            attempt,
+            Disposition::Reject,
+            Some(message),
+            None,
+            Vec::new(),
+        )
+        .await;
         return;
     }
     let span = tracing::info_span!("task", job = %task.job, task = %task.task, attempt);
@@ -336,7 +493,7 @@ async fn run_task(shared: &Shared, msg: jetstream::Message) {
         .unwrap_or_else(|e| e.into_inner())
         .entry(task.job.clone())
         .or_default()
-        .push((running_id, job_cancel.clone()));
+        .push((running_id, task.task.to_string(), job_cancel.clone()));
 
     let log = Log::default();
     let work = shared.config.cache_dir.join("work").join(format!(
@@ -360,7 +517,7 @@ async fn run_task(shared: &Shared, msg: jetstream::Message) {
     {
         let mut running = shared.running.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(tokens) = running.get_mut(&task.job) {
-            tokens.retain(|(id, _)| *id != running_id);
+            tokens.retain(|(id, _, _)| *id != running_id);
             if tokens.is_empty() {
                 running.remove(&task.job);
             }
@@ -609,6 +766,65 @@ mod tests {
                 "{outcome:?} {attempt}/{max}"
             );
         }
+    }
+
+    #[test]
+    fn priority_order_gives_normal_and_low_a_share() {
+        let picks: Vec<[Priority; 3]> = (0..10).map(priority_order).collect();
+        let first = |p: Priority| picks.iter().filter(|o| o[0] == p).count();
+        assert_eq!(
+            (
+                first(Priority::High),
+                first(Priority::Normal),
+                first(Priority::Low)
+            ),
+            (6, 2, 2)
+        );
+        for order in picks {
+            let mut sorted = order;
+            sorted.sort();
+            assert_eq!(sorted, Priority::ALL, "every priority is looked at");
+        }
+    }
+
+    #[test]
+    fn pick_order_prefers_classes_then_priorities_and_the_hint() {
+        let gpu = Class::parse("gpu").unwrap();
+        let cpu = Class::cpu();
+        let order = pick_order(
+            &[gpu.clone(), cpu.clone()],
+            &[RendererKind::Noop],
+            priority_order(0),
+            None,
+        );
+        let names: Vec<String> = order
+            .iter()
+            .map(|q| format!("{}-{}", q.class, q.priority))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "gpu-high",
+                "gpu-normal",
+                "gpu-low",
+                "cpu-high",
+                "cpu-normal",
+                "cpu-low"
+            ]
+        );
+        let hint = Queue {
+            class: cpu,
+            priority: Priority::Low,
+            renderer: RendererKind::Noop,
+        };
+        let order = pick_order(
+            &[gpu],
+            &[RendererKind::Noop],
+            priority_order(0),
+            Some(&hint),
+        );
+        assert_eq!(order[0], hint);
+        assert_eq!(order.len(), 4);
     }
 
     #[test]

@@ -6,3 +6,5 @@ mod support;
 mod end_to_end;
 // What the planner accepts, deduplicates and rejects, from the CLI and over NATS.
 mod submission;
+// Priorities, classes, the starvation guard, renderer matching, the worker registry.
+mod scheduling;

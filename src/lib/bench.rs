@@ -1,0 +1,228 @@
+//! Benchmarks run by `tessera-bench`: each starts what it measures (a private nats-server,
+//! a local farm) and prints medians next to a raw baseline measured in the same run, so
+//! figures from a noisy machine can be compared as ratios.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use async_nats::jetstream::{self, consumer, stream};
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Deps;
+use crate::farm::{FarmConfig, up};
+use crate::job::Class;
+use crate::protocol;
+use crate::storage::Store;
+use crate::worker::WorkerConfig;
+
+/// Sorted durations with percentiles.
+pub struct Samples(Vec<Duration>);
+
+impl Samples {
+    /// Sorts `samples`.
+    pub fn new(mut samples: Vec<Duration>) -> Samples {
+        samples.sort();
+        Samples(samples)
+    }
+
+    /// The `p`-th percentile (0 to 100), nearest rank.
+    pub fn percentile(&self, p: f64) -> Duration {
+        if self.0.is_empty() {
+            return Duration::ZERO;
+        }
+        let rank = ((p / 100.0) * self.0.len() as f64).ceil() as usize;
+        self.0[rank.clamp(1, self.0.len()) - 1]
+    }
+
+    /// One line: median, p90, p99, max in milliseconds.
+    pub fn line(&self, name: &str) -> String {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        format!(
+            "{name:<40} n={:<5} median {:>7.3} ms  p90 {:>7.3} ms  p99 {:>7.3} ms  max {:>7.3} ms",
+            self.0.len(),
+            ms(self.percentile(50.0)),
+            ms(self.percentile(90.0)),
+            ms(self.percentile(99.0)),
+            ms(self.percentile(100.0)),
+        )
+    }
+}
+
+/// A worker configuration for benchmarks: one slot, every renderer, short timings.
+pub fn bench_worker(cache: std::path::PathBuf) -> WorkerConfig {
+    WorkerConfig {
+        id: "bench".into(),
+        classes: vec![Class::cpu()],
+        slots: 1,
+        threads: 1,
+        cache_dir: cache,
+        renderers: crate::render::available(),
+        ack_wait: crate::streams::default_task_ack_wait(),
+        grace: Duration::from_secs(5),
+        idle_poll: Duration::from_secs(1),
+    }
+}
+
+/// Starts a local farm with `workers` workers in the background; returns its NATS URL,
+/// store URL and the token that stops it.
+pub async fn start_farm(
+    dir: &std::path::Path,
+    workers: usize,
+) -> anyhow::Result<(String, String, CancellationToken)> {
+    let stop = CancellationToken::new();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let config = FarmConfig {
+        data: dir.to_path_buf(),
+        workers,
+        port: 0,
+        worker: bench_worker(dir.join("cache")),
+    };
+    let token = stop.clone();
+    tokio::spawn(async move {
+        let result = up(config, token, move |nats, store| {
+            let _ = tx.send((nats.to_string(), store.to_string()));
+        })
+        .await;
+        if let Err(e) = result {
+            eprintln!("farm: {e:#}");
+        }
+    });
+    let (nats, store) = rx.await.context("the farm did not start")?;
+    Ok((nats, store, stop))
+}
+
+/// Submit-to-start latency on an idle farm: from publishing a submission to the worker's
+/// `task.started` event, `runs` times, next to a raw JetStream publish-to-pull loop.
+pub async fn dispatch(runs: usize) -> anyhow::Result<()> {
+    let dir = tempfile_dir()?;
+    let (nats, store, stop) = start_farm(&dir, 1).await?;
+    let client =
+        crate::config::connect(&nats, "tessera-bench", crate::config::Patience::FailFast).await?;
+    let deps = Deps::with_client(client.clone(), Store::open(&store)?).await?;
+    wait_for_workers(&deps, 1).await?;
+
+    let raw = raw_publish_to_pull(&deps.js, runs).await?;
+
+    let mut started = client.subscribe("tessera.events.*.task.started").await?;
+    let mut samples = Vec::with_capacity(runs);
+    for i in 0..runs {
+        let id = format!("bench-{i}");
+        let body =
+            format!(r#"{{"id": "{id}", "renderer": "noop", "settings": {{"sleep_ms": 0}}}}"#);
+        tokio::time::sleep(Duration::from_millis(20)).await; // idle again
+        let t0 = Instant::now();
+        deps.js
+            .publish(protocol::SUBMIT_SUBJECT, body.into())
+            .await?
+            .await
+            .context("submitting")?;
+        loop {
+            let msg = tokio::time::timeout(Duration::from_secs(10), started.next())
+                .await
+                .context("no task.started within 10 s")?
+                .context("subscription ended")?;
+            if msg.subject.as_str() == format!("tessera.events.{id}.task.started") {
+                samples.push(t0.elapsed());
+                break;
+            }
+        }
+    }
+    let tessera = Samples::new(samples);
+    println!("dispatch: submit-to-start on an idle farm (1 worker, noop renderer)");
+    println!("{}", raw.line("raw JetStream publish -> waiting pull"));
+    println!("{}", tessera.line("tessera submit -> task.started"));
+    println!(
+        "ratio of medians (tessera / raw): {:.1}",
+        tessera.percentile(50.0).as_secs_f64() / raw.percentile(50.0).as_secs_f64().max(1e-9)
+    );
+    stop.cancel();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// Waits until `n` workers are registered.
+pub async fn wait_for_workers(deps: &Deps, n: usize) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while crate::client::workers(deps).await?.len() < n {
+        if Instant::now() > deadline {
+            anyhow::bail!("workers did not register within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+/// The raw baseline: a work-queue stream, one durable pull consumer with a pull waiting,
+/// timed from publish to the message in hand.
+async fn raw_publish_to_pull(js: &jetstream::Context, runs: usize) -> anyhow::Result<Samples> {
+    let stream = js
+        .get_or_create_stream(stream::Config {
+            name: "BENCH_RAW".into(),
+            subjects: vec!["bench.raw".into()],
+            retention: stream::RetentionPolicy::WorkQueue,
+            ..Default::default()
+        })
+        .await?;
+    let consumer: consumer::PullConsumer = stream
+        .get_or_create_consumer(
+            "raw",
+            consumer::pull::Config {
+                durable_name: Some("raw".into()),
+                ..Default::default()
+            },
+        )
+        .await?;
+    let mut samples = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let mut batch = consumer
+            .batch()
+            .max_messages(1)
+            .expires(Duration::from_secs(5))
+            .messages()
+            .await?;
+        tokio::time::sleep(Duration::from_millis(5)).await; // the pull is waiting
+        let t0 = Instant::now();
+        js.publish("bench.raw", "x".into()).await?.await?;
+        let msg = batch
+            .next()
+            .await
+            .context("no message")?
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        samples.push(t0.elapsed());
+        msg.ack().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    js.delete_stream("BENCH_RAW").await?;
+    Ok(Samples::new(samples))
+}
+
+fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("tessera-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::RendererKind;
+
+    #[test]
+    fn percentiles_by_nearest_rank() {
+        let s = Samples::new((1..=100).rev().map(Duration::from_millis).collect());
+        assert_eq!(s.percentile(50.0), Duration::from_millis(50));
+        assert_eq!(s.percentile(99.0), Duration::from_millis(99));
+        assert_eq!(s.percentile(100.0), Duration::from_millis(100));
+        assert_eq!(Samples::new(vec![]).percentile(50.0), Duration::ZERO);
+    }
+
+    #[test]
+    fn bench_worker_runs_every_renderer() {
+        assert!(
+            bench_worker("/tmp".into())
+                .renderers
+                .contains(&RendererKind::Noop)
+        );
+    }
+}

@@ -1,0 +1,200 @@
+//! Priorities, hardware classes, the starvation guard, renderer matching and the worker
+//! registry, with real workers pulling from real consumers.
+
+use std::time::Duration;
+
+use tessera::protocol::{Event, EventKind};
+use tessera::streams::TASKS_STREAM;
+
+use crate::support::{Farm, PATIENCE, last_line, stream_messages, wait_event};
+
+/// Submits a noop job through the CLI and returns its id.
+fn submit(farm: &Farm, id: &str, extra: &str, frames: &str, sleep_ms: u64) -> String {
+    let toml = format!(
+        "id = \"{id}\"\nrenderer = \"noop\"\n{extra}\n[frames]\nrange = \"{frames}\"\n[settings]\nsleep_ms = {sleep_ms}\n"
+    );
+    let file = farm.job_file(&format!("{id}.toml"), &toml);
+    let out = farm.cli(&["submit", file.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    last_line(&out)
+}
+
+/// The `task.started` events of `jobs`, in the order the tasks started.
+async fn starts(farm: &Farm, jobs: &[&str]) -> Vec<Event> {
+    let deps = farm.deps().await;
+    let mut all = Vec::new();
+    for job in jobs {
+        let events = tessera::client::events(&deps.js, job).await.unwrap();
+        all.extend(
+            events
+                .into_iter()
+                .filter(|e| e.kind == EventKind::TaskStarted),
+        );
+    }
+    all.sort_by_key(|e| e.time_ms);
+    all
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_slot_busy_a_high_job_submitted_after_a_low_one_runs_first() {
+    let farm = Farm::with_workers(1);
+    let deps = farm.deps().await;
+    submit(&farm, "busy", "", "1", 1500);
+    wait_event(&farm, &deps.js, "busy", EventKind::TaskStarted).await;
+    submit(&farm, "low", "priority = \"low\"", "1", 200);
+    submit(&farm, "high", "priority = \"high\"", "1", 200);
+    wait_event(&farm, &deps.js, "low", EventKind::JobDone).await;
+    wait_event(&farm, &deps.js, "high", EventKind::JobDone).await;
+    let order: Vec<String> = starts(&farm, &["busy", "low", "high"])
+        .await
+        .into_iter()
+        .map(|e| e.job)
+        .collect();
+    assert_eq!(order, ["busy", "high", "low"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gpu_work_never_runs_on_a_cpu_worker_and_a_gpu_cpu_worker_takes_gpu_first() {
+    let mut farm = Farm::with_workers(0);
+    let deps = farm.deps().await;
+    submit(&farm, "on-gpu", "class = \"gpu\"", "1-6", 50);
+    submit(&farm, "on-cpu", "", "1-6", 50);
+    wait_event(&farm, &deps.js, "on-gpu", EventKind::JobAccepted).await;
+    wait_event(&farm, &deps.js, "on-cpu", EventKind::JobAccepted).await;
+    farm.start_worker(0, &["--class", "cpu"]);
+    farm.start_worker(1, &["--class", "gpu,cpu"]);
+    wait_event(&farm, &deps.js, "on-gpu", EventKind::JobDone).await;
+    wait_event(&farm, &deps.js, "on-cpu", EventKind::JobDone).await;
+
+    let all = starts(&farm, &["on-gpu", "on-cpu"]).await;
+    assert!(
+        all.iter()
+            .filter(|e| e.job == "on-gpu")
+            .all(|e| e.worker.as_deref() == Some("w1")),
+        "a gpu task ran on the cpu-only worker: {all:#?}"
+    );
+    let w1: Vec<&str> = all
+        .iter()
+        .filter(|e| e.worker.as_deref() == Some("w1"))
+        .map(|e| e.job.as_str())
+        .collect();
+    let first_cpu = w1.iter().position(|j| *j == "on-cpu").unwrap_or(w1.len());
+    assert!(
+        w1[first_cpu..].iter().all(|j| *j == "on-cpu"),
+        "w1 took cpu work before gpu work: {w1:?}"
+    );
+    assert_eq!(w1.iter().filter(|j| **j == "on-gpu").count(), 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_a_constant_flow_of_high_work_low_work_gets_one_pick_in_five() {
+    let mut farm = Farm::with_workers(0);
+    let deps = farm.deps().await;
+    submit(&farm, "flood", "priority = \"high\"", "1-30", 20);
+    submit(&farm, "trickle", "priority = \"low\"", "1-4", 20);
+    wait_event(&farm, &deps.js, "flood", EventKind::JobAccepted).await;
+    wait_event(&farm, &deps.js, "trickle", EventKind::JobAccepted).await;
+    farm.start_worker(0, &[]);
+    wait_event(&farm, &deps.js, "trickle", EventKind::JobDone).await;
+    wait_event(&farm, &deps.js, "flood", EventKind::JobDone).await;
+
+    // One slot: picks 4, 9, 14 and 19 look at low first (ARCHITECTURE.md, worker.rs).
+    let order: Vec<String> = starts(&farm, &["flood", "trickle"])
+        .await
+        .into_iter()
+        .map(|e| e.job)
+        .collect();
+    let low_picks: Vec<usize> = order
+        .iter()
+        .enumerate()
+        .filter(|(_, j)| *j == "trickle")
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(low_picks, [4, 9, 14, 19], "{order:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_no_worker_can_render_stays_queued_and_status_says_why_and_dead_workers_drop_off() {
+    let mut farm = Farm::with_workers(0);
+    farm.start("tessera-planner", &[]);
+    farm.start("tessera-collector", &[]);
+    let worker = farm.start_worker(0, &["--renderers", "noop", "--slots", "2"]);
+    let deps = farm.deps().await;
+
+    // The registry lists the worker with what it can do.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let listed = loop {
+        let out = farm.cli(&["workers", "--json"]);
+        let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        if list.as_array().is_some_and(|a| !a.is_empty()) {
+            break list;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the worker never registered"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let w = &listed[0];
+    assert_eq!(w["id"], "w0");
+    assert_eq!(w["classes"], serde_json::json!(["cpu"]));
+    assert_eq!(w["renderers"], serde_json::json!(["noop"]));
+    assert_eq!(w["slots"], 2);
+    assert!(
+        w["heartbeat_ms"].as_u64().unwrap() > 0 && w["running"].is_array() && w["host"].is_string()
+    );
+
+    // A builtin job waits; a noop job submitted after it runs (so the worker was polling).
+    let file = farm.job_file(
+        "builtin.toml",
+        "id = \"needs-builtin\"\nrenderer = \"builtin\"\n[frames]\nrange = \"1-3\"\n",
+    );
+    assert!(
+        farm.cli(&["submit", file.to_str().unwrap()])
+            .status
+            .success()
+    );
+    submit(&farm, "runs", "", "1-2", 10);
+    wait_event(&farm, &deps.js, "runs", EventKind::JobDone).await;
+    let status = farm.cli(&["status", "needs-builtin", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["state"], "queued");
+    assert_eq!(status["tasks"]["queued"], 3);
+    let message = status["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("no live worker") && message.contains("builtin"),
+        "{message}"
+    );
+    assert_eq!(
+        stream_messages(&deps.js, TASKS_STREAM).await,
+        3,
+        "the tasks are still queued"
+    );
+    let events = tessera::client::events(&deps.js, "needs-builtin")
+        .await
+        .unwrap();
+    assert!(
+        events.iter().all(|e| e.kind == EventKind::JobAccepted),
+        "{events:#?}"
+    );
+
+    // A worker killed outright drops off the list on its own.
+    farm.roles[worker].kill();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let out = farm.cli(&["workers", "--json"]);
+        let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        if list.as_array().is_some_and(|a| a.is_empty()) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the dead worker stayed listed"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
