@@ -8,3 +8,5 @@ mod end_to_end;
 mod submission;
 // Priorities, classes, the starvation guard, renderer matching, the worker registry.
 mod scheduling;
+// `tessera up`: the one-command local farm.
+mod local_farm;

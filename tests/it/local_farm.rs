@@ -1,0 +1,93 @@
+//! `tessera up`: a whole farm in one command, usable by the CLI, stopped cleanly by SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::{PATIENCE, bin, last_line};
+
+#[test]
+fn tessera_up_renders_a_job_and_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("farm");
+    let mut up = Command::new(bin("tessera"))
+        .args(["up", "--port", "0", "--workers", "2", "--data"])
+        .arg(&data)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(up.stdout.take().unwrap()).lines();
+    let nats = lines.next().unwrap().unwrap();
+    let store = lines.next().unwrap().unwrap();
+    let nats = nats
+        .strip_prefix("NATS_URL=")
+        .expect("first line is NATS_URL=…")
+        .to_string();
+    let store = store
+        .strip_prefix("TESSERA_STORE=")
+        .expect("second line is TESSERA_STORE=…")
+        .to_string();
+    assert_eq!(store, format!("file://{}", data.join("store").display()));
+
+    let job = dir.path().join("job.toml");
+    std::fs::write(&job, "renderer = \"builtin\"\n[image]\nwidth = 32\nheight = 18\n[frames]\nrange = \"1-4\"\n[settings]\nsamples = 1\n").unwrap();
+    let out = Command::new(bin("tessera"))
+        .args(["submit", "--wait"])
+        .arg(&job)
+        .env("NATS_URL", &nats)
+        .env("TESSERA_STORE", &store)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = last_line(&out);
+    for f in 1..=4 {
+        let frame = data.join(format!("store/jobs/{id}/output/frame_{f:04}.png"));
+        assert!(frame.is_file(), "{} is missing", frame.display());
+    }
+
+    // SIGTERM: everything stops, the private nats-server with it.
+    // SAFETY: signalling a child we started, by its pid.
+    unsafe {
+        libc::kill(up.id() as i32, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + PATIENCE;
+    let status = loop {
+        if let Some(status) = up.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "tessera up did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "tessera up exited with {status}");
+    let port: u16 = nats.rsplit(':').next().unwrap().parse().unwrap();
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "the farm's nats-server outlived it"
+    );
+}
+
+#[test]
+fn tessera_up_says_how_to_install_a_missing_nats_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(bin("tessera"))
+        .args(["up", "--port", "0", "--data"])
+        .arg(dir.path())
+        .env("PATH", dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("nats-server") && stderr.contains("apt-get install"),
+        "{stderr}"
+    );
+}
