@@ -19,6 +19,12 @@ enum Bench {
         #[arg(long, default_value_t = 200)]
         runs: usize,
     },
+    /// Time from SIGKILL of the rendering worker to the task running on another.
+    Failover {
+        /// Kills to measure.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
 }
 
 #[tokio::main]
@@ -26,6 +32,7 @@ async fn main() -> std::process::ExitCode {
     tessera::telemetry::init_with("warn");
     let result = match Args::parse().bench {
         Bench::Dispatch { runs } => tessera::bench::dispatch(runs).await,
+        Bench::Failover { runs } => tessera::bench::failover(runs).await,
     };
     tessera::telemetry::exit(result)
 }

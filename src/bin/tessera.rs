@@ -75,6 +75,11 @@ enum Command {
         /// Job id.
         job: String,
     },
+    /// Queue a failed or canceled job's failed tasks again, with fresh attempts.
+    Retry {
+        /// Job id.
+        job: String,
+    },
     /// List the live workers.
     Workers {
         /// Print JSON.
@@ -193,6 +198,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let deps = connect(&cli.common).await?;
             client::cancel(&deps, &job_id(&job)?).await?;
             println!("{job} canceled");
+        }
+        Command::Retry { job } => {
+            let deps = connect(&cli.common).await?;
+            let n = client::retry(&deps, &job_id(&job)?).await?;
+            println!("{job}: {n} tasks queued again");
         }
         Command::Workers { json } => {
             let deps = connect(&cli.common).await?;

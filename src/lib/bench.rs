@@ -60,7 +60,8 @@ pub fn bench_worker(cache: std::path::PathBuf) -> WorkerConfig {
         renderers: crate::render::available(),
         ack_wait: crate::streams::default_task_ack_wait(),
         grace: Duration::from_secs(5),
-        idle_poll: Duration::from_secs(1),
+        idle_poll: Duration::from_millis(500),
+        max_deliver: None,
     }
 }
 
@@ -201,6 +202,100 @@ fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
     let dir = std::env::temp_dir().join(format!("tessera-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
+}
+
+/// Failover: SIGKILL the worker rendering a task and time until the task starts on another
+/// worker, `runs` times, with the default ack deadline. Workers are separate processes (the
+/// `tessera-worker` binary beside this one); the rest of the farm runs in this process.
+pub async fn failover(runs: usize) -> anyhow::Result<()> {
+    let dir = tempfile_dir()?;
+    let (nats, store, stop) = start_farm(&dir, 0).await?;
+    let client =
+        crate::config::connect(&nats, "tessera-bench", crate::config::Patience::FailFast).await?;
+    let deps = Deps::with_client(client.clone(), Store::open(&store)?).await?;
+    let binary = std::env::current_exe()?
+        .parent()
+        .context("no folder beside tessera-bench")?
+        .join("tessera-worker");
+    let spawn = |n: usize| {
+        std::process::Command::new(&binary)
+            .args(["--id", &format!("fo{n}"), "--renderers", "noop"])
+            .env("NATS_URL", &nats)
+            .env("TESSERA_STORE", &store)
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))
+    };
+    let mut workers: std::collections::BTreeMap<String, std::process::Child> =
+        std::collections::BTreeMap::new();
+    let mut next = 0;
+    for _ in 0..2 {
+        workers.insert(format!("fo{next}"), spawn(next)?);
+        next += 1;
+    }
+    wait_for_workers(&deps, 2).await?;
+    let mut started = client.subscribe("tessera.events.*.task.started").await?;
+    let mut samples = Vec::new();
+    for run in 0..runs {
+        let id = format!("failover-{run}");
+        let body =
+            format!(r#"{{"id": "{id}", "renderer": "noop", "settings": {{"sleep_ms": 600000}}}}"#);
+        deps.js
+            .publish(protocol::SUBMIT_SUBJECT, body.into())
+            .await?
+            .await?;
+        let first = next_start(&mut started, &id).await?;
+        let victim = first
+            .worker
+            .clone()
+            .context("task.started without a worker")?;
+        let mut child = workers
+            .remove(&victim)
+            .context("the task started on an unknown worker")?;
+        child.kill()?;
+        let killed = Instant::now();
+        child.wait()?;
+        next_start(&mut started, &id).await?;
+        samples.push(killed.elapsed());
+        crate::client::cancel(
+            &deps,
+            &crate::job::JobId::parse(&id).map_err(anyhow::Error::msg)?,
+        )
+        .await?;
+        workers.insert(format!("fo{next}"), spawn(next)?);
+        next += 1;
+        wait_for_workers(&deps, 2).await?;
+    }
+    let samples = Samples::new(samples);
+    println!(
+        "failover: SIGKILL of the rendering worker to the task started on another (ack deadline {:?})",
+        crate::streams::default_task_ack_wait()
+    );
+    println!("{}", samples.line("SIGKILL -> task.started elsewhere"));
+    for (_, mut child) in workers {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    stop.cancel();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+async fn next_start(
+    sub: &mut async_nats::Subscriber,
+    job: &str,
+) -> anyhow::Result<protocol::Event> {
+    let subject = format!("tessera.events.{job}.task.started");
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(60), sub.next())
+            .await
+            .context("no task.started within 60 s")?
+            .context("subscription ended")?;
+        if msg.subject.as_str() == subject {
+            return protocol::decode(&msg.payload).map_err(anyhow::Error::msg);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -85,12 +85,14 @@ pub async fn submit(deps: &Deps, prepared: Prepared) -> anyhow::Result<JobId> {
 }
 
 /// Waits for the job's final event (`job.done`, `job.failed`, `job.rejected`,
-/// `job.canceled`), calling `on_event` for each event on the way.
+/// `job.canceled`), calling `on_event` for each event on the way. After `tessera retry`,
+/// only a final event following the latest `job.retried` counts.
 pub async fn wait(
     deps: &Deps,
     job: &JobId,
     mut on_event: impl FnMut(&Event),
 ) -> anyhow::Result<Event> {
+    let generation = deps.ledger.job(job).await?.map_or(0, |(r, _)| r.generation);
     let stream = deps.js.get_stream(streams::EVENTS_STREAM).await?;
     let consumer = stream
         .create_consumer(consumer::pull::OrderedConfig {
@@ -101,17 +103,81 @@ pub async fn wait(
         .await
         .context("watching the job's events")?;
     let mut messages = consumer.messages().await?;
+    let mut retries_seen = 0;
     while let Some(msg) = messages.next().await {
         let msg = msg.map_err(|e| anyhow::anyhow!("reading events: {e}"))?;
         let Ok(event) = protocol::decode::<Event>(&msg.payload) else {
             continue;
         };
+        if event.kind == EventKind::JobRetried {
+            retries_seen += 1;
+        }
         on_event(&event);
-        if event.kind.is_final() {
+        if event.kind.is_final() && retries_seen >= generation {
             return Ok(event);
         }
     }
     anyhow::bail!("the event stream ended before job {job} did")
+}
+
+/// Queues a failed or canceled job's failed and canceled tasks again, with fresh attempts.
+/// Returns how many tasks were queued.
+pub async fn retry(deps: &Deps, id: &JobId) -> anyhow::Result<usize> {
+    let (record, _) = deps
+        .ledger
+        .job(id)
+        .await?
+        .with_context(|| format!("no job {id}"))?;
+    let job = record
+        .spec
+        .validate()
+        .map_err(|e| anyhow::anyhow!("stored job {id}: {e}"))?;
+    let (record, changed) = deps
+        .ledger
+        .update_job(id, |r| {
+            if !matches!(r.state, JobState::Failed | JobState::Canceled) {
+                return false;
+            }
+            r.state = JobState::Running;
+            r.message = None;
+            r.finished_ms = None;
+            r.generation += 1;
+            true
+        })
+        .await?;
+    if !changed {
+        anyhow::bail!(
+            "job {id} is {}: only failed or canceled jobs can be retried",
+            record.state.as_str()
+        );
+    }
+    let requeued = deps
+        .ledger
+        .change_all(
+            id,
+            crate::plan::task_count(&job),
+            crate::state::Change::Requeue,
+        )
+        .await?;
+    let mut event = Event::new(EventKind::JobRetried, id.as_str());
+    event.message = Some(format!("{} tasks queued again", requeued.len()));
+    protocol::publish_event(&deps.js, &event).await?;
+    // A task whose dependencies are not done waits: the collector queues it when they are.
+    let slots = deps.ledger.slots(id, crate::plan::task_count(&job)).await?;
+    for index in &requeued {
+        let task = crate::plan::task(&job, *index);
+        let ready = task
+            .waits_for
+            .iter()
+            .all(|&d| slots[d as usize].state() == crate::state::TaskState::Done);
+        if ready {
+            crate::planner::publish_task(&deps.js, &job, &task, record.generation)
+                .await?
+                .await?;
+        }
+    }
+    protocol::ring_doorbell(&deps.client, &job.class, job.priority, job.renderer).await;
+    Ok(requeued.len())
 }
 
 /// What `tessera status --json` prints.

@@ -32,6 +32,100 @@ const JOB_CACHE: usize = 256;
 
 /// Runs the collector until `shutdown`; the event in hand is finished first.
 pub async fn run(deps: Deps, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let (events, advisories) = tokio::join!(
+        run_events(deps.clone(), shutdown.clone()),
+        run_advisories(deps, shutdown)
+    );
+    events.and(advisories)
+}
+
+/// Fails the tasks JetStream gave up on: a task whose worker died on its last delivery
+/// (`max_deliver`) stays in the work-queue stream, undelivered; its MAX_DELIVERIES
+/// advisory (kept in `TESSERA_ADVISORIES`) is turned into `task.failed`, and the message
+/// is removed.
+async fn run_advisories(deps: Deps, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let consumer = streams::advisories_consumer(&deps.js).await?;
+    while !shutdown.is_cancelled() {
+        let pull = consumer
+            .fetch()
+            .max_messages(16)
+            .expires(Duration::from_secs(5))
+            .messages();
+        let mut batch = tokio::select! {
+            () = shutdown.cancelled() => break,
+            result = tokio::time::timeout(Duration::from_secs(7), pull) => match result {
+                Ok(Ok(batch)) => batch,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "pulling advisories");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+                Err(_) => continue,
+            },
+        };
+        while let Ok(Some(Ok(msg))) =
+            tokio::time::timeout(Duration::from_secs(12), batch.next()).await
+        {
+            match handle_advisory(&deps, &msg).await {
+                Ok(()) => {
+                    let _ = msg.double_ack().await;
+                }
+                Err(e) => {
+                    tracing::error!(
+                        error = format!("{e:#}"),
+                        "handling an advisory failed; it will be redelivered"
+                    );
+                    let _ = msg
+                        .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                        .await;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn handle_advisory(deps: &Deps, msg: &jetstream::Message) -> anyhow::Result<()> {
+    let advisory: protocol::MaxDeliveries = match serde_json::from_slice(&msg.payload) {
+        Ok(advisory) => advisory,
+        Err(e) => {
+            tracing::warn!(subject = %msg.subject, error = %e, "ignoring a malformed advisory");
+            return Ok(());
+        }
+    };
+    if advisory.stream != streams::TASKS_STREAM {
+        return Ok(());
+    }
+    let stream = deps.js.get_stream(streams::TASKS_STREAM).await?;
+    let Ok(raw) = stream.get_raw_message(advisory.stream_seq).await else {
+        return Ok(()); // already gone: done, failed or purged meanwhile
+    };
+    match protocol::decode::<protocol::TaskMessage>(&raw.payload) {
+        Ok(task) => {
+            let attempt = task.attempts_before + advisory.deliveries as u32;
+            let mut event = Event::new(EventKind::TaskFailed, task.job.as_str());
+            event.task = Some(task.task.clone());
+            event.index = Some(task.index);
+            event.attempt = Some(attempt);
+            event.message = Some(format!(
+                "attempt {attempt} was lost with its worker, and JetStream gives up after {} deliveries",
+                advisory.deliveries
+            ));
+            protocol::publish_event(&deps.js, &event).await?;
+            tracing::warn!(job = %task.job, task = %task.task, attempt, "task lost on its last delivery; failed");
+        }
+        Err(e) => {
+            tracing::warn!(seq = advisory.stream_seq, error = %e, "removing an unreadable task")
+        }
+    }
+    stream
+        .delete_message(advisory.stream_seq)
+        .await
+        .map_err(|e| anyhow::anyhow!("removing task message {}: {e}", advisory.stream_seq))?;
+    Ok(())
+}
+
+async fn run_events(deps: Deps, shutdown: CancellationToken) -> anyhow::Result<()> {
     let consumer = streams::collector_consumer(&deps.js).await?;
     let mut jobs: HashMap<JobId, Arc<Job>> = HashMap::new();
     tracing::info!("collector ready");
@@ -290,8 +384,17 @@ fn encode_like(canvas: &image::DynamicImage, job: &Job) -> anyhow::Result<Vec<u8
 
 /// Queues the tasks that waited for task `index` once all they wait for is done.
 async fn release_dependents(deps: &Deps, job: &Job, index: u32) -> anyhow::Result<()> {
+    let dependents = plan::dependents(job, index);
+    if dependents.is_empty() {
+        return Ok(());
+    }
+    let generation = deps
+        .ledger
+        .job(&job.id)
+        .await?
+        .map_or(0, |(r, _)| r.generation);
     let mut released = false;
-    for dependent in plan::dependents(job, index) {
+    for dependent in dependents {
         let task = plan::task(job, dependent);
         let slots = deps
             .ledger
@@ -304,7 +407,7 @@ async fn release_dependents(deps: &Deps, job: &Job, index: u32) -> anyhow::Resul
                 .await?;
             if before != after || after.state() == TaskState::Queued {
                 // Republishing after a crash is deduplicated by the task's Nats-Msg-Id.
-                crate::planner::publish_task(&deps.js, job, &task)
+                crate::planner::publish_task(&deps.js, job, &task, generation)
                     .await?
                     .await?;
                 released = true;
@@ -375,16 +478,18 @@ pub async fn end_job(
     if !changed && record.state != state {
         return Ok(()); // it ended otherwise already
     }
+    // Whatever is left of the job in the queue goes: queued tasks of a failed or canceled
+    // job, late duplicates (a lost ack's redelivery) of a done one.
+    let tasks = deps.js.get_stream(streams::TASKS_STREAM).await?;
+    tasks
+        .purge()
+        .filter(protocol::job_tasks_filter(&job.id))
+        .await
+        .map_err(|e| anyhow::anyhow!("purging the tasks of {}: {e}", job.id))?;
     if state != JobState::Done {
         deps.ledger
             .change_all(&job.id, plan::task_count(job), Change::Cancel)
             .await?;
-        let tasks = deps.js.get_stream(streams::TASKS_STREAM).await?;
-        tasks
-            .purge()
-            .filter(protocol::job_tasks_filter(&job.id))
-            .await
-            .map_err(|e| anyhow::anyhow!("purging the tasks of {}: {e}", job.id))?;
         deps.client
             .publish(
                 protocol::control_subject(&job.id),

@@ -174,8 +174,14 @@ pub struct WorkerArgs {
     #[arg(long, env = "TESSERA_GRACE", default_value = "30s")]
     pub grace: String,
     /// How often an idle slot polls when no doorbell rings.
-    #[arg(long, default_value = "1s")]
+    #[arg(long, default_value = "500ms")]
     pub idle_poll: String,
+    /// Allow the `command` renderer (runs programs named by jobs: only on trusted farms).
+    #[arg(long, env = "TESSERA_ALLOW_COMMAND")]
+    pub allow_command: bool,
+    /// Deliveries after which JetStream gives up on a task (default: streams/consumer-tasks.json).
+    #[arg(long, env = "TESSERA_MAX_DELIVER")]
+    pub max_deliver: Option<i64>,
 }
 
 fn duration(flag: &str, text: &str) -> anyhow::Result<Duration> {
@@ -203,6 +209,9 @@ impl TryFrom<&WorkerArgs> for crate::worker::WorkerConfig {
         let available = crate::render::available();
         let renderers = if args.renderers.is_empty() {
             available
+                .into_iter()
+                .filter(|r| *r != RendererKind::Command || args.allow_command)
+                .collect()
         } else {
             args.renderers
                 .iter()
@@ -211,6 +220,9 @@ impl TryFrom<&WorkerArgs> for crate::worker::WorkerConfig {
                         .with_context(|| format!("--renderers: {name:?} is not a renderer"))?;
                     if !available.contains(&kind) {
                         anyhow::bail!("--renderers: {kind} is not available in this build");
+                    }
+                    if kind == RendererKind::Command && !args.allow_command {
+                        anyhow::bail!("--renderers: command runs programs named by jobs; start the worker with --allow-command to allow it");
                     }
                     Ok(kind)
                 })
@@ -252,6 +264,10 @@ impl TryFrom<&WorkerArgs> for crate::worker::WorkerConfig {
             ack_wait,
             grace: duration("grace", &args.grace)?,
             idle_poll: duration("idle-poll", &args.idle_poll)?,
+            max_deliver: match args.max_deliver {
+                Some(n) if n < 2 => anyhow::bail!("--max-deliver must be at least 2"),
+                other => other,
+            },
         })
     }
 }

@@ -144,6 +144,10 @@ pub struct RetrySpec {
     /// What a task failed for good does to the job: `fail` (default) or `continue`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_failure: Option<String>,
+    /// Hang detection: a renderer that prints nothing this long (e.g. `"5m"`) fails the
+    /// attempt. Off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stall: Option<String>,
 }
 
 /// A job id: `[a-z0-9][a-z0-9_-]{0,63}`. Safe in subjects, KV keys and object keys.
@@ -449,6 +453,8 @@ pub struct Retry {
     pub timeout: Option<Duration>,
     /// What a task failed for good does to the job.
     pub on_failure: FailurePolicy,
+    /// Hang detection: silence longer than this fails the attempt.
+    pub stall: Option<Duration>,
 }
 
 /// A job whose every field has been checked.
@@ -794,24 +800,8 @@ impl JobSpec {
                 format!("{max_attempts} is out of range: use 1 to {MAX_ATTEMPTS}"),
             );
         }
-        let timeout =
-            retry_spec
-                .timeout
-                .as_deref()
-                .and_then(|text| match humantime::parse_duration(text) {
-                    Ok(d) if d >= Duration::from_secs(1) => Some(d),
-                    Ok(_) => {
-                        errors.add("retry.timeout", format!("{text:?} is under one second"));
-                        None
-                    }
-                    Err(e) => {
-                        errors.add(
-                            "retry.timeout",
-                            format!("{text:?} is not a duration such as \"90s\" or \"10m\": {e}"),
-                        );
-                        None
-                    }
-                });
+        let timeout = duration_field(&retry_spec.timeout, "retry.timeout", &mut errors);
+        let stall = duration_field(&retry_spec.stall, "retry.stall", &mut errors);
         let on_failure = match retry_spec.on_failure.as_deref() {
             None | Some("fail") => FailurePolicy::Fail,
             Some("continue") => FailurePolicy::Continue,
@@ -859,10 +849,29 @@ impl JobSpec {
                 max_attempts,
                 timeout,
                 on_failure,
+                stall,
             },
             settings: self.settings.clone(),
             spec: self,
         })
+    }
+}
+
+fn duration_field(text: &Option<String>, field: &str, errors: &mut Errors) -> Option<Duration> {
+    let text = text.as_deref()?;
+    match humantime::parse_duration(text) {
+        Ok(d) if d >= Duration::from_secs(1) => Some(d),
+        Ok(_) => {
+            errors.add(field, format!("{text:?} is under one second"));
+            None
+        }
+        Err(e) => {
+            errors.add(
+                field,
+                format!("{text:?} is not a duration such as \"90s\" or \"10m\": {e}"),
+            );
+            None
+        }
     }
 }
 
@@ -1009,6 +1018,17 @@ fn validate_settings(
                 errors.add("settings.fail", format!("{value} is not true or false"));
             }
         }
+        RendererKind::Command => match settings.get("command") {
+            None => errors.add(
+                "settings.command",
+                "the command renderer needs an argument list, e.g. [\"my-renderer\", \"--frame\", \"{frame}\", \"-o\", \"{output}\"]",
+            ),
+            Some(value) => {
+                if let Err(e) = crate::render::command::check_template(value) {
+                    errors.add("settings.command", e);
+                }
+            }
+        },
         _ => {}
     }
 }
@@ -1216,6 +1236,7 @@ mod tests {
                 max_attempts: Some(1),
                 timeout: Some("1s".into()),
                 on_failure: Some("fail".into()),
+                stall: Some("1s".into()),
             }),
             settings: [("k".to_string(), serde_json::Value::from(1))]
                 .into_iter()

@@ -184,20 +184,25 @@ impl Ledger {
         }
     }
 
-    /// Applies `change` to every task it changes; returns how many changed.
-    pub async fn change_all(&self, job: &JobId, tasks: u32, change: Change) -> anyhow::Result<u32> {
-        let mut changed = 0;
+    /// Applies `change` to every task it changes; returns the indices of those it changed.
+    pub async fn change_all(
+        &self,
+        job: &JobId,
+        tasks: u32,
+        change: Change,
+    ) -> anyhow::Result<Vec<u32>> {
+        let mut changed = Vec::new();
         for page_no in 0..page_count(tasks) {
             loop {
                 let (mut page, revision) = self.page(job, page_no).await?;
-                let mut n = 0;
-                for slot in &mut page.slots {
+                let mut now = Vec::new();
+                for (i, slot) in page.slots.iter_mut().enumerate() {
                     if let Some(after) = apply(*slot, change) {
                         *slot = after;
-                        n += 1;
+                        now.push(page_no * PAGE_SIZE + i as u32);
                     }
                 }
-                if n == 0 {
+                if now.is_empty() {
                     break;
                 }
                 match self
@@ -206,7 +211,7 @@ impl Ledger {
                     .await
                 {
                     Ok(_) => {
-                        changed += n;
+                        changed.extend(now);
                         break;
                     }
                     Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,

@@ -13,7 +13,7 @@
 //! - Renderers: [`render`].
 //! - Services, each with `run(config, shutdown)`: [`planner`], [`worker`], [`collector`];
 //!   the CLI's operations in [`client`]; the one-command local farm in [`farm`].
-//! - Plumbing: [`config`], [`shutdown`], [`telemetry`]; benchmarks in [`bench`].
+//! - Plumbing: [`config`], [`shutdown`], [`telemetry`]; benchmarks in [`bench`](mod@bench).
 
 pub mod bench;
 pub mod client;

@@ -155,6 +155,7 @@ async fn plan_job(deps: &Deps, msg: &jetstream::Message, job: Job) -> anyhow::Re
         started_ms: None,
         finished_ms: None,
         message: None,
+        generation: 0,
     };
     match deps.ledger.create_job(&record).await? {
         Created::New => {}
@@ -202,7 +203,7 @@ async fn plan_job(deps: &Deps, msg: &jetstream::Message, job: Job) -> anyhow::Re
         let mut last_progress = tokio::time::Instant::now();
         let mut rung = false;
         for task in plan::tasks(&job).filter(|t| t.waits_for.is_empty()) {
-            pending.push_back(publish_task(&deps.js, &job, &task).await?);
+            pending.push_back(publish_task(&deps.js, &job, &task, 0).await?);
             if pending.len() >= PUBLISH_WINDOW
                 && let Some(oldest) = pending.pop_front()
             {
@@ -247,10 +248,11 @@ pub async fn publish_task(
     js: &jetstream::Context,
     job: &Job,
     task: &plan::TaskPlan,
+    generation: u32,
 ) -> anyhow::Result<impl std::future::Future<Output = anyhow::Result<()>> + use<>> {
     let message = TaskMessage::new(job, task);
     let subject = protocol::task_subject(&job.class, job.priority, &job.id, job.renderer);
-    let msg_id = protocol::task_msg_id(&job.id, &task.id);
+    let msg_id = protocol::task_msg_id(&job.id, &task.id, generation);
     let ack = js
         .publish_with_headers(
             subject,

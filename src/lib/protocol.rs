@@ -44,6 +44,14 @@ pub fn task_subject(
     format!("tessera.tasks.{class}.{priority}.{job}.{renderer}")
 }
 
+/// The class and priority of a task subject.
+pub fn parse_task_subject(subject: &str) -> Option<(Class, Priority)> {
+    let mut tokens = subject.strip_prefix("tessera.tasks.")?.split('.');
+    let class = Class::parse(tokens.next()?).ok()?;
+    let priority = Priority::parse(tokens.next()?)?;
+    Some((class, priority))
+}
+
 /// The filter of the consumer serving (`class`, `priority`, `renderer`).
 pub fn task_filter(class: &Class, priority: Priority, renderer: RendererKind) -> String {
     format!("tessera.tasks.{class}.{priority}.*.{renderer}")
@@ -85,9 +93,27 @@ pub fn doorbell_subject(class: &Class) -> String {
     format!("tessera.doorbell.{class}")
 }
 
-/// The `Nats-Msg-Id` of a task message: the same task is deduplicated within the window.
-pub fn task_msg_id(job: &JobId, task: &TaskId) -> String {
-    format!("{job}:{task}")
+/// The `Nats-Msg-Id` of a task message: the same task of the same generation (0 when
+/// planned, n after the n-th `tessera retry`) is deduplicated within the window.
+pub fn task_msg_id(job: &JobId, task: &TaskId, generation: u32) -> String {
+    if generation == 0 {
+        format!("{job}:{task}")
+    } else {
+        format!("{job}:{task}:r{generation}")
+    }
+}
+
+/// A JetStream MAX_DELIVERIES advisory (`io.nats.jetstream.advisory.v1.max_deliver`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct MaxDeliveries {
+    /// The stream.
+    pub stream: String,
+    /// The consumer that gave up.
+    pub consumer: String,
+    /// The message's sequence in the stream.
+    pub stream_seq: u64,
+    /// How often it was delivered.
+    pub deliveries: u64,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -138,6 +164,16 @@ pub struct TaskMessage {
     /// Per-attempt limit in milliseconds.
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+    /// A renderer silent this long (ms) is taken for hung.
+    #[serde(default)]
+    pub stall_ms: Option<u64>,
+    /// Attempts made on earlier messages of this task (a task handed back is republished;
+    /// its attempt number is `attempts_before` plus the delivery count).
+    #[serde(default)]
+    pub attempts_before: u32,
+    /// How often workers that blocklisted the job handed this task back.
+    #[serde(default)]
+    pub handbacks: u32,
 }
 
 /// What happened; the last subject tokens of an event.
@@ -173,6 +209,9 @@ pub enum EventKind {
     /// The job was canceled.
     #[serde(rename = "job.canceled")]
     JobCanceled,
+    /// `tessera retry` queued the job's failed tasks again.
+    #[serde(rename = "job.retried")]
+    JobRetried,
 }
 
 impl EventKind {
@@ -189,6 +228,7 @@ impl EventKind {
             EventKind::JobDone => "job.done",
             EventKind::JobFailed => "job.failed",
             EventKind::JobCanceled => "job.canceled",
+            EventKind::JobRetried => "job.retried",
         }
     }
 
@@ -325,6 +365,9 @@ impl TaskMessage {
             settings: job.settings.clone(),
             max_attempts: job.retry.max_attempts,
             timeout_ms: job.retry.timeout.map(|d| d.as_millis() as u64),
+            stall_ms: job.retry.stall.map(|d| d.as_millis() as u64),
+            attempts_before: 0,
+            handbacks: 0,
         }
     }
 
@@ -412,6 +455,9 @@ pub struct WorkerInfo {
     pub slots: u32,
     /// Running attempts, as `<job>/<task>`.
     pub running: Vec<String>,
+    /// Jobs this worker no longer takes (it failed their tasks too often).
+    #[serde(default)]
+    pub blocklist: Vec<String>,
     /// When it started (ms since the epoch).
     pub started_ms: u64,
     /// When it last refreshed this entry.
@@ -464,6 +510,11 @@ mod tests {
         let event = event_subject("j1", EventKind::TaskDone);
         assert_eq!(event, "tessera.events.j1.task.done");
         assert_eq!(job_tasks_filter(&job), "tessera.tasks.*.*.j1.*");
+        assert_eq!(
+            parse_task_subject(&subject),
+            Some((cpu.clone(), Priority::High))
+        );
+        assert_eq!(parse_task_subject("tessera.events.j1.task.done"), None);
         assert_eq!(
             parse_doorbell_hint(doorbell_hint(Priority::Low, noop).as_bytes()),
             Some((Priority::Low, noop))

@@ -167,6 +167,9 @@ pub struct JobRecord {
     /// Why it failed or was canceled.
     #[serde(default)]
     pub message: Option<String>,
+    /// How often `tessera retry` queued it again.
+    #[serde(default)]
+    pub generation: u32,
 }
 
 /// One page of task slots (KV key `<job>.p<n>`): tasks `n*PAGE_SIZE ..`.

@@ -24,8 +24,10 @@ pub const EVENTS_STREAM: &str = "TESSERA_EVENTS";
 pub const JOBS_BUCKET: &str = "tessera-jobs";
 /// Worker heartbeats.
 pub const WORKERS_BUCKET: &str = "tessera-workers";
+/// JetStream's MAX_DELIVERIES advisories about tasks, kept until a collector handles them.
+pub const ADVISORIES_STREAM: &str = "TESSERA_ADVISORIES";
 
-const STREAM_FILES: [(&str, &str); 5] = [
+const STREAM_FILES: [(&str, &str); 6] = [
     (
         "TESSERA_JOBS.json",
         include_str!("../../streams/TESSERA_JOBS.json"),
@@ -46,10 +48,15 @@ const STREAM_FILES: [(&str, &str); 5] = [
         "KV_tessera-workers.json",
         include_str!("../../streams/KV_tessera-workers.json"),
     ),
+    (
+        "TESSERA_ADVISORIES.json",
+        include_str!("../../streams/TESSERA_ADVISORIES.json"),
+    ),
 ];
 const PLANNER_CONSUMER: &str = include_str!("../../streams/consumer-planner.json");
 const COLLECTOR_CONSUMER: &str = include_str!("../../streams/consumer-collector.json");
 const TASKS_CONSUMER: &str = include_str!("../../streams/consumer-tasks.json");
+const ADVISORIES_CONSUMER: &str = include_str!("../../streams/consumer-advisories.json");
 
 /// The stream definitions, parsed.
 pub fn stream_configs() -> anyhow::Result<Vec<stream::Config>> {
@@ -132,11 +139,14 @@ async fn ensure_consumer(
     js: &jetstream::Context,
     text: &str,
     fill: &[(&str, &str)],
-    ack_wait: Option<Duration>,
+    overrides: Overrides,
 ) -> anyhow::Result<consumer::PullConsumer> {
     let (stream_name, mut config) = consumer_config(text, fill)?;
-    if let Some(ack_wait) = ack_wait {
+    if let Some(ack_wait) = overrides.ack_wait {
         config.ack_wait = ack_wait;
+    }
+    if let Some(max_deliver) = overrides.max_deliver {
+        config.max_deliver = max_deliver;
     }
     let name = config.durable_name.clone().unwrap_or_default();
     let stream = js
@@ -152,22 +162,37 @@ async fn ensure_consumer(
 
 /// The planners' durable consumer.
 pub async fn planner_consumer(js: &jetstream::Context) -> anyhow::Result<consumer::PullConsumer> {
-    ensure_consumer(js, PLANNER_CONSUMER, &[], None).await
+    ensure_consumer(js, PLANNER_CONSUMER, &[], Overrides::default()).await
 }
 
 /// The collectors' durable consumer.
 pub async fn collector_consumer(js: &jetstream::Context) -> anyhow::Result<consumer::PullConsumer> {
-    ensure_consumer(js, COLLECTOR_CONSUMER, &[], None).await
+    ensure_consumer(js, COLLECTOR_CONSUMER, &[], Overrides::default()).await
 }
 
-/// The workers' durable consumer for (`class`, `priority`, `renderer`), with `ack_wait`
-/// if given.
+/// The collectors' durable consumer of MAX_DELIVERIES advisories.
+pub async fn advisories_consumer(
+    js: &jetstream::Context,
+) -> anyhow::Result<consumer::PullConsumer> {
+    ensure_consumer(js, ADVISORIES_CONSUMER, &[], Overrides::default()).await
+}
+
+/// Settings a deployment may change from the consumer files.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Overrides {
+    /// Ack deadline.
+    pub ack_wait: Option<Duration>,
+    /// Deliveries before JetStream gives up.
+    pub max_deliver: Option<i64>,
+}
+
+/// The workers' durable consumer for (`class`, `priority`, `renderer`).
 pub async fn task_consumer(
     js: &jetstream::Context,
     class: &Class,
     priority: Priority,
     renderer: RendererKind,
-    ack_wait: Option<Duration>,
+    overrides: Overrides,
 ) -> anyhow::Result<consumer::PullConsumer> {
     ensure_consumer(
         js,
@@ -177,7 +202,7 @@ pub async fn task_consumer(
             ("priority", priority.as_str()),
             ("renderer", renderer.as_str()),
         ],
-        ack_wait,
+        overrides,
     )
     .await
 }
@@ -217,7 +242,7 @@ mod tests {
     #[test]
     fn definitions_parse() {
         let streams = stream_configs().unwrap();
-        assert_eq!(streams.len(), 5);
+        assert_eq!(streams.len(), 6);
         assert_eq!(streams[1].retention, stream::RetentionPolicy::WorkQueue);
         assert_eq!(streams[2].max_age, Duration::from_secs(7 * 24 * 3600));
         let fill = [
@@ -233,7 +258,7 @@ mod tests {
         );
         assert_eq!(config.filter_subject, "tessera.tasks.gpu.high.*.povray");
         assert!(config.ack_wait <= Duration::from_secs(10));
-        for text in [PLANNER_CONSUMER, COLLECTOR_CONSUMER] {
+        for text in [PLANNER_CONSUMER, COLLECTOR_CONSUMER, ADVISORIES_CONSUMER] {
             consumer_config(text, &[]).unwrap();
         }
     }

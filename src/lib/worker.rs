@@ -52,6 +52,8 @@ pub struct WorkerConfig {
     pub grace: Duration,
     /// How often an idle slot polls when no doorbell rings.
     pub idle_poll: Duration,
+    /// Deliveries after which JetStream gives up on a task, if not the definition's.
+    pub max_deliver: Option<i64>,
 }
 
 /// What the worker tells JetStream about one delivery of a task.
@@ -119,6 +121,8 @@ struct Shared {
     running: Mutex<HashMap<JobId, Vec<Running>>>,
     /// When the worker started.
     started_ms: u64,
+    /// Failed attempts per job, for the blocklist.
+    failures: Mutex<HashMap<JobId, u32>>,
     /// Numbers running attempts, to find them again in `running`.
     next_attempt_id: std::sync::atomic::AtomicU64,
     /// Cancelled when the grace period after shutdown ends.
@@ -142,7 +146,10 @@ pub async fn run(
                     class,
                     priority,
                     renderer,
-                    Some(config.ack_wait),
+                    streams::Overrides {
+                        ack_wait: Some(config.ack_wait),
+                        max_deliver: config.max_deliver,
+                    },
                 )
                 .await?;
                 consumers.insert(
@@ -162,6 +169,7 @@ pub async fn run(
         consumers,
         doorbell: broadcast::channel(64).0,
         running: Mutex::new(HashMap::new()),
+        failures: Mutex::new(HashMap::new()),
         started_ms: protocol::now_ms(),
         next_attempt_id: std::sync::atomic::AtomicU64::new(0),
         kill: CancellationToken::new(),
@@ -321,7 +329,10 @@ async fn slot_loop(shared: Arc<Shared>, slot: usize, shutdown: CancellationToken
         match take_task(&shared, &order).await {
             Some(msg) => {
                 picks += 1;
-                run_task(&shared, msg).await;
+                if run_task(&shared, msg).await == Ran::HandedBack {
+                    // Let the others take it before this slot pulls again.
+                    tokio::time::sleep(shared.config.idle_poll).await;
+                }
             }
             None => {
                 tokio::select! {
@@ -349,14 +360,16 @@ async fn take_task(shared: &Shared, order: &[Queue]) -> Option<jetstream::Messag
                 .transpose()
                 .map_err(|e| anyhow::anyhow!("{e}"))
         };
-        match tokio::time::timeout(Duration::from_secs(3), fetch).await {
+        match tokio::time::timeout(FETCH_TIMEOUT, fetch).await {
             Ok(Ok(Some(msg))) => return Some(msg),
             Ok(Ok(None)) => {}
             Ok(Err(e)) => {
                 tracing::warn!(?queue, error = %e, "fetching a task");
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            Err(_) => tracing::warn!(?queue, "fetching a task timed out"),
+            // nats-server 2.9.10 sometimes parks a no-wait pull on a queue that has nothing
+            // (seen after a job's tasks were purged); give up on it quickly and move on.
+            Err(_) => tracing::debug!(?queue, "fetching a task timed out"),
         }
     }
     None
@@ -394,6 +407,14 @@ async fn heartbeat(shared: &Shared, stop: CancellationToken) {
             renderers: shared.config.renderers.clone(),
             slots: shared.config.slots as u32,
             running,
+            blocklist: shared
+                .failures
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .filter(|(_, n)| **n >= BLOCKLIST_AFTER)
+                .map(|(job, _)| job.to_string())
+                .collect(),
             started_ms: shared.started_ms,
             heartbeat_ms: protocol::now_ms(),
         };
@@ -411,50 +432,62 @@ async fn heartbeat(shared: &Shared, stop: CancellationToken) {
     let _ = kv.delete(&shared.config.id).await;
 }
 
-async fn run_task(shared: &Shared, msg: jetstream::Message) {
-    let attempt = msg.info().map(|i| i.delivered as u32).unwrap_or(1).max(1);
+/// How long a no-wait pull may take before the queue is taken for empty.
+const FETCH_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// After this many failed attempts of one job's tasks, a worker stops taking that job.
+pub const BLOCKLIST_AFTER: u32 = 3;
+/// A task handed back this often by blocklisting workers fails for good (a safety net: a
+/// worker hands back only while some live worker has not blocklisted the job).
+pub const MAX_HANDBACKS: u32 = 100;
+
+/// What a worker reports about one delivery, and how it disposes of it.
+struct Report {
+    attempt: u32,
+    disposition: Disposition,
+    event: Option<EventKind>,
+    message: Option<String>,
+    log: Option<String>,
+    outputs: Vec<String>,
+}
+
+impl Report {
+    fn failed(attempt: u32, message: String) -> Report {
+        Report {
+            attempt,
+            disposition: Disposition::Reject,
+            event: Some(EventKind::TaskFailed),
+            message: Some(message),
+            log: None,
+            outputs: Vec::new(),
+        }
+    }
+}
+
+/// Whether a slot rendered what it took or handed it back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ran {
+    /// Rendered, failed or disposed of.
+    Handled,
+    /// Handed back without running (blocklisted job).
+    HandedBack,
+}
+
+async fn run_task(shared: &Shared, msg: jetstream::Message) -> Ran {
+    let delivered = msg.info().map(|i| i.delivered as u32).unwrap_or(1).max(1);
     let task: TaskMessage = match protocol::decode(&msg.payload) {
         Ok(task) => task,
         Err(e) => {
             tracing::error!(subject = %msg.subject, error = %e, "malformed task message; removing it");
             let _ = msg.ack_with(AckKind::Term).await;
-            return;
+            return Ran::Handled;
         }
     };
-    let worker = shared.config.id.clone();
+    let attempt = task.attempts_before + delivered;
     if let Err(e) = task.check() {
         tracing::error!(job = %task.job, task = %task.task, error = %e, "invalid task; failing it");
-        finish(
-            shared,
-            &msg,
-            &task,
-            attempt,
-            Disposition::Reject,
-            Some(e),
-            None,
-            Vec::new(),
-        )
-        .await;
-        return;
-    }
-    if attempt > task.max_attempts {
-        let message = format!(
-            "attempt {} of {} was lost: its worker stopped without reporting",
-            attempt - 1,
-            task.max_attempts
-        );
-        finish(
-            shared,
-            &msg,
-            &task,
-            attempt - 1,
-            Disposition::Reject,
-            Some(message),
-            None,
-            Vec::new(),
-        )
-        .await;
-        return;
+        finish(shared, &msg, &task, Report::failed(attempt, e)).await;
+        return Ran::Handled;
     }
     if !shared.config.renderers.contains(&task.renderer) {
         // Only a message whose subject and payload disagree gets here.
@@ -462,22 +495,50 @@ async fn run_task(shared: &Shared, msg: jetstream::Message) {
             "task for renderer {} arrived on {}",
             task.renderer, msg.subject
         );
-        finish(
-            shared,
-            &msg,
-            &task,
-            attempt,
-            Disposition::Reject,
-            Some(message),
-            None,
-            Vec::new(),
-        )
-        .await;
-        return;
+        finish(shared, &msg, &task, Report::failed(attempt, message)).await;
+        return Ran::Handled;
     }
+    if attempt > task.max_attempts {
+        let message = format!(
+            "attempt {} of {} was lost: its worker stopped without reporting",
+            attempt - 1,
+            task.max_attempts
+        );
+        finish(shared, &msg, &task, Report::failed(attempt - 1, message)).await;
+        return Ran::Handled;
+    }
+    let failures = shared
+        .failures
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&task.job)
+        .copied();
+    if failures.unwrap_or(0) >= BLOCKLIST_AFTER && another_worker_can_run(shared, &msg, &task).await
+    {
+        if task.handbacks >= MAX_HANDBACKS {
+            let message = format!(
+                "handed back {} times by workers that failed this job's tasks {BLOCKLIST_AFTER} times each",
+                task.handbacks
+            );
+            finish(shared, &msg, &task, Report::failed(attempt - 1, message)).await;
+            return Ran::Handled;
+        }
+        tracing::info!(job = %task.job, task = %task.task, "blocklisted job: handing the task back");
+        let report = Report {
+            attempt,
+            disposition: Disposition::HandBack,
+            event: None,
+            message: Some("this worker failed the job's tasks too often".into()),
+            log: None,
+            outputs: Vec::new(),
+        };
+        finish(shared, &msg, &task, report).await;
+        return Ran::HandedBack;
+    }
+
     let span = tracing::info_span!("task", job = %task.job, task = %task.task, attempt);
     let _enter = span.enter();
-    let started = Event::task(EventKind::TaskStarted, &task, attempt, &worker);
+    let started = Event::task(EventKind::TaskStarted, &task, attempt, &shared.config.id);
     if let Err(e) = protocol::publish_event(&shared.deps.js, &started).await {
         tracing::warn!(error = %e, "publishing task.started");
     }
@@ -531,6 +592,14 @@ async fn run_task(shared: &Shared, msg: jetstream::Message) {
             (outcome, Some(message), Vec::new())
         }
     };
+    if outcome == Outcome::Failed {
+        *shared
+            .failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(task.job.clone())
+            .or_default() += 1;
+    }
     if let Err(e) = shared
         .deps
         .store
@@ -541,47 +610,55 @@ async fn run_task(shared: &Shared, msg: jetstream::Message) {
     }
     let _ = tokio::fs::remove_dir_all(&work).await;
     let disposition = disposition(outcome, attempt, task.max_attempts);
-    finish(
-        shared,
-        &msg,
-        &task,
+    let event = match (outcome, disposition) {
+        (Outcome::Canceled, _) => None,
+        (_, Disposition::Ack) => Some(EventKind::TaskDone),
+        (_, Disposition::Retry { .. } | Disposition::HandBack) => Some(EventKind::TaskRetry),
+        (_, Disposition::Reject) => Some(EventKind::TaskFailed),
+    };
+    let report = Report {
         attempt,
         disposition,
+        event,
         message,
-        Some(log_key),
+        log: Some(log_key),
         outputs,
-    )
-    .await;
+    };
+    finish(shared, &msg, &task, report).await;
+    Ran::Handled
 }
 
-#[expect(
-    clippy::too_many_arguments,
-    reason = "one call site per outcome; a struct would only rename them"
-)]
-async fn finish(
+/// Whether a live worker other than this one serves the task's class and renderer and has
+/// not blocklisted its job.
+async fn another_worker_can_run(
     shared: &Shared,
     msg: &jetstream::Message,
     task: &TaskMessage,
-    attempt: u32,
-    disposition: Disposition,
-    message: Option<String>,
-    log: Option<String>,
-    outputs: Vec<String>,
-) {
-    let kind = match disposition {
-        Disposition::Ack if message.is_some() => None, // canceled: nothing to report
-        Disposition::Ack => Some(EventKind::TaskDone),
-        Disposition::Retry { .. } | Disposition::HandBack => Some(EventKind::TaskRetry),
-        Disposition::Reject => Some(EventKind::TaskFailed),
+) -> bool {
+    let Some((class, _)) = protocol::parse_task_subject(&msg.subject) else {
+        return false;
     };
-    if let Some(kind) = kind {
-        let mut event = Event::task(kind, task, attempt, &shared.config.id);
-        event.outputs = outputs;
-        event.log = log;
-        event.message = message.clone();
+    match crate::client::workers(&shared.deps).await {
+        Ok(workers) => workers.iter().any(|w| {
+            w.id != shared.config.id
+                && w.renderers.contains(&task.renderer)
+                && w.classes.contains(&class)
+                && !w.blocklist.iter().any(|j| j == task.job.as_str())
+        }),
+        Err(_) => false,
+    }
+}
+
+/// Publishes the report's event, then disposes of the delivery. Without a stored event the
+/// collector could not learn the outcome, so a failed publish leaves the task to be
+/// redelivered instead.
+async fn finish(shared: &Shared, msg: &jetstream::Message, task: &TaskMessage, report: Report) {
+    if let Some(kind) = report.event {
+        let mut event = Event::task(kind, task, report.attempt, &shared.config.id);
+        event.outputs = report.outputs;
+        event.log = report.log;
+        event.message = report.message.clone();
         if let Err(e) = protocol::publish_event(&shared.deps.js, &event).await {
-            // Without the event the collector cannot learn the outcome: let the task be
-            // redelivered rather than ack it.
             tracing::error!(error = %e, "publishing {}; the task will be redelivered", kind.as_str());
             let _ = msg
                 .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
@@ -589,27 +666,68 @@ async fn finish(
             return;
         }
     }
-    let ack = match disposition {
+    let ack = match report.disposition {
         Disposition::Ack => msg.double_ack().await.map_err(|e| e.to_string()),
         Disposition::Retry { delay } => msg
             .ack_with(AckKind::Nak(Some(delay)))
             .await
             .map_err(|e| e.to_string()),
-        Disposition::HandBack => msg
-            .ack_with(AckKind::Nak(None))
-            .await
-            .map_err(|e| e.to_string()),
+        Disposition::HandBack => {
+            hand_back(shared, msg, task, report.attempt, report.event.is_none()).await
+        }
         Disposition::Reject => msg.ack_with(AckKind::Term).await.map_err(|e| e.to_string()),
     };
-    match (&ack, disposition) {
-        (Err(e), _) => tracing::warn!(error = %e, "acking the task"),
+    match (&ack, report.disposition) {
+        (Err(e), _) => tracing::warn!(error = %e, "disposing of the task"),
         (Ok(()), Disposition::Ack) => tracing::info!("task done"),
         (Ok(()), other) => tracing::warn!(
             ?other,
-            message = message.as_deref().unwrap_or(""),
+            message = report.message.as_deref().unwrap_or(""),
             "task not done"
         ),
     }
+}
+
+/// Hands a task back for immediate redelivery without spending its attempt budget: the
+/// task is republished, then the delivery is terminated (a nak would count as a delivery,
+/// and attempts are counted from deliveries). An attempt interrupted by shutdown keeps its
+/// number (its log stays its own) and the budget grows by one; a task a blocklisted worker
+/// never started keeps its count and notes the hand-back. Should the worker die in between,
+/// the task exists twice, and the first completion wins.
+async fn hand_back(
+    shared: &Shared,
+    msg: &jetstream::Message,
+    task: &TaskMessage,
+    attempt: u32,
+    blocklisted: bool,
+) -> Result<(), String> {
+    let mut next = task.clone();
+    if blocklisted {
+        next.attempts_before = attempt - 1;
+        next.handbacks += 1;
+    } else {
+        next.attempts_before = attempt;
+        next.max_attempts += 1;
+    }
+    shared
+        .deps
+        .js
+        .publish_with_headers(
+            msg.subject.clone(),
+            protocol::headers(None),
+            protocol::encode(&next).into(),
+        )
+        .await
+        .map_err(|e| e.to_string())?
+        .await
+        .map_err(|e| e.to_string())?;
+    msg.ack_with(AckKind::Term)
+        .await
+        .map_err(|e| e.to_string())?;
+    if let Some((class, priority)) = protocol::parse_task_subject(&msg.subject) {
+        protocol::ring_doorbell(&shared.deps.client, &class, priority, task.renderer).await;
+    }
+    Ok(())
 }
 
 #[expect(

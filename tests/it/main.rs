@@ -10,3 +10,5 @@ mod submission;
 mod scheduling;
 // `tessera up`: the one-command local farm.
 mod local_farm;
+// Killed workers, poison tasks, lost deliveries, restarts, duplicates, cancel.
+mod failures;

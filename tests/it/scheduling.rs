@@ -120,8 +120,6 @@ async fn under_a_constant_flow_of_high_work_low_work_gets_one_pick_in_five() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_no_worker_can_render_stays_queued_and_status_says_why_and_dead_workers_drop_off() {
     let mut farm = Farm::with_workers(0);
-    farm.start("tessera-planner", &[]);
-    farm.start("tessera-collector", &[]);
     let worker = farm.start_worker(0, &["--renderers", "noop", "--slots", "2"]);
     let deps = farm.deps().await;
 

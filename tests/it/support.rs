@@ -31,6 +31,14 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// Sends `signal` (SIGSTOP, SIGCONT, SIGTERM …) to the process.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: signalling a child we started, by its pid.
+        unsafe {
+            libc::kill(self.child.id() as i32, signal);
+        }
+    }
+
     /// SIGKILL and reap.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -51,8 +59,9 @@ impl Drop for Proc {
 
 /// A private nats-server with JetStream and file storage.
 pub struct Nats {
-    _proc: Proc,
+    proc: Proc,
     pub port: u16,
+    dir: PathBuf,
 }
 
 impl Nats {
@@ -60,8 +69,9 @@ impl Nats {
         let port = free_port();
         let dir = dir.join("nats");
         let nats = Nats {
-            _proc: Nats::spawn(&dir, port),
+            proc: Nats::spawn(&dir, port),
             port,
+            dir,
         };
         nats.wait_ready();
         nats
@@ -92,6 +102,13 @@ impl Nats {
         }
     }
 
+    /// Kills the server (SIGKILL) and starts it again on the same port and data.
+    pub fn restart(&mut self) {
+        self.proc.kill();
+        self.proc = Nats::spawn(&self.dir, self.port);
+        self.wait_ready();
+    }
+
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }
@@ -119,7 +136,8 @@ impl Farm {
         }
     }
 
-    /// A server, a store, a planner, a collector and `workers` workers.
+    /// A server, a store, a planner (role 0), a collector (role 1) and `workers` workers
+    /// (roles 2…).
     pub fn with_workers(workers: usize) -> Farm {
         let mut farm = Farm::new();
         farm.start("tessera-planner", &[]);

@@ -5,6 +5,7 @@
 //! `frame_NNNN.<ext>` — the collector derives every output key from those names.
 
 pub mod builtin;
+pub mod command;
 pub mod noop;
 
 use std::future::Future;
@@ -104,7 +105,8 @@ pub fn adapter(kind: RendererKind) -> Option<Box<dyn Renderer>> {
     match kind {
         RendererKind::Builtin => Some(Box::new(builtin::Builtin)),
         RendererKind::Noop => Some(Box::new(noop::Noop)),
-        RendererKind::Povray | RendererKind::Blender | RendererKind::Command => None,
+        RendererKind::Command => Some(Box::new(command::CommandRenderer)),
+        RendererKind::Povray | RendererKind::Blender => None,
     }
 }
 
