@@ -466,3 +466,38 @@ async fn a_worker_that_keeps_failing_a_job_stops_taking_its_tasks() {
         assert_eq!(output_text(&farm, &job, frame).await, format!("{frame}\n"));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_and_hangs_kill_the_whole_process_group() {
+    let farm = farm_with_command_workers(2, &[]);
+    let deps = farm.deps().await;
+    // The renderer's own child (a background sleep) must die with it.
+    let slow = command_job(
+        &farm,
+        "too-slow",
+        "1",
+        "sleep 41.713 & echo working; sleep 41.713",
+        "max_attempts = 1\ntimeout = \"1s\"",
+    );
+    let hung = command_job(
+        &farm,
+        "hung",
+        "1",
+        "echo starting; sleep 42.713",
+        "max_attempts = 1\nstall = \"1s\"",
+    );
+    let failed = wait_event(&farm, &deps.js, &slow, EventKind::TaskFailed).await;
+    assert!(
+        failed.message.as_deref().unwrap().contains("timed out"),
+        "{failed:?}"
+    );
+    let failed = wait_event(&farm, &deps.js, &hung, EventKind::TaskFailed).await;
+    assert!(
+        failed.message.as_deref().unwrap().contains("hung"),
+        "{failed:?}"
+    );
+    wait_event(&farm, &deps.js, &slow, EventKind::JobFailed).await;
+    wait_event(&farm, &deps.js, &hung, EventKind::JobFailed).await;
+    assert_eq!(processes_with("sleep 41.713"), Vec::<String>::new());
+    assert_eq!(processes_with("sleep 42.713"), Vec::<String>::new());
+}
