@@ -151,6 +151,7 @@ pub async fn retry(deps: &Deps, id: &JobId) -> anyhow::Result<usize> {
             record.state.as_str()
         );
     }
+    let before = deps.ledger.slots(id, crate::plan::task_count(&job)).await?;
     let requeued = deps
         .ledger
         .change_all(
@@ -171,7 +172,8 @@ pub async fn retry(deps: &Deps, id: &JobId) -> anyhow::Result<usize> {
             .iter()
             .all(|&d| slots[d as usize].state() == crate::state::TaskState::Done);
         if ready {
-            crate::planner::publish_task(&deps.js, &job, &task, record.generation)
+            let attempts_before = before[*index as usize].attempt();
+            crate::planner::publish_task(&deps.js, &job, &task, record.generation, attempts_before)
                 .await?
                 .await?;
         }

@@ -407,7 +407,7 @@ async fn release_dependents(deps: &Deps, job: &Job, index: u32) -> anyhow::Resul
                 .await?;
             if before != after || after.state() == TaskState::Queued {
                 // Republishing after a crash is deduplicated by the task's Nats-Msg-Id.
-                crate::planner::publish_task(&deps.js, job, &task, generation)
+                crate::planner::publish_task(&deps.js, job, &task, generation, 0)
                     .await?
                     .await?;
                 released = true;

@@ -203,7 +203,7 @@ async fn plan_job(deps: &Deps, msg: &jetstream::Message, job: Job) -> anyhow::Re
         let mut last_progress = tokio::time::Instant::now();
         let mut rung = false;
         for task in plan::tasks(&job).filter(|t| t.waits_for.is_empty()) {
-            pending.push_back(publish_task(&deps.js, &job, &task, 0).await?);
+            pending.push_back(publish_task(&deps.js, &job, &task, 0, 0).await?);
             if pending.len() >= PUBLISH_WINDOW
                 && let Some(oldest) = pending.pop_front()
             {
@@ -243,14 +243,19 @@ async fn plan_job(deps: &Deps, msg: &jetstream::Message, job: Job) -> anyhow::Re
     Ok(())
 }
 
-/// Publishes one task and returns the future of its stream ack.
+/// Publishes one task and returns the future of its stream ack. `attempts_before` is the
+/// attempts the task already had (when `tessera retry` queues it again: its numbering goes
+/// on, its budget starts afresh).
 pub async fn publish_task(
     js: &jetstream::Context,
     job: &Job,
     task: &plan::TaskPlan,
     generation: u32,
+    attempts_before: u32,
 ) -> anyhow::Result<impl std::future::Future<Output = anyhow::Result<()>> + use<>> {
-    let message = TaskMessage::new(job, task);
+    let mut message = TaskMessage::new(job, task);
+    message.attempts_before = attempts_before;
+    message.max_attempts += attempts_before;
     let subject = protocol::task_subject(&job.class, job.priority, &job.id, job.renderer);
     let msg_id = protocol::task_msg_id(&job.id, &task.id, generation);
     let ack = js

@@ -501,3 +501,47 @@ async fn timeouts_and_hangs_kill_the_whole_process_group() {
     assert_eq!(processes_with("sleep 41.713"), Vec::<String>::new());
     assert_eq!(processes_with("sleep 42.713"), Vec::<String>::new());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_queues_the_failed_tasks_again_with_fresh_attempts() {
+    let farm = farm_with_command_workers(1, &[]);
+    let deps = farm.deps().await;
+    // Frame 2 fails its first three attempts, then works.
+    let job = command_job(
+        &farm,
+        "second-chance",
+        "1-3",
+        "if [ {frame} = 2 ] && [ {attempt} -le 3 ]; then exit 1; fi; echo {frame} > {output}",
+        "max_attempts = 3\non_failure = \"continue\"",
+    );
+    wait_event(&farm, &deps.js, &job, EventKind::JobFailed).await;
+    let out = farm.cli(&["retry", &job]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 tasks queued again"));
+    let out = farm.cli(&["wait", &job]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for frame in 1..=3 {
+        assert_eq!(output_text(&farm, &job, frame).await, format!("{frame}\n"));
+    }
+    let id = JobId::parse(&job).unwrap();
+    let logs = deps
+        .store
+        .list(&format!("{}f0002/", keys::logs_prefix(&id)))
+        .await
+        .unwrap();
+    assert_eq!(
+        logs.len(),
+        4,
+        "attempts keep their own logs across the retry: {logs:?}"
+    );
+    let out = farm.cli(&["retry", &job]);
+    assert!(!out.status.success(), "a done job cannot be retried");
+}
