@@ -14,7 +14,6 @@ use std::time::Duration;
 use anyhow::Context as _;
 use async_nats::jetstream::{self, AckKind};
 use bytes::Bytes;
-use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Deps;
@@ -44,41 +43,20 @@ pub async fn run(deps: Deps, shutdown: CancellationToken) -> anyhow::Result<()> 
 /// advisory (kept in `TESSERA_ADVISORIES`) is turned into `task.failed`, and the message
 /// is removed.
 async fn run_advisories(deps: Deps, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let consumer = streams::advisories_consumer(&deps.js).await?;
-    while !shutdown.is_cancelled() {
-        let pull = consumer
-            .fetch()
-            .max_messages(16)
-            .expires(Duration::from_secs(5))
-            .messages();
-        let mut batch = tokio::select! {
-            () = shutdown.cancelled() => break,
-            result = tokio::time::timeout(Duration::from_secs(7), pull) => match result {
-                Ok(Ok(batch)) => batch,
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "pulling advisories");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    continue;
-                }
-                Err(_) => continue,
-            },
-        };
-        while let Ok(Some(Ok(msg))) =
-            tokio::time::timeout(Duration::from_secs(12), batch.next()).await
-        {
-            match handle_advisory(&deps, &msg).await {
-                Ok(()) => {
-                    let _ = msg.double_ack().await;
-                }
-                Err(e) => {
-                    tracing::error!(
-                        error = format!("{e:#}"),
-                        "handling an advisory failed; it will be redelivered"
-                    );
-                    let _ = msg
-                        .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-                        .await;
-                }
+    let mut advisories = streams::Puller::new(streams::advisories_consumer(&deps.js).await?, 16);
+    while let Some(msg) = advisories.next(&shutdown).await {
+        match handle_advisory(&deps, &msg).await {
+            Ok(()) => {
+                let _ = msg.double_ack().await;
+            }
+            Err(e) => {
+                tracing::error!(
+                    error = format!("{e:#}"),
+                    "handling an advisory failed; it will be redelivered"
+                );
+                let _ = msg
+                    .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                    .await;
             }
         }
     }
@@ -126,55 +104,28 @@ async fn handle_advisory(deps: &Deps, msg: &jetstream::Message) -> anyhow::Resul
 }
 
 async fn run_events(deps: Deps, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let consumer = streams::collector_consumer(&deps.js).await?;
+    let mut events = streams::Puller::new(streams::collector_consumer(&deps.js).await?, 64);
     let mut jobs: HashMap<JobId, Arc<Job>> = HashMap::new();
     tracing::info!("collector ready");
-    while !shutdown.is_cancelled() {
-        let pull = consumer
-            .batch()
-            .max_messages(64)
-            .expires(Duration::from_secs(5))
-            .messages();
-        let mut batch = tokio::select! {
-            () = shutdown.cancelled() => break,
-            result = tokio::time::timeout(Duration::from_secs(7), pull) => match result {
-                Ok(Ok(batch)) => batch,
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "pulling events");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    continue;
+    while let Some(msg) = events.next(&shutdown).await {
+        if jobs.len() > JOB_CACHE {
+            jobs.clear();
+        }
+        match handle(&deps, &mut jobs, &msg).await {
+            Ok(()) => {
+                if let Err(e) = msg.double_ack().await {
+                    tracing::warn!(error = %e, "acking an event");
                 }
-                Err(_) => continue,
-            },
-        };
-        loop {
-            let next = tokio::select! {
-                () = shutdown.cancelled() => break,
-                next = tokio::time::timeout(Duration::from_secs(12), batch.next()) => next,
-            };
-            let msg = match next {
-                Ok(Some(Ok(msg))) => msg,
-                Ok(Some(Err(e))) => {
-                    tracing::debug!(error = %e, "event pull ended");
-                    break;
-                }
-                Ok(None) | Err(_) => break,
-            };
-            if jobs.len() > JOB_CACHE {
-                jobs.clear();
             }
-            match handle(&deps, &mut jobs, &msg).await {
-                Ok(()) => {
-                    if let Err(e) = msg.double_ack().await {
-                        tracing::warn!(error = %e, "acking an event");
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(subject = %msg.subject, error = format!("{e:#}"), "handling an event failed; it will be redelivered");
-                    let _ = msg
-                        .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-                        .await;
-                }
+            Err(e) => {
+                tracing::error!(
+                    subject = %msg.subject,
+                    error = format!("{e:#}"),
+                    "handling an event failed; it will be redelivered"
+                );
+                let _ = msg
+                    .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                    .await;
             }
         }
     }

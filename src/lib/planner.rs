@@ -11,7 +11,6 @@ use std::time::Duration;
 use std::collections::VecDeque;
 
 use async_nats::jetstream::{self, AckKind};
-use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Deps;
@@ -27,48 +26,17 @@ const PUBLISH_WINDOW: usize = 512;
 
 /// Runs the planner until `shutdown`; the submission in hand is finished first.
 pub async fn run(deps: Deps, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let consumer = streams::planner_consumer(&deps.js).await?;
+    let mut submissions = streams::Puller::new(streams::planner_consumer(&deps.js).await?, 1);
     tracing::info!("planner ready");
-    while !shutdown.is_cancelled() {
-        let pull = consumer
-            .batch()
-            .max_messages(1)
-            .expires(Duration::from_secs(5))
-            .messages();
-        let mut batch = tokio::select! {
-            () = shutdown.cancelled() => break,
-            result = tokio::time::timeout(Duration::from_secs(7), pull) => match result {
-                Ok(Ok(batch)) => batch,
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "pulling submissions");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    continue;
-                }
-                Err(_) => continue,
-            },
-        };
-        loop {
-            let next = tokio::select! {
-                () = shutdown.cancelled() => break,
-                next = tokio::time::timeout(Duration::from_secs(12), batch.next()) => next,
-            };
-            let msg = match next {
-                Ok(Some(Ok(msg))) => msg,
-                Ok(Some(Err(e))) => {
-                    tracing::debug!(error = %e, "submission pull ended");
-                    break;
-                }
-                Ok(None) | Err(_) => break,
-            };
-            if let Err(e) = handle(&deps, &msg).await {
-                tracing::error!(
-                    error = format!("{e:#}"),
-                    "planning failed; the submission will be redelivered"
-                );
-                let _ = msg
-                    .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-                    .await;
-            }
+    while let Some(msg) = submissions.next(&shutdown).await {
+        if let Err(e) = handle(&deps, &msg).await {
+            tracing::error!(
+                error = format!("{e:#}"),
+                "planning failed; the submission will be redelivered"
+            );
+            let _ = msg
+                .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                .await;
         }
     }
     tracing::info!("planner stopped");

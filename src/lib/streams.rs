@@ -12,6 +12,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use async_nats::jetstream::{self, consumer, kv, stream};
 
+use tokio_util::sync::CancellationToken;
+
 use crate::job::{Class, Priority, RendererKind};
 
 /// Job submissions.
@@ -88,6 +90,71 @@ pub fn consumer_config(
         stream,
         serde_json::from_value(value).context("consumer definition")?,
     ))
+}
+
+/// Reads a durable pull consumer message by message, in bounded pulls that expire, so that
+/// a service loop can stop between any two messages and never waits on a dead pull.
+pub struct Puller {
+    consumer: consumer::PullConsumer,
+    batch_size: usize,
+    batch: Option<consumer::pull::Batch>,
+}
+
+impl Puller {
+    /// Pulls up to `batch_size` messages at a time from `consumer`.
+    pub fn new(consumer: consumer::PullConsumer, batch_size: usize) -> Puller {
+        Puller {
+            consumer,
+            batch_size,
+            batch: None,
+        }
+    }
+
+    /// The next message; `None` once `shutdown` is cancelled.
+    pub async fn next(&mut self, shutdown: &CancellationToken) -> Option<jetstream::Message> {
+        use futures::StreamExt;
+        loop {
+            if shutdown.is_cancelled() {
+                return None;
+            }
+            let batch = match &mut self.batch {
+                Some(batch) => batch,
+                None => {
+                    let pull = self
+                        .consumer
+                        .batch()
+                        .max_messages(self.batch_size)
+                        .expires(Duration::from_secs(5))
+                        .messages();
+                    let result = tokio::select! {
+                        () = shutdown.cancelled() => return None,
+                        result = tokio::time::timeout(Duration::from_secs(7), pull) => result,
+                    };
+                    match result {
+                        Ok(Ok(batch)) => self.batch.insert(batch),
+                        Ok(Err(e)) => {
+                            tracing::warn!(error = %e, "pulling messages");
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                            continue;
+                        }
+                        Err(_) => continue,
+                    }
+                }
+            };
+            let next = tokio::select! {
+                () = shutdown.cancelled() => return None,
+                next = tokio::time::timeout(Duration::from_secs(12), batch.next()) => next,
+            };
+            match next {
+                Ok(Some(Ok(msg))) => return Some(msg),
+                Ok(Some(Err(e))) => {
+                    tracing::debug!(error = %e, "pull ended");
+                    self.batch = None;
+                }
+                Ok(None) | Err(_) => self.batch = None,
+            }
+        }
+    }
 }
 
 /// Creates or updates every stream and bucket. Safe to run from many processes at once:
