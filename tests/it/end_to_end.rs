@@ -47,9 +47,7 @@ async fn twenty_four_frames_on_two_workers_end_done_and_distinct() {
     let id = last_line(&out);
 
     // Status says done, 6 tasks done, 24 outputs.
-    let status = farm.cli(&["status", &id, "--json"]);
-    assert!(status.status.success());
-    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let status = farm.status(&id);
     assert_eq!(status["id"], id.as_str());
     assert_eq!(status["state"], "done");
     assert_eq!(status["tasks"]["total"], 6);

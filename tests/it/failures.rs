@@ -168,8 +168,7 @@ async fn a_poison_task_fails_after_max_attempts_with_a_log_each_and_the_rest_com
     for frame in [1, 3, 4] {
         assert_eq!(output_text(&farm, &job, frame).await, format!("{frame}\n"));
     }
-    let status = farm.cli(&["status", &job, "--json"]);
-    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let status = farm.status(&job);
     assert_eq!(
         (
             status["tasks"]["done"].as_u64(),
@@ -284,8 +283,7 @@ async fn a_collector_killed_mid_job_and_restarted_finishes_it_with_each_output_o
             .count(),
         1
     );
-    let status = farm.cli(&["status", &job, "--json"]);
-    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let status = farm.status(&job);
     assert_eq!(status["tasks"]["done"], 12);
 }
 
@@ -340,8 +338,7 @@ async fn a_slow_worker_completing_a_redelivered_task_changes_nothing() {
         b"attempt 1\n",
         "the late result kept to its own attempt folder"
     );
-    let status = farm.cli(&["status", &job, "--json"]);
-    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let status = farm.status(&job);
     assert_eq!(
         (status["state"].as_str(), status["tasks"]["done"].as_u64()),
         (Some("done"), Some(1))
@@ -388,8 +385,7 @@ async fn cancel_mid_job_stops_every_render_within_two_seconds_and_empties_the_qu
         "renders still running"
     );
     assert_eq!(stream_messages(&deps.js, TASKS_STREAM).await, 0);
-    let status = farm.cli(&["status", &job, "--json"]);
-    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let status = farm.status(&job);
     assert_eq!(status["state"], "canceled");
     assert_eq!(status["tasks"]["running"], 0);
     wait_event(&farm, &deps.js, &job, EventKind::JobCanceled).await;

@@ -158,8 +158,7 @@ async fn a_task_no_worker_can_render_stays_queued_and_status_says_why_and_dead_w
     );
     submit(&farm, "runs", "", "1-2", 10);
     wait_event(&farm, &deps.js, "runs", EventKind::JobDone).await;
-    let status = farm.cli(&["status", "needs-builtin", "--json"]);
-    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let status = farm.status("needs-builtin");
     assert_eq!(status["state"], "queued");
     assert_eq!(status["tasks"]["queued"], 3);
     let message = status["message"].as_str().unwrap_or_default();

@@ -230,8 +230,7 @@ async fn invalid_jobs_over_nats_are_rejected_with_reasons_and_the_planner_carrie
         };
         wait_events(&farm, &deps.js, &id, names_field).await;
         if i > 0 {
-            let status = farm.cli(&["status", &id, "--json"]);
-            let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+            let status = farm.status(&id);
             assert_eq!(status["state"], "rejected");
         }
     }

@@ -191,6 +191,17 @@ impl Farm {
             .expect("running tessera")
     }
 
+    /// `tessera status <job> --json`, parsed.
+    pub fn status(&self, job: &str) -> serde_json::Value {
+        let out = self.cli(&["status", job, "--json"]);
+        assert!(
+            out.status.success(),
+            "status {job}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
     /// Connected handles for assertions.
     pub async fn deps(&self) -> Deps {
         let client = async_nats::connect(self.nats.url()).await.unwrap();
