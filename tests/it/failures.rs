@@ -345,6 +345,11 @@ async fn a_slow_worker_completing_a_redelivered_task_changes_nothing() {
     );
 }
 
+/// `sleep <seconds>.<this test process's pid>`: a command line no other test run shares.
+fn unique_sleep(seconds: u32) -> String {
+    format!("sleep {seconds}.{:07}", std::process::id())
+}
+
 /// Processes whose command line starts with `needle`.
 fn processes_with(needle: &str) -> Vec<String> {
     let mut found = Vec::new();
@@ -363,7 +368,8 @@ fn processes_with(needle: &str) -> Vec<String> {
 async fn cancel_mid_job_stops_every_render_within_two_seconds_and_empties_the_queue() {
     let farm = farm_with_command_workers(2, &[]);
     let deps = farm.deps().await;
-    let job = command_job(&farm, "cancel-me", "1-8", "sleep 31.713", "");
+    let sleep = unique_sleep(31);
+    let job = command_job(&farm, "cancel-me", "1-8", &sleep, "");
     wait_events(&farm, &deps.js, &job, |e| {
         e.iter()
             .filter(|e| e.kind == EventKind::TaskStarted)
@@ -371,7 +377,7 @@ async fn cancel_mid_job_stops_every_render_within_two_seconds_and_empties_the_qu
             >= 2
     })
     .await;
-    assert_eq!(processes_with("sleep 31.713").len(), 2);
+    assert_eq!(processes_with(&sleep).len(), 2);
     let out = farm.cli(&["cancel", &job]);
     assert!(
         out.status.success(),
@@ -380,7 +386,7 @@ async fn cancel_mid_job_stops_every_render_within_two_seconds_and_empties_the_qu
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
-        processes_with("sleep 31.713"),
+        processes_with(&sleep),
         Vec::<String>::new(),
         "renders still running"
     );
@@ -467,19 +473,20 @@ async fn a_worker_that_keeps_failing_a_job_stops_taking_its_tasks() {
 async fn timeouts_and_hangs_kill_the_whole_process_group() {
     let farm = farm_with_command_workers(2, &[]);
     let deps = farm.deps().await;
+    let (slow_sleep, hung_sleep) = (unique_sleep(41), unique_sleep(42));
     // The renderer's own child (a background sleep) must die with it.
     let slow = command_job(
         &farm,
         "too-slow",
         "1",
-        "sleep 41.713 & echo working; sleep 41.713",
+        &format!("{slow_sleep} & echo working; {slow_sleep}"),
         "max_attempts = 1\ntimeout = \"1s\"",
     );
     let hung = command_job(
         &farm,
         "hung",
         "1",
-        "echo starting; sleep 42.713",
+        &format!("echo starting; {hung_sleep}"),
         "max_attempts = 1\nstall = \"1s\"",
     );
     let failed = wait_event(&farm, &deps.js, &slow, EventKind::TaskFailed).await;
@@ -494,8 +501,8 @@ async fn timeouts_and_hangs_kill_the_whole_process_group() {
     );
     wait_event(&farm, &deps.js, &slow, EventKind::JobFailed).await;
     wait_event(&farm, &deps.js, &hung, EventKind::JobFailed).await;
-    assert_eq!(processes_with("sleep 41.713"), Vec::<String>::new());
-    assert_eq!(processes_with("sleep 42.713"), Vec::<String>::new());
+    assert_eq!(processes_with(&slow_sleep), Vec::<String>::new());
+    assert_eq!(processes_with(&hung_sleep), Vec::<String>::new());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,8 @@
 //!
 //! The child runs in its own process group, with a clean environment (`PATH`, `HOME`,
 //! `LANG`, `TMPDIR` only: the worker's credentials never reach it); a cancel, a timeout or a
-//! stall (no output for `stall_ms`) kills the whole group. Its output goes to the log.
+//! stall (no output for `stall_ms`) kills the whole group, and the child gets SIGKILL if its
+//! worker dies. Its output goes to the log.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -168,6 +169,14 @@ async fn run_one(request: &Request, argv: &[String], cwd: &Path) -> Result<(), R
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
+    // SAFETY: prctl is async-signal-safe. The renderer dies with its worker even when the
+    // worker is SIGKILLed (the process group is killed on every other path).
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
     for key in ["PATH", "HOME", "LANG", "TMPDIR"] {
         if let Some(value) = std::env::var_os(key) {
             command.env(key, value);
