@@ -54,6 +54,14 @@ enum Command {
         /// Job id.
         job: String,
     },
+    /// Print a job's events as they happen, until it ends; exit 0 only if it is done.
+    Watch {
+        /// Job id.
+        job: String,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show a job's state.
     Status {
         /// Job id.
@@ -171,6 +179,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let deps = connect(&cli.common).await?;
             return wait_for(&deps, &job_id(&job)?).await;
         }
+        Command::Watch { job, json } => {
+            let deps = connect(&cli.common).await?;
+            let last = client::wait(&deps, &job_id(&job)?, |event| {
+                if json {
+                    println!("{}", serde_json::to_string(event).unwrap_or_default());
+                } else {
+                    println!("{}", describe(event));
+                }
+            })
+            .await?;
+            let done = last.kind == EventKind::JobDone;
+            return Ok(if done {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            });
+        }
         Command::Status { job, json } => {
             let deps = connect(&cli.common).await?;
             let status = client::status(&deps, &job_id(&job)?).await?;
@@ -254,6 +279,27 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One line for a person: time, kind, task, attempt, worker, and what it says.
+fn describe(event: &tessera::protocol::Event) -> String {
+    let mut line = format!("{} {:<13}", event.time_ms, event.kind.as_str());
+    if let Some(task) = &event.task {
+        line.push_str(&format!(" {task}"));
+    }
+    if let Some(attempt) = event.attempt {
+        line.push_str(&format!(" attempt {attempt}"));
+    }
+    if let Some(worker) = &event.worker {
+        line.push_str(&format!(" on {worker}"));
+    }
+    if let Some(message) = &event.message {
+        line.push_str(&format!(": {message}"));
+    }
+    for reason in &event.reasons {
+        line.push_str(&format!("\n    {reason}"));
+    }
+    line
 }
 
 async fn wait_for(deps: &Deps, id: &JobId) -> anyhow::Result<ExitCode> {

@@ -110,6 +110,15 @@ async fn twenty_four_frames_on_two_workers_end_done_and_distinct() {
         }
     }
     assert_eq!(done, (0..6).collect());
+    // `tessera watch` replays the events of an ended job and exits 0 for a done one.
+    let watch = farm.cli(&["watch", &id, "--json"]);
+    assert!(watch.status.success());
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&watch.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), events.len());
+    assert_eq!(lines.last().unwrap()["kind"], "job.done");
     // Every task's log is kept.
     let logs = deps.store.list(&keys::logs_prefix(&job)).await.unwrap();
     assert_eq!(logs.len(), 6, "{logs:?}");
