@@ -21,6 +21,8 @@ pub const MAX_TASKS: u64 = 1_000_000;
 pub const MAX_IMAGE_SIDE: u32 = 65_536;
 /// At most this many attempts per task (the task consumer's `max_deliver` is above it).
 pub const MAX_ATTEMPTS: u32 = 10;
+/// At most this many pixels rendered by one task (a 16K square): larger frames are tiled.
+pub const MAX_TASK_PIXELS: u64 = 16_384 * 16_384;
 /// At most this many layers per job.
 pub const MAX_LAYERS: usize = 64;
 
@@ -816,6 +818,21 @@ impl JobSpec {
 
         validate_settings(renderer, &self.settings, &mut errors);
 
+        let largest = match &tiles {
+            Some(t) => crate::tiles::all(t, image.width, image.height)
+                .map(|tile| tile.render.area())
+                .max()
+                .unwrap_or(0),
+            None => u64::from(image.width) * u64::from(image.height),
+        };
+        if largest > MAX_TASK_PIXELS {
+            errors.add(
+                "tiles",
+                format!(
+                    "a task would render {largest} pixels; at most {MAX_TASK_PIXELS} (a 16384x16384 square) per task: cut the frame with [tiles]"
+                ),
+            );
+        }
         let tile_count = tiles.map_or(1, |t| u64::from(t.columns) * u64::from(t.rows));
         let layer_count = layers.len().max(1) as u64;
         let tasks = frames.chunk_count(chunk) as u64 * tile_count * layer_count;
@@ -1116,6 +1133,12 @@ mod tests {
         check_invalid(r#"renderer = "maya""#, "renderer", "not a renderer");
         check_invalid("[image]\nwidth = 0", "image.width", "out of range");
         check_invalid("[image]\nheight = 70000", "image.height", "out of range");
+        check_invalid(
+            "[image]\nwidth = 65536\nheight = 65536",
+            "tiles",
+            "cut the frame",
+        );
+        assert!(validate("[image]\nwidth = 65536\nheight = 65536\n[tiles]\ngrid = [8, 8]").is_ok());
         check_invalid("[image]\nformat = \"jpg\"", "image.format", "png or exr");
         check_invalid("[image]\ndepth = 12", "image.depth", "8 or 16");
         check_invalid("[frames]\nrange = \"10-1\"", "frames.range", "backwards");

@@ -396,6 +396,15 @@ impl TaskMessage {
         {
             return Err(format!("task region {r:?} is not inside the image"));
         }
+        let region = self
+            .region
+            .unwrap_or(crate::tiles::Rect::full(self.width, self.height));
+        if region.area() > crate::job::MAX_TASK_PIXELS {
+            return Err(format!(
+                "task region {}x{} is more than one task may render",
+                region.width, region.height
+            ));
+        }
         if let Some(layer) = &self.layer
             && !crate::job::is_token(layer, 32, true)
         {
