@@ -377,7 +377,15 @@ async fn cancel_mid_job_stops_every_render_within_two_seconds_and_empties_the_qu
             >= 2
     })
     .await;
-    assert_eq!(processes_with(&sleep).len(), 2);
+    // `task.started` goes out just before the renderer is spawned.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while processes_with(&sleep).len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the renders never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let out = farm.cli(&["cancel", &job]);
     assert!(
         out.status.success(),
