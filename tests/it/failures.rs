@@ -556,3 +556,24 @@ async fn retry_queues_the_failed_tasks_again_with_fresh_attempts() {
     let out = farm.cli(&["retry", &job]);
     assert!(!out.status.success(), "a done job cannot be retried");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_render_longer_than_the_ack_deadline_stays_with_its_live_worker() {
+    let farm = farm_with_command_workers(2, &[]);
+    let deps = farm.deps().await;
+    // 7 s against a 5 s deadline, with an idle worker ready to take it if it were released.
+    let job = command_job(&farm, "long", "1", "sleep 7; echo {frame} > {output}", "");
+    wait_event(&farm, &deps.js, &job, EventKind::JobDone).await;
+    let events = events(&farm, &job).await;
+    let starts: Vec<_> = events
+        .iter()
+        .filter(|e| e.kind == EventKind::TaskStarted)
+        .collect();
+    assert_eq!(
+        starts.len(),
+        1,
+        "the task was taken from its worker: {starts:#?}"
+    );
+    assert_eq!(starts[0].attempt, Some(1));
+    assert_eq!(output_text(&farm, &job, 1).await, "1\n");
+}
