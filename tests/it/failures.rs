@@ -9,7 +9,7 @@ use tessera::protocol::{Event, EventKind};
 use tessera::storage::keys;
 use tessera::streams::{ADVISORIES_STREAM, TASKS_STREAM};
 
-use crate::support::{Farm, last_line, stream_messages, wait_event, wait_events};
+use crate::support::{Farm, stream_messages, wait_event, wait_events};
 
 /// The consumer's ack deadline under test (the default of `streams/consumer-tasks.json`).
 const ACK_WAIT_MS: u64 = 5_000;
@@ -26,14 +26,7 @@ fn command_job(farm: &Farm, id: &str, frames: &str, script: &str, retry: &str) -
     let toml = format!(
         "id = \"{id}\"\nrenderer = \"command\"\n[frames]\nrange = \"{frames}\"\n[retry]\n{retry}\n[settings]\ncommand = [\"sh\", \"-c\", {script:?}]\n"
     );
-    let file = farm.job_file(&format!("{id}.toml"), &toml);
-    let out = farm.cli(&["submit", file.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    last_line(&out)
+    farm.submit(id, &toml)
 }
 
 fn farm_with_command_workers(workers: usize, extra: &[&str]) -> Farm {

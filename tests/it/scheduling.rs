@@ -6,21 +6,14 @@ use std::time::Duration;
 use tessera::protocol::{Event, EventKind};
 use tessera::streams::TASKS_STREAM;
 
-use crate::support::{Farm, PATIENCE, last_line, stream_messages, wait_event};
+use crate::support::{Farm, PATIENCE, stream_messages, wait_event};
 
 /// Submits a noop job through the CLI and returns its id.
 fn submit(farm: &Farm, id: &str, extra: &str, frames: &str, sleep_ms: u64) -> String {
     let toml = format!(
         "id = \"{id}\"\nrenderer = \"noop\"\n{extra}\n[frames]\nrange = \"{frames}\"\n[settings]\nsleep_ms = {sleep_ms}\n"
     );
-    let file = farm.job_file(&format!("{id}.toml"), &toml);
-    let out = farm.cli(&["submit", file.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    last_line(&out)
+    farm.submit(id, &toml)
 }
 
 /// The `task.started` events of `jobs`, in the order the tasks started.

@@ -191,6 +191,18 @@ impl Farm {
             .expect("running tessera")
     }
 
+    /// Writes job file `<name>.toml`, submits it with the CLI and returns the job id.
+    pub fn submit(&self, name: &str, toml: &str) -> String {
+        let file = self.job_file(&format!("{name}.toml"), toml);
+        let out = self.cli(&["submit", file.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "submit {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        last_line(&out)
+    }
+
     /// `tessera status <job> --json`, parsed.
     pub fn status(&self, job: &str) -> serde_json::Value {
         let out = self.cli(&["status", job, "--json"]);
