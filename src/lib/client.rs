@@ -2,7 +2,6 @@
 //! store), wait for a job, report its status, fetch its outputs, cancel it.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::Context as _;
 use async_nats::jetstream::{self, consumer};
@@ -93,16 +92,7 @@ pub async fn wait(
     mut on_event: impl FnMut(&Event),
 ) -> anyhow::Result<Event> {
     let generation = deps.ledger.job(job).await?.map_or(0, |(r, _)| r.generation);
-    let stream = deps.js.get_stream(streams::EVENTS_STREAM).await?;
-    let consumer = stream
-        .create_consumer(consumer::pull::OrderedConfig {
-            filter_subject: protocol::job_events_filter(job.as_str()),
-            deliver_policy: consumer::DeliverPolicy::All,
-            ..Default::default()
-        })
-        .await
-        .context("watching the job's events")?;
-    let mut messages = consumer.messages().await?;
+    let mut messages = job_events(&deps.js, job.as_str()).await?.messages().await?;
     let mut retries_seen = 0;
     while let Some(msg) = messages.next().await {
         let msg = msg.map_err(|e| anyhow::anyhow!("reading events: {e}"))?;
@@ -315,29 +305,26 @@ pub async fn cancel(deps: &Deps, job: &JobId) -> anyhow::Result<()> {
     .await
 }
 
-/// Waits until `url` answers, for scripts that start a farm and submit at once.
-pub async fn wait_for_nats(url: &str, limit: Duration) -> anyhow::Result<async_nats::Client> {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        match crate::config::connect(url, "tessera", crate::config::Patience::FailFast).await {
-            Ok(client) => return Ok(client),
-            Err(e) if tokio::time::Instant::now() > deadline => return Err(e),
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
-}
-
-/// The events of a job seen so far, oldest first. `job` is the subject token: a job id,
-/// or `_invalid` for rejections of submissions without a usable id.
-pub async fn events(js: &jetstream::Context, job: &str) -> anyhow::Result<Vec<Event>> {
-    let stream = js.get_stream(streams::EVENTS_STREAM).await?;
-    let consumer = stream
+/// An ordered consumer of every event of `job` (a subject token), from the first.
+async fn job_events(
+    js: &jetstream::Context,
+    job: &str,
+) -> anyhow::Result<consumer::Consumer<consumer::pull::OrderedConfig>> {
+    js.get_stream(streams::EVENTS_STREAM)
+        .await?
         .create_consumer(consumer::pull::OrderedConfig {
             filter_subject: protocol::job_events_filter(job),
             deliver_policy: consumer::DeliverPolicy::All,
             ..Default::default()
         })
-        .await?;
+        .await
+        .with_context(|| format!("watching the events of {job}"))
+}
+
+/// The events of a job seen so far, oldest first. `job` is the subject token: a job id,
+/// or `_invalid` for rejections of submissions without a usable id.
+pub async fn events(js: &jetstream::Context, job: &str) -> anyhow::Result<Vec<Event>> {
+    let consumer = job_events(js, job).await?;
     let pending = consumer.cached_info().num_pending;
     let mut out = Vec::new();
     if pending == 0 {

@@ -300,7 +300,7 @@ async fn assemble(deps: &Deps, job: &Job, index: u32) -> anyhow::Result<()> {
             );
         }
         let canvas = canvas.expect("a group has at least one tile");
-        let bytes = encode_like(&canvas, job)?;
+        let bytes = raster::encode_image(&canvas, job.image.format).map_err(anyhow::Error::msg)?;
         deps.store
             .put_if_absent(&target, Bytes::from(bytes))
             .await?;
@@ -315,22 +315,6 @@ fn blank_like(part: &image::DynamicImage, width: u32, height: u32) -> image::Dyn
         ImageRgb32F(_) | ImageRgba32F(_) => ImageRgb32F(image::ImageBuffer::new(width, height)),
         _ => ImageRgb8(image::ImageBuffer::new(width, height)),
     }
-}
-
-fn encode_like(canvas: &image::DynamicImage, job: &Job) -> anyhow::Result<Vec<u8>> {
-    let mut out = std::io::Cursor::new(Vec::new());
-    match job.image.format {
-        crate::job::ImageFormat::Exr => canvas.write_to(&mut out, image::ImageFormat::OpenExr)?,
-        crate::job::ImageFormat::Png => {
-            use image::codecs::png::{CompressionType, FilterType, PngEncoder};
-            canvas.write_with_encoder(PngEncoder::new_with_quality(
-                &mut out,
-                CompressionType::Fast,
-                FilterType::Adaptive,
-            ))?
-        }
-    }
-    Ok(out.into_inner())
 }
 
 /// Queues the tasks that waited for task `index` once all they wait for is done.

@@ -98,6 +98,18 @@ pub async fn connect(
     })
 }
 
+/// Connects to `url`, retrying until it answers or `limit` passes (a server just started).
+pub async fn wait_for_nats(url: &str, limit: Duration) -> anyhow::Result<async_nats::Client> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match connect(url, "tessera", Patience::FailFast).await {
+            Ok(client) => return Ok(client),
+            Err(e) if tokio::time::Instant::now() > deadline => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
 /// The handles a service runs with.
 #[derive(Clone)]
 pub struct Deps {

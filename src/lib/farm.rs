@@ -97,7 +97,7 @@ pub async fn up(
     let mut nats = start_nats(&data.join("nats"), port)?;
     let url = format!("nats://127.0.0.1:{port}");
     let client = tokio::select! {
-        result = crate::client::wait_for_nats(&url, Duration::from_secs(15)) => result?,
+        result = crate::config::wait_for_nats(&url, Duration::from_secs(15)) => result?,
         status = nats.wait() => anyhow::bail!("nats-server exited at start ({}); is {} writable?", status?, data.display()),
     };
     let store_url = file_url(&data.join("store"));

@@ -63,13 +63,13 @@ pub fn linear_to_srgb(v: f32) -> f32 {
 
 /// Encodes `raster` as PNG (`depth` 8 or 16, sRGB) or EXR (linear float).
 pub fn encode(raster: &Raster, format: ImageFormat, depth: u8) -> Result<Vec<u8>, String> {
-    let mut out = Cursor::new(Vec::new());
-    let result = match format {
+    let size = "raster size does not match its pixels";
+    let (w, h) = (raster.width, raster.height);
+    let image = match format {
         ImageFormat::Exr => {
             let flat: Vec<f32> = raster.pixels.iter().flatten().copied().collect();
-            let buffer: Rgb32FImage = ImageBuffer::from_raw(raster.width, raster.height, flat)
-                .ok_or("raster size does not match its pixels")?;
-            DynamicImage::ImageRgb32F(buffer).write_to(&mut out, FileFormat::OpenExr)
+            let buffer: Rgb32FImage = ImageBuffer::from_raw(w, h, flat).ok_or(size)?;
+            DynamicImage::ImageRgb32F(buffer)
         }
         ImageFormat::Png if depth == 16 => {
             let flat: Vec<u16> = raster
@@ -79,9 +79,8 @@ pub fn encode(raster: &Raster, format: ImageFormat, depth: u8) -> Result<Vec<u8>
                 .map(|&v| (linear_to_srgb(v) * 65535.0 + 0.5) as u16)
                 .collect();
             let buffer: ImageBuffer<Rgb<u16>, Vec<u16>> =
-                ImageBuffer::from_raw(raster.width, raster.height, flat)
-                    .ok_or("raster size does not match its pixels")?;
-            write_png(&DynamicImage::ImageRgb16(buffer), &mut out)
+                ImageBuffer::from_raw(w, h, flat).ok_or(size)?;
+            DynamicImage::ImageRgb16(buffer)
         }
         ImageFormat::Png => {
             let flat: Vec<u8> = raster
@@ -91,19 +90,28 @@ pub fn encode(raster: &Raster, format: ImageFormat, depth: u8) -> Result<Vec<u8>
                 .map(|&v| (linear_to_srgb(v) * 255.0 + 0.5) as u8)
                 .collect();
             let buffer: ImageBuffer<Rgb<u8>, Vec<u8>> =
-                ImageBuffer::from_raw(raster.width, raster.height, flat)
-                    .ok_or("raster size does not match its pixels")?;
-            write_png(&DynamicImage::ImageRgb8(buffer), &mut out)
+                ImageBuffer::from_raw(w, h, flat).ok_or(size)?;
+            DynamicImage::ImageRgb8(buffer)
         }
+    };
+    encode_image(&image, format)
+}
+
+/// Writes an image already in its file's pixel type as PNG (fast compression: this is on
+/// the path from a render to a stored frame) or EXR.
+pub fn encode_image(image: &DynamicImage, format: ImageFormat) -> Result<Vec<u8>, String> {
+    use image::codecs::png::{CompressionType, FilterType, PngEncoder};
+    let mut out = Cursor::new(Vec::new());
+    let result = match format {
+        ImageFormat::Exr => image.write_to(&mut out, FileFormat::OpenExr),
+        ImageFormat::Png => image.write_with_encoder(PngEncoder::new_with_quality(
+            &mut out,
+            CompressionType::Fast,
+            FilterType::Adaptive,
+        )),
     };
     result.map_err(|e| format!("encoding {format:?}: {e}"))?;
     Ok(out.into_inner())
-}
-
-fn write_png(image: &DynamicImage, out: &mut Cursor<Vec<u8>>) -> image::ImageResult<()> {
-    use image::codecs::png::{CompressionType, FilterType, PngEncoder};
-    let encoder = PngEncoder::new_with_quality(out, CompressionType::Fast, FilterType::Adaptive);
-    image.write_with_encoder(encoder)
 }
 
 /// Decodes a PNG or EXR file (no size limit: frames may be 16K).

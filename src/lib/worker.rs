@@ -387,6 +387,7 @@ async fn heartbeat(shared: &Shared, stop: CancellationToken) {
             return;
         }
     };
+    let host = crate::farm::hostname();
     loop {
         let running = shared
             .running
@@ -402,7 +403,7 @@ async fn heartbeat(shared: &Shared, stop: CancellationToken) {
         let info = protocol::WorkerInfo {
             schema: protocol::SCHEMA,
             id: shared.config.id.clone(),
-            host: crate::farm::hostname(),
+            host: host.clone(),
             classes: shared.config.classes.clone(),
             renderers: shared.config.renderers.clone(),
             slots: shared.config.slots as u32,
@@ -766,6 +767,8 @@ async fn attempt_render(
         )
     })?;
     let cancel = CancellationToken::new();
+    let progress = Arc::new(AtomicU32::new(0));
+    let mut reported = 0;
     let request = Request {
         task: task.clone(),
         attempt,
@@ -774,7 +777,7 @@ async fn attempt_render(
         threads: shared.config.threads,
         cancel: cancel.clone(),
         log: log.clone(),
-        progress: Arc::new(AtomicU32::new(0)),
+        progress: progress.clone(),
     };
     let render = renderer.render(request);
     tokio::pin!(render);
@@ -795,6 +798,15 @@ async fn attempt_render(
             _ = keepalive.tick() => {
                 if let Err(e) = msg.ack_with(AckKind::Progress).await {
                     tracing::warn!(error = %e, "progress ack");
+                }
+                let now = progress.load(std::sync::atomic::Ordering::Relaxed);
+                if now != reported {
+                    reported = now;
+                    let mut event = Event::task(EventKind::TaskProgress, task, attempt, &shared.config.id);
+                    event.progress = Some(now as f32 / 1e6);
+                    if let Err(e) = protocol::publish_event(&shared.deps.js, &event).await {
+                        tracing::debug!(error = %e, "publishing task.progress");
+                    }
                 }
             }
             () = &mut timeout, if stopped_by.is_none() => {

@@ -554,8 +554,18 @@ async fn retry_queues_the_failed_tasks_again_with_fresh_attempts() {
 async fn a_render_longer_than_the_ack_deadline_stays_with_its_live_worker() {
     let farm = farm_with_command_workers(2, &[]);
     let deps = farm.deps().await;
-    // 7 s against a 5 s deadline, with an idle worker ready to take it if it were released.
-    let job = command_job(&farm, "long", "1", "sleep 7; echo {frame} > {output}", "");
+    // One task of two 4 s frames against a 5 s deadline, with an idle worker ready to take
+    // it if it were released.
+    let toml = r#"
+        id = "long"
+        renderer = "command"
+        [frames]
+        range = "1-2"
+        chunk = 2
+        [settings]
+        command = ["sh", "-c", "sleep 4; echo {frame} > {output}"]
+    "#;
+    let job = farm.submit("long", toml);
     wait_event(&farm, &deps.js, &job, EventKind::JobDone).await;
     let events = events(&farm, &job).await;
     let starts: Vec<_> = events
@@ -568,5 +578,11 @@ async fn a_render_longer_than_the_ack_deadline_stays_with_its_live_worker() {
         "the task was taken from its worker: {starts:#?}"
     );
     assert_eq!(starts[0].attempt, Some(1));
-    assert_eq!(output_text(&farm, &job, 1).await, "1\n");
+    let halfway = events
+        .iter()
+        .any(|e| e.kind == EventKind::TaskProgress && e.progress == Some(0.5));
+    assert!(halfway, "no task.progress at one frame of two: {events:#?}");
+    for frame in 1..=2 {
+        assert_eq!(output_text(&farm, &job, frame).await, format!("{frame}\n"));
+    }
 }
