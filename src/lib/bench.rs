@@ -298,6 +298,76 @@ async fn next_start(
     }
 }
 
+/// What `tessera-bench render` renders.
+pub struct RenderBench {
+    /// Scene file (the default scene when absent).
+    pub scene: Option<std::path::PathBuf>,
+    /// Image width.
+    pub width: u32,
+    /// Image height.
+    pub height: u32,
+    /// Samples per pixel.
+    pub samples: u32,
+    /// Bounces after the first hit.
+    pub bounces: u32,
+    /// Frame number.
+    pub frame: u32,
+    /// Renders per thread count.
+    pub runs: usize,
+    /// Thread counts to compare (the first is the baseline).
+    pub threads: Vec<usize>,
+    /// Write the last render here as PNG.
+    pub out: Option<std::path::PathBuf>,
+}
+
+/// Renders a scene with the builtin renderer `runs` times per thread count and prints the
+/// median samples (camera paths) per second, and the speed-up over the first thread count.
+pub fn render(bench: &RenderBench) -> anyhow::Result<()> {
+    use crate::render::builtin::{Pass, RenderJob, Scene};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU32};
+
+    let scene = match &bench.scene {
+        Some(path) => Scene::load(path).map_err(anyhow::Error::msg)?,
+        None => Scene::default_scene(),
+    };
+    let job = RenderJob {
+        scene: Arc::new(scene),
+        frame: bench.frame,
+        width: bench.width,
+        height: bench.height,
+        region: crate::tiles::Rect::full(bench.width, bench.height),
+        samples: bench.samples,
+        bounces: bench.bounces,
+        pass: Pass::Beauty,
+        format: crate::job::ImageFormat::Png,
+    };
+    let paths = f64::from(bench.width) * f64::from(bench.height) * f64::from(bench.samples);
+    let mut baseline = None;
+    let mut last = None;
+    for &threads in &bench.threads {
+        let mut times = Vec::new();
+        for _ in 0..bench.runs.max(1) {
+            let started = Instant::now();
+            last = job.render(threads, &AtomicBool::new(false), &AtomicU32::new(0));
+            times.push(started.elapsed());
+        }
+        let median = Samples::new(times).percentile(50.0).as_secs_f64();
+        let rate = paths / median;
+        let speedup = rate / *baseline.get_or_insert(rate);
+        println!(
+            "builtin {}x{} {} spp, {threads} thread(s): median {median:.3} s, {:.0} samples/s ({:.2}x the first)",
+            bench.width, bench.height, bench.samples, rate, speedup
+        );
+    }
+    if let (Some(out), Some(raster)) = (&bench.out, last) {
+        let bytes = crate::raster::encode(&raster, crate::job::ImageFormat::Png, 8)
+            .map_err(anyhow::Error::msg)?;
+        std::fs::write(out, bytes).with_context(|| format!("writing {}", out.display()))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

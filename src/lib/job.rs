@@ -817,6 +817,13 @@ impl JobSpec {
         };
 
         validate_settings(renderer, &self.settings, &mut errors);
+        if renderer == RendererKind::Builtin {
+            for (i, layer) in self.layers.iter().enumerate() {
+                if let Err(e) = crate::render::builtin::Pass::from_layer(Some(&layer.name)) {
+                    errors.add(format!("layers[{i}].name"), e);
+                }
+            }
+        }
 
         let largest = match &tiles {
             Some(t) => crate::tiles::all(t, image.width, image.height)
@@ -1019,7 +1026,22 @@ fn validate_settings(
         }
     };
     match renderer {
-        RendererKind::Builtin => positive("samples", 1 << 16, errors),
+        RendererKind::Builtin => {
+            positive("samples", 1 << 16, errors);
+            if let Some(value) = settings.get("bounces")
+                && value
+                    .as_u64()
+                    .is_none_or(|n| n > u64::from(crate::render::builtin::MAX_BOUNCES))
+            {
+                errors.add(
+                    "settings.bounces",
+                    format!(
+                        "{value} is not a whole number from 0 to {}",
+                        crate::render::builtin::MAX_BOUNCES
+                    ),
+                );
+            }
+        }
         RendererKind::Noop => {
             if let Some(value) = settings.get("sleep_ms")
                 && value.as_u64().is_none_or(|n| n > 86_400_000)
@@ -1178,6 +1200,16 @@ mod tests {
             "[retry]\ntimeout = \"soon\"",
             "retry.timeout",
             "not a duration",
+        );
+        check_invalid(
+            "[[layers]]\nname = \"beauty\"\n[[layers]]\nname = \"cryptomatte\"",
+            "layers[1].name",
+            "not a pass of the builtin renderer",
+        );
+        check_invalid(
+            "[settings]\nbounces = 65",
+            "settings.bounces",
+            "from 0 to 64",
         );
         check_invalid(
             "[settings]\nsamples = 0",

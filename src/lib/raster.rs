@@ -61,8 +61,37 @@ pub fn linear_to_srgb(v: f32) -> f32 {
     }
 }
 
+/// How PNG values are stored: colour through the sRGB curve, data (normals, depth,
+/// occlusion) as is. EXR is always linear.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transfer {
+    /// sRGB-encoded colour.
+    Srgb,
+    /// Linear values, clamped to [0, 1].
+    Linear,
+}
+
+impl Transfer {
+    fn apply(self, v: f32) -> f32 {
+        match self {
+            Transfer::Srgb => linear_to_srgb(v),
+            Transfer::Linear => v.clamp(0.0, 1.0),
+        }
+    }
+}
+
 /// Encodes `raster` as PNG (`depth` 8 or 16, sRGB) or EXR (linear float).
 pub fn encode(raster: &Raster, format: ImageFormat, depth: u8) -> Result<Vec<u8>, String> {
+    encode_with(raster, format, depth, Transfer::Srgb)
+}
+
+/// Encodes `raster` as PNG (`depth` 8 or 16, through `transfer`) or EXR (linear float).
+pub fn encode_with(
+    raster: &Raster,
+    format: ImageFormat,
+    depth: u8,
+    transfer: Transfer,
+) -> Result<Vec<u8>, String> {
     let size = "raster size does not match its pixels";
     let (w, h) = (raster.width, raster.height);
     let image = match format {
@@ -76,7 +105,7 @@ pub fn encode(raster: &Raster, format: ImageFormat, depth: u8) -> Result<Vec<u8>
                 .pixels
                 .iter()
                 .flatten()
-                .map(|&v| (linear_to_srgb(v) * 65535.0 + 0.5) as u16)
+                .map(|&v| (transfer.apply(v) * 65535.0 + 0.5) as u16)
                 .collect();
             let buffer: ImageBuffer<Rgb<u16>, Vec<u16>> =
                 ImageBuffer::from_raw(w, h, flat).ok_or(size)?;
@@ -87,7 +116,7 @@ pub fn encode(raster: &Raster, format: ImageFormat, depth: u8) -> Result<Vec<u8>
                 .pixels
                 .iter()
                 .flatten()
-                .map(|&v| (linear_to_srgb(v) * 255.0 + 0.5) as u8)
+                .map(|&v| (transfer.apply(v) * 255.0 + 0.5) as u8)
                 .collect();
             let buffer: ImageBuffer<Rgb<u8>, Vec<u8>> =
                 ImageBuffer::from_raw(w, h, flat).ok_or(size)?;

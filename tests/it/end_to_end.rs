@@ -27,14 +27,11 @@ async fn twenty_four_frames_on_two_workers_end_done_and_distinct() {
     let farm = Farm::with_workers(2);
     let scene_dir = farm.dir.path().join("scene");
     std::fs::create_dir_all(&scene_dir).unwrap();
-    std::fs::copy(
-        concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/examples/turntable/scene/turntable.toml"
-        ),
-        scene_dir.join("turntable.toml"),
-    )
-    .unwrap();
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/turntable/scene");
+    for entry in std::fs::read_dir(example).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, scene_dir.join(path.file_name().unwrap())).unwrap();
+    }
     let job_file = farm.job_file("anim.toml", &ANIMATION.replace("../../scene", "../scene"));
 
     let out = farm.cli(&["submit", job_file.to_str().unwrap(), "--wait"]);
