@@ -25,6 +25,12 @@ enum Bench {
         #[arg(long, default_value_t = 5)]
         runs: usize,
     },
+    /// Tile assembly: last tile stored to the stitched 4K frame stored.
+    Stitch {
+        /// Frames to measure.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
     /// Builtin renderer throughput: samples (camera paths) per second by thread count.
     Render {
         /// Scene file (default: the built-in scene).
@@ -63,6 +69,7 @@ async fn main() -> std::process::ExitCode {
     let result = match Args::parse().bench {
         Bench::Dispatch { runs } => tessera::bench::dispatch(runs).await,
         Bench::Failover { runs } => tessera::bench::failover(runs).await,
+        Bench::Stitch { runs } => tessera::bench::stitch(runs).await,
         Bench::Render {
             scene,
             width,

@@ -368,6 +368,74 @@ pub fn render(bench: &RenderBench) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Tile assembly: a 3840×2160 frame in a 10×10 grid, `runs` times; the time from the last
+/// tile's `task.done` (sent once its output is stored) to `job.done` (sent once the stitched
+/// frame is stored), next to the time to encode that frame alone in the same run.
+pub async fn stitch(runs: usize) -> anyhow::Result<()> {
+    let dir = tempfile_dir()?;
+    let (nats, store, stop) = start_farm(&dir, 2).await?;
+    let client =
+        crate::config::connect(&nats, "tessera-bench", crate::config::Patience::FailFast).await?;
+    let deps = Deps::with_client(client.clone(), Store::open(&store)?).await?;
+    wait_for_workers(&deps, 2).await?;
+    let mut last_tile_to_frame = Vec::new();
+    let mut encode_only = Vec::new();
+    for run in 0..runs {
+        let id = format!("stitch-{run}");
+        let mut events = client.subscribe(format!("tessera.events.{id}.>")).await?;
+        let body = format!(
+            r#"{{"id": "{id}", "renderer": "builtin", "image": {{"width": 3840, "height": 2160}},
+                "tiles": {{"grid": [10, 10]}}, "settings": {{"samples": 1, "bounces": 0}}}}"#
+        );
+        deps.js
+            .publish(protocol::SUBMIT_SUBJECT, body.into())
+            .await?
+            .await?;
+        let mut last_tile = None;
+        loop {
+            let msg = tokio::time::timeout(Duration::from_secs(300), events.next())
+                .await
+                .context("the job did not end within 300 s")?
+                .context("subscription ended")?;
+            let at = Instant::now();
+            let kind = msg.subject.as_str().rsplit_once(&format!("{id}."));
+            match kind.map(|(_, k)| k) {
+                Some("task.done") => last_tile = Some(at),
+                Some("job.done") => {
+                    let last = last_tile.context("job.done before any task.done")?;
+                    last_tile_to_frame.push(at - last);
+                    break;
+                }
+                Some("job.failed") | Some("job.rejected") => anyhow::bail!("job {id} failed"),
+                _ => {}
+            }
+        }
+        let job = crate::job::JobId::parse(&id).map_err(anyhow::Error::msg)?;
+        let bytes = deps
+            .store
+            .get(&crate::storage::keys::output(&job, "frame_0001.png"))
+            .await?;
+        let image = crate::raster::decode(&bytes).map_err(anyhow::Error::msg)?;
+        let t0 = Instant::now();
+        crate::raster::encode_image(&image, crate::job::ImageFormat::Png)
+            .map_err(anyhow::Error::msg)?;
+        encode_only.push(t0.elapsed());
+    }
+    let tessera = Samples::new(last_tile_to_frame);
+    let encode = Samples::new(encode_only);
+    println!("stitch: 3840x2160 frame in 10x10 tiles, PNG 8-bit (2 workers, builtin renderer)");
+    println!("{}", encode.line("encode the 4K PNG alone"));
+    println!("{}", tessera.line("last tile stored -> frame stored"));
+    println!(
+        "ratio of medians (tessera / encode alone): {:.1}",
+        tessera.percentile(50.0).as_secs_f64() / encode.percentile(50.0).as_secs_f64().max(1e-9)
+    );
+    stop.cancel();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use async_nats::jetstream::{self, AckKind};
@@ -23,11 +23,34 @@ use crate::plan;
 use crate::protocol::{self, Event, EventKind};
 use crate::raster;
 use crate::state::{Change, JobState, TaskSlot, TaskState};
+use crate::stitch::{Canvas, PixelKind};
 use crate::storage::keys;
 use crate::streams;
 
 /// Jobs whose validated spec is kept in memory.
 const JOB_CACHE: usize = 256;
+
+/// Tiled frames stitched in memory at once; past this the least recently touched is
+/// dropped, and its tiles are read back from the store when the frame completes.
+const MAX_CANVASES: usize = 4;
+
+/// Previews of a frame in progress are refreshed at most this often.
+const PREVIEW_EVERY: Duration = Duration::from_secs(1);
+
+/// Longest side of a preview, in pixels.
+const PREVIEW_SIDE: u32 = 1024;
+
+/// Tiled frames being stitched, keyed by job, first task of the frame's group, and frame.
+#[derive(Default)]
+pub struct Stitching {
+    canvases: HashMap<(JobId, u32, u32), InProgress>,
+}
+
+struct InProgress {
+    canvas: Canvas,
+    touched: Instant,
+    previewed: Option<Instant>,
+}
 
 /// Runs the collector until `shutdown`; the event in hand is finished first.
 pub async fn run(deps: Deps, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -106,12 +129,13 @@ async fn handle_advisory(deps: &Deps, msg: &jetstream::Message) -> anyhow::Resul
 async fn run_events(deps: Deps, shutdown: CancellationToken) -> anyhow::Result<()> {
     let mut events = streams::Puller::new(streams::collector_consumer(&deps.js).await?, 64);
     let mut jobs: HashMap<JobId, Arc<Job>> = HashMap::new();
+    let mut stitching = Stitching::default();
     tracing::info!("collector ready");
     while let Some(msg) = events.next(&shutdown).await {
         if jobs.len() > JOB_CACHE {
             jobs.clear();
         }
-        match handle(&deps, &mut jobs, &msg).await {
+        match handle(&deps, &mut jobs, &mut stitching, &msg).await {
             Ok(()) => {
                 if let Err(e) = msg.double_ack().await {
                     tracing::warn!(error = %e, "acking an event");
@@ -157,6 +181,7 @@ async fn load_job(
 async fn handle(
     deps: &Deps,
     jobs: &mut HashMap<JobId, Arc<Job>>,
+    stitching: &mut Stitching,
     msg: &jetstream::Message,
 ) -> anyhow::Result<()> {
     let event: Event = match protocol::decode(&msg.payload) {
@@ -204,7 +229,10 @@ async fn handle(
         // Also when the slot was already ours: a collector that died after the transition
         // finishes the remaining (idempotent) steps.
         EventKind::TaskDone if after == TaskSlot(TaskState::Done, attempt) => {
-            assemble(deps, &job, index).await?;
+            if job.tiles.is_some() {
+                stitch_tile(deps, stitching, &job, index, attempt).await?;
+            }
+            assemble(deps, stitching, &job, index).await?;
             release_dependents(deps, &job, index).await?;
             check_end(deps, &job, index).await?;
         }
@@ -235,8 +263,111 @@ pub fn output_name(job: &Job, layer: Option<usize>, frame: u32) -> String {
     }
 }
 
+/// Reads and decodes the output of `frame` from task `index`'s attempt `attempt`.
+async fn read_tile(
+    deps: &Deps,
+    job: &Job,
+    index: u32,
+    attempt: u32,
+    frame: u32,
+) -> anyhow::Result<image::DynamicImage> {
+    let task = plan::task(job, index);
+    let file = frame_file_name(frame, job.image.format.extension());
+    let source = keys::attempt_output(&job.id, &task.id, attempt, &file);
+    let bytes = deps
+        .store
+        .get(&source)
+        .await
+        .with_context(|| format!("tile {} of frame {frame}", task.id))?;
+    tokio::task::spawn_blocking(move || raster::decode(&bytes))
+        .await?
+        .map_err(|e| anyhow::anyhow!("tile {} of frame {frame}: {e}", task.id))
+}
+
+/// Places the tile just done into its frames' canvases at once, and refreshes their
+/// previews.
+async fn stitch_tile(
+    deps: &Deps,
+    stitching: &mut Stitching,
+    job: &Job,
+    index: u32,
+    attempt: u32,
+) -> anyhow::Result<()> {
+    let Some(grid) = job.tiles else {
+        return Ok(());
+    };
+    let group = plan::frame_group(job, index);
+    let task = plan::task(job, index);
+    let tile = task.tile.expect("tiled jobs plan tiles");
+    let slot = (index - group.start) as usize;
+    for &frame in &task.frames {
+        let name = output_name(job, task.layer, frame);
+        let key = (job.id.clone(), group.start, frame);
+        if !stitching.canvases.contains_key(&key)
+            && deps.store.exists(&keys::output(&job.id, &name)).await?
+        {
+            continue; // assembled already (a redelivered event)
+        }
+        let part = read_tile(deps, job, index, attempt, frame).await?;
+        let entry = stitching.canvases.entry(key).or_insert_with(|| InProgress {
+            canvas: Canvas::new(
+                job.image.width,
+                job.image.height,
+                PixelKind::of(&part),
+                grid.blend,
+                grid.overscan,
+                group.len(),
+            ),
+            touched: Instant::now(),
+            previewed: None,
+        });
+        entry
+            .canvas
+            .place(slot, &tile, &part)
+            .map_err(|e| anyhow::anyhow!("tile {} of frame {frame}: {e}", task.id))?;
+        entry.touched = Instant::now();
+        if !entry.canvas.complete()
+            && entry
+                .previewed
+                .is_none_or(|at| at.elapsed() >= PREVIEW_EVERY)
+        {
+            entry.previewed = Some(Instant::now());
+            write_preview(deps, job, &name, &entry.canvas).await?;
+        }
+    }
+    while stitching.canvases.len() > MAX_CANVASES {
+        let oldest = stitching
+            .canvases
+            .iter()
+            .min_by_key(|(_, e)| e.touched)
+            .map(|(k, _)| k.clone())
+            .expect("not empty");
+        stitching.canvases.remove(&oldest);
+    }
+    Ok(())
+}
+
+async fn write_preview(deps: &Deps, job: &Job, name: &str, canvas: &Canvas) -> anyhow::Result<()> {
+    let preview = canvas.preview(PREVIEW_SIDE);
+    let bytes = tokio::task::spawn_blocking(move || {
+        raster::encode_image(&preview, crate::job::ImageFormat::Png)
+    })
+    .await?
+    .map_err(anyhow::Error::msg)?;
+    let stem = name.rsplit_once('.').map_or(name, |(stem, _)| stem);
+    deps.store
+        .put(&keys::preview(&job.id, stem), Bytes::from(bytes))
+        .await?;
+    Ok(())
+}
+
 /// Writes the final frames of the group of task `index` if all of its tasks are done.
-async fn assemble(deps: &Deps, job: &Job, index: u32) -> anyhow::Result<()> {
+async fn assemble(
+    deps: &Deps,
+    stitching: &mut Stitching,
+    job: &Job,
+    index: u32,
+) -> anyhow::Result<()> {
     if job.renderer == RendererKind::Noop {
         return Ok(());
     }
@@ -247,12 +378,16 @@ async fn assemble(deps: &Deps, job: &Job, index: u32) -> anyhow::Result<()> {
     }
     let first = plan::task(job, group.start);
     for &frame in &first.frames {
-        let target = keys::output(&job.id, &output_name(job, first.layer, frame));
+        let name = output_name(job, first.layer, frame);
+        let target = keys::output(&job.id, &name);
+        let in_memory = stitching
+            .canvases
+            .remove(&(job.id.clone(), group.start, frame));
         if deps.store.exists(&target).await? {
             continue;
         }
-        let file = frame_file_name(frame, job.image.format.extension());
-        if job.tiles.is_none() {
+        let Some(grid) = job.tiles else {
+            let file = frame_file_name(frame, job.image.format.extension());
             let source = keys::attempt_output(&job.id, &first.id, slots[0].attempt(), &file);
             let bytes = deps
                 .store
@@ -261,60 +396,56 @@ async fn assemble(deps: &Deps, job: &Job, index: u32) -> anyhow::Result<()> {
                 .with_context(|| format!("frame {frame}"))?;
             deps.store.put_if_absent(&target, bytes).await?;
             continue;
-        }
-        let mut canvas: Option<image::DynamicImage> = None;
+        };
+        // Tiles this collector has not placed (it restarted, shares the work with another
+        // collector, or dropped the canvas) are read back from the store.
+        let mut canvas = in_memory.map(|e| e.canvas);
         for (i, task_index) in group.clone().enumerate() {
-            let task = plan::task(job, task_index);
-            let tile = task.tile.expect("tiled jobs plan tiles");
-            let source = keys::attempt_output(&job.id, &task.id, slots[i].attempt(), &file);
-            let bytes = deps
-                .store
-                .get(&source)
-                .await
-                .with_context(|| format!("tile {}", task.id))?;
-            let part =
-                raster::decode(&bytes).map_err(|e| anyhow::anyhow!("tile {}: {e}", task.id))?;
-            if (part.width(), part.height()) != (tile.render.width, tile.render.height) {
-                anyhow::bail!(
-                    "tile {} is {}x{}, expected {}x{}",
-                    task.id,
-                    part.width(),
-                    part.height(),
-                    tile.render.width,
-                    tile.render.height
-                );
+            if canvas.as_ref().is_some_and(|c| c.has(i)) {
+                continue;
             }
-            let inner = part.crop_imm(
-                tile.inner.x - tile.render.x,
-                tile.inner.y - tile.render.y,
-                tile.inner.width,
-                tile.inner.height,
-            );
-            let canvas =
-                canvas.get_or_insert_with(|| blank_like(&part, job.image.width, job.image.height));
-            image::imageops::replace(
-                canvas,
-                &inner,
-                i64::from(tile.inner.x),
-                i64::from(tile.inner.y),
-            );
+            let part = read_tile(deps, job, task_index, slots[i].attempt(), frame).await?;
+            let task = plan::task(job, task_index);
+            let canvas = canvas.get_or_insert_with(|| {
+                Canvas::new(
+                    job.image.width,
+                    job.image.height,
+                    PixelKind::of(&part),
+                    grid.blend,
+                    grid.overscan,
+                    group.len(),
+                )
+            });
+            canvas
+                .place(i, &task.tile.expect("tiled jobs plan tiles"), &part)
+                .map_err(|e| anyhow::anyhow!("tile {} of frame {frame}: {e}", task.id))?;
         }
         let canvas = canvas.expect("a group has at least one tile");
-        let bytes = raster::encode_image(&canvas, job.image.format).map_err(anyhow::Error::msg)?;
+        let format = job.image.format;
+        let (bytes, preview) = tokio::task::spawn_blocking(move || {
+            let preview = canvas.preview(PREVIEW_SIDE);
+            let frame = canvas.finish();
+            (
+                raster::encode_image(&frame, format),
+                raster::encode_image(&preview, crate::job::ImageFormat::Png),
+            )
+        })
+        .await?;
+        let bytes = bytes.map_err(anyhow::Error::msg)?;
         deps.store
             .put_if_absent(&target, Bytes::from(bytes))
             .await?;
+        let stem = name
+            .rsplit_once('.')
+            .map_or(name.as_str(), |(stem, _)| stem);
+        deps.store
+            .put(
+                &keys::preview(&job.id, stem),
+                Bytes::from(preview.map_err(anyhow::Error::msg)?),
+            )
+            .await?;
     }
     Ok(())
-}
-
-fn blank_like(part: &image::DynamicImage, width: u32, height: u32) -> image::DynamicImage {
-    use image::DynamicImage::*;
-    match part {
-        ImageRgb16(_) | ImageRgba16(_) => ImageRgb16(image::ImageBuffer::new(width, height)),
-        ImageRgb32F(_) | ImageRgba32F(_) => ImageRgb32F(image::ImageBuffer::new(width, height)),
-        _ => ImageRgb8(image::ImageBuffer::new(width, height)),
-    }
 }
 
 /// Queues the tasks that waited for task `index` once all they wait for is done.

@@ -958,6 +958,17 @@ fn validate_tiles(spec: &TilesSpec, image: Image, errors: &mut Errors) -> Option
             "feather needs an overscan of at least 1 pixel",
         );
     }
+    // Feather ramps span 2 × overscan around each inner edge; they must not meet inside
+    // one tile, or the weights of a pixel would not add up to one.
+    let smallest = (image.width / columns.max(1)).min(image.height / rows.max(1));
+    if blend == Blend::Feather && u64::from(overscan) * 2 > u64::from(smallest) {
+        errors.add(
+            "tiles.overscan",
+            format!(
+                "feather blends across 2 x {overscan} pixels, more than the smallest tile ({smallest} pixels): use fewer tiles or less overscan"
+            ),
+        );
+    }
     Some(Tiles {
         columns,
         rows,

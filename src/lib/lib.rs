@@ -6,7 +6,7 @@
 //!
 //! # Layout
 //!
-//! - Pure core (no I/O): [`frames`], [`job`], [`plan`], [`tiles`], [`state`], [`raster`].
+//! - Pure core (no I/O): [`frames`], [`job`], [`plan`], [`tiles`], [`stitch`], [`state`], [`raster`].
 //! - Wire and storage: [`protocol`] (every NATS message and subject), [`streams`]
 //!   (JetStream definitions), [`ledger`] (job records in KV), [`storage`] (object store and
 //!   key layout), [`scene`] (scene packaging and the worker's cache).
@@ -31,6 +31,7 @@ pub mod render;
 pub mod scene;
 pub mod shutdown;
 pub mod state;
+pub mod stitch;
 pub mod storage;
 pub mod streams;
 pub mod telemetry;

@@ -65,6 +65,12 @@ pub mod keys {
     pub fn output(job: &JobId, name: &str) -> String {
         format!("{}{name}", output_prefix(job))
     }
+
+    /// `jobs/<job>/preview/<name>.png`: a small picture of a tiled frame stitched so far,
+    /// refreshed as its tiles land (`name` is the output's name without its extension).
+    pub fn preview(job: &JobId, name: &str) -> String {
+        format!("jobs/{job}/preview/{name}.png")
+    }
 }
 
 /// Why a store operation failed.

@@ -12,3 +12,5 @@ mod scheduling;
 mod local_farm;
 // Killed workers, poison tasks, lost deliveries, restarts, duplicates, cancel.
 mod failures;
+// Tiled frames stitched exactly, feathered without seams, animated tiles.
+mod tiles;

@@ -1,0 +1,205 @@
+//! Tiled jobs through the farm: stitched frames are bit-identical to the frame rendered
+//! whole (crop, with and without overscan, even and uneven sizes), feathered frames are
+//! within 50 dB PSNR of it, animated tiled jobs assemble every frame, and a preview is kept.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32};
+
+use tessera::job::{ImageFormat, JobId};
+use tessera::raster;
+use tessera::render::builtin::{Pass, RenderJob, Scene};
+use tessera::storage::keys;
+use tessera::tiles::Rect;
+
+use crate::support::Farm;
+
+/// The builtin's default scene rendered whole in this process, encoded as the farm would.
+fn untiled(width: u32, height: u32, frame: u32, samples: u32, bounces: u32) -> image::RgbImage {
+    let job = RenderJob {
+        scene: Arc::new(Scene::default_scene()),
+        frame,
+        width,
+        height,
+        region: Rect::full(width, height),
+        samples,
+        bounces,
+        pass: Pass::Beauty,
+        format: ImageFormat::Png,
+    };
+    let raster = job
+        .render(2, &AtomicBool::new(false), &AtomicU32::new(0))
+        .unwrap();
+    let png = raster::encode(&raster, ImageFormat::Png, 8).unwrap();
+    raster::decode(&png).unwrap().to_rgb8()
+}
+
+fn job_toml(
+    id: &str,
+    width: u32,
+    height: u32,
+    frames: &str,
+    tiles: &str,
+    samples: u32,
+    bounces: u32,
+) -> String {
+    format!(
+        "id = \"{id}\"\nrenderer = \"builtin\"\n[image]\nwidth = {width}\nheight = {height}\n[frames]\nrange = \"{frames}\"\n[tiles]\n{tiles}\n[settings]\nsamples = {samples}\nbounces = {bounces}\n"
+    )
+}
+
+/// Waits for the job with the CLI and returns the stitched frame.
+async fn stitched(farm: &Farm, id: &str, frame: u32) -> image::RgbImage {
+    let out = farm.cli(&["wait", id]);
+    assert!(
+        out.status.success(),
+        "job {id} did not end done: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        farm.logs()
+    );
+    let deps = farm.deps().await;
+    let job = JobId::parse(id).unwrap();
+    let bytes = deps
+        .store
+        .get(&keys::output(&job, &format!("frame_{frame:04}.png")))
+        .await
+        .unwrap();
+    raster::decode(&bytes).unwrap().to_rgb8()
+}
+
+fn psnr(a: &image::RgbImage, b: &image::RgbImage) -> f64 {
+    let se: f64 = a
+        .as_raw()
+        .iter()
+        .zip(b.as_raw())
+        .map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2))
+        .sum();
+    let mse = se / a.as_raw().len() as f64;
+    if mse == 0.0 {
+        f64::INFINITY
+    } else {
+        10.0 * (255.0f64 * 255.0 / mse).log10()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_4k_frame_in_100_tiles_is_bit_identical_to_the_untiled_render() {
+    let farm = Farm::with_workers(2);
+    let plain = farm.submit(
+        "plain",
+        &job_toml("uhd-plain", 3840, 2160, "1", "grid = [10, 10]", 1, 1),
+    );
+    let overscan = farm.submit(
+        "overscan",
+        &job_toml(
+            "uhd-overscan",
+            3840,
+            2160,
+            "1",
+            "grid = [10, 10]\noverscan = 16\nblend = \"crop\"",
+            1,
+            1,
+        ),
+    );
+    let reference = untiled(3840, 2160, 1, 1, 1);
+    for id in [plain, overscan] {
+        let frame = stitched(&farm, &id, 1).await;
+        assert_eq!(frame.dimensions(), (3840, 2160));
+        assert!(
+            frame == reference,
+            "{id}: the stitched frame differs from the untiled render"
+        );
+        let status = farm.status(&id);
+        assert_eq!(status["tasks"]["done"], 100);
+    }
+    // The preview of the frame is in the store, small.
+    let deps = farm.deps().await;
+    let preview = deps
+        .store
+        .get(&keys::preview(
+            &JobId::parse("uhd-plain").unwrap(),
+            "frame_0001",
+        ))
+        .await
+        .unwrap();
+    let preview = raster::decode(&preview).unwrap();
+    assert_eq!((preview.width(), preview.height()), (960, 540));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uneven_tiles_are_exact_and_feathering_is_seamless() {
+    let farm = Farm::with_workers(2);
+    let uneven = farm.submit(
+        "uneven",
+        &job_toml(
+            "uneven",
+            1001,
+            777,
+            "1",
+            "grid = [7, 5]\noverscan = 5",
+            2,
+            2,
+        ),
+    );
+    let by_size = farm.submit(
+        "by-size",
+        &job_toml("by-size", 1001, 777, "1", "size = [128, 100]", 2, 2),
+    );
+    let feather = farm.submit(
+        "feather",
+        &job_toml(
+            "feather",
+            1001,
+            777,
+            "1",
+            "grid = [7, 5]\noverscan = 8\nblend = \"feather\"",
+            2,
+            2,
+        ),
+    );
+    let reference = untiled(1001, 777, 1, 2, 2);
+    for id in [uneven, by_size] {
+        let frame = stitched(&farm, &id, 1).await;
+        assert!(
+            frame == reference,
+            "{id}: the stitched frame differs from the untiled render"
+        );
+    }
+    let frame = stitched(&farm, &feather, 1).await;
+    let db = psnr(&frame, &reference);
+    assert!(
+        db >= 50.0,
+        "feathered stitch: PSNR {db:.1} dB against the untiled render"
+    );
+    assert_eq!(farm.status(&feather)["tasks"]["done"], 35);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_animated_tiled_job_assembles_every_frame() {
+    let farm = Farm::with_workers(2);
+    let id = farm.submit(
+        "animated",
+        &job_toml(
+            "animated",
+            200,
+            120,
+            "1-6",
+            "grid = [3, 2]\noverscan = 4",
+            2,
+            2,
+        ),
+    );
+    let mut frames = Vec::new();
+    for f in 1..=6 {
+        let frame = stitched(&farm, &id, f).await;
+        assert!(
+            frame == untiled(200, 120, f, 2, 2),
+            "frame {f} differs from its untiled render"
+        );
+        frames.push(frame);
+    }
+    frames.dedup();
+    assert_eq!(frames.len(), 6, "every frame differs");
+    let status = farm.status(&id);
+    assert_eq!(status["tasks"]["total"], 36);
+    assert_eq!(status["outputs"].as_array().unwrap().len(), 6);
+}
