@@ -3,7 +3,7 @@
 # tests (unit and integration, against real nats-server processes) and the docs build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh --tests
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings

@@ -389,12 +389,10 @@ async fn assemble(
         let Some(grid) = job.tiles else {
             let file = frame_file_name(frame, job.image.format.extension());
             let source = keys::attempt_output(&job.id, &first.id, slots[0].attempt(), &file);
-            let bytes = deps
-                .store
-                .get(&source)
+            deps.store
+                .copy_if_absent(&source, &target)
                 .await
                 .with_context(|| format!("frame {frame}"))?;
-            deps.store.put_if_absent(&target, bytes).await?;
             continue;
         };
         // Tiles this collector has not placed (it restarted, shares the work with another

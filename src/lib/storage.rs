@@ -11,7 +11,7 @@ use std::time::Duration;
 use backon::{ExponentialBuilder, Retryable};
 use bytes::Bytes;
 use futures::TryStreamExt;
-use object_store::aws::AmazonS3Builder;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart};
@@ -125,6 +125,18 @@ impl Store {
     /// Opens `file:///abs/dir` (created if missing) or `s3://bucket[/prefix]` (endpoint,
     /// region and credentials from the standard `AWS_*` variables).
     pub fn open(url: &str) -> Result<Store, StoreError> {
+        let aws: Vec<(String, String)> = std::env::vars()
+            .filter(|(k, _)| k.starts_with("AWS_"))
+            .collect();
+        Store::open_with(url, &aws)
+    }
+
+    /// Opens a store with these `AWS_*` settings instead of the process environment:
+    /// `AWS_ENDPOINT_URL` (plain `http://` is allowed for it), `AWS_REGION` (default
+    /// `us-east-1`), `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`,
+    /// `AWS_VIRTUAL_HOSTED_STYLE_REQUEST` (path-style addressing otherwise), and the rest
+    /// that object_store knows.
+    pub fn open_with(url: &str, aws: &[(String, String)]) -> Result<Store, StoreError> {
         let bad = |reason: String| StoreError::Url {
             url: url.to_string(),
             reason,
@@ -156,20 +168,19 @@ impl Store {
                     .filter(|b| !b.is_empty())
                     .ok_or_else(|| bad("an s3 URL needs a bucket: s3://bucket/prefix".into()))?;
                 let prefix = parsed.path().trim_matches('/').to_string();
-                let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
-                let endpoint = std::env::var("AWS_ENDPOINT_URL")
-                    .or_else(|_| std::env::var("AWS_ENDPOINT"))
-                    .ok();
-                if let Some(endpoint) = endpoint {
+                let var = |name: &str| aws.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+                let mut builder = AmazonS3Builder::new().with_region("us-east-1");
+                for (key, value) in aws {
+                    if let Ok(key) = key.to_ascii_lowercase().parse::<AmazonS3ConfigKey>() {
+                        builder = builder.with_config(key, value);
+                    }
+                }
+                builder = builder.with_bucket_name(bucket);
+                if let Some(endpoint) = var("AWS_ENDPOINT_URL").or_else(|| var("AWS_ENDPOINT")) {
                     if endpoint.starts_with("http://") {
                         builder = builder.with_allow_http(true);
                     }
                     builder = builder.with_endpoint(endpoint);
-                }
-                if std::env::var("AWS_REGION").is_err()
-                    && std::env::var("AWS_DEFAULT_REGION").is_err()
-                {
-                    builder = builder.with_region("us-east-1");
                 }
                 let s3 = builder
                     .with_retry(object_store::RetryConfig {
@@ -251,6 +262,11 @@ impl Store {
         if self.exists(key).await? {
             return Ok(false);
         }
+        if bytes.len() >= MULTIPART_THRESHOLD {
+            // Conditional puts are single requests; a large value goes up in parts after the
+            // existence check (writers of one key write the same bytes).
+            return self.put(key, bytes).await.map(|()| true);
+        }
         let path = self.path(key);
         let options = PutOptions {
             mode: PutMode::Create,
@@ -272,6 +288,25 @@ impl Store {
             | Err(object_store::Error::NotSupported { .. }) => {
                 self.put(key, bytes).await.map(|()| true)
             }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Copies `from` to `to` inside the store (server-side on S3: the bytes do not pass
+    /// through this process) unless `to` exists; returns whether it copied.
+    pub async fn copy_if_absent(&self, from: &str, to: &str) -> Result<bool, StoreError> {
+        if self.exists(to).await? {
+            return Ok(false);
+        }
+        let (source, target) = (self.path(from), self.path(to));
+        let result = (|| self.inner.copy(&source, &target))
+            .retry(backoff())
+            .when(transient)
+            .notify(|e, d| tracing::warn!(from, to, error = %e, delay = ?d, "retrying copy"))
+            .await;
+        match result {
+            Ok(()) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Err(StoreError::NotFound(from.into())),
             Err(e) => Err(e.into()),
         }
     }

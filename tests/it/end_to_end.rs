@@ -24,7 +24,62 @@ samples = 2
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_four_frames_on_two_workers_end_done_and_distinct() {
-    let farm = Farm::with_workers(2);
+    twenty_four_frames(&Farm::with_workers(2)).await;
+}
+
+/// The same job with the store on a real S3 server, and a 4K EXR frame (over 100 MB)
+/// uploaded in parts and assembled by a server-side copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_job_runs_on_s3_with_outputs_under_the_documented_keys() {
+    let farm = Farm::on_s3(2).await;
+    let big = farm.submit(
+        "big",
+        "id = \"big-exr\"\nrenderer = \"builtin\"\n[image]\nwidth = 3840\nheight = 2160\nformat = \"exr\"\n[settings]\nsamples = 1\nbounces = 0\n",
+    );
+    twenty_four_frames(&farm).await;
+    let out = farm.cli(&["wait", &big]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        farm.logs()
+    );
+    let deps = farm.deps().await;
+    let job = JobId::parse(&big).unwrap();
+    let bytes = deps
+        .store
+        .get(&keys::output(&job, "frame_0001.exr"))
+        .await
+        .unwrap();
+    assert!(
+        bytes.len() > 64 << 20,
+        "a 4K float EXR is large: {} bytes",
+        bytes.len()
+    );
+    let image = tessera::raster::decode(&bytes).unwrap();
+    assert_eq!((image.width(), image.height()), (3840, 2160));
+    // The raw attempt output and the log are kept under their documented keys too.
+    let task = tessera::plan::task(&load(&deps, &job).await, 0);
+    assert!(
+        deps.store
+            .exists(&keys::attempt_output(&job, &task.id, 1, "frame_0001.exr"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        deps.store
+            .exists(&keys::attempt_log(&job, &task.id, 1))
+            .await
+            .unwrap()
+    );
+}
+
+async fn load(deps: &tessera::config::Deps, job: &JobId) -> tessera::job::Job {
+    let (record, _) = deps.ledger.job(job).await.unwrap().unwrap();
+    record.spec.validate().unwrap()
+}
+
+async fn twenty_four_frames(farm: &Farm) {
     let scene_dir = farm.dir.path().join("scene");
     std::fs::create_dir_all(&scene_dir).unwrap();
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/turntable/scene");

