@@ -28,6 +28,141 @@ pub struct CommonArgs {
     /// Object store: file:///abs/dir or s3://bucket/prefix (default: ./tessera-data/store).
     #[arg(long, env = "TESSERA_STORE", global = true)]
     pub store: Option<String>,
+    #[command(flatten)]
+    pub auth: NatsAuth,
+}
+
+/// How to authenticate to NATS and verify it: credentials file, user and password, or
+/// token; TLS with a custom CA and optionally a client certificate. Each from a flag or the
+/// standard environment variable (the `nats` CLI's names). Secrets never reach logs: `Debug`
+/// shows only which kinds are set.
+#[derive(clap::Args, Clone, Default)]
+pub struct NatsAuth {
+    /// NATS credentials file (user JWT and NKey seed).
+    #[arg(long = "nats-creds", env = "NATS_CREDS", global = true)]
+    pub creds: Option<PathBuf>,
+    /// NATS user name (with --nats-password).
+    #[arg(long = "nats-user", env = "NATS_USER", global = true)]
+    pub user: Option<String>,
+    /// NATS password (prefer the NATS_PASSWORD variable: flags show in process lists).
+    #[arg(
+        long = "nats-password",
+        env = "NATS_PASSWORD",
+        hide_env_values = true,
+        global = true
+    )]
+    pub password: Option<String>,
+    /// NATS token (prefer the NATS_TOKEN variable).
+    #[arg(
+        long = "nats-token",
+        env = "NATS_TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
+    pub token: Option<String>,
+    /// CA certificate (PEM) that signed the server's certificate; implies TLS.
+    #[arg(long = "nats-ca", env = "NATS_CA", global = true)]
+    pub ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS, with --nats-key.
+    #[arg(long = "nats-cert", env = "NATS_CERT", global = true)]
+    pub cert: Option<PathBuf>,
+    /// Client key (PEM) for mutual TLS.
+    #[arg(long = "nats-key", env = "NATS_KEY", global = true)]
+    pub key: Option<PathBuf>,
+    /// Require TLS even without a custom CA (system roots).
+    #[arg(long = "nats-tls", env = "NATS_TLS", global = true)]
+    pub tls: bool,
+}
+
+impl std::fmt::Debug for NatsAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsAuth")
+            .field("creds", &self.creds)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<set>"))
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .field("ca", &self.ca)
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            .field("tls", &self.tls)
+            .finish()
+    }
+}
+
+impl NatsAuth {
+    /// Checks the combination and applies it to connect options.
+    fn apply(
+        &self,
+        mut options: async_nats::ConnectOptions,
+    ) -> anyhow::Result<async_nats::ConnectOptions> {
+        let methods = [
+            self.creds.is_some(),
+            self.user.is_some() || self.password.is_some(),
+            self.token.is_some(),
+        ];
+        if methods.iter().filter(|m| **m).count() > 1 {
+            anyhow::bail!(
+                "give one NATS authentication: a credentials file (--nats-creds / NATS_CREDS), a user and password (--nats-user and NATS_PASSWORD), or a token (NATS_TOKEN)"
+            );
+        }
+        if let Some(path) = &self.creds {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the NATS credentials file {}", path.display()))?;
+            options = options.credentials(&text).map_err(|e| {
+                anyhow::anyhow!(
+                    "the NATS credentials file {} is not valid: {e}",
+                    path.display()
+                )
+            })?;
+        }
+        match (&self.user, &self.password) {
+            (Some(user), Some(password)) => {
+                options = options.user_and_password(user.clone(), password.clone());
+            }
+            (Some(_), None) => anyhow::bail!("--nats-user needs a password: set NATS_PASSWORD"),
+            (None, Some(_)) => anyhow::bail!("a NATS password needs a user: set NATS_USER"),
+            (None, None) => {}
+        }
+        if let Some(token) = &self.token {
+            options = options.token(token.clone());
+        }
+        if let Some(ca) = &self.ca {
+            if !ca.is_file() {
+                anyhow::bail!("the NATS CA certificate {} does not exist", ca.display());
+            }
+            options = options.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => {
+                options = options
+                    .add_client_certificate(cert.clone(), key.clone())
+                    .require_tls(true);
+            }
+            (None, None) => {}
+            _ => anyhow::bail!("mutual TLS needs both --nats-cert and --nats-key"),
+        }
+        if self.tls {
+            options = options.require_tls(true);
+        }
+        Ok(options)
+    }
+}
+
+/// `url` with any user information replaced, for messages.
+pub fn redact_url(url: &str) -> String {
+    url.split(',')
+        .map(|u| match u.split_once("://") {
+            Some((scheme, rest)) => match rest.rsplit_once('@') {
+                Some((_, host)) => format!("{scheme}://***@{host}"),
+                None => u.to_string(),
+            },
+            None => match u.rsplit_once('@') {
+                Some((_, host)) => format!("***@{host}"),
+                None => u.to_string(),
+            },
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// The data folder `tessera up` uses by default, and whose store the other commands use
@@ -67,35 +202,78 @@ pub enum Patience {
     Wait,
 }
 
-/// Connects to NATS.
+/// Connects to NATS without credentials (a local farm's private server).
 pub async fn connect(
     url: &str,
     name: &str,
     patience: Patience,
 ) -> anyhow::Result<async_nats::Client> {
+    connect_with(url, &NatsAuth::default(), name, patience).await
+}
+
+/// Connects to NATS with `auth`. With [`Patience::Wait`] an unreachable server is retried
+/// until it answers; refused credentials and failed TLS are never retried: they end in a
+/// clear error at once.
+pub async fn connect_with(
+    url: &str,
+    auth: &NatsAuth,
+    name: &str,
+    patience: Patience,
+) -> anyhow::Result<async_nats::Client> {
+    use async_nats::ConnectErrorKind as Kind;
+    // Two TLS backends are linked (ring for NATS, aws-lc-rs for S3 over HTTPS); rustls
+    // needs one chosen for the process. Only the first call installs it.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let shown = redact_url(url);
     let servers: Vec<async_nats::ServerAddr> = url
         .split(',')
         .map(|u| u.trim().parse())
         .collect::<Result<_, _>>()
-        .with_context(|| format!("NATS URL {url:?} is not valid"))?;
-    let mut options = async_nats::ConnectOptions::new()
-        .name(name)
-        .connection_timeout(Duration::from_secs(5))
-        .event_callback(|event| async move {
-            match event {
-                async_nats::Event::Disconnected => tracing::warn!("disconnected from NATS"),
-                async_nats::Event::Connected => tracing::info!("connected to NATS"),
-                other => tracing::debug!(event = %other, "NATS event"),
-            }
-        });
-    if patience == Patience::Wait {
-        options = options.retry_on_initial_connect();
+        .map_err(|e| anyhow::anyhow!("NATS URL {shown:?} is not valid: {e}"))?;
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let options = auth.apply(
+            async_nats::ConnectOptions::new()
+                .name(name)
+                .connection_timeout(Duration::from_secs(5))
+                .event_callback(|event| async move {
+                    match event {
+                        async_nats::Event::Disconnected => tracing::warn!("disconnected from NATS"),
+                        async_nats::Event::Connected => tracing::info!("connected to NATS"),
+                        other => tracing::debug!(event = %other, "NATS event"),
+                    }
+                }),
+        )?;
+        let error = match options.connect(servers.clone()).await {
+            Ok(client) => return Ok(client),
+            Err(e) => e,
+        };
+        // rustls reports an untrusted certificate as an I/O error.
+        let text = error.to_string();
+        let tls_failed = error.kind() == Kind::Tls
+            || text.contains("certificate")
+            || text.contains("handshake");
+        let refused = match error.kind() {
+            Kind::Authentication | Kind::AuthorizationViolation => Some(format!(
+                "NATS at {shown} refused the credentials ({error}): check --nats-creds, --nats-user/NATS_PASSWORD or NATS_TOKEN"
+            )),
+            _ if tls_failed => Some(format!(
+                "TLS with NATS at {shown} failed ({error}): check --nats-ca (the CA that signed the server's certificate) and the URL's host name"
+            )),
+            _ => None,
+        };
+        if let Some(message) = refused {
+            anyhow::bail!(message);
+        }
+        if patience == Patience::FailFast {
+            return Err(anyhow::anyhow!(
+                "cannot connect to NATS at {shown} ({error}): is a server running there? `tessera up` starts a local farm"
+            ));
+        }
+        tracing::warn!(url = %shown, error = %error, "NATS is not reachable yet; retrying");
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
     }
-    options.connect(servers).await.with_context(|| {
-        format!(
-            "cannot connect to NATS at {url}: is a server running there? `tessera up` starts a local farm"
-        )
-    })
 }
 
 /// Connects to `url`, retrying until it answers or `limit` passes (a server just started).
@@ -131,7 +309,7 @@ impl Deps {
         patience: Patience,
     ) -> anyhow::Result<Deps> {
         let store = Store::open(&common.store_url())?;
-        let client = connect(&common.nats, name, patience).await?;
+        let client = connect_with(&common.nats, &common.auth, name, patience).await?;
         Deps::with_client(client, store).await
     }
 

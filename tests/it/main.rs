@@ -14,3 +14,5 @@ mod local_farm;
 mod failures;
 // Tiled frames stitched exactly, feathered without seams, animated tiles.
 mod tiles;
+// NATS with TLS and a custom CA, user and password, token: accepted and refused.
+mod security;

@@ -62,26 +62,53 @@ pub struct Nats {
     proc: Proc,
     pub port: u16,
     dir: PathBuf,
+    /// Extra configuration (TLS, authorization), if any.
+    conf: Option<String>,
 }
 
 impl Nats {
     pub fn start(dir: &Path) -> Nats {
+        Nats::start_with(dir, None)
+    }
+
+    /// A server whose configuration file also holds `conf` (e.g. `tls { … }` and
+    /// `authorization { … }` blocks).
+    pub fn start_with(dir: &Path, conf: Option<String>) -> Nats {
         let port = free_port();
         let dir = dir.join("nats");
         let nats = Nats {
-            proc: Nats::spawn(&dir, port),
+            proc: Nats::spawn(&dir, port, conf.as_deref()),
             port,
             dir,
+            conf,
         };
         nats.wait_ready();
         nats
     }
 
-    fn spawn(dir: &Path, port: u16) -> Proc {
+    fn spawn(dir: &Path, port: u16, conf: Option<&str>) -> Proc {
         std::fs::create_dir_all(dir).unwrap();
-        let child = Command::new("nats-server")
-            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-            .arg(dir)
+        let mut command = Command::new("nats-server");
+        match conf {
+            None => {
+                command
+                    .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+                    .arg(dir);
+            }
+            Some(extra) => {
+                let file = dir.join("nats.conf");
+                std::fs::write(
+                    &file,
+                    format!(
+                        "listen: \"127.0.0.1:{port}\"\njetstream {{ store_dir: \"{}\" }}\n{extra}\n",
+                        dir.display()
+                    ),
+                )
+                .unwrap();
+                command.arg("-c").arg(file);
+            }
+        }
+        let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -105,7 +132,7 @@ impl Nats {
     /// Kills the server (SIGKILL) and starts it again on the same port and data.
     pub fn restart(&mut self) {
         self.proc.kill();
-        self.proc = Nats::spawn(&self.dir, self.port);
+        self.proc = Nats::spawn(&self.dir, self.port, self.conf.as_deref());
         self.wait_ready();
     }
 
@@ -218,8 +245,14 @@ pub struct Farm {
 impl Farm {
     /// A server and a store, no roles yet.
     pub fn new() -> Farm {
+        Farm::with_server(None)
+    }
+
+    /// A farm whose server's configuration also holds `conf`; the farm's `env` must then
+    /// carry what connecting needs (`NATS_USER`, `NATS_CA`, …).
+    pub fn with_server(conf: Option<&dyn Fn(&Path) -> String>) -> Farm {
         let dir = tempfile::tempdir().unwrap();
-        let nats = Nats::start(dir.path());
+        let nats = Nats::start_with(dir.path(), conf.map(|f| f(dir.path())));
         let store_url = format!("file://{}", dir.path().join("store").display());
         Farm {
             dir,
