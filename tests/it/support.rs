@@ -67,10 +67,6 @@ pub struct Nats {
 }
 
 impl Nats {
-    pub fn start(dir: &Path) -> Nats {
-        Nats::start_with(dir, None)
-    }
-
     /// A server whose configuration file also holds `conf` (e.g. `tls { … }` and
     /// `authorization { … }` blocks).
     pub fn start_with(dir: &Path, conf: Option<String>) -> Nats {
