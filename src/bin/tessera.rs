@@ -94,6 +94,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Health check: exit 0 if NATS and the object store answer (and, with --worker-host,
+    /// a live worker on that host is registered). For container health checks.
+    Ping {
+        /// Also require a live worker registered from this host name.
+        #[arg(long)]
+        worker_host: Option<String>,
+    },
     /// Print the renderer logs of a job's tasks.
     Logs {
         /// Job id.
@@ -228,6 +235,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let deps = connect(&cli.common).await?;
             let n = client::retry(&deps, &job_id(&job)?).await?;
             println!("{job}: {n} tasks queued again");
+        }
+        Command::Ping { worker_host } => {
+            let deps = connect(&cli.common).await?;
+            deps.store
+                .exists("ping")
+                .await
+                .context("the object store does not answer")?;
+            if let Some(host) = worker_host {
+                let workers = client::workers(&deps).await?;
+                if !workers.iter().any(|w| w.host == host) {
+                    anyhow::bail!("no live worker from host {host:?} is registered");
+                }
+            }
+            println!("ok");
         }
         Command::Workers { json } => {
             let deps = connect(&cli.common).await?;

@@ -250,9 +250,8 @@ pub async fn connect_with(
         };
         // rustls reports an untrusted certificate as an I/O error.
         let text = error.to_string();
-        let tls_failed = error.kind() == Kind::Tls
-            || text.contains("certificate")
-            || text.contains("handshake");
+        let tls_failed =
+            error.kind() == Kind::Tls || text.contains("certificate") || text.contains("handshake");
         let refused = match error.kind() {
             Kind::Authentication | Kind::AuthorizationViolation => Some(format!(
                 "NATS at {shown} refused the credentials ({error}): check --nats-creds, --nats-user/NATS_PASSWORD or NATS_TOKEN"

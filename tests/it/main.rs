@@ -16,3 +16,5 @@ mod failures;
 mod tiles;
 // NATS with TLS and a custom CA, user and password, token: accepted and refused.
 mod security;
+// compose.yaml and the Dockerfile against the real binaries' flags, images and ports.
+mod compose;

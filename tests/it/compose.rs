@@ -1,0 +1,294 @@
+//! `compose.yaml` checked without a Docker engine: every service's command, health check and
+//! environment against the real binaries' flags (`--help` of Tessera's binaries,
+//! `nats-server --help`, `weed mini -h`), its image against the Dockerfile's stages, and
+//! its ports, volumes, dependencies and stop grace period against each other.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::support::bin;
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+fn compose() -> Value {
+    let text = std::fs::read_to_string(format!("{ROOT}/compose.yaml")).unwrap();
+    let mut yaml: serde_norway::Value = serde_norway::from_str(&text).expect("compose.yaml parses");
+    yaml.apply_merge().expect("merge keys resolve");
+    serde_json::to_value(&yaml).unwrap()
+}
+
+fn help(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// `--flag` names in a clap help text, and `[env: NAME` names.
+fn clap_flags(text: &str) -> (BTreeSet<String>, BTreeSet<String>) {
+    let mut flags = BTreeSet::new();
+    let mut envs = BTreeSet::new();
+    for word in text.split(|c: char| c.is_whitespace() || c == ',' || c == '[' || c == ']') {
+        if let Some(flag) = word.strip_prefix("--") {
+            let flag = flag.split(['=', '<']).next().unwrap();
+            if !flag.is_empty() {
+                flags.insert(flag.to_string());
+            }
+        }
+    }
+    for part in text.split("[env: ").skip(1) {
+        envs.insert(part.split(['=', ']']).next().unwrap().to_string());
+    }
+    (flags, envs)
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| a.iter().map(|x| x.as_str().unwrap().to_string()).collect())
+        .unwrap_or_default()
+}
+
+/// Checks one Tessera command line (binary, optional subcommand, flags).
+fn check_tessera_command(
+    words: &[String],
+    binaries: &BTreeSet<String>,
+    envs: &mut BTreeSet<String>,
+    what: &str,
+) {
+    let binary = &words[0];
+    assert!(
+        binaries.contains(binary),
+        "{what}: {binary} is not one of the image's binaries {binaries:?}"
+    );
+    let mut help_args: Vec<&str> = Vec::new();
+    if binary == "tessera"
+        && let Some(sub) = words.get(1).filter(|w| !w.starts_with('-'))
+    {
+        help_args.push(sub);
+    }
+    help_args.push("--help");
+    let text = help(bin(binary).to_str().unwrap(), &help_args);
+    assert!(
+        !text.contains("unrecognized subcommand"),
+        "{what}: {words:?}: {text}"
+    );
+    let (flags, binary_envs) = clap_flags(&text);
+    envs.extend(binary_envs);
+    for word in words {
+        if let Some(flag) = word.strip_prefix("--") {
+            let flag = flag.split('=').next().unwrap();
+            assert!(
+                flags.contains(flag),
+                "{what}: {binary} has no --{flag} (it has {flags:?})"
+            );
+        }
+    }
+}
+
+fn seconds(text: &str) -> u64 {
+    humantime::parse_duration(text).unwrap().as_secs()
+}
+
+#[test]
+fn compose_yaml_matches_the_real_binaries_images_and_ports() {
+    let compose = compose();
+    let services = compose["services"].as_object().expect("services");
+    let dockerfile = std::fs::read_to_string(format!("{ROOT}/Dockerfile")).unwrap();
+    let stages: BTreeSet<String> = dockerfile
+        .lines()
+        .filter(|l| l.starts_with("FROM "))
+        .filter_map(|l| l.split(" AS ").nth(1))
+        .map(|s| s.trim().to_string())
+        .collect();
+    // Binaries the image holds: those the build stage copies, each a [[bin]] of the crate.
+    let cargo = std::fs::read_to_string(format!("{ROOT}/Cargo.toml")).unwrap();
+    let binaries: BTreeSet<String> = [
+        "tessera",
+        "tessera-planner",
+        "tessera-collector",
+        "tessera-worker",
+    ]
+    .into_iter()
+    .filter(|b| {
+        dockerfile.contains(&format!("target/release/{b} "))
+            || dockerfile.contains(&format!("target/release/{b}\n"))
+    })
+    .map(String::from)
+    .collect();
+    assert_eq!(
+        binaries.len(),
+        4,
+        "the Dockerfile copies every role's binary: {binaries:?}"
+    );
+    for b in &binaries {
+        assert!(
+            cargo.contains(&format!("name = \"{b}\"")),
+            "{b} is not a [[bin]]"
+        );
+    }
+    let volumes: BTreeSet<String> = compose["volumes"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    let mut known_env: BTreeSet<String> = [
+        "RUST_LOG",
+        "AWS_ENDPOINT_URL",
+        "AWS_REGION",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    let mut env_used: Vec<(String, String)> = Vec::new();
+
+    for (name, service) in services {
+        let what = format!("service {name}");
+        let image = service["image"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{what}: no image"));
+        if let Some(build) = service.get("build") {
+            let target = build["target"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{what}: build without target"));
+            assert!(
+                stages.contains(target),
+                "{what}: no Dockerfile stage {target:?} ({stages:?})"
+            );
+            assert_eq!(build["context"], ".", "{what}");
+        }
+        for dep in service["depends_on"]
+            .as_object()
+            .map(|d| d.keys().cloned().collect::<Vec<_>>())
+            .unwrap_or_default()
+        {
+            assert!(
+                services.contains_key(&dep),
+                "{what}: depends on unknown service {dep}"
+            );
+        }
+        for v in strings(&service["volumes"]) {
+            let source = v.split(':').next().unwrap();
+            assert!(
+                source.starts_with('.') || volumes.contains(source),
+                "{what}: volume {source} is not declared"
+            );
+        }
+        if let Some(env) = service["environment"].as_object() {
+            for (k, v) in env {
+                env_used.push((k.clone(), v.as_str().unwrap_or_default().to_string()));
+            }
+        }
+        let long_running = service["restart"] != "no" && service.get("profiles").is_none();
+        if long_running {
+            assert!(
+                service.get("healthcheck").is_some(),
+                "{what}: no health check"
+            );
+        }
+        let command = strings(&service["command"]);
+        match name.as_str() {
+            "nats" => {
+                assert!(image.starts_with("nats:2."), "{what}: {image}");
+                let text = help("nats-server", &["--help"]);
+                for word in command.iter().filter(|w| w.starts_with('-')) {
+                    assert!(
+                        text.contains(&format!("{word} ")),
+                        "{what}: nats-server has no {word}"
+                    );
+                }
+                assert!(
+                    command.contains(&"--jetstream".to_string()),
+                    "{what}: JetStream is off"
+                );
+                assert!(strings(&service["ports"]).contains(&"4222:4222".to_string()));
+                assert!(
+                    strings(&service["volumes"])
+                        .iter()
+                        .any(|v| v.ends_with(":/data"))
+                );
+            }
+            "s3" => {
+                assert!(image.starts_with("chrislusf/seaweedfs:"), "{what}: {image}");
+                assert_eq!(command[0], "mini");
+                let text = help("weed", &["mini", "-h"]);
+                for word in &command[1..] {
+                    let flag = word.split('=').next().unwrap();
+                    let listed = text
+                        .lines()
+                        .any(|l| l.trim_start().split(' ').next() == Some(flag));
+                    assert!(listed, "{what}: weed mini has no {flag}");
+                }
+                assert!(command.contains(&"-s3.port=8333".to_string()));
+                assert!(command.contains(&"-bucket=tessera".to_string()));
+                assert!(strings(&service["ports"]).contains(&"8333:8333".to_string()));
+            }
+            _ => {
+                assert!(image.starts_with("tessera"), "{what}: {image}");
+                let words = if command.is_empty() || command[0] == "--help" {
+                    let mut w = strings(&service["entrypoint"]);
+                    w.extend(command.clone());
+                    w
+                } else {
+                    command.clone()
+                };
+                check_tessera_command(&words, &binaries, &mut known_env, &what);
+                if let Some(check) = service.get("healthcheck") {
+                    let test = strings(&check["test"]);
+                    let words: Vec<String> = match test[0].as_str() {
+                        "CMD" => test[1..].to_vec(),
+                        "CMD-SHELL" => test[1].split_whitespace().map(String::from).collect(),
+                        other => panic!("{what}: health check kind {other}"),
+                    };
+                    check_tessera_command(
+                        &words,
+                        &binaries,
+                        &mut known_env,
+                        &format!("{what} health check"),
+                    );
+                }
+            }
+        }
+    }
+
+    // The environment names only variables the binaries (or object_store) read, and points
+    // at the services above.
+    let env: BTreeMap<String, String> = env_used.into_iter().collect();
+    for k in env.keys() {
+        assert!(
+            known_env.contains(k),
+            "environment variable {k} is read by nothing ({known_env:?})"
+        );
+    }
+    assert_eq!(env["NATS_URL"], "nats://nats:4222");
+    assert_eq!(env["AWS_ENDPOINT_URL"], "http://s3:8333");
+    assert!(env["TESSERA_STORE"].starts_with("s3://tessera/"));
+
+    // Workers scale: no fixed name, no host ports, and a stop grace period longer than the
+    // worker's own drain grace.
+    let worker = &services["worker"];
+    assert!(worker.get("container_name").is_none() && worker.get("ports").is_none());
+    let command = strings(&worker["command"]);
+    let grace = command
+        .iter()
+        .position(|w| w == "--grace")
+        .map_or(30, |i| seconds(&command[i + 1]));
+    let stop = seconds(
+        worker["stop_grace_period"]
+            .as_str()
+            .expect("stop_grace_period"),
+    );
+    assert!(
+        stop > grace,
+        "stop_grace_period {stop}s must exceed the worker's grace {grace}s"
+    );
+}
