@@ -221,10 +221,48 @@ async fn ensure_consumer(
         .await
         .with_context(|| format!("stream {stream_name} (run `tessera init`?)"))?;
     // On 2.9 create is create-or-update, so a changed definition is applied here too.
-    stream
-        .create_consumer(config)
+    match stream.create_consumer(config.clone()).await {
+        Ok(consumer) => Ok(consumer),
+        Err(e) if stream_name == TASKS_STREAM && remove_legacy_task_consumers(&stream).await? => {
+            tracing::warn!(error = %e, "removed task consumers of an older layout; retrying");
+            stream
+                .create_consumer(config)
+                .await
+                .with_context(|| format!("creating consumer {name} on {stream_name}"))
+        }
+        Err(e) => Err(e).with_context(|| format!("creating consumer {name} on {stream_name}")),
+    }
+}
+
+/// Deletes task consumers of the layout before the renderer token (filtered on
+/// `tessera.tasks.<class>.<priority>.>`), whose filters overlap today's on the work-queue
+/// stream. Queued tasks stay in the stream. Returns whether any was removed.
+async fn remove_legacy_task_consumers(stream: &jetstream::stream::Stream) -> anyhow::Result<bool> {
+    use futures::TryStreamExt as _;
+    let consumers: Vec<consumer::Info> = stream
+        .consumers()
+        .try_collect()
         .await
-        .with_context(|| format!("creating consumer {name} on {stream_name}"))
+        .context("listing task consumers")?;
+    let mut removed = false;
+    for info in consumers {
+        let filter = &info.config.filter_subject;
+        if filter.starts_with("tessera.tasks.") && filter.ends_with(".>") {
+            match stream.delete_consumer(&info.name).await {
+                Ok(_) => {}
+                // Another role removed it meanwhile.
+                Err(e)
+                    if matches!(e.kind(), jetstream::stream::ConsumerErrorKind::JetStream(ref j)
+                        if j.error_code() == jetstream::ErrorCode::CONSUMER_NOT_FOUND) => {}
+                Err(e) => {
+                    return Err(e)
+                        .with_context(|| format!("removing the old task consumer {}", info.name));
+                }
+            }
+            removed = true;
+        }
+    }
+    Ok(removed)
 }
 
 /// The planners' durable consumer.

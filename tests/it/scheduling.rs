@@ -188,3 +188,35 @@ async fn a_task_no_worker_can_render_stays_queued_and_status_says_why_and_dead_w
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+/// A server that still holds task consumers of the layout before the renderer token
+/// (whose filters overlap today's on the work-queue stream) is taken over: the old
+/// consumers are removed and work flows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_consumers_of_an_older_layout_are_replaced() {
+    let mut farm = Farm::new();
+    let deps = farm.deps().await;
+    let stream = deps.js.get_stream(TASKS_STREAM).await.unwrap();
+    for priority in ["high", "normal", "low"] {
+        stream
+            .create_consumer(async_nats::jetstream::consumer::pull::Config {
+                durable_name: Some(format!("tasks-cpu-{priority}")),
+                filter_subject: format!("tessera.tasks.cpu.{priority}.>"),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    farm.start("tessera-planner", &[]);
+    farm.start("tessera-collector", &[]);
+    farm.start_worker(0, &[]);
+    farm.start_worker(1, &[]);
+    let id = submit(&farm, "after-upgrade", "", "1-4", 10);
+    let out = farm.cli(&["wait", &id]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        farm.logs()
+    );
+}
