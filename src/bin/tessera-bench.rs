@@ -32,35 +32,7 @@ enum Bench {
         runs: usize,
     },
     /// Builtin renderer throughput: samples (camera paths) per second by thread count.
-    Render {
-        /// Scene file (default: the built-in scene).
-        #[arg(long)]
-        scene: Option<std::path::PathBuf>,
-        /// Image width.
-        #[arg(long, default_value_t = 640)]
-        width: u32,
-        /// Image height.
-        #[arg(long, default_value_t = 360)]
-        height: u32,
-        /// Samples per pixel.
-        #[arg(long, default_value_t = 16)]
-        samples: u32,
-        /// Bounces after the first hit.
-        #[arg(long, default_value_t = tessera::render::builtin::DEFAULT_BOUNCES)]
-        bounces: u32,
-        /// Frame number.
-        #[arg(long, default_value_t = 1)]
-        frame: u32,
-        /// Renders per thread count.
-        #[arg(long, default_value_t = 3)]
-        runs: usize,
-        /// Thread counts to compare, the first being the baseline.
-        #[arg(long, value_delimiter = ',', default_value = "1,2")]
-        threads: Vec<usize>,
-        /// Also write the image (PNG).
-        #[arg(long)]
-        out: Option<std::path::PathBuf>,
-    },
+    Render(tessera::bench::RenderBench),
 }
 
 #[tokio::main]
@@ -70,27 +42,7 @@ async fn main() -> std::process::ExitCode {
         Bench::Dispatch { runs } => tessera::bench::dispatch(runs).await,
         Bench::Failover { runs } => tessera::bench::failover(runs).await,
         Bench::Stitch { runs } => tessera::bench::stitch(runs).await,
-        Bench::Render {
-            scene,
-            width,
-            height,
-            samples,
-            bounces,
-            frame,
-            runs,
-            threads,
-            out,
-        } => tessera::bench::render(&tessera::bench::RenderBench {
-            scene,
-            width,
-            height,
-            samples,
-            bounces,
-            frame,
-            runs,
-            threads,
-            out,
-        }),
+        Bench::Render(bench) => tessera::bench::render(&bench),
     };
     tessera::telemetry::exit(result)
 }

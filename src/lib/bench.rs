@@ -93,15 +93,48 @@ pub async fn start_farm(
     Ok((nats, store, stop))
 }
 
+/// A local farm started for a benchmark, connected, with its workers registered.
+struct BenchFarm {
+    dir: std::path::PathBuf,
+    nats: String,
+    store: String,
+    client: async_nats::Client,
+    deps: Deps,
+    stop: CancellationToken,
+}
+
+impl BenchFarm {
+    async fn start(workers: usize) -> anyhow::Result<BenchFarm> {
+        let dir = tempfile_dir()?;
+        let (nats, store, stop) = start_farm(&dir, workers).await?;
+        let client =
+            crate::config::connect(&nats, "tessera-bench", crate::config::Patience::FailFast)
+                .await?;
+        let deps = Deps::with_client(client.clone(), Store::open(&store)?).await?;
+        wait_for_workers(&deps, workers).await?;
+        Ok(BenchFarm {
+            dir,
+            nats,
+            store,
+            client,
+            deps,
+            stop,
+        })
+    }
+
+    /// Stops the farm and removes its folder.
+    async fn stop(self) {
+        self.stop.cancel();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// Submit-to-start latency on an idle farm: from publishing a submission to the worker's
 /// `task.started` event, `runs` times, next to a raw JetStream publish-to-pull loop.
 pub async fn dispatch(runs: usize) -> anyhow::Result<()> {
-    let dir = tempfile_dir()?;
-    let (nats, store, stop) = start_farm(&dir, 1).await?;
-    let client =
-        crate::config::connect(&nats, "tessera-bench", crate::config::Patience::FailFast).await?;
-    let deps = Deps::with_client(client.clone(), Store::open(&store)?).await?;
-    wait_for_workers(&deps, 1).await?;
+    let farm = BenchFarm::start(1).await?;
+    let (client, deps) = (&farm.client, &farm.deps);
 
     let raw = raw_publish_to_pull(&deps.js, runs).await?;
 
@@ -137,9 +170,7 @@ pub async fn dispatch(runs: usize) -> anyhow::Result<()> {
         "ratio of medians (tessera / raw): {:.1}",
         tessera.percentile(50.0).as_secs_f64() / raw.percentile(50.0).as_secs_f64().max(1e-9)
     );
-    stop.cancel();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let _ = std::fs::remove_dir_all(&dir);
+    farm.stop().await;
     Ok(())
 }
 
@@ -208,11 +239,8 @@ fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
 /// worker, `runs` times, with the default ack deadline. Workers are separate processes (the
 /// `tessera-worker` binary beside this one); the rest of the farm runs in this process.
 pub async fn failover(runs: usize) -> anyhow::Result<()> {
-    let dir = tempfile_dir()?;
-    let (nats, store, stop) = start_farm(&dir, 0).await?;
-    let client =
-        crate::config::connect(&nats, "tessera-bench", crate::config::Patience::FailFast).await?;
-    let deps = Deps::with_client(client.clone(), Store::open(&store)?).await?;
+    let farm = BenchFarm::start(0).await?;
+    let (client, deps) = (&farm.client, &farm.deps);
     let binary = std::env::current_exe()?
         .parent()
         .context("no folder beside tessera-bench")?
@@ -220,8 +248,8 @@ pub async fn failover(runs: usize) -> anyhow::Result<()> {
     let spawn = |n: usize| {
         std::process::Command::new(&binary)
             .args(["--id", &format!("fo{n}"), "--renderers", "noop"])
-            .env("NATS_URL", &nats)
-            .env("TESSERA_STORE", &store)
+            .env("NATS_URL", &farm.nats)
+            .env("TESSERA_STORE", &farm.store)
             .env("RUST_LOG", "warn")
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))
@@ -233,7 +261,7 @@ pub async fn failover(runs: usize) -> anyhow::Result<()> {
         workers.insert(format!("fo{next}"), spawn(next)?);
         next += 1;
     }
-    wait_for_workers(&deps, 2).await?;
+    wait_for_workers(deps, 2).await?;
     let mut started = client.subscribe("tessera.events.*.task.started").await?;
     let mut samples = Vec::new();
     for run in 0..runs {
@@ -258,13 +286,13 @@ pub async fn failover(runs: usize) -> anyhow::Result<()> {
         next_start(&mut started, &id).await?;
         samples.push(killed.elapsed());
         crate::client::cancel(
-            &deps,
+            deps,
             &crate::job::JobId::parse(&id).map_err(anyhow::Error::msg)?,
         )
         .await?;
         workers.insert(format!("fo{next}"), spawn(next)?);
         next += 1;
-        wait_for_workers(&deps, 2).await?;
+        wait_for_workers(deps, 2).await?;
     }
     let samples = Samples::new(samples);
     println!(
@@ -276,9 +304,7 @@ pub async fn failover(runs: usize) -> anyhow::Result<()> {
         let _ = child.kill();
         let _ = child.wait();
     }
-    stop.cancel();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let _ = std::fs::remove_dir_all(&dir);
+    farm.stop().await;
     Ok(())
 }
 
@@ -298,25 +324,35 @@ async fn next_start(
     }
 }
 
-/// What `tessera-bench render` renders.
+/// What `tessera-bench render` renders (its flags).
+#[derive(clap::Args, Debug)]
 pub struct RenderBench {
-    /// Scene file (the default scene when absent).
+    /// Scene file (default: the built-in scene).
+    #[arg(long)]
     pub scene: Option<std::path::PathBuf>,
     /// Image width.
+    #[arg(long, default_value_t = 640)]
     pub width: u32,
     /// Image height.
+    #[arg(long, default_value_t = 360)]
     pub height: u32,
     /// Samples per pixel.
+    #[arg(long, default_value_t = 16)]
     pub samples: u32,
     /// Bounces after the first hit.
+    #[arg(long, default_value_t = crate::render::builtin::DEFAULT_BOUNCES)]
     pub bounces: u32,
     /// Frame number.
+    #[arg(long, default_value_t = 1)]
     pub frame: u32,
     /// Renders per thread count.
+    #[arg(long, default_value_t = 3)]
     pub runs: usize,
-    /// Thread counts to compare (the first is the baseline).
+    /// Thread counts to compare, the first being the baseline.
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
     pub threads: Vec<usize>,
-    /// Write the last render here as PNG.
+    /// Also write the image (PNG).
+    #[arg(long)]
     pub out: Option<std::path::PathBuf>,
 }
 
@@ -372,12 +408,8 @@ pub fn render(bench: &RenderBench) -> anyhow::Result<()> {
 /// tile's `task.done` (sent once its output is stored) to `job.done` (sent once the stitched
 /// frame is stored), next to the time to encode that frame alone in the same run.
 pub async fn stitch(runs: usize) -> anyhow::Result<()> {
-    let dir = tempfile_dir()?;
-    let (nats, store, stop) = start_farm(&dir, 2).await?;
-    let client =
-        crate::config::connect(&nats, "tessera-bench", crate::config::Patience::FailFast).await?;
-    let deps = Deps::with_client(client.clone(), Store::open(&store)?).await?;
-    wait_for_workers(&deps, 2).await?;
+    let farm = BenchFarm::start(2).await?;
+    let (client, deps) = (&farm.client, &farm.deps);
     let mut last_tile_to_frame = Vec::new();
     let mut encode_only = Vec::new();
     for run in 0..runs {
@@ -430,9 +462,7 @@ pub async fn stitch(runs: usize) -> anyhow::Result<()> {
         "ratio of medians (tessera / encode alone): {:.1}",
         tessera.percentile(50.0).as_secs_f64() / encode.percentile(50.0).as_secs_f64().max(1e-9)
     );
-    stop.cancel();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let _ = std::fs::remove_dir_all(&dir);
+    farm.stop().await;
     Ok(())
 }
 

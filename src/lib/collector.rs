@@ -229,9 +229,7 @@ async fn handle(
         // Also when the slot was already ours: a collector that died after the transition
         // finishes the remaining (idempotent) steps.
         EventKind::TaskDone if after == TaskSlot(TaskState::Done, attempt) => {
-            if job.tiles.is_some() {
-                stitch_tile(deps, stitching, &job, index, attempt).await?;
-            }
+            stitch_tile(deps, stitching, &job, index, attempt).await?;
             assemble(deps, stitching, &job, index).await?;
             release_dependents(deps, &job, index).await?;
             check_end(deps, &job, index).await?;
@@ -310,14 +308,7 @@ async fn stitch_tile(
         }
         let part = read_tile(deps, job, index, attempt, frame).await?;
         let entry = stitching.canvases.entry(key).or_insert_with(|| InProgress {
-            canvas: Canvas::new(
-                job.image.width,
-                job.image.height,
-                PixelKind::of(&part),
-                grid.blend,
-                grid.overscan,
-                group.len(),
-            ),
+            canvas: new_canvas(job, grid, group.len(), &part),
             touched: Instant::now(),
             previewed: None,
         });
@@ -332,7 +323,7 @@ async fn stitch_tile(
                 .is_none_or(|at| at.elapsed() >= PREVIEW_EVERY)
         {
             entry.previewed = Some(Instant::now());
-            write_preview(deps, job, &name, &entry.canvas).await?;
+            write_preview(deps, job, &name, entry.canvas.preview(PREVIEW_SIDE)).await?;
         }
     }
     while stitching.canvases.len() > MAX_CANVASES {
@@ -347,8 +338,30 @@ async fn stitch_tile(
     Ok(())
 }
 
-async fn write_preview(deps: &Deps, job: &Job, name: &str, canvas: &Canvas) -> anyhow::Result<()> {
-    let preview = canvas.preview(PREVIEW_SIDE);
+/// An empty canvas for a frame of `job`, in the pixel type of its first tile, `part`.
+fn new_canvas(
+    job: &Job,
+    grid: crate::job::Tiles,
+    tiles: usize,
+    part: &image::DynamicImage,
+) -> Canvas {
+    Canvas::new(
+        job.image.width,
+        job.image.height,
+        PixelKind::of(part),
+        grid.blend,
+        grid.overscan,
+        tiles,
+    )
+}
+
+/// Stores `preview` (from [`Canvas::preview`]) as the preview of output `name`.
+async fn write_preview(
+    deps: &Deps,
+    job: &Job,
+    name: &str,
+    preview: image::DynamicImage,
+) -> anyhow::Result<()> {
     let bytes = tokio::task::spawn_blocking(move || {
         raster::encode_image(&preview, crate::job::ImageFormat::Png)
     })
@@ -404,44 +417,22 @@ async fn assemble(
             }
             let part = read_tile(deps, job, task_index, slots[i].attempt(), frame).await?;
             let task = plan::task(job, task_index);
-            let canvas = canvas.get_or_insert_with(|| {
-                Canvas::new(
-                    job.image.width,
-                    job.image.height,
-                    PixelKind::of(&part),
-                    grid.blend,
-                    grid.overscan,
-                    group.len(),
-                )
-            });
+            let canvas = canvas.get_or_insert_with(|| new_canvas(job, grid, group.len(), &part));
             canvas
                 .place(i, &task.tile.expect("tiled jobs plan tiles"), &part)
                 .map_err(|e| anyhow::anyhow!("tile {} of frame {frame}: {e}", task.id))?;
         }
         let canvas = canvas.expect("a group has at least one tile");
         let format = job.image.format;
-        let (bytes, preview) = tokio::task::spawn_blocking(move || {
-            let preview = canvas.preview(PREVIEW_SIDE);
-            let frame = canvas.finish();
-            (
-                raster::encode_image(&frame, format),
-                raster::encode_image(&preview, crate::job::ImageFormat::Png),
-            )
-        })
-        .await?;
-        let bytes = bytes.map_err(anyhow::Error::msg)?;
+        let preview = canvas.preview(PREVIEW_SIDE);
+        let bytes =
+            tokio::task::spawn_blocking(move || raster::encode_image(&canvas.finish(), format))
+                .await?
+                .map_err(anyhow::Error::msg)?;
         deps.store
             .put_if_absent(&target, Bytes::from(bytes))
             .await?;
-        let stem = name
-            .rsplit_once('.')
-            .map_or(name.as_str(), |(stem, _)| stem);
-        deps.store
-            .put(
-                &keys::preview(&job.id, stem),
-                Bytes::from(preview.map_err(anyhow::Error::msg)?),
-            )
-            .await?;
+        write_preview(deps, job, &name, preview).await?;
     }
     Ok(())
 }

@@ -37,13 +37,7 @@ async fn the_same_job_runs_on_s3_with_outputs_under_the_documented_keys() {
         "id = \"big-exr\"\nrenderer = \"builtin\"\n[image]\nwidth = 3840\nheight = 2160\nformat = \"exr\"\n[settings]\nsamples = 1\nbounces = 0\n",
     );
     twenty_four_frames(&farm).await;
-    let out = farm.cli(&["wait", &big]);
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        farm.logs()
-    );
+    farm.wait_done(&big);
     let deps = farm.deps().await;
     let job = JobId::parse(&big).unwrap();
     let bytes = deps

@@ -526,12 +526,7 @@ async fn retry_queues_the_failed_tasks_again_with_fresh_attempts() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("1 tasks queued again"));
-    let out = farm.cli(&["wait", &job]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    farm.wait_done(&job);
     for frame in 1..=3 {
         assert_eq!(output_text(&farm, &job, frame).await, format!("{frame}\n"));
     }

@@ -212,11 +212,5 @@ async fn task_consumers_of_an_older_layout_are_replaced() {
     farm.start_worker(0, &[]);
     farm.start_worker(1, &[]);
     let id = submit(&farm, "after-upgrade", "", "1-4", 10);
-    let out = farm.cli(&["wait", &id]);
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        farm.logs()
-    );
+    farm.wait_done(&id);
 }

@@ -125,13 +125,7 @@ async fn tls_with_a_custom_ca_and_a_password_accept_configured_roles_and_refuse_
         "ok",
         "renderer = \"noop\"\n[frames]\nrange = \"1-3\"\n[settings]\nsleep_ms = 10\n",
     );
-    let out = farm.cli(&["wait", &id]);
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        farm.logs()
-    );
+    farm.wait_done(&id);
 
     let user = ("NATS_USER", "tessera".to_string());
     let with_ca = ("NATS_CA", ca.clone());

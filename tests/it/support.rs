@@ -345,6 +345,42 @@ impl Farm {
         last_line(&out)
     }
 
+    /// `tessera wait <job>`: fails the test, with the roles' logs, unless the job ends done
+    /// within [`PATIENCE`].
+    pub fn wait_done(&self, job: &str) {
+        let mut child = Command::new(bin("tessera"))
+            .args(["wait", job])
+            .env("NATS_URL", self.nats.url())
+            .env("TESSERA_STORE", &self.store_url)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("running tessera");
+        let deadline = std::time::Instant::now() + PATIENCE;
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break Some(status);
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let mut stderr = String::new();
+        if let Some(mut pipe) = child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+        }
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "job {job} did not end done within {PATIENCE:?}: {stderr}\n{}",
+            self.logs()
+        );
+    }
+
     /// `tessera status <job> --json`, parsed.
     pub fn status(&self, job: &str) -> serde_json::Value {
         let out = self.cli(&["status", job, "--json"]);

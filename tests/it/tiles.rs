@@ -49,13 +49,7 @@ fn job_toml(
 
 /// Waits for the job with the CLI and returns the stitched frame.
 async fn stitched(farm: &Farm, id: &str, frame: u32) -> image::RgbImage {
-    let out = farm.cli(&["wait", id]);
-    assert!(
-        out.status.success(),
-        "job {id} did not end done: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        farm.logs()
-    );
+    farm.wait_done(id);
     let deps = farm.deps().await;
     let job = JobId::parse(id).unwrap();
     let bytes = deps
@@ -211,13 +205,7 @@ async fn tiled_layers_in_float_exr_are_exact_per_pass() {
         "layers",
         "id = \"tiled-passes\"\nrenderer = \"builtin\"\n[image]\nwidth = 96\nheight = 64\nformat = \"exr\"\n[tiles]\ngrid = [3, 2]\noverscan = 3\n[[layers]]\nname = \"beauty\"\n[[layers]]\nname = \"depth\"\n[[layers]]\nname = \"normal\"\nafter = [\"beauty\"]\n[settings]\nsamples = 2\nbounces = 2\n",
     );
-    let out = farm.cli(&["wait", &id]);
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        farm.logs()
-    );
+    farm.wait_done(&id);
     let deps = farm.deps().await;
     let job = JobId::parse(&id).unwrap();
     for pass in [Pass::Beauty, Pass::Depth, Pass::Normal] {

@@ -1080,20 +1080,8 @@ impl Checker<'_> {
                     Some(tex) => Some(tex.clone()),
                     None if specs.contains_key(t.get_ref()) => return None, // already reported
                     None => {
-                        let known: Vec<&str> = specs.keys().map(String::as_str).collect();
-                        c.error(
-                            format!("{what}.texture"),
-                            &c.at(t),
-                            format!(
-                                "no texture named {:?} (the scene has: {})",
-                                t.get_ref(),
-                                if known.is_empty() {
-                                    "none".into()
-                                } else {
-                                    known.join(", ")
-                                }
-                            ),
-                        );
+                        let message = no_such("texture", t.get_ref(), specs.keys());
+                        c.error(format!("{what}.texture"), &c.at(t), message);
                         return None;
                     }
                 },
@@ -1276,20 +1264,8 @@ impl Checker<'_> {
             Some(&m) => m,
             None if specs.contains_key(o.material.get_ref()) => return None, // already reported
             None => {
-                let known: Vec<&str> = specs.keys().map(String::as_str).collect();
-                self.error(
-                    format!("{what}.material"),
-                    &self.at(&o.material),
-                    format!(
-                        "no material named {:?} (the scene has: {})",
-                        o.material.get_ref(),
-                        if known.is_empty() {
-                            "none".into()
-                        } else {
-                            known.join(", ")
-                        }
-                    ),
-                );
+                let message = no_such("material", o.material.get_ref(), specs.keys());
+                self.error(format!("{what}.material"), &self.at(&o.material), message);
                 return None;
             }
         };
@@ -1336,6 +1312,17 @@ impl Checker<'_> {
             self.error(format!("{what}.scale"), line, "must not be 0 on any axis");
         }
     }
+}
+
+/// "no <kind> named <name> (the scene has: <known>)".
+fn no_such<'a>(kind: &str, name: &str, known: impl Iterator<Item = &'a String>) -> String {
+    let known: Vec<&str> = known.map(String::as_str).collect();
+    let known = if known.is_empty() {
+        "none".to_string()
+    } else {
+        known.join(", ")
+    };
+    format!("no {kind} named {name:?} (the scene has: {known})")
 }
 
 /// Loads a PNG (or any format the image crate reads here) as linear RGB.
