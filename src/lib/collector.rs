@@ -424,15 +424,22 @@ async fn assemble(
         }
         let canvas = canvas.expect("a group has at least one tile");
         let format = job.image.format;
-        let preview = canvas.preview(PREVIEW_SIDE);
-        let bytes =
-            tokio::task::spawn_blocking(move || raster::encode_image(&canvas.finish(), format))
-                .await?
-                .map_err(anyhow::Error::msg)?;
-        deps.store
-            .put_if_absent(&target, Bytes::from(bytes))
-            .await?;
-        write_preview(deps, job, &name, preview).await?;
+        let (bytes, preview) = tokio::task::spawn_blocking(move || {
+            let preview = canvas.preview(PREVIEW_SIDE);
+            (raster::encode_image(&canvas.finish(), format), preview)
+        })
+        .await?;
+        let bytes = bytes.map_err(anyhow::Error::msg)?;
+        // The frame and its last preview are stored side by side.
+        tokio::try_join!(
+            async {
+                deps.store
+                    .put_if_absent(&target, Bytes::from(bytes))
+                    .await
+                    .map_err(anyhow::Error::from)
+            },
+            write_preview(deps, job, &name, preview),
+        )?;
     }
     Ok(())
 }
