@@ -352,27 +352,65 @@ async fn take_task(shared: &Shared, order: &[Queue]) -> Option<jetstream::Messag
         let Some(consumer) = shared.consumers.get(queue) else {
             continue;
         };
-        let fetch = async {
-            let mut batch = consumer.fetch().max_messages(1).messages().await?;
-            batch
-                .next()
-                .await
-                .transpose()
-                .map_err(|e| anyhow::anyhow!("{e}"))
-        };
-        match tokio::time::timeout(FETCH_TIMEOUT, fetch).await {
-            Ok(Ok(Some(msg))) => return Some(msg),
-            Ok(Ok(None)) => {}
-            Ok(Err(e)) => {
+        match pull_one(consumer).await {
+            Ok(Some(msg)) => return Some(msg),
+            Ok(None) => {}
+            Err(e) => {
                 tracing::warn!(?queue, error = %e, "fetching a task");
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            // nats-server 2.9.10 sometimes parks a no-wait pull on a queue that has nothing
-            // (seen after a job's tasks were purged); give up on it quickly and move on.
-            Err(_) => tracing::debug!(?queue, "fetching a task timed out"),
         }
     }
     None
+}
+
+/// How long the pull that clears a parked request stays open.
+const SWEEP_EXPIRES: Duration = Duration::from_millis(100);
+
+/// At most one message from `consumer`, without waiting when it has none.
+///
+/// A no-wait pull normally ends at once, with a message or "no messages". When two pulls
+/// race for the last message, nats-server parks the loser with no expiry. Dropped, that
+/// request would stay in the consumer's waiting list without interest until the server next
+/// looks at the list. If that happens when a redelivery (a nak's delay or an ack deadline
+/// running out) meets it, servers before 2.10.14 lose that delivery. They then send the
+/// message again as a first delivery one ack deadline later (nats-server #5305): the retry
+/// comes late and its attempt number goes back to 1. So a pull that does not answer in
+/// half a second is followed by a short pull that expires. The server then drops the
+/// orphaned request while it has no redelivery to give, and any task that is due comes
+/// back through the short pull.
+pub async fn pull_one(
+    consumer: &jetstream::consumer::PullConsumer,
+) -> anyhow::Result<Option<jetstream::Message>> {
+    let no_wait = async {
+        let mut batch = consumer.fetch().max_messages(1).messages().await?;
+        batch
+            .next()
+            .await
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("{e}"))
+    };
+    if let Ok(result) = tokio::time::timeout(FETCH_TIMEOUT, no_wait).await {
+        return result;
+    }
+    tracing::debug!(consumer = %consumer.cached_info().name, "a no-wait pull was parked; sweeping it");
+    let sweep = async {
+        let mut batch = consumer
+            .batch()
+            .max_messages(1)
+            .expires(SWEEP_EXPIRES)
+            .messages()
+            .await?;
+        batch
+            .next()
+            .await
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("{e}"))
+    };
+    // The server ends the sweep at its expiry; the margin only guards against a lost reply.
+    tokio::time::timeout(SWEEP_EXPIRES + FETCH_TIMEOUT, sweep)
+        .await
+        .unwrap_or(Ok(None))
 }
 
 /// Keeps this worker's entry in the registry fresh until `stop`, then removes it.

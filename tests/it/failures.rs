@@ -581,3 +581,77 @@ async fn a_render_longer_than_the_ack_deadline_stays_with_its_live_worker() {
         assert_eq!(output_text(&farm, &job, frame).await, format!("{frame}\n"));
     }
 }
+
+/// nats-server before 2.10.14 parks a no-wait pull it cannot serve (here: the consumer's
+/// ack-pending limit is reached) without an expiry. Left behind without interest, such a
+/// request made the server lose the next redelivery and send the message again as a first
+/// delivery one ack deadline later (nats-server #5305). `pull_one` sweeps it, so a nak'd
+/// task comes back after its delay as the second delivery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_pull_does_not_swallow_the_next_redelivery() {
+    use async_nats::jetstream::{self, AckKind, consumer::pull, stream};
+    let farm = Farm::new();
+    let client = async_nats::connect(farm.nats.url()).await.unwrap();
+    let js = jetstream::new(client);
+    let stream = js
+        .create_stream(stream::Config {
+            name: "PARKED".into(),
+            subjects: vec!["parked.>".into()],
+            retention: stream::RetentionPolicy::WorkQueue,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let ack_wait = Duration::from_secs(60);
+    let consumer = stream
+        .create_consumer(pull::Config {
+            durable_name: Some("parked".into()),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ack_wait,
+            max_ack_pending: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    for task in ["a", "b"] {
+        js.publish(format!("parked.{task}"), task.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+
+    let first = tessera::worker::pull_one(&consumer).await.unwrap().unwrap();
+    assert_eq!(first.subject.as_str(), "parked.a");
+    // "b" is queued but cannot be delivered while "a" is pending: the server parks this pull.
+    assert!(
+        tessera::worker::pull_one(&consumer)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    first
+        .ack_with(AckKind::Nak(Some(Duration::from_millis(200))))
+        .await
+        .unwrap();
+    // Nobody pulls while the delay runs out, as when every slot is busy or idle-waiting.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+
+    let started = std::time::Instant::now();
+    let again = loop {
+        assert!(
+            started.elapsed() < ack_wait / 4,
+            "the nak'd message was not redelivered within {:?} (ack deadline {ack_wait:?})",
+            ack_wait / 4
+        );
+        if let Some(msg) = tessera::worker::pull_one(&consumer).await.unwrap() {
+            break msg;
+        }
+    };
+    assert_eq!(again.subject.as_str(), "parked.a");
+    assert_eq!(
+        again.info().unwrap().delivered,
+        2,
+        "counted as the second delivery"
+    );
+}
