@@ -7,7 +7,7 @@
 //! killed at any instant is simply restarted. Several collectors may share the durable
 //! consumer: the first valid completion of a task wins, whichever collector sees it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,7 +22,7 @@ use crate::job::{FailurePolicy, Job, JobId, RendererKind};
 use crate::plan;
 use crate::protocol::{self, Event, EventKind};
 use crate::raster;
-use crate::state::{Change, JobState, TaskSlot, TaskState};
+use crate::state::{Change, Counts, JobState, TaskSlot, TaskState};
 use crate::stitch::{Canvas, PixelKind};
 use crate::storage::keys;
 use crate::streams;
@@ -497,13 +497,35 @@ async fn fail_dependents(deps: &Deps, job: &Job, index: u32) -> anyhow::Result<(
     Ok(())
 }
 
-/// Ends the job if every task has ended.
+/// Ends the job if every task has ended and every finished frame is stored.
+///
+/// A task's slot turns done before its frames are assembled, so that a collector that dies
+/// in between finishes the work when the event comes back. Until then another event's
+/// check may find every slot ended: the job waits for the missing frames, and the handler
+/// still assembling them ends it.
 async fn check_end(deps: &Deps, job: &Job, index: u32) -> anyhow::Result<()> {
     if !deps.ledger.page_ended(&job.id, index).await? {
         return Ok(());
     }
-    let counts = deps.ledger.counts(&job.id, plan::task_count(job)).await?;
+    let slots = deps.ledger.slots(&job.id, plan::task_count(job)).await?;
+    let mut counts = Counts::default();
+    for &slot in &slots {
+        counts.add(slot);
+    }
     if !counts.all_ended() {
+        return Ok(());
+    }
+    let stored: HashSet<String> = deps
+        .store
+        .list(&keys::output_prefix(&job.id))
+        .await?
+        .into_iter()
+        .collect();
+    if let Some(missing) = expected_outputs(job, &slots)
+        .into_iter()
+        .find(|key| !stored.contains(key))
+    {
+        tracing::debug!(job = %job.id, missing, "every task ended; waiting for a frame still being assembled");
         return Ok(());
     }
     if counts.failed == 0 && counts.canceled == 0 {
@@ -515,6 +537,29 @@ async fn check_end(deps: &Deps, job: &Job, index: u32) -> anyhow::Result<()> {
         );
         end_job(deps, job, JobState::Failed, Some(message)).await
     }
+}
+
+/// The output keys of every frame group whose tasks are all done, given the job's slots
+/// by task index.
+pub fn expected_outputs(job: &Job, slots: &[TaskSlot]) -> Vec<String> {
+    if job.renderer == RendererKind::Noop {
+        return Vec::new();
+    }
+    let tiles = plan::frame_group(job, 0).len().max(1);
+    let mut keys = Vec::new();
+    for (group, tasks) in slots.chunks(tiles).enumerate() {
+        if tasks.iter().any(|s| s.state() != TaskState::Done) {
+            continue;
+        }
+        let first = plan::task(job, (group * tiles) as u32);
+        keys.extend(
+            first
+                .frames
+                .iter()
+                .map(|&frame| keys::output(&job.id, &output_name(job, first.layer, frame))),
+        );
+    }
+    keys
 }
 
 /// Ends `job` in `state` (done, failed or canceled): records it, removes its queued tasks,
@@ -589,4 +634,57 @@ pub async fn end_job(
         tracing::info!(job = %job.id, state = state.as_str(), "job ended");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::from_toml;
+
+    fn job(text: &str) -> Job {
+        from_toml(text).unwrap().validate().unwrap()
+    }
+
+    fn done(attempt: u32) -> TaskSlot {
+        TaskSlot(TaskState::Done, attempt)
+    }
+
+    #[test]
+    fn expected_outputs_are_the_frames_of_groups_done_whole() {
+        let failed = TaskSlot(TaskState::Failed, 3);
+        let running = TaskSlot(TaskState::Running, 1);
+        let names = |job: &Job, slots: &[TaskSlot]| -> Vec<String> {
+            expected_outputs(job, slots)
+                .into_iter()
+                .map(|k| k.rsplit("/output/").next().unwrap().to_string())
+                .collect()
+        };
+        // Chunks of two frames: each done task stands for both of its frames.
+        let chunks = job("id = \"c\"\n[frames]\nrange = \"1-5\"\nchunk = 2");
+        assert_eq!(
+            names(&chunks, &[done(1), failed, done(2)]),
+            ["frame_0001.png", "frame_0002.png", "frame_0005.png"]
+        );
+        // Tiles: a frame is expected only when all of its tiles are done.
+        let tiles = job(
+            "id = \"t\"\n[frames]\nrange = \"1-2\"\n[tiles]\ngrid = [2, 1]\n[[layers]]\nname = \"beauty\"\n[[layers]]\nname = \"depth\"\n[image]\nformat = \"exr\"",
+        );
+        let slots = [
+            done(1),
+            done(1),
+            done(1),
+            running,
+            done(2),
+            done(1),
+            failed,
+            done(1),
+        ];
+        assert_eq!(
+            names(&tiles, &slots),
+            ["beauty/frame_0001.exr", "beauty/frame_0002.exr"]
+        );
+        // A renderer that writes nothing is expected to store nothing.
+        let noop = job("id = \"n\"\nrenderer = \"noop\"\n[frames]\nrange = \"1-2\"");
+        assert!(expected_outputs(&noop, &[done(1), done(1)]).is_empty());
+    }
 }

@@ -55,7 +55,12 @@ async fn output_text(farm: &Farm, job: &str, frame: u32) -> String {
         &JobId::parse(job).unwrap(),
         &format!("frame_{frame:04}.png"),
     );
-    String::from_utf8(farm.deps().await.store.get(&key).await.unwrap().to_vec()).unwrap()
+    match farm.deps().await.store.get(&key).await {
+        Ok(bytes) => String::from_utf8(bytes.to_vec()).unwrap(),
+        Err(e) => {
+            panic!("{key}: {e}\n{}", farm.logs())
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -654,4 +659,66 @@ async fn a_parked_pull_does_not_swallow_the_next_redelivery() {
         2,
         "counted as the second delivery"
     );
+}
+
+/// A task's slot turns done before its frame is assembled. While one frame cannot be
+/// assembled yet (here its part is not in the store; in a farm, another collector or a
+/// redelivered event is still at it), the last task finishing must not end the job: the
+/// job is done only once every frame is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_is_reported_done_only_once_every_frame_is_stored() {
+    use tessera::plan::TaskId;
+    let farm = Farm::with_workers(0);
+    let deps = farm.deps().await;
+    // No worker runs it: the test plays the workers' part, publishing their events.
+    let job = command_job(&farm, "assembling", "1-2", "true", "");
+    wait_event(&farm, &deps.js, &job, EventKind::JobAccepted).await;
+    let id = JobId::parse(&job).unwrap();
+    let done = |frame: u32| {
+        let mut event = Event::new(EventKind::TaskDone, &job);
+        event.task = Some(TaskId(format!("f{frame:04}")));
+        event.index = Some(frame - 1);
+        event.attempt = Some(1);
+        event.worker = Some("test".into());
+        event
+    };
+    let part = |frame: u32| {
+        let name = format!("frame_{frame:04}.png");
+        keys::attempt_output(&id, &TaskId(format!("f{frame:04}")), 1, &name)
+    };
+
+    // Frame 1 is reported done before its part can be read.
+    tessera::protocol::publish_event(&deps.js, &done(1))
+        .await
+        .unwrap();
+    deps.store.put(&part(2), "two\n".into()).await.unwrap();
+    tessera::protocol::publish_event(&deps.js, &done(2))
+        .await
+        .unwrap();
+    let second = keys::output(&id, "frame_0002.png");
+    let deadline = std::time::Instant::now() + crate::support::PATIENCE;
+    while !deps.store.exists(&second).await.unwrap() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "frame 2 was never assembled\n{}",
+            farm.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Time for a premature end to show; then frame 1's part arrives.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let ended: Vec<_> = events(&farm, &job)
+        .await
+        .into_iter()
+        .filter(|e| e.kind == EventKind::JobDone)
+        .collect();
+    assert!(
+        ended.is_empty(),
+        "the job was reported done while frame 1 was missing: {ended:?}"
+    );
+    deps.store.put(&part(1), "one\n".into()).await.unwrap();
+    let done = wait_event(&farm, &deps.js, &job, EventKind::JobDone).await;
+    assert_eq!(output_text(&farm, &job, 1).await, "one\n");
+    assert_eq!(output_text(&farm, &job, 2).await, "two\n");
+    assert_eq!(done.outputs.len(), 2, "{done:?}");
 }

@@ -64,39 +64,52 @@ pub struct Nats {
     dir: PathBuf,
     /// Extra configuration (TLS, authorization), if any.
     conf: Option<String>,
+    /// This server's name, unique on the machine, to tell it from a server of another test
+    /// that took the same port.
+    name: String,
 }
 
 impl Nats {
     /// A server whose configuration file also holds `conf` (e.g. `tls { … }` and
     /// `authorization { … }` blocks).
     pub fn start_with(dir: &Path, conf: Option<String>) -> Nats {
-        let port = free_port();
+        static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("tessera-test-{}-{n}", std::process::id());
         let dir = dir.join("nats");
-        let nats = Nats {
-            proc: Nats::spawn(&dir, port, conf.as_deref()),
-            port,
-            dir,
-            conf,
-        };
-        nats.wait_ready();
-        nats
+        // A free port can be taken by someone else before the server binds it: try another.
+        for _ in 0..5 {
+            let port = free_port();
+            let mut nats = Nats {
+                proc: Nats::spawn(&dir, port, conf.as_deref(), &name),
+                port,
+                dir: dir.clone(),
+                conf: conf.clone(),
+                name: name.clone(),
+            };
+            if nats.wait_ready() {
+                return nats;
+            }
+        }
+        panic!("nats-server could not get a free port in five tries")
     }
 
-    fn spawn(dir: &Path, port: u16, conf: Option<&str>) -> Proc {
+    fn spawn(dir: &Path, port: u16, conf: Option<&str>, name: &str) -> Proc {
         std::fs::create_dir_all(dir).unwrap();
         let mut command = Command::new("nats-server");
         match conf {
             None => {
                 command
                     .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-                    .arg(dir);
+                    .arg(dir)
+                    .args(["--server_name", name]);
             }
             Some(extra) => {
                 let file = dir.join("nats.conf");
                 std::fs::write(
                     &file,
                     format!(
-                        "listen: \"127.0.0.1:{port}\"\njetstream {{ store_dir: \"{}\" }}\n{extra}\n",
+                        "server_name: \"{name}\"\nlisten: \"127.0.0.1:{port}\"\njetstream {{ store_dir: \"{}\" }}\n{extra}\n",
                         dir.display()
                     ),
                 )
@@ -114,9 +127,26 @@ impl Nats {
         Proc { child }
     }
 
-    fn wait_ready(&self) {
+    /// Waits until this server (not another one on the same port) answers; false when it
+    /// exited because the port was taken.
+    fn wait_ready(&mut self) -> bool {
+        use std::io::{BufRead, BufReader};
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        let ours = format!("\"server_name\":\"{}\"", self.name);
+        loop {
+            if let Ok(stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(2)))
+                    .unwrap();
+                let mut info = String::new();
+                let _ = BufReader::new(stream).read_line(&mut info);
+                if info.contains(&ours) {
+                    return true;
+                }
+            }
+            if !self.proc.running() {
+                return false;
+            }
             assert!(
                 std::time::Instant::now() < deadline,
                 "nats-server did not start"
@@ -128,8 +158,12 @@ impl Nats {
     /// Kills the server (SIGKILL) and starts it again on the same port and data.
     pub fn restart(&mut self) {
         self.proc.kill();
-        self.proc = Nats::spawn(&self.dir, self.port, self.conf.as_deref());
-        self.wait_ready();
+        self.proc = Nats::spawn(&self.dir, self.port, self.conf.as_deref(), &self.name);
+        assert!(
+            self.wait_ready(),
+            "nats-server could not get its port {} back after a restart",
+            self.port
+        );
     }
 
     pub fn url(&self) -> String {
@@ -238,6 +272,24 @@ pub struct Farm {
     pub s3: Option<S3>,
 }
 
+/// With `TESSERA_TEST_KEEP=<dir>`, a failing test's farm folder (store, server data, role
+/// logs) is copied into `<dir>` for a post-mortem.
+impl Drop for Farm {
+    fn drop(&mut self) {
+        if let (true, Some(keep)) = (
+            std::thread::panicking(),
+            std::env::var_os("TESSERA_TEST_KEEP"),
+        ) {
+            let _ = std::fs::create_dir_all(&keep);
+            let _ = Command::new("cp")
+                .arg("-r")
+                .arg(self.dir.path())
+                .arg(&keep)
+                .status();
+        }
+    }
+}
+
 impl Farm {
     /// A server and a store, no roles yet.
     pub fn new() -> Farm {
@@ -312,7 +364,10 @@ impl Farm {
             .env("NATS_URL", self.nats.url())
             .env("TESSERA_STORE", &self.store_url)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("TESSERA_TEST_LOG").unwrap_or("info".into()),
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -403,7 +458,8 @@ impl Farm {
         .unwrap()
     }
 
-    /// The roles' logs, for failure messages.
+    /// The roles' logs, for failure messages (their level: `TESSERA_TEST_LOG`, default
+    /// `info`).
     pub fn logs(&self) -> String {
         let mut out = String::new();
         let mut entries: Vec<_> = std::fs::read_dir(self.dir.path())
@@ -467,7 +523,16 @@ pub async fn wait_events(
 ) -> Vec<Event> {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
-        let events = tessera::client::events(js, job).await.unwrap();
+        // Reading can fail for a moment while a restarted server recovers its streams.
+        let events = match tessera::client::events(js, job).await {
+            Ok(events) => events,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                eprintln!("reading the events of {job}: {e:#}; trying again");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            Err(e) => panic!("reading the events of {job}: {e:#}\n{}", farm.logs()),
+        };
         if done(&events) {
             return events;
         }
