@@ -353,8 +353,10 @@ async fn take_task(shared: &Shared, order: &[Queue]) -> Option<jetstream::Messag
             continue;
         };
         match pull_one(consumer).await {
-            Ok(Some(msg)) => return Some(msg),
-            Ok(None) => {}
+            Ok(Pull {
+                message: Some(msg), ..
+            }) => return Some(msg),
+            Ok(_) => {}
             Err(e) => {
                 tracing::warn!(?queue, error = %e, "fetching a task");
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -369,48 +371,73 @@ const SWEEP_EXPIRES: Duration = Duration::from_millis(100);
 
 /// At most one message from `consumer`, without waiting when it has none.
 ///
-/// A no-wait pull normally ends at once, with a message or "no messages". When two pulls
-/// race for the last message, nats-server parks the loser with no expiry. Dropped, that
-/// request would stay in the consumer's waiting list without interest until the server next
-/// looks at the list. If that happens when a redelivery (a nak's delay or an ack deadline
-/// running out) meets it, servers before 2.10.14 lose that delivery. They then send the
-/// message again as a first delivery one ack deadline later (nats-server #5305): the retry
-/// comes late and its attempt number goes back to 1. So a pull that does not answer in
-/// half a second is followed by a short pull that expires. The server then drops the
-/// orphaned request while it has no redelivery to give, and any task that is due comes
-/// back through the short pull.
-pub async fn pull_one(
-    consumer: &jetstream::consumer::PullConsumer,
-) -> anyhow::Result<Option<jetstream::Message>> {
-    let no_wait = async {
-        let mut batch = consumer.fetch().max_messages(1).messages().await?;
-        batch
+/// A no-wait pull normally ends at once, with a message or "no messages". nats-server
+/// parks it instead, with no expiry, when it thinks messages are pending but has none to
+/// give: the loser of a race for the last message, a consumer at its ack-pending limit,
+/// and, on 2.9, every pull after a job's tasks were purged (a purge by job leaves the
+/// consumer's count of pending messages stale). Two things follow from a parked pull:
+///
+/// - Dropped, the request would stay in the consumer's waiting list without interest. On
+///   servers before 2.10.14, a redelivery (a nak's delay or an ack deadline running out)
+///   that meets such a request is lost, and the message comes back one ack deadline later
+///   as a first delivery (nats-server #5305): a late retry whose attempt number restarts
+///   at 1. A short pull that expires makes the server drop the orphaned request while it
+///   has no redelivery to give; a task that is due comes back through it.
+/// - A stale count makes every later pull on the queue park too, costing each idle scan
+///   half a second. Reading the consumer's info makes the server count again.
+pub async fn pull_one(consumer: &jetstream::consumer::PullConsumer) -> anyhow::Result<Pull> {
+    let first = |batch: anyhow::Result<jetstream::consumer::pull::Batch>| async {
+        batch?
             .next()
             .await
             .transpose()
             .map_err(|e| anyhow::anyhow!("{e}"))
     };
+    let no_wait = first(
+        consumer
+            .fetch()
+            .max_messages(1)
+            .messages()
+            .await
+            .map_err(anyhow::Error::from),
+    );
     if let Ok(result) = tokio::time::timeout(FETCH_TIMEOUT, no_wait).await {
-        return result;
+        return Ok(Pull {
+            message: result?,
+            parked: false,
+        });
     }
     tracing::debug!(consumer = %consumer.cached_info().name, "a no-wait pull was parked; sweeping it");
     let sweep = async {
-        let mut batch = consumer
+        let batch = consumer
             .batch()
             .max_messages(1)
             .expires(SWEEP_EXPIRES)
             .messages()
-            .await?;
-        batch
-            .next()
             .await
-            .transpose()
-            .map_err(|e| anyhow::anyhow!("{e}"))
+            .map_err(anyhow::Error::from);
+        first(batch).await
     };
     // The server ends the sweep at its expiry; the margin only guards against a lost reply.
-    tokio::time::timeout(SWEEP_EXPIRES + FETCH_TIMEOUT, sweep)
+    let swept = tokio::time::timeout(SWEEP_EXPIRES + FETCH_TIMEOUT, sweep)
         .await
-        .unwrap_or(Ok(None))
+        .unwrap_or(Ok(None));
+    if let Err(e) = consumer.get_info().await {
+        tracing::debug!(error = %e, "reading the consumer's info after a parked pull");
+    }
+    Ok(Pull {
+        message: swept?,
+        parked: true,
+    })
+}
+
+/// What [`pull_one`] got.
+#[derive(Debug)]
+pub struct Pull {
+    /// The task, if the queue had one.
+    pub message: Option<jetstream::Message>,
+    /// Whether the server parked the no-wait pull (see [`pull_one`]).
+    pub parked: bool,
 }
 
 /// Keeps this worker's entry in the registry fresh until `stop`, then removes it.

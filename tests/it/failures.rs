@@ -626,15 +626,15 @@ async fn a_parked_pull_does_not_swallow_the_next_redelivery() {
             .unwrap();
     }
 
-    let first = tessera::worker::pull_one(&consumer).await.unwrap().unwrap();
+    let first = tessera::worker::pull_one(&consumer)
+        .await
+        .unwrap()
+        .message
+        .unwrap();
     assert_eq!(first.subject.as_str(), "parked.a");
     // "b" is queued but cannot be delivered while "a" is pending: the server parks this pull.
-    assert!(
-        tessera::worker::pull_one(&consumer)
-            .await
-            .unwrap()
-            .is_none()
-    );
+    let parked = tessera::worker::pull_one(&consumer).await.unwrap();
+    assert!(parked.message.is_none() && parked.parked, "{parked:?}");
     first
         .ack_with(AckKind::Nak(Some(Duration::from_millis(200))))
         .await
@@ -649,7 +649,7 @@ async fn a_parked_pull_does_not_swallow_the_next_redelivery() {
             "the nak'd message was not redelivered within {:?} (ack deadline {ack_wait:?})",
             ack_wait / 4
         );
-        if let Some(msg) = tessera::worker::pull_one(&consumer).await.unwrap() {
+        if let Some(msg) = tessera::worker::pull_one(&consumer).await.unwrap().message {
             break msg;
         }
     };

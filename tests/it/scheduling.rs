@@ -214,3 +214,46 @@ async fn task_consumers_of_an_older_layout_are_replaced() {
     let id = submit(&farm, "after-upgrade", "", "1-4", 10);
     farm.wait_done(&id);
 }
+
+/// On nats-server 2.9 a job's end (its tasks purged) leaves the queue's consumer counting
+/// tasks that are gone, so the server parks every no-wait pull on that queue and each
+/// idle scan of a worker would lose half a second on it. The first parked pull makes the
+/// server count again; the pulls after it answer at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_whose_tasks_were_purged_answers_pulls_at_once_again() {
+    use tessera::job::{Class, Priority, RendererKind};
+    let mut farm = Farm::new();
+    let deps = farm.deps().await;
+    farm.start("tessera-planner", &[]);
+    farm.start("tessera-collector", &[]);
+    let consumer = tessera::streams::task_consumer(
+        &deps.js,
+        &Class::parse("cpu").unwrap(),
+        Priority::Normal,
+        RendererKind::Command,
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let toml = "id = \"purged\"\nrenderer = \"command\"\n[frames]\nrange = \"1-20\"\n[settings]\ncommand = [\"true\"]\n";
+    let id = farm.submit("purged", toml);
+    wait_event(&farm, &deps.js, &id, EventKind::JobAccepted).await;
+    // A worker takes one task; the job is canceled while the other 19 are queued.
+    let taken = tessera::worker::pull_one(&consumer).await.unwrap();
+    assert!(taken.message.is_some(), "{taken:?}");
+    let out = farm.cli(&["cancel", &id]);
+    assert!(out.status.success(), "{out:?}");
+    wait_event(&farm, &deps.js, &id, EventKind::JobCanceled).await;
+    assert_eq!(stream_messages(&deps.js, TASKS_STREAM).await, 0);
+
+    let mut pulls = Vec::new();
+    for _ in 0..4 {
+        let pull = tessera::worker::pull_one(&consumer).await.unwrap();
+        assert!(pull.message.is_none(), "{pull:?}");
+        pulls.push(pull.parked);
+    }
+    assert!(
+        !pulls[1..].contains(&true),
+        "pulls after the first were parked: {pulls:?}"
+    );
+}
