@@ -386,21 +386,17 @@ const SWEEP_EXPIRES: Duration = Duration::from_millis(100);
 /// - A stale count makes every later pull on the queue park too, costing each idle scan
 ///   half a second. Reading the consumer's info makes the server count again.
 pub async fn pull_one(consumer: &jetstream::consumer::PullConsumer) -> anyhow::Result<Pull> {
-    let first = |batch: anyhow::Result<jetstream::consumer::pull::Batch>| async {
-        batch?
+    async fn first<E: std::fmt::Display>(
+        batch: impl std::future::Future<Output = Result<jetstream::consumer::pull::Batch, E>>,
+    ) -> anyhow::Result<Option<jetstream::Message>> {
+        let mut batch = batch.await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        batch
             .next()
             .await
             .transpose()
             .map_err(|e| anyhow::anyhow!("{e}"))
-    };
-    let no_wait = first(
-        consumer
-            .fetch()
-            .max_messages(1)
-            .messages()
-            .await
-            .map_err(anyhow::Error::from),
-    );
+    }
+    let no_wait = first(consumer.fetch().max_messages(1).messages());
     if let Ok(result) = tokio::time::timeout(FETCH_TIMEOUT, no_wait).await {
         return Ok(Pull {
             message: result?,
@@ -408,16 +404,13 @@ pub async fn pull_one(consumer: &jetstream::consumer::PullConsumer) -> anyhow::R
         });
     }
     tracing::debug!(consumer = %consumer.cached_info().name, "a no-wait pull was parked; sweeping it");
-    let sweep = async {
-        let batch = consumer
+    let sweep = first(
+        consumer
             .batch()
             .max_messages(1)
             .expires(SWEEP_EXPIRES)
-            .messages()
-            .await
-            .map_err(anyhow::Error::from);
-        first(batch).await
-    };
+            .messages(),
+    );
     // The server ends the sweep at its expiry; the margin only guards against a lost reply.
     let swept = tokio::time::timeout(SWEEP_EXPIRES + FETCH_TIMEOUT, sweep)
         .await
