@@ -46,6 +46,13 @@ pub struct Stitching {
     canvases: HashMap<(JobId, u32, u32), InProgress>,
 }
 
+impl Stitching {
+    /// Drops the canvases of `job`.
+    fn forget(&mut self, job: &str) {
+        self.canvases.retain(|(id, _, _), _| id.as_str() != job);
+    }
+}
+
 struct InProgress {
     canvas: Canvas,
     touched: Instant,
@@ -196,6 +203,11 @@ async fn handle(
         EventKind::TaskRetry => Change::Retry,
         EventKind::TaskDone => Change::Done,
         EventKind::TaskFailed => Change::Failed,
+        // Frames of an ended job that are still in memory will not be finished.
+        EventKind::JobFailed | EventKind::JobCanceled => {
+            stitching.forget(&event.job);
+            return Ok(());
+        }
         _ => return Ok(()),
     };
     let (Ok(id), Some(index), Some(attempt)) =
@@ -647,6 +659,25 @@ mod tests {
 
     fn done(attempt: u32) -> TaskSlot {
         TaskSlot(TaskState::Done, attempt)
+    }
+
+    #[test]
+    fn forgetting_a_job_drops_its_canvases_only() {
+        let mut stitching = Stitching::default();
+        for (job, frame) in [("a", 1), ("a", 2), ("ab", 1)] {
+            let canvas = Canvas::new(4, 4, PixelKind::U8, crate::job::Blend::Crop, 0, 2);
+            stitching.canvases.insert(
+                (JobId::parse(job).unwrap(), 0, frame),
+                InProgress {
+                    canvas,
+                    touched: Instant::now(),
+                    previewed: None,
+                },
+            );
+        }
+        stitching.forget("a");
+        let left: Vec<_> = stitching.canvases.keys().map(|k| k.0.to_string()).collect();
+        assert_eq!(left, ["ab"]);
     }
 
     #[test]
