@@ -301,6 +301,7 @@ pub async fn cancel(deps: &Deps, job: &JobId) -> anyhow::Result<()> {
         &job,
         JobState::Canceled,
         Some("canceled by request".into()),
+        None,
     )
     .await
 }

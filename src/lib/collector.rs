@@ -255,7 +255,9 @@ async fn handle(
                 event.message.as_deref().unwrap_or("no reason given")
             );
             match job.retry.on_failure {
-                FailurePolicy::Fail => end_job(deps, &job, JobState::Failed, Some(reason)).await?,
+                FailurePolicy::Fail => {
+                    end_job(deps, &job, JobState::Failed, Some(reason), None).await?
+                }
                 FailurePolicy::Continue => check_end(deps, &job, index).await?,
             }
         }
@@ -520,19 +522,12 @@ async fn check_end(deps: &Deps, job: &Job, index: u32) -> anyhow::Result<()> {
         return Ok(());
     }
     let slots = deps.ledger.slots(&job.id, plan::task_count(job)).await?;
-    let mut counts = Counts::default();
-    for &slot in &slots {
-        counts.add(slot);
-    }
+    let counts = Counts::of(&slots);
     if !counts.all_ended() {
         return Ok(());
     }
-    let stored: HashSet<String> = deps
-        .store
-        .list(&keys::output_prefix(&job.id))
-        .await?
-        .into_iter()
-        .collect();
+    let outputs = deps.store.list(&keys::output_prefix(&job.id)).await?;
+    let stored: HashSet<&String> = outputs.iter().collect();
     if let Some(missing) = expected_outputs(job, &slots)
         .into_iter()
         .find(|key| !stored.contains(key))
@@ -541,13 +536,13 @@ async fn check_end(deps: &Deps, job: &Job, index: u32) -> anyhow::Result<()> {
         return Ok(());
     }
     if counts.failed == 0 && counts.canceled == 0 {
-        end_job(deps, job, JobState::Done, None).await
+        end_job(deps, job, JobState::Done, None, Some(outputs)).await
     } else {
         let message = format!(
             "{} of {} tasks failed; the other outputs are kept",
             counts.failed, counts.total
         );
-        end_job(deps, job, JobState::Failed, Some(message)).await
+        end_job(deps, job, JobState::Failed, Some(message), Some(outputs)).await
     }
 }
 
@@ -575,12 +570,14 @@ pub fn expected_outputs(job: &Job, slots: &[TaskSlot]) -> Vec<String> {
 }
 
 /// Ends `job` in `state` (done, failed or canceled): records it, removes its queued tasks,
-/// stops its running renders and announces it. Idempotent.
+/// stops its running renders and announces it, listing `outputs` (the job's output keys,
+/// listed from the store when `None`). Idempotent.
 pub async fn end_job(
     deps: &Deps,
     job: &Job,
     state: JobState,
     message: Option<String>,
+    outputs: Option<Vec<String>>,
 ) -> anyhow::Result<()> {
     let (record, changed) = deps
         .ledger
@@ -623,7 +620,10 @@ pub async fn end_job(
     };
     let mut event = Event::new(kind, job.id.as_str());
     event.message = record.message.clone();
-    let outputs = deps.store.list(&keys::output_prefix(&job.id)).await?;
+    let outputs = match outputs {
+        Some(outputs) => outputs,
+        None => deps.store.list(&keys::output_prefix(&job.id)).await?,
+    };
     if outputs.len() <= 10_000 {
         event.outputs = outputs;
     }

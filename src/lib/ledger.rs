@@ -260,11 +260,7 @@ impl Ledger {
 
     /// Task counts.
     pub async fn counts(&self, job: &JobId, tasks: u32) -> anyhow::Result<Counts> {
-        let mut counts = Counts::default();
-        for slot in self.slots(job, tasks).await? {
-            counts.add(slot);
-        }
-        Ok(counts)
+        Ok(Counts::of(&self.slots(job, tasks).await?))
     }
 
     /// Whether every slot in the page of task `index` has ended (a cheap first check before

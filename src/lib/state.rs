@@ -207,6 +207,15 @@ pub struct Counts {
 }
 
 impl Counts {
+    /// The counts of `slots`.
+    pub fn of(slots: &[TaskSlot]) -> Counts {
+        let mut counts = Counts::default();
+        for &slot in slots {
+            counts.add(slot);
+        }
+        counts
+    }
+
     /// Adds one slot.
     pub fn add(&mut self, slot: TaskSlot) {
         self.total += 1;

@@ -263,39 +263,37 @@ impl<'a> Frame<'a> {
     /// Light arriving at `p` (normal `n`) straight from the lights, through `brdf`.
     fn direct(&self, p: V3, n: V3, rng: &mut Rng, brdf: impl Fn(V3) -> V3) -> V3 {
         let mut sum = V3::ZERO;
+        self.each_light(p, n, rng, |wi, dist, li, cos| {
+            let f = brdf(wi);
+            if f != V3::ZERO {
+                sum = sum + f * li * self.transmittance(p, wi, dist) * cos;
+            }
+        });
+        sum
+    }
+
+    /// Calls `f(direction, distance, radiance, cosine)` with one sample of every light
+    /// that faces the surface at `p` (normal `n`), in the scene's order.
+    fn each_light(&self, p: V3, n: V3, rng: &mut Rng, mut f: impl FnMut(V3, f64, V3, f64)) {
         for light in &self.scene.lights {
             let Some((wi, dist, li)) = Self::sample_light(light, p, rng) else {
                 continue;
             };
             let cos = n.dot(wi);
-            if cos <= 0.0 {
-                continue;
+            if cos > 0.0 {
+                f(wi, dist, li, cos);
             }
-            let f = brdf(wi);
-            if f == V3::ZERO {
-                continue;
-            }
-            let through = self.transmittance(p, wi, dist);
-            sum = sum + f * li * through * cos;
         }
-        sum
     }
 
     /// The share of the lights' light blocked at `p`.
     fn shadow(&self, p: V3, n: V3, rng: &mut Rng) -> f64 {
         let (mut open, mut reached) = (0.0, 0.0);
-        for light in &self.scene.lights {
-            let Some((wi, dist, li)) = Self::sample_light(light, p, rng) else {
-                continue;
-            };
-            let cos = n.dot(wi);
-            if cos <= 0.0 {
-                continue;
-            }
+        self.each_light(p, n, rng, |wi, dist, li, cos| {
             let amount = li.luminance() * cos;
             open += amount;
             reached += amount * self.transmittance(p, wi, dist).luminance();
-        }
+        });
         if open > 0.0 {
             1.0 - reached / open
         } else {
