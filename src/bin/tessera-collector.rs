@@ -18,7 +18,7 @@ async fn main() -> std::process::ExitCode {
     let shutdown = tessera::shutdown::on_signal();
     let result = async {
         let deps = Deps::connect(&args.common, "tessera-collector", Patience::Wait).await?;
-        tessera::collector::run(deps, shutdown).await
+        tessera::roles::collector::run(deps, shutdown).await
     };
     tessera::telemetry::exit(result.await)
 }

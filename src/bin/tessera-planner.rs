@@ -18,7 +18,7 @@ async fn main() -> std::process::ExitCode {
     let shutdown = tessera::shutdown::on_signal();
     let result = async {
         let deps = Deps::connect(&args.common, "tessera-planner", Patience::Wait).await?;
-        tessera::planner::run(deps, shutdown).await
+        tessera::roles::planner::run(deps, shutdown).await
     };
     tessera::telemetry::exit(result.await)
 }

@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use tessera::config::{CommonArgs, Deps, Patience, WorkerArgs};
-use tessera::worker::WorkerConfig;
+use tessera::roles::worker::WorkerConfig;
 
 /// Takes tasks one per free slot, renders them and uploads the outputs.
 #[derive(Parser)]
@@ -27,7 +27,7 @@ async fn main() -> std::process::ExitCode {
             Patience::Wait,
         )
         .await?;
-        tessera::worker::run(deps, config, shutdown).await
+        tessera::roles::worker::run(deps, config, shutdown).await
     };
     tessera::telemetry::exit(result.await)
 }

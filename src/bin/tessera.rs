@@ -7,11 +7,11 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use tessera::client;
+use tessera::roles::client;
 use tessera::config::{CommonArgs, Deps, Patience, WorkerArgs, default_data_dir};
-use tessera::job::JobId;
-use tessera::protocol::EventKind;
-use tessera::worker::WorkerConfig;
+use tessera::core::job::JobId;
+use tessera::bus::protocol::EventKind;
+use tessera::roles::worker::WorkerConfig;
 
 /// Tessera render farm.
 #[derive(Parser)]
@@ -256,7 +256,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&workers)?);
             } else {
-                let now = tessera::protocol::now_ms();
+                let now = tessera::bus::protocol::now_ms();
                 println!(
                     "{:<24} {:<16} {:<12} {:<20} {:>5} {:>8} {:>9}",
                     "ID", "HOST", "CLASSES", "RENDERERS", "SLOTS", "RUNNING", "HEARTBEAT"
@@ -280,7 +280,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Logs { job, task } => {
             let deps = connect(&cli.common).await?;
             let id = job_id(&job)?;
-            let prefix = tessera::storage::keys::logs_prefix(&id);
+            let prefix = tessera::store::keys::logs_prefix(&id);
             for key in deps.store.list(&prefix).await? {
                 let name = key.strip_prefix(&prefix).unwrap_or(&key);
                 if task
@@ -303,7 +303,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 /// One line for a person: time, kind, task, attempt, worker, and what it says.
-fn describe(event: &tessera::protocol::Event) -> String {
+fn describe(event: &tessera::bus::protocol::Event) -> String {
     let mut line = format!("{} {:<13}", event.time_ms, event.kind.as_str());
     if let Some(task) = &event.task {
         line.push_str(&format!(" {task}"));

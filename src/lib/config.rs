@@ -10,9 +10,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use async_nats::jetstream;
 
-use crate::ledger::Ledger;
-use crate::storage::Store;
-use crate::streams;
+use crate::bus::ledger::Ledger;
+use crate::store::Store;
+use crate::bus::streams;
 
 /// Flags every binary takes.
 #[derive(clap::Args, Clone, Debug)]
@@ -378,11 +378,11 @@ fn duration(flag: &str, text: &str) -> anyhow::Result<Duration> {
         .with_context(|| format!("--{flag} {text:?} is not a duration such as \"5s\""))
 }
 
-impl TryFrom<&WorkerArgs> for crate::worker::WorkerConfig {
+impl TryFrom<&WorkerArgs> for crate::roles::worker::WorkerConfig {
     type Error = anyhow::Error;
 
     fn try_from(args: &WorkerArgs) -> anyhow::Result<Self> {
-        use crate::job::{Class, RendererKind};
+        use crate::core::job::{Class, RendererKind};
         let classes = args
             .class
             .iter()
@@ -425,7 +425,7 @@ impl TryFrom<&WorkerArgs> for crate::worker::WorkerConfig {
         };
         let ack_wait = match &args.ack_wait {
             Some(text) => duration("ack-wait", text)?,
-            None => crate::streams::default_task_ack_wait(),
+            None => crate::bus::streams::default_task_ack_wait(),
         };
         if ack_wait < Duration::from_secs(1) {
             anyhow::bail!("--ack-wait must be at least 1s");
@@ -437,10 +437,10 @@ impl TryFrom<&WorkerArgs> for crate::worker::WorkerConfig {
                 std::process::id() & 0xffff
             )
         });
-        if !crate::job::is_token(&id, 64, true) {
+        if !crate::core::job::is_token(&id, 64, true) {
             anyhow::bail!("--id {id:?}: use 1 to 64 of letters, digits, '_' and '-'");
         }
-        Ok(crate::worker::WorkerConfig {
+        Ok(crate::roles::worker::WorkerConfig {
             id,
             classes,
             slots: args.slots,

@@ -16,9 +16,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Deps, file_url};
-use crate::job::Class;
-use crate::storage::Store;
-use crate::worker::WorkerConfig;
+use crate::core::job::Class;
+use crate::store::Store;
+use crate::roles::worker::WorkerConfig;
 
 /// What `tessera up` runs.
 #[derive(Debug, Clone)]
@@ -110,13 +110,13 @@ pub async fn up(
         &tracker,
         &stop,
         "planner",
-        crate::planner::run(deps.clone(), stop.child_token()),
+        crate::roles::planner::run(deps.clone(), stop.child_token()),
     );
     spawn_role(
         &tracker,
         &stop,
         "collector",
-        crate::collector::run(deps.clone(), stop.child_token()),
+        crate::roles::collector::run(deps.clone(), stop.child_token()),
     );
     let host = hostname();
     for i in 0..config.workers {
@@ -134,7 +134,7 @@ pub async fn up(
             &tracker,
             &stop,
             "worker",
-            crate::worker::run(deps.clone(), worker, stop.child_token()),
+            crate::roles::worker::run(deps.clone(), worker, stop.child_token()),
         );
     }
     tracker.close();

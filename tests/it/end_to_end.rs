@@ -2,9 +2,9 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use tessera::job::JobId;
-use tessera::protocol::EventKind;
-use tessera::storage::keys;
+use tessera::core::job::JobId;
+use tessera::bus::protocol::EventKind;
+use tessera::store::keys;
 
 use crate::support::{Farm, last_line};
 
@@ -50,10 +50,10 @@ async fn the_same_job_runs_on_s3_with_outputs_under_the_documented_keys() {
         "a 4K float EXR is large: {} bytes",
         bytes.len()
     );
-    let image = tessera::raster::decode(&bytes).unwrap();
+    let image = tessera::core::raster::decode(&bytes).unwrap();
     assert_eq!((image.width(), image.height()), (3840, 2160));
     // The raw attempt output and the log are kept under their documented keys too.
-    let task = tessera::plan::task(&load(&deps, &job).await, 0);
+    let task = tessera::core::plan::task(&load(&deps, &job).await, 0);
     assert!(
         deps.store
             .exists(&keys::attempt_output(&job, &task.id, 1, "frame_0001.exr"))
@@ -68,7 +68,7 @@ async fn the_same_job_runs_on_s3_with_outputs_under_the_documented_keys() {
     );
 }
 
-async fn load(deps: &tessera::config::Deps, job: &JobId) -> tessera::job::Job {
+async fn load(deps: &tessera::config::Deps, job: &JobId) -> tessera::core::job::Job {
     let (record, _) = deps.ledger.job(job).await.unwrap().unwrap();
     record.spec.validate().unwrap()
 }
@@ -130,7 +130,7 @@ async fn twenty_four_frames(farm: &Farm) {
 
     // Events in a sensible order: accepted first, each task started before done, done last.
     let deps = farm.deps().await;
-    let events = tessera::client::events(&deps.js, job.as_str())
+    let events = tessera::roles::client::events(&deps.js, job.as_str())
         .await
         .unwrap();
     assert_eq!(events.first().unwrap().kind, EventKind::JobAccepted);

@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tessera::job::JobId;
-use tessera::protocol::{Event, EventKind};
-use tessera::storage::keys;
-use tessera::streams::{ADVISORIES_STREAM, TASKS_STREAM};
+use tessera::core::job::JobId;
+use tessera::bus::protocol::{Event, EventKind};
+use tessera::store::keys;
+use tessera::bus::streams::{ADVISORIES_STREAM, TASKS_STREAM};
 
 use crate::support::{Farm, stream_messages, wait_event, wait_events};
 
@@ -45,7 +45,7 @@ fn worker_role(worker: &str) -> usize {
 }
 
 async fn events(farm: &Farm, job: &str) -> Vec<Event> {
-    tessera::client::events(&farm.deps().await.js, job)
+    tessera::roles::client::events(&farm.deps().await.js, job)
         .await
         .unwrap()
 }
@@ -326,7 +326,7 @@ async fn a_slow_worker_completing_a_redelivered_task_changes_nothing() {
     let id = JobId::parse(&job).unwrap();
     let attempt1 = keys::attempt_output(
         &id,
-        &tessera::plan::TaskId("f0001".into()),
+        &tessera::core::plan::TaskId("f0001".into()),
         1,
         "frame_0001.png",
     );
@@ -443,7 +443,7 @@ async fn sigterm_lets_the_grace_period_run_then_hands_the_task_back_at_once() {
     );
     assert_eq!(output_text(&farm, &job, 1).await, "2\n");
     let id = JobId::parse(&job).unwrap();
-    let log1 = keys::attempt_log(&id, &tessera::plan::TaskId("f0001".into()), 1);
+    let log1 = keys::attempt_log(&id, &tessera::core::plan::TaskId("f0001".into()), 1);
     let log1 = String::from_utf8(deps.store.get(&log1).await.unwrap().to_vec()).unwrap();
     assert!(log1.contains("shutting down"), "{log1}");
 }
@@ -626,14 +626,14 @@ async fn a_parked_pull_does_not_swallow_the_next_redelivery() {
             .unwrap();
     }
 
-    let first = tessera::worker::pull_one(&consumer)
+    let first = tessera::roles::worker::pull_one(&consumer)
         .await
         .unwrap()
         .message
         .unwrap();
     assert_eq!(first.subject.as_str(), "parked.a");
     // "b" is queued but cannot be delivered while "a" is pending: the server parks this pull.
-    let parked = tessera::worker::pull_one(&consumer).await.unwrap();
+    let parked = tessera::roles::worker::pull_one(&consumer).await.unwrap();
     assert!(parked.message.is_none() && parked.parked, "{parked:?}");
     first
         .ack_with(AckKind::Nak(Some(Duration::from_millis(200))))
@@ -649,7 +649,7 @@ async fn a_parked_pull_does_not_swallow_the_next_redelivery() {
             "the nak'd message was not redelivered within {:?} (ack deadline {ack_wait:?})",
             ack_wait / 4
         );
-        if let Some(msg) = tessera::worker::pull_one(&consumer).await.unwrap().message {
+        if let Some(msg) = tessera::roles::worker::pull_one(&consumer).await.unwrap().message {
             break msg;
         }
     };
@@ -667,7 +667,7 @@ async fn a_parked_pull_does_not_swallow_the_next_redelivery() {
 /// job is done only once every frame is stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_is_reported_done_only_once_every_frame_is_stored() {
-    use tessera::plan::TaskId;
+    use tessera::core::plan::TaskId;
     let farm = Farm::with_workers(0);
     let deps = farm.deps().await;
     // No worker runs it: the test plays the workers' part, publishing their events.
@@ -688,11 +688,11 @@ async fn a_job_is_reported_done_only_once_every_frame_is_stored() {
     };
 
     // Frame 1 is reported done before its part can be read.
-    tessera::protocol::publish_event(&deps.js, &done(1))
+    tessera::bus::protocol::publish_event(&deps.js, &done(1))
         .await
         .unwrap();
     deps.store.put(&part(2), "two\n".into()).await.unwrap();
-    tessera::protocol::publish_event(&deps.js, &done(2))
+    tessera::bus::protocol::publish_event(&deps.js, &done(2))
         .await
         .unwrap();
     let second = keys::output(&id, "frame_0002.png");

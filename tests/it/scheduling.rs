@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use tessera::protocol::{Event, EventKind};
-use tessera::streams::TASKS_STREAM;
+use tessera::bus::protocol::{Event, EventKind};
+use tessera::bus::streams::TASKS_STREAM;
 
 use crate::support::{Farm, PATIENCE, stream_messages, wait_event};
 
@@ -21,7 +21,7 @@ async fn starts(farm: &Farm, jobs: &[&str]) -> Vec<Event> {
     let deps = farm.deps().await;
     let mut all = Vec::new();
     for job in jobs {
-        let events = tessera::client::events(&deps.js, job).await.unwrap();
+        let events = tessera::roles::client::events(&deps.js, job).await.unwrap();
         all.extend(
             events
                 .into_iter()
@@ -164,7 +164,7 @@ async fn a_task_no_worker_can_render_stays_queued_and_status_says_why_and_dead_w
         3,
         "the tasks are still queued"
     );
-    let events = tessera::client::events(&deps.js, "needs-builtin")
+    let events = tessera::roles::client::events(&deps.js, "needs-builtin")
         .await
         .unwrap();
     assert!(
@@ -221,12 +221,12 @@ async fn task_consumers_of_an_older_layout_are_replaced() {
 /// server count again; the pulls after it answer at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queue_whose_tasks_were_purged_answers_pulls_at_once_again() {
-    use tessera::job::{Class, Priority, RendererKind};
+    use tessera::core::job::{Class, Priority, RendererKind};
     let mut farm = Farm::new();
     let deps = farm.deps().await;
     farm.start("tessera-planner", &[]);
     farm.start("tessera-collector", &[]);
-    let consumer = tessera::streams::task_consumer(
+    let consumer = tessera::bus::streams::task_consumer(
         &deps.js,
         &Class::parse("cpu").unwrap(),
         Priority::Normal,
@@ -239,7 +239,7 @@ async fn a_queue_whose_tasks_were_purged_answers_pulls_at_once_again() {
     let id = farm.submit("purged", toml);
     wait_event(&farm, &deps.js, &id, EventKind::JobAccepted).await;
     // A worker takes one task; the job is canceled while the other 19 are queued.
-    let taken = tessera::worker::pull_one(&consumer).await.unwrap();
+    let taken = tessera::roles::worker::pull_one(&consumer).await.unwrap();
     assert!(taken.message.is_some(), "{taken:?}");
     let out = farm.cli(&["cancel", &id]);
     assert!(out.status.success(), "{out:?}");
@@ -248,7 +248,7 @@ async fn a_queue_whose_tasks_were_purged_answers_pulls_at_once_again() {
 
     let mut pulls = Vec::new();
     for _ in 0..4 {
-        let pull = tessera::worker::pull_one(&consumer).await.unwrap();
+        let pull = tessera::roles::worker::pull_one(&consumer).await.unwrap();
         assert!(pull.message.is_none(), "{pull:?}");
         pulls.push(pull.parked);
     }

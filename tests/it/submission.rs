@@ -1,9 +1,9 @@
 //! What the planner accepts, deduplicates and rejects — from the CLI and from any NATS client.
 
-use tessera::job::JobId;
-use tessera::protocol::EventKind;
-use tessera::storage::keys;
-use tessera::streams::{JOBS_STREAM, TASKS_STREAM};
+use tessera::core::job::JobId;
+use tessera::bus::protocol::EventKind;
+use tessera::store::keys;
+use tessera::bus::streams::{JOBS_STREAM, TASKS_STREAM};
 
 use crate::support::{Farm, last_line, stream_messages, wait_event, wait_events};
 
@@ -69,7 +69,7 @@ async fn the_same_job_id_submitted_twice_is_planned_once() {
     }
 
     let job = JobId::parse("twice").unwrap();
-    let events = tessera::client::events(&deps.js, job.as_str())
+    let events = tessera::roles::client::events(&deps.js, job.as_str())
         .await
         .unwrap();
     let count = |kind| events.iter().filter(|e| e.kind == kind).count();
@@ -208,7 +208,7 @@ async fn invalid_jobs_over_nats_are_rejected_with_reasons_and_the_planner_carrie
         .unwrap();
     plain.flush().await.unwrap();
     // Three rejections without a usable id: the bad id and the two pieces of garbage.
-    let unusable = |events: &[tessera::protocol::Event]| events.len() == 3;
+    let unusable = |events: &[tessera::bus::protocol::Event]| events.len() == 3;
     let events = wait_events(&farm, &deps.js, "_invalid", unusable).await;
     assert!(
         events
@@ -222,7 +222,7 @@ async fn invalid_jobs_over_nats_are_rejected_with_reasons_and_the_planner_carrie
         } else {
             format!("bad-{i}")
         };
-        let names_field = |events: &[tessera::protocol::Event]| {
+        let names_field = |events: &[tessera::bus::protocol::Event]| {
             events.iter().any(|e| {
                 e.kind == EventKind::JobRejected
                     && e.reasons.iter().any(|r| r.to_string().contains(field))

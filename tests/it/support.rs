@@ -10,8 +10,8 @@ use std::time::Duration;
 use async_nats::jetstream;
 use tempfile::TempDir;
 use tessera::config::Deps;
-use tessera::protocol::{Event, EventKind};
-use tessera::storage::Store;
+use tessera::bus::protocol::{Event, EventKind};
+use tessera::store::Store;
 
 /// Long enough for a debug build on a loaded two-core machine; tests wait on events, never
 /// on time.
@@ -524,7 +524,7 @@ pub async fn wait_events(
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
         // Reading can fail for a moment while a restarted server recovers its streams.
-        let events = match tessera::client::events(js, job).await {
+        let events = match tessera::roles::client::events(js, job).await {
             Ok(events) => events,
             Err(e) if tokio::time::Instant::now() < deadline => {
                 eprintln!("reading the events of {job}: {e:#}; trying again");

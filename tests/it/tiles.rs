@@ -5,11 +5,11 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32};
 
-use tessera::job::{ImageFormat, JobId};
-use tessera::raster;
+use tessera::core::job::{ImageFormat, JobId};
+use tessera::core::raster;
 use tessera::render::builtin::{Pass, RenderJob, Scene};
-use tessera::storage::keys;
-use tessera::tiles::Rect;
+use tessera::store::keys;
+use tessera::core::tiles::Rect;
 
 use crate::support::Farm;
 

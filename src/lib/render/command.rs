@@ -20,9 +20,9 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command as Process;
 
 use super::{BoxFuture, Output, RenderError, Renderer, Request};
-use crate::frames::frame_file_name;
-use crate::job::RendererKind;
-use crate::tiles::Rect;
+use crate::core::frames::frame_file_name;
+use crate::core::job::RendererKind;
+use crate::core::tiles::Rect;
 
 /// The placeholders a command may use.
 pub const PLACEHOLDERS: [&str; 15] = [

@@ -16,8 +16,8 @@ use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::job::RendererKind;
-use crate::protocol::TaskMessage;
+use crate::core::job::RendererKind;
+use crate::bus::protocol::TaskMessage;
 
 /// What a renderer needs to run one attempt.
 pub struct Request {

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::{BoxFuture, Output, RenderError, Renderer, Request};
-use crate::job::RendererKind;
+use crate::core::job::RendererKind;
 
 /// The `noop` renderer.
 pub struct Noop;

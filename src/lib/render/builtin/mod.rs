@@ -24,10 +24,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use super::{BoxFuture, Output, RenderError, Renderer, Request};
-use crate::frames::frame_file_name;
-use crate::job::{ImageFormat, RendererKind};
-use crate::raster::{self, Raster, Transfer};
-use crate::tiles::Rect;
+use crate::core::frames::frame_file_name;
+use crate::core::job::{ImageFormat, RendererKind};
+use crate::core::raster::{self, Raster, Transfer};
+use crate::core::tiles::Rect;
 use math::{Rng, V3};
 pub use scene::Scene;
 use trace::Frame;

@@ -23,7 +23,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::job::JobSpec;
+use crate::core::job::JobSpec;
 
 /// Task slots per KV page.
 pub const PAGE_SIZE: u32 = 1024;

@@ -16,6 +16,8 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart};
 
+pub mod package;
+
 /// Outputs at least this large are uploaded in parts.
 const MULTIPART_THRESHOLD: usize = 16 << 20;
 /// Size of each part of a multipart upload.
@@ -23,8 +25,8 @@ const PART_SIZE: usize = 8 << 20;
 
 /// Where everything of Tessera lives in the object store.
 pub mod keys {
-    use crate::job::JobId;
-    use crate::plan::TaskId;
+    use crate::core::job::JobId;
+    use crate::core::plan::TaskId;
 
     /// `blobs/sha256/<hex>`: content-addressed file contents.
     pub fn blob(hex: &str) -> String {

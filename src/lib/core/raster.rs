@@ -9,8 +9,8 @@ use std::io::Cursor;
 
 use image::{DynamicImage, ImageBuffer, ImageFormat as FileFormat, Rgb, Rgb32FImage};
 
-use crate::job::ImageFormat;
-use crate::tiles::Rect;
+use crate::core::job::ImageFormat;
+use crate::core::tiles::Rect;
 
 /// A linear-light RGB float image.
 #[derive(Debug, Clone, PartialEq)]

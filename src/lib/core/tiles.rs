@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::job::Tiles;
+use crate::core::job::Tiles;
 
 /// A pixel rectangle in image coordinates (origin top left).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -112,7 +112,7 @@ pub fn all(tiles: &Tiles, width: u32, height: u32) -> impl Iterator<Item = Tile>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::job::Blend;
+    use crate::core::job::Blend;
 
     fn grid(columns: u32, rows: u32, overscan: u32) -> Tiles {
         Tiles {

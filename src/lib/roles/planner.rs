@@ -14,12 +14,12 @@ use async_nats::jetstream::{self, AckKind};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Deps;
-use crate::job::{self, Invalid, Job, JobId};
-use crate::ledger::Created;
-use crate::plan;
-use crate::protocol::{self, Event, EventKind, TaskMessage};
-use crate::state::{JobRecord, JobState};
-use crate::streams;
+use crate::core::job::{self, Invalid, Job, JobId};
+use crate::bus::ledger::Created;
+use crate::core::plan;
+use crate::bus::protocol::{self, Event, EventKind, TaskMessage};
+use crate::core::state::{JobRecord, JobState};
+use crate::bus::streams;
 
 /// Publishes in flight at once while queuing a job's tasks.
 const PUBLISH_WINDOW: usize = 512;
@@ -77,7 +77,7 @@ async fn handle(deps: &Deps, msg: &jetstream::Message) -> anyhow::Result<()> {
     if spec.id.is_none() {
         // Derived from the message, so a redelivery plans the same job.
         let sequence = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
-        let digest = crate::scene::sha256_hex(&msg.payload);
+        let digest = crate::store::package::sha256_hex(&msg.payload);
         spec.id = Some(format!("job-{sequence}-{}", &digest[..8]));
     }
     let id_text = spec.id.clone().unwrap_or_default();

@@ -14,7 +14,7 @@ use async_nats::jetstream::{self, consumer, kv, stream};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::job::{Class, Priority, RendererKind};
+use crate::core::job::{Class, Priority, RendererKind};
 
 /// Job submissions.
 pub const JOBS_STREAM: &str = "TESSERA_JOBS";
@@ -32,33 +32,33 @@ pub const ADVISORIES_STREAM: &str = "TESSERA_ADVISORIES";
 const STREAM_FILES: [(&str, &str); 6] = [
     (
         "TESSERA_JOBS.json",
-        include_str!("../../streams/TESSERA_JOBS.json"),
+        include_str!("../../../streams/TESSERA_JOBS.json"),
     ),
     (
         "TESSERA_TASKS.json",
-        include_str!("../../streams/TESSERA_TASKS.json"),
+        include_str!("../../../streams/TESSERA_TASKS.json"),
     ),
     (
         "TESSERA_EVENTS.json",
-        include_str!("../../streams/TESSERA_EVENTS.json"),
+        include_str!("../../../streams/TESSERA_EVENTS.json"),
     ),
     (
         "KV_tessera-jobs.json",
-        include_str!("../../streams/KV_tessera-jobs.json"),
+        include_str!("../../../streams/KV_tessera-jobs.json"),
     ),
     (
         "KV_tessera-workers.json",
-        include_str!("../../streams/KV_tessera-workers.json"),
+        include_str!("../../../streams/KV_tessera-workers.json"),
     ),
     (
         "TESSERA_ADVISORIES.json",
-        include_str!("../../streams/TESSERA_ADVISORIES.json"),
+        include_str!("../../../streams/TESSERA_ADVISORIES.json"),
     ),
 ];
-const PLANNER_CONSUMER: &str = include_str!("../../streams/consumer-planner.json");
-const COLLECTOR_CONSUMER: &str = include_str!("../../streams/consumer-collector.json");
-const TASKS_CONSUMER: &str = include_str!("../../streams/consumer-tasks.json");
-const ADVISORIES_CONSUMER: &str = include_str!("../../streams/consumer-advisories.json");
+const PLANNER_CONSUMER: &str = include_str!("../../../streams/consumer-planner.json");
+const COLLECTOR_CONSUMER: &str = include_str!("../../../streams/consumer-collector.json");
+const TASKS_CONSUMER: &str = include_str!("../../../streams/consumer-tasks.json");
+const ADVISORIES_CONSUMER: &str = include_str!("../../../streams/consumer-advisories.json");
 
 /// The stream definitions, parsed.
 pub fn stream_configs() -> anyhow::Result<Vec<stream::Config>> {

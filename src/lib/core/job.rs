@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::frames::FrameRange;
+use crate::core::frames::FrameRange;
 
 /// The version of the job schema this build writes and reads.
 pub const JOB_SCHEMA: u32 = 1;
@@ -826,7 +826,7 @@ impl JobSpec {
         }
 
         let largest = match &tiles {
-            Some(t) => crate::tiles::all(t, image.width, image.height)
+            Some(t) => crate::core::tiles::all(t, image.width, image.height)
                 .map(|tile| tile.render.area())
                 .max()
                 .unwrap_or(0),
@@ -1264,7 +1264,7 @@ mod tests {
     #[test]
     fn json_schema_matches_the_spec_fields() {
         let schema: serde_json::Value =
-            serde_json::from_str(include_str!("../../schema/job.schema.json")).unwrap();
+            serde_json::from_str(include_str!("../../../schema/job.schema.json")).unwrap();
         let keys = |v: &serde_json::Value| -> std::collections::BTreeSet<String> {
             v.as_object().unwrap().keys().cloned().collect()
         };

@@ -11,10 +11,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Deps;
 use crate::farm::{FarmConfig, up};
-use crate::job::Class;
-use crate::protocol;
-use crate::storage::Store;
-use crate::worker::WorkerConfig;
+use crate::core::job::Class;
+use crate::bus::protocol;
+use crate::store::Store;
+use crate::roles::worker::WorkerConfig;
 
 /// Sorted durations with percentiles.
 pub struct Samples(Vec<Duration>);
@@ -58,7 +58,7 @@ pub fn bench_worker(cache: std::path::PathBuf) -> WorkerConfig {
         threads: 1,
         cache_dir: cache,
         renderers: crate::render::available(),
-        ack_wait: crate::streams::default_task_ack_wait(),
+        ack_wait: crate::bus::streams::default_task_ack_wait(),
         grace: Duration::from_secs(5),
         idle_poll: Duration::from_millis(500),
         max_deliver: None,
@@ -177,7 +177,7 @@ pub async fn dispatch(runs: usize) -> anyhow::Result<()> {
 /// Waits until `n` workers are registered.
 pub async fn wait_for_workers(deps: &Deps, n: usize) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
-    while crate::client::workers(deps).await?.len() < n {
+    while crate::roles::client::workers(deps).await?.len() < n {
         if Instant::now() > deadline {
             anyhow::bail!("workers did not register within 30 s");
         }
@@ -285,9 +285,9 @@ pub async fn failover(runs: usize) -> anyhow::Result<()> {
         child.wait()?;
         next_start(&mut started, &id).await?;
         samples.push(killed.elapsed());
-        crate::client::cancel(
+        crate::roles::client::cancel(
             deps,
-            &crate::job::JobId::parse(&id).map_err(anyhow::Error::msg)?,
+            &crate::core::job::JobId::parse(&id).map_err(anyhow::Error::msg)?,
         )
         .await?;
         workers.insert(format!("fo{next}"), spawn(next)?);
@@ -297,7 +297,7 @@ pub async fn failover(runs: usize) -> anyhow::Result<()> {
     let samples = Samples::new(samples);
     println!(
         "failover: SIGKILL of the rendering worker to the task started on another (ack deadline {:?})",
-        crate::streams::default_task_ack_wait()
+        crate::bus::streams::default_task_ack_wait()
     );
     println!("{}", samples.line("SIGKILL -> task.started elsewhere"));
     for (_, mut child) in workers {
@@ -372,11 +372,11 @@ pub fn render(bench: &RenderBench) -> anyhow::Result<()> {
         frame: bench.frame,
         width: bench.width,
         height: bench.height,
-        region: crate::tiles::Rect::full(bench.width, bench.height),
+        region: crate::core::tiles::Rect::full(bench.width, bench.height),
         samples: bench.samples,
         bounces: bench.bounces,
         pass: Pass::Beauty,
-        format: crate::job::ImageFormat::Png,
+        format: crate::core::job::ImageFormat::Png,
     };
     let paths = f64::from(bench.width) * f64::from(bench.height) * f64::from(bench.samples);
     let mut baseline = None;
@@ -397,7 +397,7 @@ pub fn render(bench: &RenderBench) -> anyhow::Result<()> {
         );
     }
     if let (Some(out), Some(raster)) = (&bench.out, last) {
-        let bytes = crate::raster::encode(&raster, crate::job::ImageFormat::Png, 8)
+        let bytes = crate::core::raster::encode(&raster, crate::core::job::ImageFormat::Png, 8)
             .map_err(anyhow::Error::msg)?;
         std::fs::write(out, bytes).with_context(|| format!("writing {}", out.display()))?;
     }
@@ -442,14 +442,14 @@ pub async fn stitch(runs: usize) -> anyhow::Result<()> {
                 _ => {}
             }
         }
-        let job = crate::job::JobId::parse(&id).map_err(anyhow::Error::msg)?;
+        let job = crate::core::job::JobId::parse(&id).map_err(anyhow::Error::msg)?;
         let bytes = deps
             .store
-            .get(&crate::storage::keys::output(&job, "frame_0001.png"))
+            .get(&crate::store::keys::output(&job, "frame_0001.png"))
             .await?;
-        let image = crate::raster::decode(&bytes).map_err(anyhow::Error::msg)?;
+        let image = crate::core::raster::decode(&bytes).map_err(anyhow::Error::msg)?;
         let t0 = Instant::now();
-        crate::raster::encode_image(&image, crate::job::ImageFormat::Png)
+        crate::core::raster::encode_image(&image, crate::core::job::ImageFormat::Png)
             .map_err(anyhow::Error::msg)?;
         encode_only.push(t0.elapsed());
     }
@@ -469,7 +469,7 @@ pub async fn stitch(runs: usize) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::job::RendererKind;
+    use crate::core::job::RendererKind;
 
     #[test]
     fn percentiles_by_nearest_rank() {

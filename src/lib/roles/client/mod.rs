@@ -9,11 +9,11 @@ use futures::StreamExt;
 use serde::Serialize;
 
 use crate::config::Deps;
-use crate::job::{self, FieldError, Invalid, Job, JobId, JobSpec, RendererKind};
-use crate::protocol::{self, Event, EventKind, WorkerInfo};
-use crate::state::{Counts, JobState};
-use crate::storage::keys;
-use crate::streams;
+use crate::core::job::{self, FieldError, Invalid, Job, JobId, JobSpec, RendererKind};
+use crate::bus::protocol::{self, Event, EventKind, WorkerInfo};
+use crate::core::state::{Counts, JobState};
+use crate::store::keys;
+use crate::bus::streams;
 
 /// A job file read and checked, ready to submit.
 pub struct Prepared {
@@ -65,7 +65,7 @@ pub fn prepare(job_file: &Path) -> Result<Prepared, Invalid> {
 pub async fn submit(deps: &Deps, prepared: Prepared) -> anyhow::Result<JobId> {
     let mut spec = prepared.spec;
     if let Some(scene) = &prepared.scene {
-        let hex = crate::scene::package(&deps.store, scene)
+        let hex = crate::store::package::package(&deps.store, scene)
             .await
             .with_context(|| format!("uploading scene {}", scene.display()))?;
         spec.scene_manifest = Some(format!("sha256:{hex}"));
@@ -141,29 +141,29 @@ pub async fn retry(deps: &Deps, id: &JobId) -> anyhow::Result<usize> {
             record.state.as_str()
         );
     }
-    let before = deps.ledger.slots(id, crate::plan::task_count(&job)).await?;
+    let before = deps.ledger.slots(id, crate::core::plan::task_count(&job)).await?;
     let requeued = deps
         .ledger
         .change_all(
             id,
-            crate::plan::task_count(&job),
-            crate::state::Change::Requeue,
+            crate::core::plan::task_count(&job),
+            crate::core::state::Change::Requeue,
         )
         .await?;
     let mut event = Event::new(EventKind::JobRetried, id.as_str());
     event.message = Some(format!("{} tasks queued again", requeued.len()));
     protocol::publish_event(&deps.js, &event).await?;
     // A task whose dependencies are not done waits: the collector queues it when they are.
-    let slots = deps.ledger.slots(id, crate::plan::task_count(&job)).await?;
+    let slots = deps.ledger.slots(id, crate::core::plan::task_count(&job)).await?;
     for index in &requeued {
-        let task = crate::plan::task(&job, *index);
+        let task = crate::core::plan::task(&job, *index);
         let ready = task
             .waits_for
             .iter()
-            .all(|&d| slots[d as usize].state() == crate::state::TaskState::Done);
+            .all(|&d| slots[d as usize].state() == crate::core::state::TaskState::Done);
         if ready {
             let attempts_before = before[*index as usize].attempt();
-            crate::planner::publish_task(&deps.js, &job, &task, record.generation, attempts_before)
+            crate::roles::planner::publish_task(&deps.js, &job, &task, record.generation, attempts_before)
                 .await?
                 .await?;
         }
@@ -296,7 +296,7 @@ pub async fn cancel(deps: &Deps, job: &JobId) -> anyhow::Result<()> {
         .spec
         .validate()
         .map_err(|e| anyhow::anyhow!("stored job {job}: {e}"))?;
-    crate::collector::end_job(
+    crate::roles::collector::end_job(
         deps,
         &job,
         JobState::Canceled,

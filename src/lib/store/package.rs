@@ -14,8 +14,8 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::job::check_relative_path;
-use crate::storage::{Store, keys};
+use crate::core::job::check_relative_path;
+use crate::store::{Store, keys};
 
 /// At most this many files in a scene folder.
 pub const MAX_FILES: usize = 100_000;

@@ -24,12 +24,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Deps;
-use crate::job::{Class, JobId, Priority, RendererKind};
-use crate::protocol::{self, Event, EventKind, TaskMessage};
+use crate::core::job::{Class, JobId, Priority, RendererKind};
+use crate::bus::protocol::{self, Event, EventKind, TaskMessage};
 use crate::render::{self, Log, RenderError, Request};
-use crate::scene::Cache;
-use crate::storage::keys;
-use crate::streams;
+use crate::store::package::Cache;
+use crate::store::keys;
+use crate::bus::streams;
 
 /// A worker's validated configuration.
 #[derive(Debug, Clone)]
@@ -697,7 +697,7 @@ async fn another_worker_can_run(
     let Some((class, _)) = protocol::parse_task_subject(&msg.subject) else {
         return false;
     };
-    match crate::client::workers(&shared.deps).await {
+    match crate::roles::client::workers(&shared.deps).await {
         Ok(workers) => workers.iter().any(|w| {
             w.id != shared.config.id
                 && w.renderers.contains(&task.renderer)
@@ -900,7 +900,7 @@ async fn attempt_render(
     };
     let mut outputs = Vec::with_capacity(files.len());
     for file in files {
-        crate::job::check_relative_path(&file.name)
+        crate::core::job::check_relative_path(&file.name)
             .map_err(|e| failed(format!("output name {e}")))?;
         let bytes = tokio::fs::read(&file.path)
             .await

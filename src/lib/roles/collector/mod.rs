@@ -17,15 +17,15 @@ use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Deps;
-use crate::frames::frame_file_name;
-use crate::job::{FailurePolicy, Job, JobId, RendererKind};
-use crate::plan;
-use crate::protocol::{self, Event, EventKind};
-use crate::raster;
-use crate::state::{Change, Counts, JobState, TaskSlot, TaskState};
-use crate::stitch::{Canvas, PixelKind};
-use crate::storage::keys;
-use crate::streams;
+use crate::core::frames::frame_file_name;
+use crate::core::job::{FailurePolicy, Job, JobId, RendererKind};
+use crate::core::plan;
+use crate::bus::protocol::{self, Event, EventKind};
+use crate::core::raster;
+use crate::core::state::{Change, Counts, JobState, TaskSlot, TaskState};
+use crate::core::stitch::{Canvas, PixelKind};
+use crate::store::keys;
+use crate::bus::streams;
 
 /// Jobs whose validated spec is kept in memory.
 const JOB_CACHE: usize = 256;
@@ -355,7 +355,7 @@ async fn stitch_tile(
 /// An empty canvas for a frame of `job`, in the pixel type of its first tile, `part`.
 fn new_canvas(
     job: &Job,
-    grid: crate::job::Tiles,
+    grid: crate::core::job::Tiles,
     tiles: usize,
     part: &image::DynamicImage,
 ) -> Canvas {
@@ -377,7 +377,7 @@ async fn write_preview(
     preview: image::DynamicImage,
 ) -> anyhow::Result<()> {
     let bytes = tokio::task::spawn_blocking(move || {
-        raster::encode_image(&preview, crate::job::ImageFormat::Png)
+        raster::encode_image(&preview, crate::core::job::ImageFormat::Png)
     })
     .await?
     .map_err(anyhow::Error::msg)?;
@@ -483,7 +483,7 @@ async fn release_dependents(deps: &Deps, job: &Job, index: u32) -> anyhow::Resul
                 .await?;
             if before != after || after.state() == TaskState::Queued {
                 // Republishing after a crash is deduplicated by the task's Nats-Msg-Id.
-                crate::planner::publish_task(&deps.js, job, &task, generation, 0)
+                crate::roles::planner::publish_task(&deps.js, job, &task, generation, 0)
                     .await?
                     .await?;
                 released = true;
@@ -651,7 +651,7 @@ pub async fn end_job(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::job::from_toml;
+    use crate::core::job::from_toml;
 
     fn job(text: &str) -> Job {
         from_toml(text).unwrap().validate().unwrap()
@@ -665,7 +665,7 @@ mod tests {
     fn forgetting_a_job_drops_its_canvases_only() {
         let mut stitching = Stitching::default();
         for (job, frame) in [("a", 1), ("a", 2), ("ab", 1)] {
-            let canvas = Canvas::new(4, 4, PixelKind::U8, crate::job::Blend::Crop, 0, 2);
+            let canvas = Canvas::new(4, 4, PixelKind::U8, crate::core::job::Blend::Crop, 0, 2);
             stitching.canvases.insert(
                 (JobId::parse(job).unwrap(), 0, frame),
                 InProgress {

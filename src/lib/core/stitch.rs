@@ -18,8 +18,8 @@
 
 use image::{DynamicImage, ImageBuffer, Rgb};
 
-use crate::job::Blend;
-use crate::tiles::Tile;
+use crate::core::job::Blend;
+use crate::core::tiles::Tile;
 
 /// The pixel type of a frame's file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -256,7 +256,7 @@ impl Canvas {
                         PixelKind::U8 => v[i + c].round().clamp(0.0, 255.0) as u8,
                         PixelKind::U16 => (v[i + c] / 257.0).round().clamp(0.0, 255.0) as u8,
                         PixelKind::F32 => {
-                            (crate::raster::linear_to_srgb(v[i + c]) * 255.0 + 0.5) as u8
+                            (crate::core::raster::linear_to_srgb(v[i + c]) * 255.0 + 0.5) as u8
                         }
                     },
                 }
@@ -354,8 +354,8 @@ pub fn inner_edges(tiles: &[Tile]) -> (Vec<usize>, Vec<usize>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::job::Tiles;
-    use crate::tiles;
+    use crate::core::job::Tiles;
+    use crate::core::tiles;
 
     /// A smooth 8-bit test image with fine detail.
     fn reference(w: u32, h: u32) -> ImageBuffer<Rgb<u8>, Vec<u8>> {

@@ -2,7 +2,7 @@
 //!
 //! Internal messages are msgpack (`rmp_serde::to_vec_named`, so fields travel by name and
 //! optional ones may be absent) with the header `Content-Type: application/msgpack`; every
-//! message carries a `schema` version. Job submissions may be JSON too (see [`crate::job`]).
+//! message carries a `schema` version. Job submissions may be JSON too (see [`crate::core::job`]).
 //!
 //! Subjects:
 //!
@@ -18,9 +18,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::job::{Class, FieldError, ImageFormat, JobId, Priority, RendererKind};
-use crate::plan::TaskId;
-use crate::tiles::Rect;
+use crate::core::job::{Class, FieldError, ImageFormat, JobId, Priority, RendererKind};
+use crate::core::plan::TaskId;
+use crate::core::tiles::Rect;
 
 /// Version of the internal message schemas.
 pub const SCHEMA: u32 = 1;
@@ -347,7 +347,7 @@ pub fn headers(msg_id: Option<&str>) -> async_nats::HeaderMap {
 
 impl TaskMessage {
     /// The message for planned task `plan` of `job`.
-    pub fn new(job: &crate::job::Job, plan: &crate::plan::TaskPlan) -> TaskMessage {
+    pub fn new(job: &crate::core::job::Job, plan: &crate::core::plan::TaskPlan) -> TaskMessage {
         TaskMessage {
             schema: SCHEMA,
             job: job.id.clone(),
@@ -381,8 +381,8 @@ impl TaskMessage {
         }
         if self.width == 0
             || self.height == 0
-            || self.width > crate::job::MAX_IMAGE_SIDE
-            || self.height > crate::job::MAX_IMAGE_SIDE
+            || self.width > crate::core::job::MAX_IMAGE_SIDE
+            || self.height > crate::core::job::MAX_IMAGE_SIDE
         {
             return Err(format!(
                 "task image {}x{} is out of range",
@@ -392,29 +392,29 @@ impl TaskMessage {
         if let Some(r) = self.region
             && (r.width == 0
                 || r.height == 0
-                || !crate::tiles::Rect::full(self.width, self.height).contains(r))
+                || !crate::core::tiles::Rect::full(self.width, self.height).contains(r))
         {
             return Err(format!("task region {r:?} is not inside the image"));
         }
         let region = self
             .region
-            .unwrap_or(crate::tiles::Rect::full(self.width, self.height));
-        if region.area() > crate::job::MAX_TASK_PIXELS {
+            .unwrap_or(crate::core::tiles::Rect::full(self.width, self.height));
+        if region.area() > crate::core::job::MAX_TASK_PIXELS {
             return Err(format!(
                 "task region {}x{} is more than one task may render",
                 region.width, region.height
             ));
         }
         if let Some(layer) = &self.layer
-            && !crate::job::is_token(layer, 32, true)
+            && !crate::core::job::is_token(layer, 32, true)
         {
             return Err(format!("task layer {layer:?} is not a valid name"));
         }
-        if !crate::job::is_token(self.task.as_str().replace('.', "-").as_str(), 200, true) {
+        if !crate::core::job::is_token(self.task.as_str().replace('.', "-").as_str(), 200, true) {
             return Err(format!("task id {:?} is not valid", self.task));
         }
         if let Some(hex) = &self.scene_manifest {
-            crate::job::parse_manifest_ref(&format!("sha256:{hex}"))?;
+            crate::core::job::parse_manifest_ref(&format!("sha256:{hex}"))?;
         }
         Ok(())
     }

@@ -12,8 +12,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::job::Job;
-use crate::tiles::{self, Tile};
+use crate::core::job::Job;
+use crate::core::tiles::{self, Tile};
 
 /// A task id, unique within its job; safe in KV and object keys.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -178,7 +178,7 @@ pub fn dependents(job: &Job, index: u32) -> Vec<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::job::from_toml;
+    use crate::core::job::from_toml;
 
     fn job(text: &str) -> Job {
         from_toml(text).unwrap().validate().unwrap()

@@ -1,0 +1,12 @@
+//! The pure core: what a job is and how it becomes tasks, tiles and frames, with no I/O.
+//!
+//! Nothing here imports tokio, async-nats, object_store or a renderer (the tidy test checks
+//! it), so every function is deterministic and tested by tables beside it.
+
+pub mod frames;
+pub mod job;
+pub mod plan;
+pub mod raster;
+pub mod state;
+pub mod stitch;
+pub mod tiles;
