@@ -1,7 +1,8 @@
 //! `tessera-worker`: takes tasks, renders them, uploads the outputs.
 
 use clap::Parser;
-use tessera::config::{CommonArgs, Deps, Patience, WorkerArgs};
+use tessera::config::{CommonArgs, Deps, Patience};
+use tessera::roles::worker::WorkerArgs;
 use tessera::roles::worker::WorkerConfig;
 
 /// Takes tasks one per free slot, renders them and uploads the outputs.

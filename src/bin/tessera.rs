@@ -7,10 +7,11 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use tessera::roles::client;
-use tessera::config::{CommonArgs, Deps, Patience, WorkerArgs, default_data_dir};
-use tessera::core::job::JobId;
 use tessera::bus::protocol::EventKind;
+use tessera::config::{CommonArgs, Deps, Patience, default_data_dir};
+use tessera::core::job::JobId;
+use tessera::roles::client;
+use tessera::roles::worker::WorkerArgs;
 use tessera::roles::worker::WorkerConfig;
 
 /// Tessera render farm.

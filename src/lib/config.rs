@@ -11,8 +11,8 @@ use anyhow::Context as _;
 use async_nats::jetstream;
 
 use crate::bus::ledger::Ledger;
-use crate::store::Store;
 use crate::bus::streams;
+use crate::store::Store;
 
 /// Flags every binary takes.
 #[derive(clap::Args, Clone, Debug)]
@@ -330,133 +330,21 @@ impl Deps {
     }
 }
 
-/// A worker's flags (also taken by `tessera up` for its workers).
-#[derive(clap::Args, Clone, Debug)]
-pub struct WorkerArgs {
-    /// Worker id (default: host name plus a random suffix).
-    #[arg(long, env = "TESSERA_WORKER_ID")]
-    pub id: Option<String>,
-    /// Hardware classes served, in preference order, comma-separated.
-    #[arg(
-        long,
-        env = "TESSERA_CLASS",
-        default_value = "cpu",
-        value_delimiter = ','
-    )]
-    pub class: Vec<String>,
-    /// Tasks run at once.
-    #[arg(long, env = "TESSERA_SLOTS", default_value_t = 1)]
-    pub slots: usize,
-    /// Threads per slot (0: the machine's cores divided among the slots).
-    #[arg(long, env = "TESSERA_THREADS", default_value_t = 0)]
-    pub threads: usize,
-    /// Local cache of scene files (default: a folder in the system's temp dir).
-    #[arg(long, env = "TESSERA_CACHE")]
-    pub cache: Option<PathBuf>,
-    /// Renderers to run, comma-separated (default: every one this build has).
-    #[arg(long, env = "TESSERA_RENDERERS", value_delimiter = ',')]
-    pub renderers: Vec<String>,
-    /// Ack deadline of the task consumers, e.g. "5s" (default: streams/consumer-tasks.json).
-    #[arg(long, env = "TESSERA_ACK_WAIT")]
-    pub ack_wait: Option<String>,
-    /// Time renders get to finish after SIGTERM before their tasks are handed back.
-    #[arg(long, env = "TESSERA_GRACE", default_value = "30s")]
-    pub grace: String,
-    /// How often an idle slot polls when no doorbell rings.
-    #[arg(long, default_value = "500ms")]
-    pub idle_poll: String,
-    /// Allow the `command` renderer (runs programs named by jobs: only on trusted farms).
-    #[arg(long, env = "TESSERA_ALLOW_COMMAND")]
-    pub allow_command: bool,
-    /// Deliveries after which JetStream gives up on a task (default: streams/consumer-tasks.json).
-    #[arg(long, env = "TESSERA_MAX_DELIVER")]
-    pub max_deliver: Option<i64>,
-}
-
-fn duration(flag: &str, text: &str) -> anyhow::Result<Duration> {
-    humantime::parse_duration(text)
-        .with_context(|| format!("--{flag} {text:?} is not a duration such as \"5s\""))
-}
-
-impl TryFrom<&WorkerArgs> for crate::roles::worker::WorkerConfig {
-    type Error = anyhow::Error;
-
-    fn try_from(args: &WorkerArgs) -> anyhow::Result<Self> {
-        use crate::core::job::{Class, RendererKind};
-        let classes = args
-            .class
-            .iter()
-            .map(|c| Class::parse(c.trim()).map_err(anyhow::Error::msg))
-            .collect::<anyhow::Result<Vec<_>>>()
-            .context("--class")?;
-        if classes.is_empty() {
-            anyhow::bail!("--class needs at least one class");
-        }
-        if args.slots == 0 || args.slots > 256 {
-            anyhow::bail!("--slots must be from 1 to 256");
-        }
-        let available = crate::render::available();
-        let renderers = if args.renderers.is_empty() {
-            available
-                .into_iter()
-                .filter(|r| *r != RendererKind::Command || args.allow_command)
-                .collect()
-        } else {
-            args.renderers
-                .iter()
-                .map(|name| {
-                    let kind = RendererKind::parse(name.trim())
-                        .with_context(|| format!("--renderers: {name:?} is not a renderer"))?;
-                    if !available.contains(&kind) {
-                        anyhow::bail!("--renderers: {kind} is not available in this build");
-                    }
-                    if kind == RendererKind::Command && !args.allow_command {
-                        anyhow::bail!("--renderers: command runs programs named by jobs; start the worker with --allow-command to allow it");
-                    }
-                    Ok(kind)
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?
-        };
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let threads = if args.threads == 0 {
-            (cores / args.slots).max(1)
-        } else {
-            args.threads
-        };
-        let ack_wait = match &args.ack_wait {
-            Some(text) => duration("ack-wait", text)?,
-            None => crate::bus::streams::default_task_ack_wait(),
-        };
-        if ack_wait < Duration::from_secs(1) {
-            anyhow::bail!("--ack-wait must be at least 1s");
-        }
-        let id = args.id.clone().unwrap_or_else(|| {
-            format!(
-                "{}-{:04x}",
-                crate::farm::hostname(),
-                std::process::id() & 0xffff
-            )
-        });
-        if !crate::core::job::is_token(&id, 64, true) {
-            anyhow::bail!("--id {id:?}: use 1 to 64 of letters, digits, '_' and '-'");
-        }
-        Ok(crate::roles::worker::WorkerConfig {
-            id,
-            classes,
-            slots: args.slots,
-            threads,
-            cache_dir: args
-                .cache
-                .clone()
-                .unwrap_or_else(|| std::env::temp_dir().join("tessera-cache")),
-            renderers,
-            ack_wait,
-            grace: duration("grace", &args.grace)?,
-            idle_poll: duration("idle-poll", &args.idle_poll)?,
-            max_deliver: match args.max_deliver {
-                Some(n) if n < 2 => anyhow::bail!("--max-deliver must be at least 2"),
-                other => other,
-            },
+/// The host name, for worker ids and the registry.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "worker".into())
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
         })
-    }
+        .collect()
 }

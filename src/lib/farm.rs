@@ -15,10 +15,10 @@ use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Deps, file_url};
+use crate::config::{Deps, file_url, hostname};
 use crate::core::job::Class;
-use crate::store::Store;
 use crate::roles::worker::WorkerConfig;
+use crate::store::Store;
 
 /// What `tessera up` runs.
 #[derive(Debug, Clone)]
@@ -179,23 +179,4 @@ fn spawn_role(
             stop.cancel();
         }
     });
-}
-
-/// This machine's host name, for worker ids.
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "worker".into())
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
-        .collect()
 }

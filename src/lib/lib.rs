@@ -5,6 +5,7 @@ pub mod bus;
 pub mod config;
 pub mod core;
 pub mod farm;
+pub mod lifecycle;
 pub mod render;
 pub mod roles;
 pub mod shutdown;

@@ -2,8 +2,8 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use tessera::core::job::JobId;
 use tessera::bus::protocol::EventKind;
+use tessera::core::job::JobId;
 use tessera::store::keys;
 
 use crate::support::{Farm, last_line};

@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tessera::core::job::JobId;
 use tessera::bus::protocol::{Event, EventKind};
-use tessera::store::keys;
 use tessera::bus::streams::{ADVISORIES_STREAM, TASKS_STREAM};
+use tessera::core::job::JobId;
+use tessera::store::keys;
 
 use crate::support::{Farm, stream_messages, wait_event, wait_events};
 
@@ -649,7 +649,11 @@ async fn a_parked_pull_does_not_swallow_the_next_redelivery() {
             "the nak'd message was not redelivered within {:?} (ack deadline {ack_wait:?})",
             ack_wait / 4
         );
-        if let Some(msg) = tessera::roles::worker::pull_one(&consumer).await.unwrap().message {
+        if let Some(msg) = tessera::roles::worker::pull_one(&consumer)
+            .await
+            .unwrap()
+            .message
+        {
             break msg;
         }
     };
@@ -688,11 +692,11 @@ async fn a_job_is_reported_done_only_once_every_frame_is_stored() {
     };
 
     // Frame 1 is reported done before its part can be read.
-    tessera::bus::protocol::publish_event(&deps.js, &done(1))
+    tessera::bus::publish::event(&deps.js, &done(1))
         .await
         .unwrap();
     deps.store.put(&part(2), "two\n".into()).await.unwrap();
-    tessera::bus::protocol::publish_event(&deps.js, &done(2))
+    tessera::bus::publish::event(&deps.js, &done(2))
         .await
         .unwrap();
     let second = keys::output(&id, "frame_0002.png");

@@ -1,9 +1,9 @@
 //! What the planner accepts, deduplicates and rejects — from the CLI and from any NATS client.
 
-use tessera::core::job::JobId;
 use tessera::bus::protocol::EventKind;
-use tessera::store::keys;
 use tessera::bus::streams::{JOBS_STREAM, TASKS_STREAM};
+use tessera::core::job::JobId;
+use tessera::store::keys;
 
 use crate::support::{Farm, last_line, stream_messages, wait_event, wait_events};
 

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use tempfile::TempDir;
-use tessera::config::Deps;
 use tessera::bus::protocol::{Event, EventKind};
+use tessera::config::Deps;
 use tessera::store::Store;
 
 /// Long enough for a debug build on a loaded two-core machine; tests wait on events, never

@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicBool, AtomicU32};
 
 use tessera::core::job::{ImageFormat, JobId};
 use tessera::core::raster;
+use tessera::core::tiles::Rect;
 use tessera::render::builtin::{Pass, RenderJob, Scene};
 use tessera::store::keys;
-use tessera::core::tiles::Rect;
 
 use crate::support::Farm;
 

@@ -9,12 +9,12 @@ use async_nats::jetstream::{self, consumer, stream};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Deps;
-use crate::farm::{FarmConfig, up};
-use crate::core::job::Class;
 use crate::bus::protocol;
-use crate::store::Store;
+use crate::config::Deps;
+use crate::core::job::Class;
+use crate::farm::{FarmConfig, up};
 use crate::roles::worker::WorkerConfig;
+use crate::store::Store;
 
 /// Sorted durations with percentiles.
 pub struct Samples(Vec<Duration>);
@@ -340,7 +340,7 @@ pub struct RenderBench {
     #[arg(long, default_value_t = 16)]
     pub samples: u32,
     /// Bounces after the first hit.
-    #[arg(long, default_value_t = crate::render::builtin::DEFAULT_BOUNCES)]
+    #[arg(long, default_value_t = crate::render::builtin::settings::DEFAULT_BOUNCES)]
     pub bounces: u32,
     /// Frame number.
     #[arg(long, default_value_t = 1)]

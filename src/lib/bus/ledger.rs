@@ -11,8 +11,8 @@ use anyhow::Context as _;
 use async_nats::jetstream::kv;
 use bytes::Bytes;
 
-use crate::core::job::JobId;
 use crate::bus::protocol::{decode, encode};
+use crate::core::job::JobId;
 use crate::core::state::{
     Change, Counts, JobRecord, PAGE_SIZE, Page, TaskSlot, TaskState, apply, page_count, page_of,
 };

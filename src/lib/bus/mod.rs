@@ -1,6 +1,9 @@
-//! The NATS edge: the messages and subjects of the protocol, the JetStream layout, the
-//! ledger in KV, and the one place that publishes.
+//! The NATS edge: the protocol's messages and subjects, the JetStream layout, the ledger
+//! in KV, the worker registry, the consuming loop, and the one module that publishes.
 
+pub mod consume;
 pub mod ledger;
 pub mod protocol;
+pub mod publish;
+pub mod registry;
 pub mod streams;

@@ -12,9 +12,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use async_nats::jetstream::{self, consumer, kv, stream};
 
-use tokio_util::sync::CancellationToken;
-
-use crate::core::job::{Class, Priority, RendererKind};
+use super::protocol;
+use crate::core::job::{Class, JobId, Priority, RendererKind};
 
 /// Job submissions.
 pub const JOBS_STREAM: &str = "TESSERA_JOBS";
@@ -90,71 +89,6 @@ pub fn consumer_config(
         stream,
         serde_json::from_value(value).context("consumer definition")?,
     ))
-}
-
-/// Reads a durable pull consumer message by message, in bounded pulls that expire, so that
-/// a service loop can stop between any two messages and never waits on a dead pull.
-pub struct Puller {
-    consumer: consumer::PullConsumer,
-    batch_size: usize,
-    batch: Option<consumer::pull::Batch>,
-}
-
-impl Puller {
-    /// Pulls up to `batch_size` messages at a time from `consumer`.
-    pub fn new(consumer: consumer::PullConsumer, batch_size: usize) -> Puller {
-        Puller {
-            consumer,
-            batch_size,
-            batch: None,
-        }
-    }
-
-    /// The next message; `None` once `shutdown` is cancelled.
-    pub async fn next(&mut self, shutdown: &CancellationToken) -> Option<jetstream::Message> {
-        use futures::StreamExt;
-        loop {
-            if shutdown.is_cancelled() {
-                return None;
-            }
-            let batch = match &mut self.batch {
-                Some(batch) => batch,
-                None => {
-                    let pull = self
-                        .consumer
-                        .batch()
-                        .max_messages(self.batch_size)
-                        .expires(Duration::from_secs(5))
-                        .messages();
-                    let result = tokio::select! {
-                        () = shutdown.cancelled() => return None,
-                        result = tokio::time::timeout(Duration::from_secs(7), pull) => result,
-                    };
-                    match result {
-                        Ok(Ok(batch)) => self.batch.insert(batch),
-                        Ok(Err(e)) => {
-                            tracing::warn!(error = %e, "pulling messages");
-                            tokio::time::sleep(Duration::from_millis(500)).await;
-                            continue;
-                        }
-                        Err(_) => continue,
-                    }
-                }
-            };
-            let next = tokio::select! {
-                () = shutdown.cancelled() => return None,
-                next = tokio::time::timeout(Duration::from_secs(12), batch.next()) => next,
-            };
-            match next {
-                Ok(Some(Ok(msg))) => return Some(msg),
-                Ok(Some(Err(e))) => {
-                    tracing::debug!(error = %e, "pull ended");
-                    self.batch = None;
-                }
-                Ok(None) | Err(_) => self.batch = None,
-            }
-        }
-    }
 }
 
 /// Creates or updates every stream and bucket. Safe to run from many processes at once:
@@ -324,6 +258,17 @@ pub fn default_task_ack_wait() -> Duration {
     )
     .map(|(_, c)| c.ack_wait)
     .unwrap_or(Duration::from_secs(5))
+}
+
+/// Removes every queued task of `job`, whatever its class, priority and renderer.
+pub async fn purge_job_tasks(js: &jetstream::Context, job: &JobId) -> anyhow::Result<()> {
+    js.get_stream(TASKS_STREAM)
+        .await?
+        .purge()
+        .filter(protocol::job_tasks_filter(job))
+        .await
+        .map_err(|e| anyhow::anyhow!("purging the tasks of {job}: {e}"))?;
+    Ok(())
 }
 
 /// The job-records bucket.

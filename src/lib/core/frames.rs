@@ -3,6 +3,7 @@
 //!
 //! Parsing counts before it expands, so `"0-4000000000"` is refused without allocating.
 
+use crate::core::problem::ValueError;
 use std::fmt;
 
 /// The most frames one range may hold (the job's task limit bounds it anyway).
@@ -34,7 +35,11 @@ impl Segment {
 
 impl FrameRange {
     /// Parses a range such as `1-48`, `1-48x2` or `1,5,10-20`.
-    pub fn parse(text: &str) -> Result<FrameRange, String> {
+    pub fn parse(text: &str) -> Result<FrameRange, ValueError> {
+        FrameRange::parse_text(text).map_err(ValueError)
+    }
+
+    fn parse_text(text: &str) -> Result<FrameRange, String> {
         let text = text.trim();
         if text.is_empty() {
             return Err("is empty; write e.g. \"1-48\", \"1-48x2\" or \"1,5,10-20\"".into());
@@ -162,7 +167,10 @@ mod tests {
         match (got, expect) {
             (Ok(range), Ok(frames)) => assert_eq!(range.frames(), frames, "{text}"),
             (Err(err), Err(needle)) => {
-                assert!(err.contains(needle), "{text}: {err:?} lacks {needle:?}")
+                assert!(
+                    err.message().contains(needle),
+                    "{text}: {err:?} lacks {needle:?}"
+                )
             }
             (got, expect) => panic!("{text}: got {got:?}, expected {expect:?}"),
         }

@@ -5,7 +5,10 @@
 
 pub mod frames;
 pub mod job;
+pub mod outputs;
+pub mod paths;
 pub mod plan;
+pub mod problem;
 pub mod raster;
 pub mod state;
 pub mod stitch;

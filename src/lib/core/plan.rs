@@ -181,7 +181,10 @@ mod tests {
     use crate::core::job::from_toml;
 
     fn job(text: &str) -> Job {
-        from_toml(text).unwrap().validate().unwrap()
+        from_toml(&format!("id = \"p\"\n{text}"))
+            .unwrap()
+            .validate()
+            .unwrap()
     }
 
     #[test]

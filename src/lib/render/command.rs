@@ -22,6 +22,7 @@ use tokio::process::Command as Process;
 use super::{BoxFuture, Output, RenderError, Renderer, Request};
 use crate::core::frames::frame_file_name;
 use crate::core::job::RendererKind;
+use crate::core::problem::Invalid;
 use crate::core::tiles::Rect;
 
 /// The placeholders a command may use.
@@ -46,8 +47,31 @@ pub const PLACEHOLDERS: [&str; 15] = [
 /// The `command` renderer.
 pub struct CommandRenderer;
 
+/// The `command` renderer's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// The argument vector, placeholders not yet filled (`command`).
+    pub argv: Vec<String>,
+}
+
+impl Settings {
+    /// Reads `settings.command`, the same way at validation and at render.
+    pub fn parse(
+        settings: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Settings, Invalid> {
+        let value = settings.get("command").ok_or_else(|| {
+            Invalid::one(
+                "settings.command",
+                "the command renderer needs an argument list, e.g. [\"my-renderer\", \"--frame\", \"{frame}\", \"-o\", \"{output}\"]",
+            )
+        })?;
+        let argv = check_template(value).map_err(|e| Invalid::one("settings.command", e))?;
+        Ok(Settings { argv })
+    }
+}
+
 /// Checks `settings.command`: a non-empty list of strings using only known placeholders.
-pub fn check_template(value: &serde_json::Value) -> Result<Vec<String>, String> {
+fn check_template(value: &serde_json::Value) -> Result<Vec<String>, String> {
     let items = value.as_array().filter(|a| !a.is_empty()).ok_or(
         "must be a non-empty list of strings, e.g. [\"my-renderer\", \"--frame\", \"{frame}\"]",
     )?;
@@ -94,14 +118,9 @@ impl Renderer for CommandRenderer {
     fn render(&self, request: Request) -> BoxFuture<'_, Result<Vec<Output>, RenderError>> {
         Box::pin(async move {
             let task = &request.task;
-            let template = task
-                .settings
-                .get("command")
-                .ok_or_else(|| RenderError::Permanent("settings.command is missing".into()))
-                .and_then(|v| {
-                    check_template(v)
-                        .map_err(|e| RenderError::Permanent(format!("settings.command {e}")))
-                })?;
+            let template = Settings::parse(&task.settings)
+                .map_err(|e| RenderError::Permanent(e.to_string()))?
+                .argv;
             let region = task.region.unwrap_or(Rect::full(task.width, task.height));
             let mut outputs = Vec::new();
             for (i, &frame) in task.frames.iter().enumerate() {

@@ -7,6 +7,9 @@
 pub mod builtin;
 pub mod command;
 pub mod noop;
+pub mod validate;
+
+pub use validate::validate;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -16,8 +19,8 @@ use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::core::job::RendererKind;
 use crate::bus::protocol::TaskMessage;
+use crate::core::job::RendererKind;
 
 /// What a renderer needs to run one attempt.
 pub struct Request {

@@ -6,6 +6,56 @@ use std::time::Duration;
 
 use super::{BoxFuture, Output, RenderError, Renderer, Request};
 use crate::core::job::RendererKind;
+use crate::core::problem::{Invalid, Problems};
+
+/// Most `sleep_ms` may ask for: one day.
+const MAX_SLEEP_MS: u64 = 86_400_000;
+
+/// The `noop` renderer's settings.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// How long each attempt sleeps (`sleep_ms`, up to a day).
+    pub sleep_ms: u64,
+    /// Every attempt fails (`fail`).
+    pub fail: bool,
+    /// The first this many attempts fail (`fail_attempts`).
+    pub fail_attempts: u64,
+}
+
+impl Settings {
+    /// Reads the settings, the same way at validation and at render.
+    pub fn parse(
+        settings: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Settings, Invalid> {
+        let mut problems = Problems::default();
+        let mut parsed = Settings::default();
+        if let Some(value) = settings.get("sleep_ms") {
+            match value.as_u64() {
+                Some(ms) if ms <= MAX_SLEEP_MS => parsed.sleep_ms = ms,
+                _ => problems.add(
+                    "settings.sleep_ms",
+                    format!("{value} is not a whole number of milliseconds up to one day"),
+                ),
+            }
+        }
+        if let Some(value) = settings.get("fail") {
+            match value.as_bool() {
+                Some(fail) => parsed.fail = fail,
+                None => problems.add("settings.fail", format!("{value} is not true or false")),
+            }
+        }
+        if let Some(value) = settings.get("fail_attempts") {
+            match value.as_u64() {
+                Some(n) => parsed.fail_attempts = n,
+                None => problems.add(
+                    "settings.fail_attempts",
+                    format!("{value} is not a whole number"),
+                ),
+            }
+        }
+        problems.into_result(parsed)
+    }
+}
 
 /// The `noop` renderer.
 pub struct Noop;
@@ -17,11 +67,12 @@ impl Renderer for Noop {
 
     fn render(&self, request: Request) -> BoxFuture<'_, Result<Vec<Output>, RenderError>> {
         Box::pin(async move {
-            let settings = &request.task.settings;
-            let sleep = settings
-                .get("sleep_ms")
-                .and_then(|v| v.as_u64())
-                .unwrap_or(0);
+            let Settings {
+                sleep_ms: sleep,
+                fail: fail_all,
+                fail_attempts: fail_first,
+            } = Settings::parse(&request.task.settings)
+                .map_err(|e| RenderError::Permanent(e.to_string()))?;
             request.log.line(format!("noop: sleeping {sleep} ms"));
             tokio::select! {
                 () = tokio::time::sleep(Duration::from_millis(sleep)) => {}
@@ -29,14 +80,6 @@ impl Renderer for Noop {
                     return Err(RenderError::Stopped("canceled while sleeping".into()));
                 }
             }
-            let fail_all = settings
-                .get("fail")
-                .and_then(|v| v.as_bool())
-                .unwrap_or(false);
-            let fail_first = settings
-                .get("fail_attempts")
-                .and_then(|v| v.as_u64())
-                .unwrap_or(0);
             if fail_all || u64::from(request.attempt) <= fail_first {
                 request.log.line("noop: failing as the settings ask");
                 return Err(RenderError::Failed(

@@ -13,34 +13,43 @@ use std::collections::VecDeque;
 use async_nats::jetstream::{self, AckKind};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Deps;
-use crate::core::job::{self, Invalid, Job, JobId};
+use crate::bus::consume::{self, Handler, Puller};
 use crate::bus::ledger::Created;
+use crate::bus::protocol::{self, Event, EventKind};
+use crate::bus::{publish, streams};
+use crate::config::Deps;
+use crate::core::job::{self, Job, JobId};
 use crate::core::plan;
-use crate::bus::protocol::{self, Event, EventKind, TaskMessage};
+use crate::core::problem::Invalid;
 use crate::core::state::{JobRecord, JobState};
-use crate::bus::streams;
 
 /// Publishes in flight at once while queuing a job's tasks.
 const PUBLISH_WINDOW: usize = 512;
 
 /// Runs the planner until `shutdown`; the submission in hand is finished first.
 pub async fn run(deps: Deps, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let mut submissions = streams::Puller::new(streams::planner_consumer(&deps.js).await?, 1);
+    let mut submissions = Puller::new(streams::planner_consumer(&deps.js).await?, 1);
     tracing::info!("planner ready");
-    while let Some(msg) = submissions.next(&shutdown).await {
-        if let Err(e) = handle(&deps, &msg).await {
-            tracing::error!(
-                error = format!("{e:#}"),
-                "planning failed; the submission will be redelivered"
-            );
-            let _ = msg
-                .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-                .await;
-        }
-    }
+    consume::serve(
+        &mut submissions,
+        &shutdown,
+        "a submission",
+        &mut Planner { deps },
+    )
+    .await;
     tracing::info!("planner stopped");
     Ok(())
+}
+
+/// The planner's handler of submissions.
+struct Planner {
+    deps: Deps,
+}
+
+impl Handler for Planner {
+    async fn handle(&mut self, msg: &jetstream::Message) -> anyhow::Result<()> {
+        handle(&self.deps, msg).await
+    }
 }
 
 /// The id to report a rejection under: the submission's own id if it is readable and valid.
@@ -71,7 +80,7 @@ async fn handle(deps: &Deps, msg: &jetstream::Message) -> anyhow::Result<()> {
     let mut spec = match job::from_wire(&msg.payload, json) {
         Ok(spec) => spec,
         Err(invalid) => {
-            return reject(deps, msg, &id_of_rejected(&msg.payload, json), invalid).await;
+            return reject(deps, &id_of_rejected(&msg.payload, json), invalid).await;
         }
     };
     if spec.id.is_none() {
@@ -81,34 +90,25 @@ async fn handle(deps: &Deps, msg: &jetstream::Message) -> anyhow::Result<()> {
         spec.id = Some(format!("job-{sequence}-{}", &digest[..8]));
     }
     let id_text = spec.id.clone().unwrap_or_default();
-    let job = match spec.validate() {
+    let job = match crate::render::validate(spec) {
         Ok(job) => job,
         Err(invalid) => {
             let token = JobId::parse(&id_text).map_or_else(
                 |_| protocol::INVALID_JOB_TOKEN.to_string(),
                 |id| id.to_string(),
             );
-            return reject(deps, msg, &token, invalid).await;
+            return reject(deps, &token, invalid).await;
         }
     };
     plan_job(deps, msg, job).await
 }
 
-async fn reject(
-    deps: &Deps,
-    msg: &jetstream::Message,
-    job: &str,
-    invalid: Invalid,
-) -> anyhow::Result<()> {
+async fn reject(deps: &Deps, job: &str, invalid: Invalid) -> anyhow::Result<()> {
     tracing::warn!(job, reasons = %invalid, "job rejected");
     let mut event = Event::new(EventKind::JobRejected, job);
     event.message = Some(invalid.to_string());
     event.reasons = invalid.0;
-    protocol::publish_event(&deps.js, &event).await?;
-    msg.double_ack()
-        .await
-        .map_err(|e| anyhow::anyhow!("acking a rejected submission: {e}"))?;
-    Ok(())
+    publish::event(&deps.js, &event).await
 }
 
 async fn plan_job(deps: &Deps, msg: &jetstream::Message, job: Job) -> anyhow::Result<()> {
@@ -128,20 +128,17 @@ async fn plan_job(deps: &Deps, msg: &jetstream::Message, job: Job) -> anyhow::Re
     match deps.ledger.create_job(&record).await? {
         Created::New => {}
         Created::Exists(existing) if existing.spec != job.spec => {
-            let invalid = Invalid(vec![job::FieldError {
-                field: "id".into(),
-                message: format!(
+            let invalid = Invalid::one(
+                "id",
+                format!(
                     "job {} already exists with a different spec; choose another id",
                     job.id
                 ),
-            }]);
-            return reject(deps, msg, job.id.as_str(), invalid).await;
+            );
+            return reject(deps, job.id.as_str(), invalid).await;
         }
         Created::Exists(existing) if existing.published => {
             tracing::info!(job = %job.id, "job submitted again; already planned");
-            msg.double_ack()
-                .await
-                .map_err(|e| anyhow::anyhow!("acking: {e}"))?;
             return Ok(());
         }
         Created::Exists(_) => tracing::info!(job = %job.id, "resuming an interrupted planning"),
@@ -157,29 +154,20 @@ async fn plan_job(deps: &Deps, msg: &jetstream::Message, job: Job) -> anyhow::Re
         let ready = plan::tasks(&job).filter(|t| t.waits_for.is_empty()).count();
         let mut event = Event::new(EventKind::JobAccepted, job.id.as_str());
         event.message = Some(format!("{tasks} tasks, {ready} queued"));
-        let msg_id = format!("{}:job.accepted", job.id);
-        let accepted = deps
-            .js
-            .publish_with_headers(
-                event.subject(),
-                protocol::headers(Some(&msg_id)),
-                protocol::encode(&event).into(),
-            )
-            .await
-            .map_err(|e| anyhow::anyhow!("publishing job.accepted for {}: {e}", job.id))?;
+        let msg_id = protocol::accepted_msg_id(&job.id);
+        let accepted = publish::event_pending(&deps.js, &event, Some(&msg_id)).await?;
         let mut pending = VecDeque::new();
         let mut last_progress = tokio::time::Instant::now();
         let mut rung = false;
         for task in plan::tasks(&job).filter(|t| t.waits_for.is_empty()) {
-            pending.push_back(publish_task(&deps.js, &job, &task, 0, 0).await?);
+            pending.push_back(publish::task(&deps.js, &job, &task, 0, 0).await?);
             if pending.len() >= PUBLISH_WINDOW
                 && let Some(oldest) = pending.pop_front()
             {
-                oldest.await?;
+                oldest.confirmed().await?;
                 if !rung {
                     // Idle workers start on the first tasks while the rest are queued.
-                    protocol::ring_doorbell(&deps.client, &job.class, job.priority, job.renderer)
-                        .await;
+                    publish::doorbell(&deps.client, &job.class, job.priority, job.renderer).await;
                     rung = true;
                 }
             }
@@ -189,13 +177,11 @@ async fn plan_job(deps: &Deps, msg: &jetstream::Message, job: Job) -> anyhow::Re
             }
         }
         while let Some(oldest) = pending.pop_front() {
-            oldest.await?;
+            oldest.confirmed().await?;
         }
         // Rung only once the tasks are stored: a worker woken earlier would find nothing.
-        protocol::ring_doorbell(&deps.client, &job.class, job.priority, job.renderer).await;
-        accepted
-            .await
-            .map_err(|e| anyhow::anyhow!("job.accepted for {} was not stored: {e}", job.id))?;
+        publish::doorbell(&deps.client, &job.class, job.priority, job.renderer).await;
+        accepted.confirmed().await?;
         anyhow::Ok(ready)
     };
     let (pages, ready) = tokio::join!(pages, queue);
@@ -204,40 +190,6 @@ async fn plan_job(deps: &Deps, msg: &jetstream::Message, job: Job) -> anyhow::Re
     deps.ledger
         .update_job(&job.id, |r| !std::mem::replace(&mut r.published, true))
         .await?;
-    msg.double_ack()
-        .await
-        .map_err(|e| anyhow::anyhow!("acking a planned submission: {e}"))?;
     tracing::info!(job = %job.id, tasks, ready, "job accepted");
     Ok(())
-}
-
-/// Publishes one task and returns the future of its stream ack. `attempts_before` is the
-/// attempts the task already had (when `tessera retry` queues it again: its numbering goes
-/// on, its budget starts afresh).
-pub async fn publish_task(
-    js: &jetstream::Context,
-    job: &Job,
-    task: &plan::TaskPlan,
-    generation: u32,
-    attempts_before: u32,
-) -> anyhow::Result<impl std::future::Future<Output = anyhow::Result<()>> + use<>> {
-    let mut message = TaskMessage::new(job, task);
-    message.attempts_before = attempts_before;
-    message.max_attempts += attempts_before;
-    let subject = protocol::task_subject(&job.class, job.priority, &job.id, job.renderer);
-    let msg_id = protocol::task_msg_id(&job.id, &task.id, generation);
-    let ack = js
-        .publish_with_headers(
-            subject,
-            protocol::headers(Some(&msg_id)),
-            protocol::encode(&message).into(),
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!("publishing task {}: {e}", task.id))?;
-    let id = task.id.clone();
-    Ok(async move {
-        ack.await
-            .map(|_| ())
-            .map_err(|e| anyhow::anyhow!("task {id} was not stored: {e}"))
-    })
 }

@@ -16,64 +16,14 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart};
 
+pub mod cache;
+pub mod keys;
 pub mod package;
 
 /// Outputs at least this large are uploaded in parts.
 const MULTIPART_THRESHOLD: usize = 16 << 20;
 /// Size of each part of a multipart upload.
 const PART_SIZE: usize = 8 << 20;
-
-/// Where everything of Tessera lives in the object store.
-pub mod keys {
-    use crate::core::job::JobId;
-    use crate::core::plan::TaskId;
-
-    /// `blobs/sha256/<hex>`: content-addressed file contents.
-    pub fn blob(hex: &str) -> String {
-        format!("blobs/sha256/{hex}")
-    }
-
-    /// `scenes/<hex>.json`: a scene manifest (relative path → blob hash).
-    pub fn manifest(hex: &str) -> String {
-        format!("scenes/{hex}.json")
-    }
-
-    /// `jobs/<job>/tasks/<task>/attempt-<n>/`: the folder of one attempt's raw outputs.
-    pub fn attempt_prefix(job: &JobId, task: &TaskId, attempt: u32) -> String {
-        format!("jobs/{job}/tasks/{task}/attempt-{attempt}/")
-    }
-
-    /// `jobs/<job>/tasks/<task>/attempt-<n>/<name>`: one raw output of an attempt.
-    pub fn attempt_output(job: &JobId, task: &TaskId, attempt: u32, name: &str) -> String {
-        format!("{}{name}", attempt_prefix(job, task, attempt))
-    }
-
-    /// `jobs/<job>/logs/<task>/attempt-<n>.log`: the renderer's full log of one attempt.
-    pub fn attempt_log(job: &JobId, task: &TaskId, attempt: u32) -> String {
-        format!("jobs/{job}/logs/{task}/attempt-{attempt}.log")
-    }
-
-    /// `jobs/<job>/logs/`: every log of a job.
-    pub fn logs_prefix(job: &JobId) -> String {
-        format!("jobs/{job}/logs/")
-    }
-
-    /// `jobs/<job>/output/`: the assembled results.
-    pub fn output_prefix(job: &JobId) -> String {
-        format!("jobs/{job}/output/")
-    }
-
-    /// `jobs/<job>/output/<name>`: one assembled result.
-    pub fn output(job: &JobId, name: &str) -> String {
-        format!("{}{name}", output_prefix(job))
-    }
-
-    /// `jobs/<job>/preview/<name>.png`: a small picture of a tiled frame stitched so far,
-    /// refreshed as its tiles land (`name` is the output's name without its extension).
-    pub fn preview(job: &JobId, name: &str) -> String {
-        format!("jobs/{job}/preview/{name}.png")
-    }
-}
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]

@@ -1,6 +1,5 @@
-//! Scenes: a scene folder packaged into content-addressed blobs plus a manifest, and the
-//! worker's side — fetching a manifest's files through a local content-addressed cache into
-//! a task's work folder.
+//! Scene packaging: a scene folder turned into content-addressed blobs plus a manifest
+//! (the worker's side, laying a manifest out again, is [`cache`](super::cache)).
 //!
 //! A manifest (`scenes/<hex>.json`, hex = SHA-256 of the manifest bytes) maps relative paths
 //! to blob hashes and names the entry file. A job renders exactly the bytes it was submitted
@@ -14,7 +13,8 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::core::job::check_relative_path;
+use crate::core::paths::check_relative_path;
+use crate::core::problem::ValueError;
 use crate::store::{Store, keys};
 
 /// At most this many files in a scene folder.
@@ -52,29 +52,33 @@ fn is_hex64(text: &str) -> bool {
 impl Manifest {
     /// Parses and checks a manifest: every path relative and inside the folder, every hash
     /// well formed, the entry present.
-    pub fn parse(bytes: &[u8]) -> Result<Manifest, String> {
+    pub fn parse(bytes: &[u8]) -> Result<Manifest, ValueError> {
         let manifest: Manifest =
             serde_json::from_slice(bytes).map_err(|e| format!("scene manifest: {e}"))?;
         if manifest.schema != 1 {
-            return Err(format!(
+            return Err(ValueError::from(format!(
                 "scene manifest: schema {} is not supported",
                 manifest.schema
-            ));
+            )));
         }
         if manifest.files.len() > MAX_FILES {
-            return Err(format!("scene manifest: more than {MAX_FILES} files"));
+            return Err(ValueError::from(format!(
+                "scene manifest: more than {MAX_FILES} files"
+            )));
         }
         for (path, hash) in &manifest.files {
             check_relative_path(path).map_err(|e| format!("scene manifest: file {e}"))?;
             if !is_hex64(hash) {
-                return Err(format!("scene manifest: {path:?} has a malformed hash"));
+                return Err(ValueError::from(format!(
+                    "scene manifest: {path:?} has a malformed hash"
+                )));
             }
         }
         if !manifest.files.contains_key(&manifest.entry) {
-            return Err(format!(
+            return Err(ValueError::from(format!(
                 "scene manifest: entry {:?} is not among its files",
                 manifest.entry
-            ));
+            )));
         }
         Ok(manifest)
     }
@@ -155,69 +159,10 @@ pub async fn package(store: &Store, scene_file: &Path) -> anyhow::Result<String>
     Ok(hex)
 }
 
-/// A worker's local content-addressed cache of blobs.
-#[derive(Debug, Clone)]
-pub struct Cache {
-    dir: PathBuf,
-}
-
-impl Cache {
-    /// A cache in `dir` (created if missing).
-    pub fn new(dir: PathBuf) -> std::io::Result<Cache> {
-        std::fs::create_dir_all(dir.join("blobs"))?;
-        std::fs::create_dir_all(dir.join("tmp"))?;
-        Ok(Cache { dir })
-    }
-
-    async fn blob(&self, store: &Store, hex: &str) -> anyhow::Result<PathBuf> {
-        let path = self.dir.join("blobs").join(hex);
-        if tokio::fs::try_exists(&path).await.unwrap_or(false) {
-            return Ok(path);
-        }
-        let bytes = store.get(&keys::blob(hex)).await?;
-        let actual = sha256_hex(&bytes);
-        if actual != hex {
-            anyhow::bail!("blob {hex} in the store has the wrong contents (hash {actual})");
-        }
-        // Write beside, then rename: a crash never leaves a partial blob under its hash.
-        let tmp = self
-            .dir
-            .join("tmp")
-            .join(format!("{hex}.{}", std::process::id()));
-        tokio::fs::write(&tmp, &bytes).await?;
-        tokio::fs::rename(&tmp, &path).await?;
-        Ok(path)
-    }
-
-    /// Fetches manifest `hex` and lays its files out under `work`. Returns the entry file.
-    pub async fn materialize(
-        &self,
-        store: &Store,
-        hex: &str,
-        work: &Path,
-    ) -> anyhow::Result<PathBuf> {
-        let bytes = store.get(&keys::manifest(hex)).await?;
-        if sha256_hex(&bytes) != hex {
-            anyhow::bail!("scene manifest {hex} in the store does not match its hash");
-        }
-        let manifest = Manifest::parse(&bytes).map_err(anyhow::Error::msg)?;
-        for (relative, blob) in &manifest.files {
-            let source = self.blob(store, blob).await?;
-            let target = work.join(relative);
-            if let Some(parent) = target.parent() {
-                tokio::fs::create_dir_all(parent).await?;
-            }
-            if tokio::fs::hard_link(&source, &target).await.is_err() {
-                tokio::fs::copy(&source, &target).await?;
-            }
-        }
-        Ok(work.join(&manifest.entry))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::cache::Cache;
 
     #[test]
     fn manifests_are_checked() {
@@ -237,7 +182,7 @@ mod tests {
             ("[1]".to_string(), "scene manifest"),
         ] {
             let err = Manifest::parse(bad.as_bytes()).unwrap_err();
-            assert!(err.contains(needle), "{bad}: {err}");
+            assert!(err.to_string().contains(needle), "{bad}: {err}");
         }
     }
 

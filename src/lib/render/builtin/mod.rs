@@ -16,7 +16,9 @@
 
 pub mod bvh;
 pub mod math;
+pub mod pass;
 pub mod scene;
+pub mod settings;
 pub mod shapes;
 pub mod trace;
 
@@ -29,95 +31,13 @@ use crate::core::job::{ImageFormat, RendererKind};
 use crate::core::raster::{self, Raster, Transfer};
 use crate::core::tiles::Rect;
 use math::{Rng, V3};
+pub use pass::Pass;
 pub use scene::Scene;
+pub use settings::Settings;
 use trace::Frame;
 
 /// The `builtin` renderer.
 pub struct Builtin;
-
-/// Samples per pixel when `settings.samples` is absent.
-pub const DEFAULT_SAMPLES: u32 = 16;
-
-/// Bounces after the first hit when `settings.bounces` is absent.
-pub const DEFAULT_BOUNCES: u32 = 5;
-
-/// Most bounces `settings.bounces` may ask for.
-pub const MAX_BOUNCES: u32 = 64;
-
-/// What a render writes: the task's layer names one of these (`beauty` without layers).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pass {
-    /// Everything: `emission + diffuse + specular`.
-    Beauty,
-    /// Colour of the first surface.
-    Albedo,
-    /// Light scattered first by a diffuse surface.
-    Diffuse,
-    /// Light scattered first by metal or glass.
-    Specular,
-    /// Light seen directly: emissive surfaces and the sky.
-    Emission,
-    /// Share of the lights' light blocked at the first surface (white = in shadow).
-    Shadow,
-    /// Ambient occlusion (white = open).
-    Ao,
-    /// Surface normal facing the camera, mapped from -1–1 to 0–1.
-    Normal,
-    /// Distance from the camera (divided by `passes.depth_far` in PNG).
-    Depth,
-}
-
-impl Pass {
-    /// Every pass, in documentation order.
-    pub const ALL: [Pass; 9] = [
-        Pass::Beauty,
-        Pass::Albedo,
-        Pass::Diffuse,
-        Pass::Specular,
-        Pass::Emission,
-        Pass::Shadow,
-        Pass::Ao,
-        Pass::Normal,
-        Pass::Depth,
-    ];
-
-    /// The layer name that selects it.
-    pub fn name(self) -> &'static str {
-        match self {
-            Pass::Beauty => "beauty",
-            Pass::Albedo => "albedo",
-            Pass::Diffuse => "diffuse",
-            Pass::Specular => "specular",
-            Pass::Emission => "emission",
-            Pass::Shadow => "shadow",
-            Pass::Ao => "ao",
-            Pass::Normal => "normal",
-            Pass::Depth => "depth",
-        }
-    }
-
-    /// The pass a layer name selects.
-    pub fn from_layer(layer: Option<&str>) -> Result<Pass, String> {
-        let Some(name) = layer else {
-            return Ok(Pass::Beauty);
-        };
-        Pass::ALL
-            .into_iter()
-            .find(|p| p.name() == name)
-            .ok_or_else(|| {
-                let names: Vec<&str> = Pass::ALL.iter().map(|p| p.name()).collect();
-                format!(
-                    "layer {name:?} is not a pass of the builtin renderer ({})",
-                    names.join(", ")
-                )
-            })
-    }
-
-    /// Whether it holds data rather than colour (stored linear in PNG, not sRGB).
-    pub fn is_data(self) -> bool {
-        matches!(self, Pass::Shadow | Pass::Ao | Pass::Normal | Pass::Depth)
-    }
-}
 
 impl Renderer for Builtin {
     fn kind(&self) -> RendererKind {
@@ -127,20 +47,15 @@ impl Renderer for Builtin {
     fn render(&self, request: Request) -> BoxFuture<'_, Result<Vec<Output>, RenderError>> {
         Box::pin(async move {
             let task = &request.task;
-            let pass = Pass::from_layer(task.layer.as_deref()).map_err(RenderError::Permanent)?;
-            let setting = |key: &str, default: u32| {
-                task.settings
-                    .get(key)
-                    .and_then(|v| v.as_u64())
-                    .map_or(default, |n| n.min(u64::from(u32::MAX)) as u32)
-            };
-            let samples = setting("samples", DEFAULT_SAMPLES).max(1);
-            let bounces = setting("bounces", DEFAULT_BOUNCES).min(MAX_BOUNCES);
+            let pass = Pass::from_layer(task.layer.as_deref())
+                .map_err(|e| RenderError::Permanent(e.to_string()))?;
+            let Settings { samples, bounces } = Settings::parse(&task.settings)
+                .map_err(|e| RenderError::Permanent(e.to_string()))?;
             let scene = match request.scene.clone() {
                 Some(path) => tokio::task::spawn_blocking(move || Scene::load(&path))
                     .await
                     .map_err(|e| RenderError::Failed(format!("scene loader: {e}")))?
-                    .map_err(RenderError::Permanent)?,
+                    .map_err(|e| RenderError::Permanent(e.to_string()))?,
                 None => Scene::default_scene(),
             };
             let scene = Arc::new(scene);

@@ -697,7 +697,7 @@ impl Checker<'_> {
     /// Resolves a file named by the scene to a path inside its folder.
     fn file(&mut self, field: &str, name: &Spanned<String>) -> Option<PathBuf> {
         let line = self.at(name);
-        if let Err(e) = crate::core::job::check_relative_path(name.get_ref()) {
+        if let Err(e) = crate::core::paths::check_relative_path(name.get_ref()) {
             self.error(field, &line, e);
             return None;
         }
@@ -1328,8 +1328,8 @@ fn no_such<'a>(kind: &str, name: &str, known: impl Iterator<Item = &'a String>) 
 /// Loads a PNG (or any format the image crate reads here) as linear RGB.
 fn load_image(path: &Path) -> Result<(u32, u32, Vec<V3>), String> {
     let bytes = std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
-    let image =
-        crate::core::raster::decode(&bytes).map_err(|e| format!("decoding {}: {e}", path.display()))?;
+    let image = crate::core::raster::decode(&bytes)
+        .map_err(|e| format!("decoding {}: {e}", path.display()))?;
     let rgb = image.to_rgb32f();
     let (width, height) = rgb.dimensions();
     if width == 0 || height == 0 {

@@ -278,7 +278,7 @@ fn layers_name_passes() {
     }
     let err = Pass::from_layer(Some("crypto")).unwrap_err();
     assert!(
-        err.contains("\"crypto\"") && err.contains("beauty, albedo"),
+        err.message().contains("\"crypto\"") && err.message().contains("beauty, albedo"),
         "{err}"
     );
 }

@@ -8,12 +8,14 @@ use async_nats::jetstream::{self, consumer};
 use futures::StreamExt;
 use serde::Serialize;
 
-use crate::config::Deps;
-use crate::core::job::{self, FieldError, Invalid, Job, JobId, JobSpec, RendererKind};
 use crate::bus::protocol::{self, Event, EventKind, WorkerInfo};
+use crate::bus::{publish, registry, streams};
+use crate::config::Deps;
+use crate::core::job::{self, Job, JobId, JobSpec, RendererKind};
+use crate::core::problem::Invalid;
 use crate::core::state::{Counts, JobState};
+use crate::lifecycle;
 use crate::store::keys;
-use crate::bus::streams;
 
 /// A job file read and checked, ready to submit.
 pub struct Prepared {
@@ -28,15 +30,13 @@ pub struct Prepared {
 /// Reads and validates a job file without touching the network: every problem is reported
 /// with its field. The scene path is resolved against the job file's folder.
 pub fn prepare(job_file: &Path) -> Result<Prepared, Invalid> {
-    let one = |field: &str, message: String| {
-        Invalid(vec![FieldError {
-            field: field.into(),
-            message,
-        }])
-    };
+    let one = |field: &str, message: String| Invalid::one(field, message);
     let text = std::fs::read_to_string(job_file)
         .map_err(|e| one("(file)", format!("cannot read {}: {e}", job_file.display())))?;
     let mut spec = job::from_toml(&text)?;
+    if spec.id.is_none() {
+        spec.id = Some(new_job_id());
+    }
     let scene = match spec.scene.take() {
         Some(relative) => {
             let base = job_file.parent().unwrap_or(Path::new("."));
@@ -53,12 +53,17 @@ pub fn prepare(job_file: &Path) -> Result<Prepared, Invalid> {
     if scene.is_some() {
         probe.scene_manifest = Some(format!("sha256:{}", "0".repeat(64)));
     }
-    let job = probe.validate()?;
+    let job = crate::render::validate(probe)?;
     if let (Some(path), RendererKind::Builtin) = (&scene, job.renderer) {
-        crate::render::builtin::Scene::load(path).map_err(|e| one("scene", e))?;
+        crate::render::builtin::Scene::load(path).map_err(|e| one("scene", e.to_string()))?;
     }
-    spec.id = Some(job.id.to_string());
     Ok(Prepared { spec, job, scene })
+}
+
+/// A fresh job id, `job-<nuid>` in lower case (base 36: 22 characters from a random
+/// prefix and a sequence, so two submissions never share one).
+pub fn new_job_id() -> String {
+    format!("job-{}", nuid::next().to_string().to_lowercase())
 }
 
 /// Packages the scene and publishes the submission; returns the job id.
@@ -71,15 +76,7 @@ pub async fn submit(deps: &Deps, prepared: Prepared) -> anyhow::Result<JobId> {
         spec.scene_manifest = Some(format!("sha256:{hex}"));
     }
     let id = prepared.job.id.clone();
-    deps.js
-        .publish_with_headers(
-            protocol::SUBMIT_SUBJECT,
-            protocol::headers(Some(id.as_str())),
-            protocol::encode(&spec).into(),
-        )
-        .await?
-        .await
-        .with_context(|| format!("submitting job {id}"))?;
+    publish::submission(&deps.js, &id, &spec).await?;
     Ok(id)
 }
 
@@ -141,7 +138,10 @@ pub async fn retry(deps: &Deps, id: &JobId) -> anyhow::Result<usize> {
             record.state.as_str()
         );
     }
-    let before = deps.ledger.slots(id, crate::core::plan::task_count(&job)).await?;
+    let before = deps
+        .ledger
+        .slots(id, crate::core::plan::task_count(&job))
+        .await?;
     let requeued = deps
         .ledger
         .change_all(
@@ -152,9 +152,12 @@ pub async fn retry(deps: &Deps, id: &JobId) -> anyhow::Result<usize> {
         .await?;
     let mut event = Event::new(EventKind::JobRetried, id.as_str());
     event.message = Some(format!("{} tasks queued again", requeued.len()));
-    protocol::publish_event(&deps.js, &event).await?;
+    publish::event(&deps.js, &event).await?;
     // A task whose dependencies are not done waits: the collector queues it when they are.
-    let slots = deps.ledger.slots(id, crate::core::plan::task_count(&job)).await?;
+    let slots = deps
+        .ledger
+        .slots(id, crate::core::plan::task_count(&job))
+        .await?;
     for index in &requeued {
         let task = crate::core::plan::task(&job, *index);
         let ready = task
@@ -163,12 +166,13 @@ pub async fn retry(deps: &Deps, id: &JobId) -> anyhow::Result<usize> {
             .all(|&d| slots[d as usize].state() == crate::core::state::TaskState::Done);
         if ready {
             let attempts_before = before[*index as usize].attempt();
-            crate::roles::planner::publish_task(&deps.js, &job, &task, record.generation, attempts_before)
+            publish::task(&deps.js, &job, &task, record.generation, attempts_before)
                 .await?
+                .confirmed()
                 .await?;
         }
     }
-    protocol::ring_doorbell(&deps.client, &job.class, job.priority, job.renderer).await;
+    publish::doorbell(&deps.client, &job.class, job.priority, job.renderer).await;
     Ok(requeued.len())
 }
 
@@ -192,23 +196,7 @@ pub struct Status {
 
 /// The live workers of the registry, by id.
 pub async fn workers(deps: &Deps) -> anyhow::Result<Vec<WorkerInfo>> {
-    let kv = streams::workers_bucket(&deps.js).await?;
-    let mut keys = kv.keys().await.context("listing workers")?;
-    let now = protocol::now_ms();
-    let mut out = Vec::new();
-    while let Some(key) = keys.next().await {
-        let key = key.map_err(|e| anyhow::anyhow!("listing workers: {e}"))?;
-        let Some(value) = kv.get(&key).await.context("reading a worker entry")? else {
-            continue;
-        };
-        match protocol::decode::<WorkerInfo>(&value) {
-            Ok(info) if info.is_alive(now) => out.push(info),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(key, error = %e, "unreadable worker entry"),
-        }
-    }
-    out.sort_by(|a, b| a.id.cmp(&b.id));
-    Ok(out)
+    registry::live_workers(&deps.js).await
 }
 
 /// Why a job's queued tasks are not running, if no live worker can take them.
@@ -268,7 +256,8 @@ pub async fn fetch(deps: &Deps, job: &JobId, dir: &Path) -> anyhow::Result<Vec<P
     let mut written = Vec::new();
     for key in deps.store.list(&prefix).await? {
         let relative = key.strip_prefix(&prefix).unwrap_or(&key);
-        job::check_relative_path(relative).map_err(|e| anyhow::anyhow!("output {e}"))?;
+        crate::core::paths::check_relative_path(relative)
+            .map_err(|e| anyhow::anyhow!("output {e}"))?;
         let bytes = deps.store.get(&key).await?;
         let path = dir.join(relative);
         if let Some(parent) = path.parent() {
@@ -296,7 +285,7 @@ pub async fn cancel(deps: &Deps, job: &JobId) -> anyhow::Result<()> {
         .spec
         .validate()
         .map_err(|e| anyhow::anyhow!("stored job {job}: {e}"))?;
-    crate::roles::collector::end_job(
+    lifecycle::end_job(
         deps,
         &job,
         JobState::Canceled,

@@ -1,107 +1,16 @@
-//! Every type that crosses NATS, and the only place subjects are built.
-//!
-//! Internal messages are msgpack (`rmp_serde::to_vec_named`, so fields travel by name and
-//! optional ones may be absent) with the header `Content-Type: application/msgpack`; every
-//! message carries a `schema` version. Job submissions may be JSON too (see [`crate::core::job`]).
-//!
-//! Subjects:
-//!
-//! | subject | what |
-//! | --- | --- |
-//! | `tessera.jobs.submit` | job submissions (stream `TESSERA_JOBS`) |
-//! | `tessera.tasks.<class>.<priority>.<job>.<renderer>` | tasks (stream `TESSERA_TASKS`) |
-//! | `tessera.events.<job>.<kind>` | events, `<kind>` like `task.done` (stream `TESSERA_EVENTS`) |
-//! | `tessera.control.<job>` | core NATS: cancel running renders of a job |
-//! | `tessera.doorbell.<class>` | core NATS: tasks were queued for a class; wakes idle workers |
+//! The messages that cross NATS: tasks, events, advisories and worker entries. Each
+//! carries a `schema` version; optional fields may be absent on the wire.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::job::{Class, FieldError, ImageFormat, JobId, Priority, RendererKind};
+use super::SCHEMA;
+use super::subjects::event_subject;
+use crate::core::job::{Class, ImageFormat, JobId, RendererKind};
 use crate::core::plan::TaskId;
+use crate::core::problem::{FieldError, ValueError};
 use crate::core::tiles::Rect;
-
-/// Version of the internal message schemas.
-pub const SCHEMA: u32 = 1;
-/// The subject jobs are submitted on.
-pub const SUBMIT_SUBJECT: &str = "tessera.jobs.submit";
-/// The job token used in events about a submission whose id could not be read.
-pub const INVALID_JOB_TOKEN: &str = "_invalid";
-/// Content type of internal messages.
-pub const MSGPACK: &str = "application/msgpack";
-/// Content type of JSON submissions.
-pub const JSON: &str = "application/json";
-
-/// `tessera.tasks.<class>.<priority>.<job>.<renderer>`: the design's subject plus the
-/// renderer, so that each worker pulls only what it can run.
-pub fn task_subject(
-    class: &Class,
-    priority: Priority,
-    job: &JobId,
-    renderer: RendererKind,
-) -> String {
-    format!("tessera.tasks.{class}.{priority}.{job}.{renderer}")
-}
-
-/// The class and priority of a task subject.
-pub fn parse_task_subject(subject: &str) -> Option<(Class, Priority)> {
-    let mut tokens = subject.strip_prefix("tessera.tasks.")?.split('.');
-    let class = Class::parse(tokens.next()?).ok()?;
-    let priority = Priority::parse(tokens.next()?)?;
-    Some((class, priority))
-}
-
-/// The filter of the consumer serving (`class`, `priority`, `renderer`).
-pub fn task_filter(class: &Class, priority: Priority, renderer: RendererKind) -> String {
-    format!("tessera.tasks.{class}.{priority}.*.{renderer}")
-}
-
-/// Every task subject of `job`, whatever its class, priority and renderer (for purging).
-pub fn job_tasks_filter(job: &JobId) -> String {
-    format!("tessera.tasks.*.*.{job}.*")
-}
-
-/// The durable consumer serving (`class`, `priority`, `renderer`):
-/// `tasks-<class>-<priority>-<renderer>`.
-pub fn task_consumer(class: &Class, priority: Priority, renderer: RendererKind) -> String {
-    format!("tasks-{class}-{priority}-{renderer}")
-}
-
-/// The doorbell hint: which queue just got tasks (`<priority>.<renderer>`).
-pub fn doorbell_hint(priority: Priority, renderer: RendererKind) -> String {
-    format!("{priority}.{renderer}")
-}
-
-/// `tessera.events.<job>.<kind>`.
-pub fn event_subject(job: &str, kind: EventKind) -> String {
-    format!("tessera.events.{job}.{}", kind.as_str())
-}
-
-/// Every event of `job`.
-pub fn job_events_filter(job: &str) -> String {
-    format!("tessera.events.{job}.>")
-}
-
-/// `tessera.control.<job>`.
-pub fn control_subject(job: &JobId) -> String {
-    format!("tessera.control.{job}")
-}
-
-/// `tessera.doorbell.<class>`.
-pub fn doorbell_subject(class: &Class) -> String {
-    format!("tessera.doorbell.{class}")
-}
-
-/// The `Nats-Msg-Id` of a task message: the same task of the same generation (0 when
-/// planned, n after the n-th `tessera retry`) is deduplicated within the window.
-pub fn task_msg_id(job: &JobId, task: &TaskId, generation: u32) -> String {
-    if generation == 0 {
-        format!("{job}:{task}")
-    } else {
-        format!("{job}:{task}:r{generation}")
-    }
-}
 
 /// A JetStream MAX_DELIVERIES advisory (`io.nats.jetstream.advisory.v1.max_deliver`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -321,30 +230,6 @@ impl Event {
     }
 }
 
-/// Encodes an internal message.
-pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    rmp_serde::to_vec_named(value).expect("internal messages always serialise")
-}
-
-/// Decodes an internal message, with the path of the field that failed.
-pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
-    let mut de = rmp_serde::Deserializer::new(bytes);
-    serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        format!("{path}: {}", e.into_inner())
-    })
-}
-
-/// Headers for an internal message, with an optional `Nats-Msg-Id`.
-pub fn headers(msg_id: Option<&str>) -> async_nats::HeaderMap {
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert("Content-Type", MSGPACK);
-    if let Some(id) = msg_id {
-        headers.insert("Nats-Msg-Id", id);
-    }
-    headers
-}
-
 impl TaskMessage {
     /// The message for planned task `plan` of `job`.
     pub fn new(job: &crate::core::job::Job, plan: &crate::core::plan::TaskPlan) -> TaskMessage {
@@ -372,78 +257,62 @@ impl TaskMessage {
     }
 
     /// Checks what a worker relies on, for a message that came off the wire.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), ValueError> {
         if self.schema != SCHEMA {
-            return Err(format!("task schema {} is not supported", self.schema));
+            return Err(ValueError::from(format!(
+                "task schema {} is not supported",
+                self.schema
+            )));
         }
         if self.frames.is_empty() {
-            return Err("task has no frames".into());
+            return Err(ValueError::from("task has no frames"));
         }
         if self.width == 0
             || self.height == 0
             || self.width > crate::core::job::MAX_IMAGE_SIDE
             || self.height > crate::core::job::MAX_IMAGE_SIDE
         {
-            return Err(format!(
+            return Err(ValueError::from(format!(
                 "task image {}x{} is out of range",
                 self.width, self.height
-            ));
+            )));
         }
         if let Some(r) = self.region
             && (r.width == 0
                 || r.height == 0
                 || !crate::core::tiles::Rect::full(self.width, self.height).contains(r))
         {
-            return Err(format!("task region {r:?} is not inside the image"));
+            return Err(ValueError::from(format!(
+                "task region {r:?} is not inside the image"
+            )));
         }
         let region = self
             .region
             .unwrap_or(crate::core::tiles::Rect::full(self.width, self.height));
         if region.area() > crate::core::job::MAX_TASK_PIXELS {
-            return Err(format!(
+            return Err(ValueError::from(format!(
                 "task region {}x{} is more than one task may render",
                 region.width, region.height
-            ));
+            )));
         }
         if let Some(layer) = &self.layer
             && !crate::core::job::is_token(layer, 32, true)
         {
-            return Err(format!("task layer {layer:?} is not a valid name"));
+            return Err(ValueError::from(format!(
+                "task layer {layer:?} is not a valid name"
+            )));
         }
         if !crate::core::job::is_token(self.task.as_str().replace('.', "-").as_str(), 200, true) {
-            return Err(format!("task id {:?} is not valid", self.task));
+            return Err(ValueError::from(format!(
+                "task id {:?} is not valid",
+                self.task
+            )));
         }
         if let Some(hex) = &self.scene_manifest {
-            crate::core::job::parse_manifest_ref(&format!("sha256:{hex}"))?;
+            crate::core::paths::parse_manifest_ref(&format!("sha256:{hex}"))?;
         }
         Ok(())
     }
-}
-
-/// Rings the doorbell of `class`: idle workers of the class pull at once, trying the queue
-/// of (`priority`, `renderer`) first.
-pub async fn ring_doorbell(
-    client: &async_nats::Client,
-    class: &Class,
-    priority: Priority,
-    renderer: RendererKind,
-) {
-    if let Err(e) = client
-        .publish(
-            doorbell_subject(class),
-            doorbell_hint(priority, renderer).into(),
-        )
-        .await
-    {
-        tracing::debug!(error = %e, "ringing the doorbell");
-    }
-}
-
-/// Parses a doorbell hint.
-pub fn parse_doorbell_hint(payload: &[u8]) -> Option<(Priority, RendererKind)> {
-    let text = std::str::from_utf8(payload).ok()?;
-    let (priority, renderer) = text.split_once('.')?;
-    Some((Priority::parse(priority)?, RendererKind::parse(renderer)?))
 }
 
 /// A worker's entry in the `tessera-workers` bucket (key: its id), refreshed every
@@ -480,67 +349,5 @@ impl WorkerInfo {
     /// Whether the entry was refreshed within three heartbeats of `now_ms`.
     pub fn is_alive(&self, now_ms: u64) -> bool {
         now_ms.saturating_sub(self.heartbeat_ms) <= 3 * HEARTBEAT.as_millis() as u64
-    }
-}
-
-/// Publishes `event` to JetStream and waits for the stream's ack.
-pub async fn publish_event(
-    js: &async_nats::jetstream::Context,
-    event: &Event,
-) -> anyhow::Result<()> {
-    js.publish_with_headers(event.subject(), headers(None), encode(event).into())
-        .await?
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "publishing {} for job {}: {e}",
-                event.kind.as_str(),
-                event.job
-            )
-        })?;
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn builds_subjects() {
-        let job = JobId::parse("j1").unwrap();
-        let cpu = Class::cpu();
-        let noop = RendererKind::Noop;
-        let subject = task_subject(&cpu, Priority::High, &job, noop);
-        assert_eq!(subject, "tessera.tasks.cpu.high.j1.noop");
-        let filter = task_filter(&cpu, Priority::Low, noop);
-        assert_eq!(filter, "tessera.tasks.cpu.low.*.noop");
-        let consumer = task_consumer(&cpu, Priority::Normal, noop);
-        assert_eq!(consumer, "tasks-cpu-normal-noop");
-        let event = event_subject("j1", EventKind::TaskDone);
-        assert_eq!(event, "tessera.events.j1.task.done");
-        assert_eq!(job_tasks_filter(&job), "tessera.tasks.*.*.j1.*");
-        assert_eq!(
-            parse_task_subject(&subject),
-            Some((cpu.clone(), Priority::High))
-        );
-        assert_eq!(parse_task_subject("tessera.events.j1.task.done"), None);
-        assert_eq!(
-            parse_doorbell_hint(doorbell_hint(Priority::Low, noop).as_bytes()),
-            Some((Priority::Low, noop))
-        );
-        assert_eq!(parse_doorbell_hint(b"urgent.noop"), None);
-    }
-
-    #[test]
-    fn events_round_trip() {
-        let mut event = Event::new(EventKind::JobRejected, "j1");
-        event.reasons.push(FieldError {
-            field: "frames.range".into(),
-            message: "is empty".into(),
-        });
-        let back: Event = decode(&encode(&event)).unwrap();
-        assert_eq!(back, event);
-        let err = decode::<Event>(b"\x80").unwrap_err();
-        assert!(err.contains("missing field"), "{err}");
     }
 }

@@ -1,0 +1,103 @@
+//! Every type that crosses NATS, and the only place subjects are built.
+//!
+//! Internal messages are msgpack (`rmp_serde::to_vec_named`, so fields travel by name and
+//! optional ones may be absent) with the header `Content-Type: application/msgpack`; every
+//! message carries a `schema` version. Job submissions may be JSON too (see [`crate::core::job`]).
+//!
+//! Subjects:
+//!
+//! | subject | what |
+//! | --- | --- |
+//! | `tessera.jobs.submit` | job submissions (stream `TESSERA_JOBS`) |
+//! | `tessera.tasks.<class>.<priority>.<job>.<renderer>` | tasks (stream `TESSERA_TASKS`) |
+//! | `tessera.events.<job>.<kind>` | events, `<kind>` like `task.done` (stream `TESSERA_EVENTS`) |
+//! | `tessera.control.<job>` | core NATS: cancel running renders of a job |
+//! | `tessera.doorbell.<class>` | core NATS: tasks were queued for a class; wakes idle workers |
+//!
+//! - [`subjects`]: every subject and consumer name, built and parsed here only;
+//! - [`messages`]: the task, the event, the advisory and the worker entry.
+
+pub mod messages;
+pub mod subjects;
+
+pub use messages::*;
+pub use subjects::*;
+
+use serde::Serialize;
+
+use crate::core::problem::FieldError;
+
+/// Version of the internal message schemas.
+pub const SCHEMA: u32 = 1;
+/// The job token used in events about a submission whose id could not be read.
+pub const INVALID_JOB_TOKEN: &str = "_invalid";
+/// Content type of internal messages.
+pub const MSGPACK: &str = "application/msgpack";
+/// Content type of JSON submissions.
+pub const JSON: &str = "application/json";
+
+/// Encodes an internal message.
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    rmp_serde::to_vec_named(value).expect("internal messages always serialise")
+}
+
+/// Decodes an internal message, with the path of the field that failed.
+pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, FieldError> {
+    let mut de = rmp_serde::Deserializer::new(bytes);
+    serde_path_to_error::deserialize(&mut de)
+        .map_err(|e| FieldError::new(e.path().to_string(), e.into_inner().to_string()))
+}
+
+/// Headers for an internal message, with an optional `Nats-Msg-Id`.
+pub fn headers(msg_id: Option<&str>) -> async_nats::HeaderMap {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Content-Type", MSGPACK);
+    if let Some(id) = msg_id {
+        headers.insert("Nats-Msg-Id", id);
+    }
+    headers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::job::{Class, JobId, Priority, RendererKind};
+
+    #[test]
+    fn builds_subjects() {
+        let job = JobId::parse("j1").unwrap();
+        let cpu = Class::cpu();
+        let noop = RendererKind::Noop;
+        let subject = task_subject(&cpu, Priority::High, &job, noop);
+        assert_eq!(subject, "tessera.tasks.cpu.high.j1.noop");
+        let filter = task_filter(&cpu, Priority::Low, noop);
+        assert_eq!(filter, "tessera.tasks.cpu.low.*.noop");
+        let consumer = task_consumer(&cpu, Priority::Normal, noop);
+        assert_eq!(consumer, "tasks-cpu-normal-noop");
+        let event = event_subject("j1", EventKind::TaskDone);
+        assert_eq!(event, "tessera.events.j1.task.done");
+        assert_eq!(job_tasks_filter(&job), "tessera.tasks.*.*.j1.*");
+        assert_eq!(
+            parse_task_subject(&subject),
+            Some((cpu.clone(), Priority::High))
+        );
+        assert_eq!(parse_task_subject("tessera.events.j1.task.done"), None);
+        assert_eq!(
+            parse_doorbell_hint(doorbell_hint(Priority::Low, noop).as_bytes()),
+            Some((Priority::Low, noop))
+        );
+        assert_eq!(parse_doorbell_hint(b"urgent.noop"), None);
+    }
+
+    #[test]
+    fn events_round_trip() {
+        let mut event = Event::new(EventKind::JobRejected, "j1");
+        event
+            .reasons
+            .push(FieldError::new("frames.range", "is empty"));
+        let back: Event = decode(&encode(&event)).unwrap();
+        assert_eq!(back, event);
+        let err = decode::<Event>(b"\x80").unwrap_err();
+        assert!(err.to_string().contains("missing field"), "{err}");
+    }
+}

@@ -1,0 +1,106 @@
+//! Every subject, filter, consumer name and message id Tessera uses, built and parsed in
+//! one place.
+
+use super::messages::EventKind;
+use crate::core::job::{Class, JobId, Priority, RendererKind};
+use crate::core::plan::TaskId;
+
+/// The subject jobs are submitted on.
+pub const SUBMIT_SUBJECT: &str = "tessera.jobs.submit";
+
+/// `tessera.tasks.<class>.<priority>.<job>.<renderer>`: the design's subject plus the
+/// renderer, so that each worker pulls only what it can run.
+pub fn task_subject(
+    class: &Class,
+    priority: Priority,
+    job: &JobId,
+    renderer: RendererKind,
+) -> String {
+    format!("tessera.tasks.{class}.{priority}.{job}.{renderer}")
+}
+
+/// The class and priority of a task subject.
+pub fn parse_task_subject(subject: &str) -> Option<(Class, Priority)> {
+    let mut tokens = subject.strip_prefix("tessera.tasks.")?.split('.');
+    let class = Class::parse(tokens.next()?).ok()?;
+    let priority = Priority::parse(tokens.next()?)?;
+    Some((class, priority))
+}
+
+/// The filter of the consumer serving (`class`, `priority`, `renderer`).
+pub fn task_filter(class: &Class, priority: Priority, renderer: RendererKind) -> String {
+    format!("tessera.tasks.{class}.{priority}.*.{renderer}")
+}
+
+/// Every task subject of `job`, whatever its class, priority and renderer (for purging).
+pub fn job_tasks_filter(job: &JobId) -> String {
+    format!("tessera.tasks.*.*.{job}.*")
+}
+
+/// The durable consumer serving (`class`, `priority`, `renderer`):
+/// `tasks-<class>-<priority>-<renderer>`.
+pub fn task_consumer(class: &Class, priority: Priority, renderer: RendererKind) -> String {
+    format!("tasks-{class}-{priority}-{renderer}")
+}
+
+/// The doorbell hint: which queue just got tasks (`<priority>.<renderer>`).
+pub fn doorbell_hint(priority: Priority, renderer: RendererKind) -> String {
+    format!("{priority}.{renderer}")
+}
+
+/// `tessera.events.<job>.<kind>`.
+pub fn event_subject(job: &str, kind: EventKind) -> String {
+    format!("tessera.events.{job}.{}", kind.as_str())
+}
+
+/// Every event of `job`.
+pub fn job_events_filter(job: &str) -> String {
+    format!("tessera.events.{job}.>")
+}
+
+/// `tessera.control.<job>`.
+pub fn control_subject(job: &JobId) -> String {
+    format!("tessera.control.{job}")
+}
+
+/// `tessera.doorbell.<class>`.
+pub fn doorbell_subject(class: &Class) -> String {
+    format!("tessera.doorbell.{class}")
+}
+
+/// The `Nats-Msg-Id` of a task message: the same task of the same generation (0 when
+/// planned, n after the n-th `tessera retry`) is deduplicated within the window.
+pub fn task_msg_id(job: &JobId, task: &TaskId, generation: u32) -> String {
+    if generation == 0 {
+        format!("{job}:{task}")
+    } else {
+        format!("{job}:{task}:r{generation}")
+    }
+}
+
+/// Parses a doorbell hint.
+pub fn parse_doorbell_hint(payload: &[u8]) -> Option<(Priority, RendererKind)> {
+    let text = std::str::from_utf8(payload).ok()?;
+    let (priority, renderer) = text.split_once('.')?;
+    Some((Priority::parse(priority)?, RendererKind::parse(renderer)?))
+}
+
+/// Every job's control subject, `tessera.control.*`: what a worker listens on.
+pub const CONTROL_ALL: &str = "tessera.control.*";
+
+/// The job a control subject is about.
+pub fn parse_control_subject(subject: &str) -> Option<JobId> {
+    JobId::parse(subject.strip_prefix("tessera.control.")?).ok()
+}
+
+/// The `Nats-Msg-Id` of the announcement that `job` was accepted: a resumed planning
+/// announces it once.
+pub fn accepted_msg_id(job: &JobId) -> String {
+    format!("{job}:job.accepted")
+}
+
+/// The `Nats-Msg-Id` of the event that ended `job` at `finished_ms`: a collector restarted
+/// between recording the end and announcing it does not announce twice.
+pub fn end_msg_id(job: &JobId, kind: &str, finished_ms: u64) -> String {
+    format!("{job}:{kind}:{finished_ms}")
+}

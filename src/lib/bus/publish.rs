@@ -1,0 +1,137 @@
+//! The one place that publishes: submissions, tasks, events, hand-backs, doorbells and
+//! cancel broadcasts. "Where is a task published?" has one answer: [`task`].
+//!
+//! Publishes to JetStream come in two kinds: confirmed ones return once the stream has
+//! stored the message; pipelined ones return a [`Pending`] store acknowledgement that the
+//! caller confirms later, so many can be in flight at once (planning a large job). Core NATS
+//! publishes (doorbells, cancels) are hints: nothing is lost if nobody hears them.
+
+use anyhow::Context as _;
+use async_nats::jetstream::{self, context::PublishAckFuture};
+use bytes::Bytes;
+
+use super::protocol::{self, Event, TaskMessage};
+use crate::core::job::{Class, Job, JobId, JobSpec, Priority, RendererKind};
+use crate::core::plan::TaskPlan;
+
+/// A message handed to JetStream whose storage is not yet confirmed.
+pub struct Pending {
+    ack: PublishAckFuture,
+    what: String,
+}
+
+impl Pending {
+    /// Waits until the stream has stored the message.
+    pub async fn confirmed(self) -> anyhow::Result<()> {
+        self.ack
+            .await
+            .map(drop)
+            .map_err(|e| anyhow::anyhow!("{} was not stored: {e}", self.what))
+    }
+}
+
+async fn send(
+    js: &jetstream::Context,
+    subject: String,
+    msg_id: Option<&str>,
+    payload: Vec<u8>,
+    what: String,
+) -> anyhow::Result<Pending> {
+    let ack = js
+        .publish_with_headers(subject, protocol::headers(msg_id), Bytes::from(payload))
+        .await
+        .map_err(|e| anyhow::anyhow!("publishing {what}: {e}"))?;
+    Ok(Pending { ack, what })
+}
+
+/// Publishes `event` and waits until it is stored.
+pub async fn event(js: &jetstream::Context, event: &Event) -> anyhow::Result<()> {
+    event_pending(js, event, None).await?.confirmed().await
+}
+
+/// Publishes `event`, deduplicated by `msg_id` when given, without waiting for storage.
+pub async fn event_pending(
+    js: &jetstream::Context,
+    event: &Event,
+    msg_id: Option<&str>,
+) -> anyhow::Result<Pending> {
+    let what = format!("{} for job {}", event.kind.as_str(), event.job);
+    send(js, event.subject(), msg_id, protocol::encode(event), what).await
+}
+
+/// Publishes planned task `task` of `job` without waiting for storage. `generation` is the
+/// job's retry count (it keys the task's `Nats-Msg-Id`, so a republish after a crash is
+/// deduplicated); `attempts_before` is the attempts the task already had (when `tessera
+/// retry` queues it again: its numbering goes on, its budget starts afresh).
+pub async fn task(
+    js: &jetstream::Context,
+    job: &Job,
+    task: &TaskPlan,
+    generation: u32,
+    attempts_before: u32,
+) -> anyhow::Result<Pending> {
+    let mut message = TaskMessage::new(job, task);
+    message.attempts_before = attempts_before;
+    message.max_attempts += attempts_before;
+    let subject = protocol::task_subject(&job.class, job.priority, &job.id, job.renderer);
+    let msg_id = protocol::task_msg_id(&job.id, &task.id, generation);
+    let what = format!("task {}", task.id);
+    send(js, subject, Some(&msg_id), protocol::encode(&message), what).await
+}
+
+/// Publishes `next`, a task handed back, on the subject it came from, and waits until it
+/// is stored (the caller then terminates the delivery it replaces).
+pub async fn hand_back(
+    js: &jetstream::Context,
+    subject: &str,
+    next: &TaskMessage,
+) -> anyhow::Result<()> {
+    let what = format!("hand-back of task {}", next.task);
+    send(js, subject.to_string(), None, protocol::encode(next), what)
+        .await?
+        .confirmed()
+        .await
+}
+
+/// Publishes a job submission (deduplicated by its id) and waits until it is stored.
+pub async fn submission(js: &jetstream::Context, id: &JobId, spec: &JobSpec) -> anyhow::Result<()> {
+    send(
+        js,
+        protocol::SUBMIT_SUBJECT.to_string(),
+        Some(id.as_str()),
+        protocol::encode(spec),
+        format!("job {id}"),
+    )
+    .await?
+    .confirmed()
+    .await
+    .with_context(|| format!("submitting job {id}"))
+}
+
+/// Rings the doorbell of `class`: idle workers of the class pull at once, trying the queue
+/// of (`priority`, `renderer`) first.
+pub async fn doorbell(
+    client: &async_nats::Client,
+    class: &Class,
+    priority: Priority,
+    renderer: RendererKind,
+) {
+    let hint = protocol::doorbell_hint(priority, renderer);
+    if let Err(e) = client
+        .publish(protocol::doorbell_subject(class), hint.into())
+        .await
+    {
+        tracing::debug!(error = %e, "ringing the doorbell");
+    }
+}
+
+/// Tells every worker to stop its renders of `job`.
+pub async fn stop_renders(client: &async_nats::Client, job: &JobId) -> anyhow::Result<()> {
+    client
+        .publish(
+            protocol::control_subject(job),
+            Bytes::from_static(b"cancel"),
+        )
+        .await
+        .with_context(|| format!("broadcasting the cancel of {job}"))
+}

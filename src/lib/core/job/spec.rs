@@ -1,0 +1,131 @@
+//! The job spec as submitted: a TOML file to the CLI, JSON or msgpack on the wire. Field
+//! names are the contract (`schema/job.schema.json`); every field is optional here and
+//! checked by [`validate`](super::validate).
+
+use serde::{Deserialize, Serialize};
+
+/// A job as submitted. Field names are the wire contract; see `schema/job.schema.json`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    /// Schema version; absent means 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<u32>,
+    /// `[a-z0-9][a-z0-9_-]{0,63}`; generated when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Free text shown to people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `high`, `normal` (default) or `low`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<String>,
+    /// Hardware class token; `cpu` by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<String>,
+    /// Which renderer runs the tasks; `builtin` by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renderer: Option<String>,
+    /// CLI only: the scene file, relative to the job file; its folder is packaged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scene: Option<String>,
+    /// Wire: an uploaded scene manifest, `sha256:<64 hex>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scene_manifest: Option<String>,
+    /// Output image size and format.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageSpec>,
+    /// Frame-based segmentation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frames: Option<FramesSpec>,
+    /// Tile-based segmentation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tiles: Option<TilesSpec>,
+    /// Layer-based segmentation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<LayerSpec>,
+    /// Attempts and timeouts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetrySpec>,
+    /// Renderer-specific settings, passed through.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub settings: serde_json::Map<String, serde_json::Value>,
+}
+
+/// `[image]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageSpec {
+    /// Pixels; 1280 by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    /// Pixels; 720 by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+    /// `png` (default) or `exr`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    /// Bits per channel for PNG: 8 (default) or 16. EXR is always 32-bit float.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub depth: Option<u8>,
+}
+
+/// `[frames]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FramesSpec {
+    /// `"1-48"`, `"1-48x2"`, `"1,5,10-20"`; frame 1 when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range: Option<String>,
+    /// Frames per task; 1 by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk: Option<u32>,
+}
+
+/// `[tiles]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TilesSpec {
+    /// `[columns, rows]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grid: Option<[u32; 2]>,
+    /// `[width, height]` of a tile, as an alternative to `grid`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<[u32; 2]>,
+    /// Pixels rendered past each inner tile edge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overscan: Option<u32>,
+    /// What stitching does with the overscan: `crop` (default) or `feather`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blend: Option<String>,
+}
+
+/// One `[[layers]]` entry.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LayerSpec {
+    /// Layer (pass) name, a token.
+    pub name: String,
+    /// Layers of the same frame that must be done first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<String>,
+}
+
+/// `[retry]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySpec {
+    /// Attempts per task, counting the first; 3 by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    /// Per attempt, e.g. `"10m"`; no limit when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    /// What a task failed for good does to the job: `fail` (default) or `continue`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_failure: Option<String>,
+    /// Hang detection: a renderer that prints nothing this long (e.g. `"5m"`) fails the
+    /// attempt. Off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stall: Option<String>,
+}

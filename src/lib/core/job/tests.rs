@@ -1,0 +1,244 @@
+//! Tests of the job spec: decoding, validation, the JSON Schema.
+
+use std::time::Duration;
+
+use super::*;
+use crate::core::problem::Invalid;
+
+/// Validates a job file; one without an id gets `t` (the CLI and the planner fill it in).
+fn validate(toml_text: &str) -> Result<Job, Invalid> {
+    let mut spec = from_toml(toml_text)?;
+    spec.id.get_or_insert_with(|| "t".into());
+    spec.validate()
+}
+
+fn check_invalid(toml_text: &str, field: &str, needle: &str) {
+    let err = validate(toml_text).expect_err(toml_text);
+    assert!(
+        err.0
+            .iter()
+            .any(|e| e.field == field && e.message.contains(needle)),
+        "{toml_text}: {err} lacks {field}: …{needle}…"
+    );
+}
+
+#[test]
+fn accepts_the_design_example() {
+    let job = validate(
+        r#"
+        id = "turntable-v3"
+        name = "Turntable"
+        priority = "high"
+        class = "gpu"
+        renderer = "builtin"
+        scene_manifest = "sha256:0000000000000000000000000000000000000000000000000000000000000000"
+        [image]
+        width = 1280
+        height = 720
+        format = "png"
+        [frames]
+        range = "1-48"
+        chunk = 4
+        [tiles]
+        grid = [4, 4]
+        overscan = 8
+        [[layers]]
+        name = "beauty"
+        [[layers]]
+        name = "shadow"
+        after = ["beauty"]
+        [retry]
+        max_attempts = 3
+        timeout = "10m"
+        [settings]
+        samples = 16
+    "#,
+    )
+    .unwrap();
+    assert_eq!(job.id.as_str(), "turntable-v3");
+    assert_eq!(job.priority, Priority::High);
+    assert_eq!(job.class.as_str(), "gpu");
+    assert_eq!(job.frames.len(), 48);
+    assert_eq!(job.chunk, 4);
+    assert_eq!(job.tiles.unwrap().columns, 4);
+    assert_eq!(job.layers[1].after, vec![0]);
+    assert_eq!(job.retry.timeout, Some(Duration::from_secs(600)));
+}
+
+#[test]
+fn fills_defaults() {
+    let job = validate("").unwrap();
+    assert_eq!(job.id.as_str(), "t");
+    assert_eq!(job.priority, Priority::Normal);
+    assert_eq!(job.class.as_str(), "cpu");
+    assert_eq!(job.renderer, RendererKind::Builtin);
+    assert_eq!(job.frames.frames(), &[1]);
+    assert_eq!((job.image.width, job.image.height), (1280, 720));
+    assert_eq!(job.retry.max_attempts, 3);
+    assert_eq!(job.spec.id.as_deref(), Some(job.id.as_str()));
+}
+
+#[test]
+fn names_the_field_of_each_problem() {
+    check_invalid(r#"id = "../etc""#, "id", "not a valid id");
+    check_invalid(r#"id = "Upper""#, "id", "not a valid id");
+    check_invalid(r#"priority = "urgent""#, "priority", "high, normal or low");
+    check_invalid(r#"class = "g/pu""#, "class", "not a valid class");
+    check_invalid(r#"renderer = "maya""#, "renderer", "not a renderer");
+    check_invalid("[image]\nwidth = 0", "image.width", "out of range");
+    check_invalid("[image]\nheight = 70000", "image.height", "out of range");
+    check_invalid(
+        "[image]\nwidth = 65536\nheight = 65536",
+        "tiles",
+        "cut the frame",
+    );
+    assert!(validate("[image]\nwidth = 65536\nheight = 65536\n[tiles]\ngrid = [8, 8]").is_ok());
+    check_invalid("[image]\nformat = \"jpg\"", "image.format", "png or exr");
+    check_invalid("[image]\ndepth = 12", "image.depth", "8 or 16");
+    check_invalid("[frames]\nrange = \"10-1\"", "frames.range", "backwards");
+    check_invalid("[frames]\nchunk = 0", "frames.chunk", "at least 1");
+    check_invalid(
+        "[frames]\nrange = \"1-999999\"\n[tiles]\ngrid = [2, 2]",
+        "frames",
+        "at most 1000000",
+    );
+    check_invalid("[tiles]\ngrid = [0, 2]", "tiles.grid", "at least 1");
+    check_invalid(
+        "[tiles]\nblend = \"soft\"\ngrid = [2, 2]",
+        "tiles.blend",
+        "crop or feather",
+    );
+    check_invalid(
+        "[[layers]]\nname = \"a/b\"",
+        "layers[0].name",
+        "path separators",
+    );
+    check_invalid(
+        "[[layers]]\nname = \"..\"",
+        "layers[0].name",
+        "not a valid name",
+    );
+    check_invalid(
+        "[[layers]]\nname = \"a\"\nafter = [\"b\"]",
+        "layers[0].after",
+        "not a layer listed before",
+    );
+    check_invalid(
+        "[retry]\nmax_attempts = 0",
+        "retry.max_attempts",
+        "out of range",
+    );
+    check_invalid(
+        "[retry]\ntimeout = \"soon\"",
+        "retry.timeout",
+        "not a duration",
+    );
+    check_invalid(r#"scene_manifest = "md5:abc""#, "scene_manifest", "sha256:");
+    check_invalid(r#"scene = "a.toml""#, "scene", "tessera submit");
+    check_invalid("schema = 7", "schema", "not supported");
+}
+
+#[test]
+fn reports_every_problem_at_once() {
+    let err = validate("priority = \"x\"\nclass = \"Y!\"\n[frames]\nchunk = 0").unwrap_err();
+    assert_eq!(err.0.len(), 3, "{err}");
+}
+
+#[test]
+fn decoding_errors_name_the_field() {
+    let err = from_toml("[image]\nwidth = \"wide\"").unwrap_err();
+    assert_eq!(err.0[0].field, "image.width", "{err}");
+    let err = from_toml("frame = 3").unwrap_err();
+    assert!(err.0[0].message.contains("unknown field"), "{err}");
+    let err = from_wire(br#"{"image": {"width": -1}}"#, true).unwrap_err();
+    assert_eq!(err.0[0].field, "image.width", "{err}");
+    let err = from_wire(b"\xc1", false).unwrap_err();
+    assert_eq!(err.0[0].field, "(message)", "{err}");
+}
+
+#[test]
+fn round_trips_msgpack_and_json() {
+    let spec = from_toml("id = \"a\"\n[frames]\nrange = \"1-3\"\n[settings]\nsamples = 4").unwrap();
+    let packed = rmp_serde::to_vec_named(&spec).unwrap();
+    assert_eq!(from_wire(&packed, false).unwrap(), spec);
+    let json = serde_json::to_vec(&spec).unwrap();
+    assert_eq!(from_wire(&json, true).unwrap(), spec);
+}
+
+/// The shipped JSON Schema names exactly the fields the decoder takes.
+#[test]
+fn json_schema_matches_the_spec_fields() {
+    let schema: serde_json::Value =
+        serde_json::from_str(include_str!("../../../../schema/job.schema.json")).unwrap();
+    let keys = |v: &serde_json::Value| -> std::collections::BTreeSet<String> {
+        v.as_object().unwrap().keys().cloned().collect()
+    };
+    let props = &schema["properties"];
+    let full = JobSpec {
+        schema: Some(1),
+        id: Some("a".into()),
+        name: Some("n".into()),
+        priority: Some("high".into()),
+        class: Some("cpu".into()),
+        renderer: Some("noop".into()),
+        scene: Some("s".into()),
+        scene_manifest: Some("m".into()),
+        image: Some(ImageSpec {
+            width: Some(1),
+            height: Some(1),
+            format: Some("png".into()),
+            depth: Some(8),
+        }),
+        frames: Some(FramesSpec {
+            range: Some("1".into()),
+            chunk: Some(1),
+        }),
+        tiles: Some(TilesSpec {
+            grid: Some([1, 1]),
+            size: Some([1, 1]),
+            overscan: Some(0),
+            blend: Some("crop".into()),
+        }),
+        layers: vec![LayerSpec {
+            name: "a".into(),
+            after: vec!["b".into()],
+        }],
+        retry: Some(RetrySpec {
+            max_attempts: Some(1),
+            timeout: Some("1s".into()),
+            on_failure: Some("fail".into()),
+            stall: Some("1s".into()),
+        }),
+        settings: [("k".to_string(), serde_json::Value::from(1))]
+            .into_iter()
+            .collect(),
+    };
+    let json = serde_json::to_value(&full).unwrap();
+    assert_eq!(keys(&json), keys(props));
+    for section in ["image", "frames", "tiles", "retry"] {
+        assert_eq!(
+            keys(&json[section]),
+            keys(&props[section]["properties"]),
+            "{section}"
+        );
+    }
+    assert_eq!(
+        keys(&json["layers"][0]),
+        keys(&props["layers"]["items"]["properties"])
+    );
+}
+
+#[test]
+fn tells_json_from_msgpack() {
+    assert!(is_json(None, b"  {\"id\":1}"));
+    assert!(!is_json(None, &[0x81]));
+    assert!(is_json(Some("application/json"), b""));
+    assert!(!is_json(Some("application/msgpack"), b"{"));
+}
+
+#[test]
+fn a_spec_without_an_id_is_refused_naming_the_field() {
+    let err = from_toml("").unwrap().validate().unwrap_err();
+    assert_eq!(err.0[0].field, "id", "{err}");
+    assert!(err.0[0].message.contains("missing"), "{err}");
+}

@@ -1,0 +1,86 @@
+//! The names of a job's assembled outputs: `frame_0001.png`, or `<layer>/frame_0001.png`
+//! for a layered job, and which of them a job whose tasks stand as they do must have.
+
+use crate::core::frames::frame_file_name;
+use crate::core::job::{Job, RendererKind};
+use crate::core::plan;
+use crate::core::state::{TaskSlot, TaskState};
+
+/// The output file name of `frame` for `job` (`frame_0001.png`, or `<layer>/frame_0001.png`).
+pub fn output_name(job: &Job, layer: Option<usize>, frame: u32) -> String {
+    let file = frame_file_name(frame, job.image.format.extension());
+    match layer {
+        Some(l) => format!("{}/{file}", job.layers[l].name),
+        None => file,
+    }
+}
+
+/// The output names of every frame group whose tasks are all done, given the job's slots
+/// by task index. A renderer that writes nothing (`noop`) is expected to store nothing.
+pub fn expected_outputs(job: &Job, slots: &[TaskSlot]) -> Vec<String> {
+    if job.renderer == RendererKind::Noop {
+        return Vec::new();
+    }
+    let tiles = plan::frame_group(job, 0).len().max(1);
+    let mut names = Vec::new();
+    for (group, tasks) in slots.chunks(tiles).enumerate() {
+        if tasks.iter().any(|s| s.state() != TaskState::Done) {
+            continue;
+        }
+        let first = plan::task(job, (group * tiles) as u32);
+        names.extend(
+            first
+                .frames
+                .iter()
+                .map(|&frame| output_name(job, first.layer, frame)),
+        );
+    }
+    names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::job::from_toml;
+
+    fn job(text: &str) -> Job {
+        from_toml(text).unwrap().validate().unwrap()
+    }
+
+    fn done(attempt: u32) -> TaskSlot {
+        TaskSlot(TaskState::Done, attempt)
+    }
+
+    #[test]
+    fn expected_outputs_are_the_frames_of_groups_done_whole() {
+        let failed = TaskSlot(TaskState::Failed, 3);
+        let running = TaskSlot(TaskState::Running, 1);
+        // Chunks of two frames: each done task stands for both of its frames.
+        let chunks = job("id = \"c\"\n[frames]\nrange = \"1-5\"\nchunk = 2");
+        assert_eq!(
+            expected_outputs(&chunks, &[done(1), failed, done(2)]),
+            ["frame_0001.png", "frame_0002.png", "frame_0005.png"]
+        );
+        // Tiles: a frame is expected only when all of its tiles are done.
+        let tiles = job(
+            "id = \"t\"\n[frames]\nrange = \"1-2\"\n[tiles]\ngrid = [2, 1]\n[[layers]]\nname = \"beauty\"\n[[layers]]\nname = \"depth\"\n[image]\nformat = \"exr\"",
+        );
+        let slots = [
+            done(1),
+            done(1),
+            done(1),
+            running,
+            done(2),
+            done(1),
+            failed,
+            done(1),
+        ];
+        assert_eq!(
+            expected_outputs(&tiles, &slots),
+            ["beauty/frame_0001.exr", "beauty/frame_0002.exr"]
+        );
+        // A renderer that writes nothing is expected to store nothing.
+        let noop = job("id = \"n\"\nrenderer = \"noop\"\n[frames]\nrange = \"1-2\"");
+        assert!(expected_outputs(&noop, &[done(1), done(1)]).is_empty());
+    }
+}

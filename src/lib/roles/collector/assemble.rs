@@ -1,0 +1,251 @@
+//! Assembly: a tiled frame's tiles are placed into an in-memory canvas as each
+//! `task.done` arrives (with a preview of the frame so far), and a frame group whose tasks
+//! are all done is written to `output/` — stitched, or for an untiled frame copied on the
+//! store's side. Tiles a canvas lacks (a restart, another collector, an evicted canvas)
+//! are read back from the store, so the in-memory state is only ever a speed-up.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use bytes::Bytes;
+
+use crate::config::Deps;
+use crate::core::frames::frame_file_name;
+use crate::core::job::{ImageFormat, Job, JobId, RendererKind, Tiles};
+use crate::core::outputs::output_name;
+use crate::core::plan;
+use crate::core::raster;
+use crate::core::state::TaskState;
+use crate::core::stitch::{Canvas, PixelKind};
+use crate::store::keys;
+
+/// Tiled frames stitched in memory at once; past this the least recently touched is
+/// dropped, and its tiles are read back from the store when the frame completes.
+const MAX_CANVASES: usize = 4;
+
+/// Previews of a frame in progress are refreshed at most this often.
+const PREVIEW_EVERY: Duration = Duration::from_secs(1);
+
+/// Longest side of a preview, in pixels.
+const PREVIEW_SIDE: u32 = 1024;
+
+/// Tiled frames being stitched, keyed by job, first task of the frame's group, and frame.
+#[derive(Default)]
+pub(super) struct Stitching {
+    canvases: HashMap<(JobId, u32, u32), InProgress>,
+}
+
+impl Stitching {
+    /// Drops the canvases of `job`.
+    pub(super) fn forget(&mut self, job: &str) {
+        self.canvases.retain(|(id, _, _), _| id.as_str() != job);
+    }
+}
+
+struct InProgress {
+    canvas: Canvas,
+    touched: Instant,
+    previewed: Option<Instant>,
+}
+
+/// Reads and decodes the output of `frame` from task `index`'s attempt `attempt`.
+async fn read_tile(
+    deps: &Deps,
+    job: &Job,
+    index: u32,
+    attempt: u32,
+    frame: u32,
+) -> anyhow::Result<image::DynamicImage> {
+    let task = plan::task(job, index);
+    let file = frame_file_name(frame, job.image.format.extension());
+    let source = keys::attempt_output(&job.id, &task.id, attempt, &file);
+    let bytes = deps
+        .store
+        .get(&source)
+        .await
+        .with_context(|| format!("tile {} of frame {frame}", task.id))?;
+    tokio::task::spawn_blocking(move || raster::decode(&bytes))
+        .await?
+        .map_err(|e| anyhow::anyhow!("tile {} of frame {frame}: {e}", task.id))
+}
+
+/// Places the tile just done into its frames' canvases at once, and refreshes their
+/// previews.
+pub(super) async fn stitch_tile(
+    deps: &Deps,
+    stitching: &mut Stitching,
+    job: &Job,
+    index: u32,
+    attempt: u32,
+) -> anyhow::Result<()> {
+    let Some(grid) = job.tiles else {
+        return Ok(());
+    };
+    let group = plan::frame_group(job, index);
+    let task = plan::task(job, index);
+    let tile = task.tile.expect("tiled jobs plan tiles");
+    let slot = (index - group.start) as usize;
+    for &frame in &task.frames {
+        let name = output_name(job, task.layer, frame);
+        let key = (job.id.clone(), group.start, frame);
+        if !stitching.canvases.contains_key(&key)
+            && deps.store.exists(&keys::output(&job.id, &name)).await?
+        {
+            continue; // assembled already (a redelivered event)
+        }
+        let part = read_tile(deps, job, index, attempt, frame).await?;
+        let entry = stitching.canvases.entry(key).or_insert_with(|| InProgress {
+            canvas: new_canvas(job, grid, group.len(), &part),
+            touched: Instant::now(),
+            previewed: None,
+        });
+        entry
+            .canvas
+            .place(slot, &tile, &part)
+            .map_err(|e| anyhow::anyhow!("tile {} of frame {frame}: {e}", task.id))?;
+        entry.touched = Instant::now();
+        if !entry.canvas.complete()
+            && entry
+                .previewed
+                .is_none_or(|at| at.elapsed() >= PREVIEW_EVERY)
+        {
+            entry.previewed = Some(Instant::now());
+            write_preview(deps, job, &name, entry.canvas.preview(PREVIEW_SIDE)).await?;
+        }
+    }
+    while stitching.canvases.len() > MAX_CANVASES {
+        let oldest = stitching
+            .canvases
+            .iter()
+            .min_by_key(|(_, e)| e.touched)
+            .map(|(k, _)| k.clone())
+            .expect("not empty");
+        stitching.canvases.remove(&oldest);
+    }
+    Ok(())
+}
+
+/// An empty canvas for a frame of `job`, in the pixel type of its first tile, `part`.
+fn new_canvas(job: &Job, grid: Tiles, tiles: usize, part: &image::DynamicImage) -> Canvas {
+    Canvas::new(
+        job.image.width,
+        job.image.height,
+        PixelKind::of(part),
+        grid.blend,
+        grid.overscan,
+        tiles,
+    )
+}
+
+/// Stores `preview` (from [`Canvas::preview`]) as the preview of output `name`.
+async fn write_preview(
+    deps: &Deps,
+    job: &Job,
+    name: &str,
+    preview: image::DynamicImage,
+) -> anyhow::Result<()> {
+    let bytes =
+        tokio::task::spawn_blocking(move || raster::encode_image(&preview, ImageFormat::Png))
+            .await?
+            .map_err(anyhow::Error::msg)?;
+    let stem = name.rsplit_once('.').map_or(name, |(stem, _)| stem);
+    deps.store
+        .put(&keys::preview(&job.id, stem), Bytes::from(bytes))
+        .await?;
+    Ok(())
+}
+
+/// Writes the final frames of the group of task `index` if all of its tasks are done.
+pub(super) async fn assemble(
+    deps: &Deps,
+    stitching: &mut Stitching,
+    job: &Job,
+    index: u32,
+) -> anyhow::Result<()> {
+    if job.renderer == RendererKind::Noop {
+        return Ok(());
+    }
+    let group = plan::frame_group(job, index);
+    let slots = deps.ledger.slots_of(&job.id, group.clone()).await?;
+    if slots.iter().any(|s| s.state() != TaskState::Done) {
+        return Ok(());
+    }
+    let first = plan::task(job, group.start);
+    for &frame in &first.frames {
+        let name = output_name(job, first.layer, frame);
+        let target = keys::output(&job.id, &name);
+        let in_memory = stitching
+            .canvases
+            .remove(&(job.id.clone(), group.start, frame));
+        if deps.store.exists(&target).await? {
+            continue;
+        }
+        let Some(grid) = job.tiles else {
+            let file = frame_file_name(frame, job.image.format.extension());
+            let source = keys::attempt_output(&job.id, &first.id, slots[0].attempt(), &file);
+            deps.store
+                .copy_if_absent(&source, &target)
+                .await
+                .with_context(|| format!("frame {frame}"))?;
+            continue;
+        };
+        // Tiles this collector has not placed (it restarted, shares the work with another
+        // collector, or dropped the canvas) are read back from the store.
+        let mut canvas = in_memory.map(|e| e.canvas);
+        for (i, task_index) in group.clone().enumerate() {
+            if canvas.as_ref().is_some_and(|c| c.has(i)) {
+                continue;
+            }
+            let part = read_tile(deps, job, task_index, slots[i].attempt(), frame).await?;
+            let task = plan::task(job, task_index);
+            let canvas = canvas.get_or_insert_with(|| new_canvas(job, grid, group.len(), &part));
+            canvas
+                .place(i, &task.tile.expect("tiled jobs plan tiles"), &part)
+                .map_err(|e| anyhow::anyhow!("tile {} of frame {frame}: {e}", task.id))?;
+        }
+        let canvas = canvas.expect("a group has at least one tile");
+        let format = job.image.format;
+        let (bytes, preview) = tokio::task::spawn_blocking(move || {
+            let preview = canvas.preview(PREVIEW_SIDE);
+            (raster::encode_image(&canvas.finish(), format), preview)
+        })
+        .await?;
+        let bytes = bytes.map_err(anyhow::Error::msg)?;
+        // The frame and its last preview are stored side by side.
+        tokio::try_join!(
+            async {
+                deps.store
+                    .put_if_absent(&target, Bytes::from(bytes))
+                    .await
+                    .map_err(anyhow::Error::from)
+            },
+            write_preview(deps, job, &name, preview),
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forgetting_a_job_drops_its_canvases_only() {
+        let mut stitching = Stitching::default();
+        for (job, frame) in [("a", 1), ("a", 2), ("ab", 1)] {
+            let canvas = Canvas::new(4, 4, PixelKind::U8, crate::core::job::Blend::Crop, 0, 2);
+            stitching.canvases.insert(
+                (JobId::parse(job).unwrap(), 0, frame),
+                InProgress {
+                    canvas,
+                    touched: Instant::now(),
+                    previewed: None,
+                },
+            );
+        }
+        stitching.forget("a");
+        let left: Vec<_> = stitching.canvases.keys().map(|k| k.0.to_string()).collect();
+        assert_eq!(left, ["ab"]);
+    }
+}

@@ -1,0 +1,155 @@
+//! One attempt of a task: the scene laid out through the cache, the renderer run while
+//! progress acks keep the delivery alive and progress events report how far it is, the
+//! per-attempt timeout, and the outputs uploaded under the attempt's own keys.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, AckKind};
+use bytes::Bytes;
+
+use super::Shared;
+use super::outcome::Outcome;
+use super::running::Stop;
+use crate::bus::protocol::{Event, EventKind, TaskMessage};
+use crate::bus::publish;
+use crate::core::paths::check_relative_path;
+use crate::render::{self, Log, RenderError, Request};
+use crate::store::keys;
+
+/// Where and how one attempt runs.
+pub(super) struct Attempt<'a> {
+    /// The delivery, for progress acks.
+    pub(super) msg: &'a jetstream::Message,
+    /// The task.
+    pub(super) task: &'a TaskMessage,
+    /// Its number, 1 for the first.
+    pub(super) attempt: u32,
+    /// A folder private to this attempt.
+    pub(super) work: &'a Path,
+    /// The attempt's log.
+    pub(super) log: &'a Log,
+    /// How it is stopped (cancel, timeout, shutdown).
+    pub(super) stop: &'a Stop,
+}
+
+/// Runs the attempt; returns the keys of its uploaded outputs, or how it ended and why.
+pub(super) async fn run(
+    shared: &Shared,
+    at: Attempt<'_>,
+) -> Result<Vec<String>, (Outcome, String)> {
+    let Attempt {
+        msg,
+        task,
+        attempt,
+        work,
+        log,
+        stop,
+    } = at;
+    let failed = |e: String| (Outcome::Failed, e);
+    let out_dir = work.join("out");
+    tokio::fs::create_dir_all(&out_dir)
+        .await
+        .map_err(|e| failed(format!("creating {}: {e}", out_dir.display())))?;
+    let scene = match &task.scene_manifest {
+        Some(hex) => Some(
+            shared
+                .cache
+                .materialize(&shared.deps.store, hex, &work.join("scene"))
+                .await
+                .map_err(|e| failed(format!("fetching the scene: {e:#}")))?,
+        ),
+        None => None,
+    };
+    let renderer = render::adapter(task.renderer).ok_or_else(|| {
+        (
+            Outcome::Invalid,
+            format!("renderer {} is not built in", task.renderer),
+        )
+    })?;
+    let progress = Arc::new(AtomicU32::new(0));
+    let mut reported = 0;
+    let request = Request {
+        task: task.clone(),
+        attempt,
+        scene,
+        out_dir,
+        threads: shared.config.threads,
+        cancel: stop.token().clone(),
+        log: log.clone(),
+        progress: progress.clone(),
+    };
+    let render = renderer.render(request);
+    tokio::pin!(render);
+    let mut keepalive = tokio::time::interval(shared.config.ack_wait / 3);
+    keepalive.tick().await;
+    let deadline = task.timeout_ms.map(Duration::from_millis);
+    let timeout = async {
+        match deadline {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(timeout);
+    let mut timed_out = false;
+    let result = loop {
+        tokio::select! {
+            result = &mut render => break result,
+            _ = keepalive.tick() => {
+                if let Err(e) = msg.ack_with(AckKind::Progress).await {
+                    tracing::warn!(error = %e, "progress ack");
+                }
+                let now = progress.load(Ordering::Relaxed);
+                if now != reported {
+                    reported = now;
+                    let mut event = Event::task(EventKind::TaskProgress, task, attempt, &shared.config.id);
+                    event.progress = Some(now as f32 / 1e6);
+                    if let Err(e) = publish::event(&shared.deps.js, &event).await {
+                        tracing::debug!(error = %e, "publishing task.progress");
+                    }
+                }
+            }
+            () = &mut timeout, if !timed_out => {
+                log.line(format!("timeout: the attempt ran past {:?}", deadline.unwrap_or_default()));
+                timed_out = true;
+                stop.stop(Outcome::Failed);
+            }
+        }
+    };
+    let files = match result {
+        Ok(files) => files,
+        Err(RenderError::Permanent(e)) => return Err((Outcome::Invalid, e)),
+        Err(RenderError::Failed(e)) => return Err(failed(e)),
+        Err(RenderError::Stopped(e)) => {
+            let outcome = stop.outcome().unwrap_or(Outcome::Failed);
+            let why = match outcome {
+                Outcome::Failed => format!("timed out after {:?}", deadline.unwrap_or_default()),
+                Outcome::ShuttingDown => "the worker is shutting down".to_string(),
+                Outcome::Canceled => {
+                    log.line("the job was canceled");
+                    "the job was canceled".to_string()
+                }
+                _ => e,
+            };
+            return Err((outcome, why));
+        }
+    };
+    let mut outputs = Vec::with_capacity(files.len());
+    for file in files {
+        check_relative_path(&file.name).map_err(|e| failed(format!("output name {e}")))?;
+        let bytes = tokio::fs::read(&file.path)
+            .await
+            .map_err(|e| failed(format!("reading output {}: {e}", file.path.display())))?;
+        let key = keys::attempt_output(&task.job, &task.task, attempt, &file.name);
+        shared
+            .deps
+            .store
+            .put(&key, Bytes::from(bytes))
+            .await
+            .map_err(|e| failed(format!("uploading {key}: {e}")))?;
+        outputs.push(key);
+    }
+    Ok(outputs)
+}

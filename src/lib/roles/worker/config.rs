@@ -1,0 +1,162 @@
+//! A worker's flags ([`WorkerArgs`], also taken by `tessera up` for its workers) and their
+//! validated form ([`WorkerConfig`]), converted once at start.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use crate::config::hostname;
+use crate::core::job::{Class, RendererKind};
+
+/// A worker's validated configuration.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Unique worker id (shown in events and `tessera workers`).
+    pub id: String,
+    /// Classes served, in preference order.
+    pub classes: Vec<Class>,
+    /// Tasks run at once.
+    pub slots: usize,
+    /// Threads each slot's renderer may use.
+    pub threads: usize,
+    /// Local blob cache and work folders.
+    pub cache_dir: PathBuf,
+    /// Renderers this worker runs.
+    pub renderers: Vec<RendererKind>,
+    /// The task consumers' ack deadline.
+    pub ack_wait: Duration,
+    /// How long renders may finish after SIGTERM before they are stopped.
+    pub grace: Duration,
+    /// How often an idle slot polls when no doorbell rings.
+    pub idle_poll: Duration,
+    /// Deliveries after which JetStream gives up on a task, if not the definition's.
+    pub max_deliver: Option<i64>,
+}
+
+/// A worker's flags (also taken by `tessera up` for its workers).
+#[derive(clap::Args, Clone, Debug)]
+pub struct WorkerArgs {
+    /// Worker id (default: host name plus a random suffix).
+    #[arg(long, env = "TESSERA_WORKER_ID")]
+    pub id: Option<String>,
+    /// Hardware classes served, in preference order, comma-separated.
+    #[arg(
+        long,
+        env = "TESSERA_CLASS",
+        default_value = "cpu",
+        value_delimiter = ','
+    )]
+    pub class: Vec<String>,
+    /// Tasks run at once.
+    #[arg(long, env = "TESSERA_SLOTS", default_value_t = 1)]
+    pub slots: usize,
+    /// Threads per slot (0: the machine's cores divided among the slots).
+    #[arg(long, env = "TESSERA_THREADS", default_value_t = 0)]
+    pub threads: usize,
+    /// Local cache of scene files (default: a folder in the system's temp dir).
+    #[arg(long, env = "TESSERA_CACHE")]
+    pub cache: Option<PathBuf>,
+    /// Renderers to run, comma-separated (default: every one this build has).
+    #[arg(long, env = "TESSERA_RENDERERS", value_delimiter = ',')]
+    pub renderers: Vec<String>,
+    /// Ack deadline of the task consumers, e.g. "5s" (default: streams/consumer-tasks.json).
+    #[arg(long, env = "TESSERA_ACK_WAIT")]
+    pub ack_wait: Option<String>,
+    /// Time renders get to finish after SIGTERM before their tasks are handed back.
+    #[arg(long, env = "TESSERA_GRACE", default_value = "30s")]
+    pub grace: String,
+    /// How often an idle slot polls when no doorbell rings.
+    #[arg(long, default_value = "500ms")]
+    pub idle_poll: String,
+    /// Allow the `command` renderer (runs programs named by jobs: only on trusted farms).
+    #[arg(long, env = "TESSERA_ALLOW_COMMAND")]
+    pub allow_command: bool,
+    /// Deliveries after which JetStream gives up on a task (default: streams/consumer-tasks.json).
+    #[arg(long, env = "TESSERA_MAX_DELIVER")]
+    pub max_deliver: Option<i64>,
+}
+
+fn duration(flag: &str, text: &str) -> anyhow::Result<Duration> {
+    humantime::parse_duration(text)
+        .with_context(|| format!("--{flag} {text:?} is not a duration such as \"5s\""))
+}
+
+impl TryFrom<&WorkerArgs> for WorkerConfig {
+    type Error = anyhow::Error;
+
+    fn try_from(args: &WorkerArgs) -> anyhow::Result<Self> {
+        let classes = args
+            .class
+            .iter()
+            .map(|c| Class::parse(c.trim()).map_err(anyhow::Error::msg))
+            .collect::<anyhow::Result<Vec<_>>>()
+            .context("--class")?;
+        if classes.is_empty() {
+            anyhow::bail!("--class needs at least one class");
+        }
+        if args.slots == 0 || args.slots > 256 {
+            anyhow::bail!("--slots must be from 1 to 256");
+        }
+        let available = crate::render::available();
+        let renderers = if args.renderers.is_empty() {
+            available
+                .into_iter()
+                .filter(|r| *r != RendererKind::Command || args.allow_command)
+                .collect()
+        } else {
+            args.renderers
+                .iter()
+                .map(|name| {
+                    let kind = RendererKind::parse(name.trim())
+                        .with_context(|| format!("--renderers: {name:?} is not a renderer"))?;
+                    if !available.contains(&kind) {
+                        anyhow::bail!("--renderers: {kind} is not available in this build");
+                    }
+                    if kind == RendererKind::Command && !args.allow_command {
+                        anyhow::bail!("--renderers: command runs programs named by jobs; start the worker with --allow-command to allow it");
+                    }
+                    Ok(kind)
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?
+        };
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = if args.threads == 0 {
+            (cores / args.slots).max(1)
+        } else {
+            args.threads
+        };
+        let ack_wait = match &args.ack_wait {
+            Some(text) => duration("ack-wait", text)?,
+            None => crate::bus::streams::default_task_ack_wait(),
+        };
+        if ack_wait < Duration::from_secs(1) {
+            anyhow::bail!("--ack-wait must be at least 1s");
+        }
+        let id = args
+            .id
+            .clone()
+            .unwrap_or_else(|| format!("{}-{:04x}", hostname(), std::process::id() & 0xffff));
+        if !crate::core::job::is_token(&id, 64, true) {
+            anyhow::bail!("--id {id:?}: use 1 to 64 of letters, digits, '_' and '-'");
+        }
+        Ok(WorkerConfig {
+            id,
+            classes,
+            slots: args.slots,
+            threads,
+            cache_dir: args
+                .cache
+                .clone()
+                .unwrap_or_else(|| std::env::temp_dir().join("tessera-cache")),
+            renderers,
+            ack_wait,
+            grace: duration("grace", &args.grace)?,
+            idle_poll: duration("idle-poll", &args.idle_poll)?,
+            max_deliver: match args.max_deliver {
+                Some(n) if n < 2 => anyhow::bail!("--max-deliver must be at least 2"),
+                other => other,
+            },
+        })
+    }
+}

@@ -1,0 +1,215 @@
+//! One delivery of a task, from the message to its disposition: the checks that may fail
+//! or hand it back without running it (malformed, wrong renderer, its last attempt lost
+//! with a dead worker, a job this worker has blocklisted), then the attempt, its log, and
+//! the report that [`finish`] turns into an event and an ack.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use async_nats::jetstream::{self, AckKind};
+use bytes::Bytes;
+
+use super::Shared;
+use super::attempt::{self, Attempt};
+use super::outcome::{Disposition, Outcome, Report, disposition, finish};
+use super::running::Stop;
+use crate::bus::protocol::{self, Event, EventKind, TaskMessage};
+use crate::bus::{publish, registry};
+use crate::core::job::JobId;
+use crate::render::Log;
+use crate::store::keys;
+
+/// After this many failed attempts of one job's tasks, a worker stops taking that job.
+pub const BLOCKLIST_AFTER: u32 = 3;
+/// A task handed back this often by blocklisting workers fails for good (a safety net: a
+/// worker hands back only while some live worker has not blocklisted the job).
+pub const MAX_HANDBACKS: u32 = 100;
+
+/// Failed attempts per job on this worker, behind the blocklist.
+#[derive(Default)]
+pub(super) struct Failures(Mutex<HashMap<JobId, u32>>);
+
+impl Failures {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, u32>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn count(&self, job: &JobId) -> u32 {
+        self.lock().get(job).copied().unwrap_or(0)
+    }
+
+    fn add(&self, job: &JobId) {
+        *self.lock().entry(job.clone()).or_default() += 1;
+    }
+
+    /// The jobs this worker no longer takes.
+    pub(super) fn blocklist(&self) -> Vec<String> {
+        self.lock()
+            .iter()
+            .filter(|(_, n)| **n >= BLOCKLIST_AFTER)
+            .map(|(job, _)| job.to_string())
+            .collect()
+    }
+}
+
+/// Whether a slot rendered what it took or handed it back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Ran {
+    /// Rendered, failed or disposed of.
+    Handled,
+    /// Handed back without running (blocklisted job).
+    HandedBack,
+}
+
+/// Handles one delivery.
+pub(super) async fn run(shared: &Shared, msg: jetstream::Message) -> Ran {
+    let delivered = msg.info().map(|i| i.delivered as u32).unwrap_or(1).max(1);
+    let task: TaskMessage = match protocol::decode(&msg.payload) {
+        Ok(task) => task,
+        Err(e) => {
+            tracing::error!(subject = %msg.subject, error = %e, "malformed task message; removing it");
+            let _ = msg.ack_with(AckKind::Term).await;
+            return Ran::Handled;
+        }
+    };
+    let attempt = task.attempts_before + delivered;
+    if let Err(e) = task.check() {
+        tracing::error!(job = %task.job, task = %task.task, error = %e, "invalid task; failing it");
+        finish(shared, &msg, &task, Report::failed(attempt, e.to_string())).await;
+        return Ran::Handled;
+    }
+    if !shared.config.renderers.contains(&task.renderer) {
+        // Only a message whose subject and payload disagree gets here.
+        let message = format!(
+            "task for renderer {} arrived on {}",
+            task.renderer, msg.subject
+        );
+        finish(shared, &msg, &task, Report::failed(attempt, message)).await;
+        return Ran::Handled;
+    }
+    if attempt > task.max_attempts {
+        let message = format!(
+            "attempt {} of {} was lost: its worker stopped without reporting",
+            attempt - 1,
+            task.max_attempts
+        );
+        finish(shared, &msg, &task, Report::failed(attempt - 1, message)).await;
+        return Ran::Handled;
+    }
+    if shared.failures.count(&task.job) >= BLOCKLIST_AFTER
+        && another_worker_can_run(shared, &msg, &task).await
+    {
+        if task.handbacks >= MAX_HANDBACKS {
+            let message = format!(
+                "handed back {} times by workers that failed this job's tasks {BLOCKLIST_AFTER} times each",
+                task.handbacks
+            );
+            finish(shared, &msg, &task, Report::failed(attempt - 1, message)).await;
+            return Ran::Handled;
+        }
+        tracing::info!(job = %task.job, task = %task.task, "blocklisted job: handing the task back");
+        let report = Report {
+            attempt,
+            disposition: Disposition::HandBack,
+            event: None,
+            message: Some("this worker failed the job's tasks too often".into()),
+            log: None,
+            outputs: Vec::new(),
+        };
+        finish(shared, &msg, &task, report).await;
+        return Ran::HandedBack;
+    }
+    render(shared, &msg, &task, attempt).await;
+    Ran::Handled
+}
+
+/// Runs attempt `attempt` of `task` and reports it.
+async fn render(shared: &Shared, msg: &jetstream::Message, task: &TaskMessage, attempt: u32) {
+    let span = tracing::info_span!("task", job = %task.job, task = %task.task, attempt);
+    let _enter = span.enter();
+    let started = Event::task(EventKind::TaskStarted, task, attempt, &shared.config.id);
+    if let Err(e) = publish::event(&shared.deps.js, &started).await {
+        tracing::warn!(error = %e, "publishing task.started");
+    }
+
+    let stop = Stop::under(&shared.kill);
+    let running = shared.attempts.start(&task.job, &task.task, stop.clone());
+    let log = Log::default();
+    let work = shared.config.cache_dir.join("work").join(format!(
+        "{}-{}-{}-{}",
+        task.job,
+        task.task,
+        attempt,
+        std::process::id()
+    ));
+    let result = attempt::run(
+        shared,
+        Attempt {
+            msg,
+            task,
+            attempt,
+            work: &work,
+            log: &log,
+            stop: &stop,
+        },
+    )
+    .await;
+    shared.attempts.end(&task.job, running);
+    let log_key = keys::attempt_log(&task.job, &task.task, attempt);
+    let (outcome, message, outputs) = match result {
+        Ok(outputs) => (Outcome::Succeeded, None, outputs),
+        Err((outcome, message)) => {
+            log.line(format!("attempt failed: {message}"));
+            (outcome, Some(message), Vec::new())
+        }
+    };
+    if outcome == Outcome::Failed {
+        shared.failures.add(&task.job);
+    }
+    if let Err(e) = shared
+        .deps
+        .store
+        .put(&log_key, Bytes::from(log.text()))
+        .await
+    {
+        tracing::warn!(error = %e, "uploading the log");
+    }
+    let _ = tokio::fs::remove_dir_all(&work).await;
+    let disposition = disposition(outcome, attempt, task.max_attempts);
+    let event = match (outcome, disposition) {
+        (Outcome::Canceled, _) => None,
+        (_, Disposition::Ack) => Some(EventKind::TaskDone),
+        (_, Disposition::Retry { .. } | Disposition::HandBack) => Some(EventKind::TaskRetry),
+        (_, Disposition::Reject) => Some(EventKind::TaskFailed),
+    };
+    let report = Report {
+        attempt,
+        disposition,
+        event,
+        message,
+        log: Some(log_key),
+        outputs,
+    };
+    finish(shared, msg, task, report).await;
+}
+
+/// Whether a live worker other than this one serves the task's class and renderer and has
+/// not blocklisted its job.
+async fn another_worker_can_run(
+    shared: &Shared,
+    msg: &jetstream::Message,
+    task: &TaskMessage,
+) -> bool {
+    let Some((class, _)) = protocol::parse_task_subject(&msg.subject) else {
+        return false;
+    };
+    match registry::live_workers(&shared.deps.js).await {
+        Ok(workers) => workers.iter().any(|w| {
+            w.id != shared.config.id
+                && w.renderers.contains(&task.renderer)
+                && w.classes.contains(&class)
+                && !w.blocklist.iter().any(|j| j == task.job.as_str())
+        }),
+        Err(_) => false,
+    }
+}

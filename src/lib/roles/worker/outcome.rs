@@ -1,0 +1,214 @@
+//! What happens after an attempt: its outcome decides, in one pure and tested function
+//! ([`disposition`]), what JetStream is told; [`finish`] publishes the attempt's event and
+//! then acks, naks, terminates or hands the delivery back.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, AckKind};
+
+use super::Shared;
+use crate::bus::protocol::{self, Event, EventKind, TaskMessage};
+use crate::bus::publish;
+
+/// What the worker tells JetStream about one delivery of a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// Done; never redeliver.
+    Ack,
+    /// Transient failure; redeliver after `delay` (counts as an attempt).
+    Retry {
+        /// Wait before the next attempt.
+        delay: Duration,
+    },
+    /// Hand back for immediate redelivery to another worker (shutdown).
+    HandBack,
+    /// Permanent failure; publish the failure event and stop redelivery.
+    Reject,
+}
+
+/// How an attempt ended, as far as the disposition cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Outputs uploaded.
+    Succeeded,
+    /// The attempt failed (renderer error, timeout); another may succeed.
+    Failed,
+    /// The input can never render.
+    Invalid,
+    /// The worker is shutting down.
+    ShuttingDown,
+    /// The job was canceled.
+    Canceled,
+}
+
+/// The delay before retry `attempt + 1`: 1 s, 2 s, 4 s … capped at 60 s.
+pub fn retry_delay(attempt: u32) -> Duration {
+    Duration::from_secs(1u64 << attempt.saturating_sub(1).min(6)).min(Duration::from_secs(60))
+}
+
+/// The disposition of attempt `attempt` (1-based) of a task allowed `max_attempts`.
+pub fn disposition(outcome: Outcome, attempt: u32, max_attempts: u32) -> Disposition {
+    match outcome {
+        Outcome::Succeeded | Outcome::Canceled => Disposition::Ack,
+        Outcome::Invalid => Disposition::Reject,
+        Outcome::ShuttingDown => Disposition::HandBack,
+        Outcome::Failed if attempt < max_attempts => Disposition::Retry {
+            delay: retry_delay(attempt),
+        },
+        Outcome::Failed => Disposition::Reject,
+    }
+}
+
+/// What a worker reports about one delivery, and how it disposes of it.
+pub(super) struct Report {
+    /// The attempt it is about.
+    pub(super) attempt: u32,
+    /// What JetStream is told.
+    pub(super) disposition: Disposition,
+    /// The event published first, if any.
+    pub(super) event: Option<EventKind>,
+    /// Why it failed, for people.
+    pub(super) message: Option<String>,
+    /// The key of the attempt's log.
+    pub(super) log: Option<String>,
+    /// The keys of the attempt's outputs.
+    pub(super) outputs: Vec<String>,
+}
+
+impl Report {
+    /// A task failed for good without running: `message` says why.
+    pub(super) fn failed(attempt: u32, message: String) -> Report {
+        Report {
+            attempt,
+            disposition: Disposition::Reject,
+            event: Some(EventKind::TaskFailed),
+            message: Some(message),
+            log: None,
+            outputs: Vec::new(),
+        }
+    }
+}
+
+/// Publishes the report's event, then disposes of the delivery. Without a stored event the
+/// collector could not learn the outcome, so a failed publish leaves the task to be
+/// redelivered instead.
+pub(super) async fn finish(
+    shared: &Shared,
+    msg: &jetstream::Message,
+    task: &TaskMessage,
+    report: Report,
+) {
+    if let Some(kind) = report.event {
+        let mut event = Event::task(kind, task, report.attempt, &shared.config.id);
+        event.outputs = report.outputs;
+        event.log = report.log;
+        event.message = report.message.clone();
+        if let Err(e) = publish::event(&shared.deps.js, &event).await {
+            tracing::error!(error = %e, "publishing {}; the task will be redelivered", kind.as_str());
+            let _ = msg
+                .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                .await;
+            return;
+        }
+    }
+    let ack = match report.disposition {
+        Disposition::Ack => msg.double_ack().await.map_err(|e| e.to_string()),
+        Disposition::Retry { delay } => msg
+            .ack_with(AckKind::Nak(Some(delay)))
+            .await
+            .map_err(|e| e.to_string()),
+        Disposition::HandBack => {
+            hand_back(shared, msg, task, report.attempt, report.event.is_none())
+                .await
+                .map_err(|e| format!("{e:#}"))
+        }
+        Disposition::Reject => msg.ack_with(AckKind::Term).await.map_err(|e| e.to_string()),
+    };
+    match (&ack, report.disposition) {
+        (Err(e), _) => tracing::warn!(error = %e, "disposing of the task"),
+        (Ok(()), Disposition::Ack) => tracing::info!("task done"),
+        (Ok(()), other) => tracing::warn!(
+            ?other,
+            message = report.message.as_deref().unwrap_or(""),
+            "task not done"
+        ),
+    }
+}
+
+/// Hands a task back for immediate redelivery without spending its attempt budget: the
+/// task is republished, then the delivery is terminated (a nak would count as a delivery,
+/// and attempts are counted from deliveries). An attempt interrupted by shutdown keeps its
+/// number (its log stays its own) and the budget grows by one; a task a blocklisted worker
+/// never started keeps its count and notes the hand-back. Should the worker die in between,
+/// the task exists twice, and the first completion wins.
+async fn hand_back(
+    shared: &Shared,
+    msg: &jetstream::Message,
+    task: &TaskMessage,
+    attempt: u32,
+    blocklisted: bool,
+) -> anyhow::Result<()> {
+    let mut next = task.clone();
+    if blocklisted {
+        next.attempts_before = attempt - 1;
+        next.handbacks += 1;
+    } else {
+        next.attempts_before = attempt;
+        next.max_attempts += 1;
+    }
+    publish::hand_back(&shared.deps.js, &msg.subject, &next).await?;
+    msg.ack_with(AckKind::Term)
+        .await
+        .map_err(|e| anyhow::anyhow!("terminating the handed-back delivery: {e}"))?;
+    if let Some((class, priority)) = protocol::parse_task_subject(&msg.subject) {
+        publish::doorbell(&shared.deps.client, &class, priority, task.renderer).await;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dispositions() {
+        let cases = [
+            (Outcome::Succeeded, 1, 3, Disposition::Ack),
+            (Outcome::Canceled, 1, 3, Disposition::Ack),
+            (
+                Outcome::Failed,
+                1,
+                3,
+                Disposition::Retry {
+                    delay: Duration::from_secs(1),
+                },
+            ),
+            (
+                Outcome::Failed,
+                2,
+                3,
+                Disposition::Retry {
+                    delay: Duration::from_secs(2),
+                },
+            ),
+            (Outcome::Failed, 3, 3, Disposition::Reject),
+            (Outcome::Failed, 1, 1, Disposition::Reject),
+            (Outcome::Invalid, 1, 3, Disposition::Reject),
+            (Outcome::ShuttingDown, 3, 3, Disposition::HandBack),
+        ];
+        for (outcome, attempt, max, expect) in cases {
+            assert_eq!(
+                disposition(outcome, attempt, max),
+                expect,
+                "{outcome:?} {attempt}/{max}"
+            );
+        }
+    }
+
+    #[test]
+    fn retry_delay_grows_and_caps() {
+        assert_eq!(retry_delay(1), Duration::from_secs(1));
+        assert_eq!(retry_delay(3), Duration::from_secs(4));
+        assert_eq!(retry_delay(10), Duration::from_secs(60));
+    }
+}

@@ -1,0 +1,121 @@
+//! Which queue a free slot looks at first: classes in the worker's preference order, then
+//! priorities with a starvation guard, then renderers — and a queue whose doorbell just
+//! rang ahead of all of them.
+
+use crate::core::job::{Class, Priority, RendererKind};
+
+/// A queue a worker pulls from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Queue {
+    /// Hardware class.
+    pub class: Class,
+    /// Priority.
+    pub priority: Priority,
+    /// Renderer.
+    pub renderer: RendererKind,
+}
+
+/// The order in which a slot's `pick`-th pick looks at the priorities — the starvation
+/// guard. Of every five picks, picks 0, 1 and 3 look at high first, pick 2 at normal first
+/// and pick 4 at low first; a pick whose first choice is empty falls back to the others,
+/// most urgent first. Under a constant flow of high-priority work, normal and low work
+/// each still get at least one pick in five of every slot.
+pub fn priority_order(pick: u64) -> [Priority; 3] {
+    use Priority::*;
+    match pick % 5 {
+        2 => [Normal, High, Low],
+        4 => [Low, High, Normal],
+        _ => [High, Normal, Low],
+    }
+}
+
+/// Every queue of the worker in the order a pick looks at them: classes in preference
+/// order, then priorities in `order`, then renderers — with `hint` (a queue whose doorbell
+/// just rang while the slot was idle) first.
+pub fn pick_order(
+    classes: &[Class],
+    renderers: &[RendererKind],
+    order: [Priority; 3],
+    hint: Option<&Queue>,
+) -> Vec<Queue> {
+    let mut queues: Vec<Queue> = hint.into_iter().cloned().collect();
+    for class in classes {
+        for priority in order {
+            for &renderer in renderers {
+                let queue = Queue {
+                    class: class.clone(),
+                    priority,
+                    renderer,
+                };
+                if Some(&queue) != hint {
+                    queues.push(queue);
+                }
+            }
+        }
+    }
+    queues
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn priority_order_gives_normal_and_low_a_share() {
+        let picks: Vec<[Priority; 3]> = (0..10).map(priority_order).collect();
+        let first = |p: Priority| picks.iter().filter(|o| o[0] == p).count();
+        assert_eq!(
+            (
+                first(Priority::High),
+                first(Priority::Normal),
+                first(Priority::Low)
+            ),
+            (6, 2, 2)
+        );
+        for order in picks {
+            let mut sorted = order;
+            sorted.sort();
+            assert_eq!(sorted, Priority::ALL, "every priority is looked at");
+        }
+    }
+
+    #[test]
+    fn pick_order_prefers_classes_then_priorities_and_the_hint() {
+        let gpu = Class::parse("gpu").unwrap();
+        let cpu = Class::cpu();
+        let order = pick_order(
+            &[gpu.clone(), cpu.clone()],
+            &[RendererKind::Noop],
+            priority_order(0),
+            None,
+        );
+        let names: Vec<String> = order
+            .iter()
+            .map(|q| format!("{}-{}", q.class, q.priority))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "gpu-high",
+                "gpu-normal",
+                "gpu-low",
+                "cpu-high",
+                "cpu-normal",
+                "cpu-low"
+            ]
+        );
+        let hint = Queue {
+            class: cpu,
+            priority: Priority::Low,
+            renderer: RendererKind::Noop,
+        };
+        let order = pick_order(
+            &[gpu],
+            &[RendererKind::Noop],
+            priority_order(0),
+            Some(&hint),
+        );
+        assert_eq!(order[0], hint);
+        assert_eq!(order.len(), 4);
+    }
+}

@@ -1,0 +1,142 @@
+//! The attempts a worker is running, by job — so that a cancel of the job reaches them and
+//! the registry lists them — and the one [`Stop`] each attempt can be stopped through.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use tokio_util::sync::CancellationToken;
+
+use super::outcome::Outcome;
+use crate::core::job::JobId;
+use crate::core::plan::TaskId;
+
+/// How an attempt is stopped, and why. The renderer watches the token; the first reason
+/// given wins. A stop without a reason came from the worker's own shutdown (the grace
+/// period ran out).
+#[derive(Clone)]
+pub(super) struct Stop {
+    token: CancellationToken,
+    reason: Arc<OnceLock<Outcome>>,
+}
+
+impl Stop {
+    /// A stop that also fires when `parent` is cancelled.
+    pub(super) fn under(parent: &CancellationToken) -> Stop {
+        Stop {
+            token: parent.child_token(),
+            reason: Arc::new(OnceLock::new()),
+        }
+    }
+
+    /// Stops the attempt for `why` (a timeout fails it, a cancel ends it).
+    pub(super) fn stop(&self, why: Outcome) {
+        let _ = self.reason.set(why);
+        self.token.cancel();
+    }
+
+    /// The token the renderer watches.
+    pub(super) fn token(&self) -> &CancellationToken {
+        &self.token
+    }
+
+    /// Why the attempt was stopped, if it was: its reason, or shutting down when the stop
+    /// came from the worker's own shutdown.
+    pub(super) fn outcome(&self) -> Option<Outcome> {
+        match self.reason.get() {
+            Some(why) => Some(*why),
+            None if self.token.is_cancelled() => Some(Outcome::ShuttingDown),
+            None => None,
+        }
+    }
+}
+
+/// One running attempt.
+struct Running {
+    id: u64,
+    task: TaskId,
+    stop: Stop,
+}
+
+/// The running attempts, by job.
+#[derive(Default)]
+pub(super) struct Attempts {
+    by_job: Mutex<HashMap<JobId, Vec<Running>>>,
+    next_id: AtomicU64,
+}
+
+impl Attempts {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, Vec<Running>>> {
+        self.by_job.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records that `task` of `job` runs, stoppable through `stop`; returns its number.
+    pub(super) fn start(&self, job: &JobId, task: &TaskId, stop: Stop) -> u64 {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.lock().entry(job.clone()).or_default().push(Running {
+            id,
+            task: task.clone(),
+            stop,
+        });
+        id
+    }
+
+    /// Forgets attempt `id` of `job`.
+    pub(super) fn end(&self, job: &JobId, id: u64) {
+        let mut by_job = self.lock();
+        if let Some(attempts) = by_job.get_mut(job) {
+            attempts.retain(|a| a.id != id);
+            if attempts.is_empty() {
+                by_job.remove(job);
+            }
+        }
+    }
+
+    /// Stops every running attempt of `job`: the job was canceled.
+    pub(super) fn cancel_job(&self, job: &JobId) {
+        for attempt in self.lock().get(job).into_iter().flatten() {
+            attempt.stop.stop(Outcome::Canceled);
+        }
+    }
+
+    /// The running attempts as `<job>/<task>`.
+    pub(super) fn listing(&self) -> Vec<String> {
+        self.lock()
+            .iter()
+            .flat_map(|(job, attempts)| attempts.iter().map(move |a| format!("{job}/{}", a.task)))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cancel_reaches_the_attempts_of_its_job_only() {
+        let attempts = Attempts::default();
+        let root = CancellationToken::new();
+        let (a, b) = (JobId::parse("a").unwrap(), JobId::parse("b").unwrap());
+        let (stop_a, stop_b) = (Stop::under(&root), Stop::under(&root));
+        let id = attempts.start(&a, &TaskId("f0001".into()), stop_a.clone());
+        attempts.start(&b, &TaskId("f0002".into()), stop_b.clone());
+        let mut listing = attempts.listing();
+        listing.sort();
+        assert_eq!(listing, ["a/f0001", "b/f0002"]);
+        attempts.cancel_job(&a);
+        assert_eq!(stop_a.outcome(), Some(Outcome::Canceled));
+        assert_eq!(stop_b.outcome(), None);
+        attempts.end(&a, id);
+        assert_eq!(attempts.listing(), ["b/f0002"]);
+        root.cancel();
+        assert_eq!(stop_b.outcome(), Some(Outcome::ShuttingDown));
+    }
+
+    #[test]
+    fn the_first_reason_wins() {
+        let stop = Stop::under(&CancellationToken::new());
+        stop.stop(Outcome::Failed);
+        stop.stop(Outcome::Canceled);
+        assert_eq!(stop.outcome(), Some(Outcome::Failed));
+    }
+}
