@@ -287,18 +287,24 @@ fn layers_name_passes() {
 fn scene_files_are_checked_when_loaded() {
     let dir = scene_dir();
     std::fs::remove_file(dir.path().join("mesh/pyramid.obj")).unwrap();
-    let err = Scene::load(&dir.path().join("scene.toml")).unwrap_err();
+    let err = Scene::load(&dir.path().join("scene.toml"))
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("objects[4].file (line 86)") && err.contains("mesh/pyramid.obj"),
         "{err}"
     );
     std::fs::write(dir.path().join("mesh/pyramid.obj"), "v 0 0 0\nf 1 1 9\n").unwrap();
-    let err = Scene::load(&dir.path().join("scene.toml")).unwrap_err();
+    let err = Scene::load(&dir.path().join("scene.toml"))
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("line 2") && err.contains("vertex index 9"),
         "{err}"
     );
     std::fs::write(dir.path().join("tex/photo.png"), "not a png").unwrap();
-    let err = Scene::load(&dir.path().join("scene.toml")).unwrap_err();
+    let err = Scene::load(&dir.path().join("scene.toml"))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("textures.photo.file"), "{err}");
 }
