@@ -28,6 +28,7 @@ pub struct CommonArgs {
     /// Object store: file:///abs/dir or s3://bucket/prefix (default: ./tessera-data/store).
     #[arg(long, env = "TESSERA_STORE", global = true)]
     pub store: Option<String>,
+    /// NATS authentication and TLS.
     #[command(flatten)]
     pub auth: NatsAuth,
 }

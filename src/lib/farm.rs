@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{Deps, file_url, hostname};
 use crate::core::job::Class;
+use crate::process;
 use crate::roles::worker::WorkerConfig;
 use crate::store::Store;
 
@@ -61,14 +62,7 @@ pub fn start_nats(dir: &Path, port: u16) -> anyhow::Result<Child> {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true);
-    // SAFETY: prctl is async-signal-safe; it only asks the kernel to signal the child when
-    // this process dies.
-    unsafe {
-        command.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-            Ok(())
-        });
-    }
+    process::die_with_parent(&mut command, libc::SIGTERM);
     command.spawn().context("starting nats-server")
 }
 
@@ -151,10 +145,7 @@ pub async fn up(
         tracing::warn!("roles did not stop in time");
     }
     if let Some(pid) = nats.id() {
-        // SAFETY: signalling our own child by its pid.
-        unsafe {
-            libc::kill(pid as i32, libc::SIGTERM);
-        }
+        process::signal(pid, libc::SIGTERM);
     }
     let _ = tokio::time::timeout(Duration::from_secs(5), nats.wait()).await;
     tracing::info!("farm stopped");

@@ -6,6 +6,7 @@ pub mod config;
 pub mod core;
 pub mod farm;
 pub mod lifecycle;
+pub mod process;
 pub mod render;
 pub mod roles;
 pub mod shutdown;

@@ -52,10 +52,7 @@ fn tessera_up_renders_a_job_and_stops_cleanly_on_sigterm() {
     }
 
     // SIGTERM: everything stops, the private nats-server with it.
-    // SAFETY: signalling a child we started, by its pid.
-    unsafe {
-        libc::kill(up.id() as i32, libc::SIGTERM);
-    }
+    tessera::process::signal(up.id(), libc::SIGTERM);
     let deadline = Instant::now() + PATIENCE;
     let status = loop {
         if let Some(status) = up.try_wait().unwrap() {

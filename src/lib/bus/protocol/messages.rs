@@ -160,7 +160,7 @@ pub struct Event {
     pub schema: u32,
     /// What happened.
     pub kind: EventKind,
-    /// The job id (or [`INVALID_JOB_TOKEN`] for a submission without a readable id).
+    /// The job id (or [`INVALID_JOB_TOKEN`](super::INVALID_JOB_TOKEN) for a submission without a readable id).
     pub job: String,
     /// The task, for task events.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -7,10 +7,10 @@
 //! killed at any instant is simply restarted. Several collectors may share the durable
 //! consumer: the first valid completion of a task wins, whichever collector sees it.
 //!
-//! - [`events`]: one event's transition and the steps after it;
-//! - [`assemble`]: tiles stitched as they land, frames written when their group is done;
-//! - [`ending`]: the end check;
-//! - [`advisories`]: tasks JetStream gave up on, failed.
+//! - `events`: one event's transition and the steps after it;
+//! - `assemble`: tiles stitched as they land, frames written when their group is done;
+//! - `ending`: the end check;
+//! - `advisories`: tasks JetStream gave up on, failed.
 
 mod advisories;
 mod assemble;

@@ -1,5 +1,5 @@
 //! What happens after an attempt: its outcome decides, in one pure and tested function
-//! ([`disposition`]), what JetStream is told; [`finish`] publishes the attempt's event and
+//! ([`disposition`]), what JetStream is told; `finish` publishes the attempt's event and
 //! then acks, naks, terminates or hands the delivery back.
 
 use std::time::Duration;
