@@ -9,7 +9,7 @@ use async_nats::jetstream::{self, consumer, stream};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::protocol;
+use crate::bus::protocol::{self, EventKind};
 use crate::config::Deps;
 use crate::core::job::Class;
 use crate::farm::{FarmConfig, up};
@@ -138,7 +138,9 @@ pub async fn dispatch(runs: usize) -> anyhow::Result<()> {
 
     let raw = raw_publish_to_pull(&deps.js, runs).await?;
 
-    let mut started = client.subscribe("tessera.events.*.task.started").await?;
+    let mut started = client
+        .subscribe(protocol::every_job_events_filter(EventKind::TaskStarted))
+        .await?;
     let mut samples = Vec::with_capacity(runs);
     for i in 0..runs {
         let id = format!("bench-{i}");
@@ -156,7 +158,7 @@ pub async fn dispatch(runs: usize) -> anyhow::Result<()> {
                 .await
                 .context("no task.started within 10 s")?
                 .context("subscription ended")?;
-            if msg.subject.as_str() == format!("tessera.events.{id}.task.started") {
+            if msg.subject.as_str() == protocol::event_subject(&id, EventKind::TaskStarted) {
                 samples.push(t0.elapsed());
                 break;
             }
@@ -262,7 +264,9 @@ pub async fn failover(runs: usize) -> anyhow::Result<()> {
         next += 1;
     }
     wait_for_workers(deps, 2).await?;
-    let mut started = client.subscribe("tessera.events.*.task.started").await?;
+    let mut started = client
+        .subscribe(protocol::every_job_events_filter(EventKind::TaskStarted))
+        .await?;
     let mut samples = Vec::new();
     for run in 0..runs {
         let id = format!("failover-{run}");
@@ -312,7 +316,7 @@ async fn next_start(
     sub: &mut async_nats::Subscriber,
     job: &str,
 ) -> anyhow::Result<protocol::Event> {
-    let subject = format!("tessera.events.{job}.task.started");
+    let subject = protocol::event_subject(job, EventKind::TaskStarted);
     loop {
         let msg = tokio::time::timeout(Duration::from_secs(60), sub.next())
             .await
@@ -414,7 +418,7 @@ pub async fn stitch(runs: usize) -> anyhow::Result<()> {
     let mut encode_only = Vec::new();
     for run in 0..runs {
         let id = format!("stitch-{run}");
-        let mut events = client.subscribe(format!("tessera.events.{id}.>")).await?;
+        let mut events = client.subscribe(protocol::job_events_filter(&id)).await?;
         let body = format!(
             r#"{{"id": "{id}", "renderer": "builtin", "image": {{"width": 3840, "height": 2160}},
                 "tiles": {{"grid": [10, 10]}}, "settings": {{"samples": 1, "bounces": 0}}}}"#

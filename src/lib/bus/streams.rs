@@ -181,7 +181,7 @@ async fn remove_legacy_task_consumers(stream: &jetstream::stream::Stream) -> any
     let mut removed = false;
     for info in consumers {
         let filter = &info.config.filter_subject;
-        if filter.starts_with("tessera.tasks.") && filter.ends_with(".>") {
+        if protocol::is_legacy_task_filter(filter) {
             match stream.delete_consumer(&info.name).await {
                 Ok(_) => {}
                 // Another role removed it meanwhile.
@@ -306,7 +306,14 @@ mod tests {
             config.durable_name.as_deref(),
             Some("tasks-gpu-high-povray")
         );
-        assert_eq!(config.filter_subject, "tessera.tasks.gpu.high.*.povray");
+        assert_eq!(
+            config.filter_subject,
+            protocol::task_filter(
+                &Class::parse("gpu").unwrap(),
+                Priority::High,
+                RendererKind::Povray
+            )
+        );
         assert!(config.ack_wait <= Duration::from_secs(10));
         for text in [PLANNER_CONSUMER, COLLECTOR_CONSUMER, ADVISORIES_CONSUMER] {
             consumer_config(text, &[]).unwrap();

@@ -53,6 +53,17 @@ pub fn event_subject(job: &str, kind: EventKind) -> String {
     format!("tessera.events.{job}.{}", kind.as_str())
 }
 
+/// The events of `kind` of every job (benchmarks watch starts across jobs).
+pub fn every_job_events_filter(kind: EventKind) -> String {
+    format!("tessera.events.*.{}", kind.as_str())
+}
+
+/// Whether `filter` is a task consumer's filter of the layout before the renderer token
+/// (`tessera.tasks.<class>.<priority>.>`), which overlaps today's on the work queue.
+pub fn is_legacy_task_filter(filter: &str) -> bool {
+    filter.starts_with("tessera.tasks.") && filter.ends_with(".>")
+}
+
 /// Every event of `job`.
 pub fn job_events_filter(job: &str) -> String {
     format!("tessera.events.{job}.>")
