@@ -80,8 +80,27 @@ impl Transfer {
     }
 }
 
+/// Why an image could not be encoded or decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ImageError {
+    /// The raster's size does not match its pixels (a bug, never input).
+    #[error("raster size does not match its pixels")]
+    Size,
+    /// The encoder failed.
+    #[error("encoding {format:?}: {message}")]
+    Encode {
+        /// The format asked for.
+        format: ImageFormat,
+        /// What the encoder said.
+        message: String,
+    },
+    /// The bytes are not an image this build reads.
+    #[error("{0}")]
+    Decode(String),
+}
+
 /// Encodes `raster` as PNG (`depth` 8 or 16, sRGB) or EXR (linear float).
-pub fn encode(raster: &Raster, format: ImageFormat, depth: u8) -> Result<Vec<u8>, String> {
+pub fn encode(raster: &Raster, format: ImageFormat, depth: u8) -> Result<Vec<u8>, ImageError> {
     encode_with(raster, format, depth, Transfer::Srgb)
 }
 
@@ -91,8 +110,8 @@ pub fn encode_with(
     format: ImageFormat,
     depth: u8,
     transfer: Transfer,
-) -> Result<Vec<u8>, String> {
-    let size = "raster size does not match its pixels";
+) -> Result<Vec<u8>, ImageError> {
+    let size = ImageError::Size;
     let (w, h) = (raster.width, raster.height);
     let image = match format {
         ImageFormat::Exr => {
@@ -128,7 +147,7 @@ pub fn encode_with(
 
 /// Writes an image already in its file's pixel type as PNG (fast compression: this is on
 /// the path from a render to a stored frame) or EXR.
-pub fn encode_image(image: &DynamicImage, format: ImageFormat) -> Result<Vec<u8>, String> {
+pub fn encode_image(image: &DynamicImage, format: ImageFormat) -> Result<Vec<u8>, ImageError> {
     use image::codecs::png::{CompressionType, FilterType, PngEncoder};
     let mut out = Cursor::new(Vec::new());
     let result = match format {
@@ -139,17 +158,22 @@ pub fn encode_image(image: &DynamicImage, format: ImageFormat) -> Result<Vec<u8>
             FilterType::Adaptive,
         )),
     };
-    result.map_err(|e| format!("encoding {format:?}: {e}"))?;
+    result.map_err(|e| ImageError::Encode {
+        format,
+        message: e.to_string(),
+    })?;
     Ok(out.into_inner())
 }
 
 /// Decodes a PNG or EXR file (no size limit: frames may be 16K).
-pub fn decode(bytes: &[u8]) -> Result<DynamicImage, String> {
+pub fn decode(bytes: &[u8]) -> Result<DynamicImage, ImageError> {
     let mut reader = image::ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| ImageError::Decode(e.to_string()))?;
     reader.no_limits();
-    reader.decode().map_err(|e| e.to_string())
+    reader
+        .decode()
+        .map_err(|e| ImageError::Decode(e.to_string()))
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@
 //!
 //! The seam metric used to test feathering is [`seam_step`].
 
+use crate::core::problem::ValueError;
 use image::{DynamicImage, ImageBuffer, Rgb};
 
 use crate::core::job::Blend;
@@ -100,38 +101,43 @@ impl Canvas {
 
     /// Places tile `slot`, whose rendered rectangle (`tile.render`) is `part`. Placing the
     /// same slot twice does nothing.
-    pub fn place(&mut self, slot: usize, tile: &Tile, part: &DynamicImage) -> Result<(), String> {
+    pub fn place(
+        &mut self,
+        slot: usize,
+        tile: &Tile,
+        part: &DynamicImage,
+    ) -> Result<(), ValueError> {
         if slot >= self.placed.len() {
-            return Err(format!(
+            return Err(ValueError::from(format!(
                 "tile slot {slot} is outside the frame's {} tiles",
                 self.placed.len()
-            ));
+            )));
         }
         if self.placed[slot] {
             return Ok(());
         }
         let r = tile.render;
         if (part.width(), part.height()) != (r.width, r.height) {
-            return Err(format!(
+            return Err(ValueError::from(format!(
                 "tile is {}x{}, expected {}x{}",
                 part.width(),
                 part.height(),
                 r.width,
                 r.height
-            ));
+            )));
         }
         if r.right() > self.width || r.bottom() > self.height || !r.contains(tile.inner) {
-            return Err(format!(
+            return Err(ValueError::from(format!(
                 "tile {r:?} does not fit the {}x{} frame",
                 self.width, self.height
-            ));
+            )));
         }
         if PixelKind::of(part) != self.kind {
-            return Err(format!(
+            return Err(ValueError::from(format!(
                 "tile is {:?}, the frame's other tiles are {:?}",
                 PixelKind::of(part),
                 self.kind
-            ));
+            )));
         }
         let width = self.width as usize;
         match (&mut self.pixels, self.blend) {
@@ -201,7 +207,7 @@ impl Canvas {
                     }
                 }
             }
-            _ => return Err("the canvas does not match its blend".into()),
+            _ => return Err(ValueError::from("the canvas does not match its blend")),
         }
         self.placed[slot] = true;
         Ok(())
@@ -480,6 +486,7 @@ mod tests {
             canvas
                 .place(0, &all[0], &wrong)
                 .unwrap_err()
+                .message()
                 .contains("expected 5x4")
         );
         let float = DynamicImage::ImageRgb32F(ImageBuffer::new(5, 4));

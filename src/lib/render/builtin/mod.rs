@@ -116,7 +116,7 @@ impl Renderer for Builtin {
                     Transfer::Srgb
                 };
                 let bytes = raster::encode_with(&raster, task.format, task.depth, transfer)
-                    .map_err(RenderError::Failed)?;
+                    .map_err(|e| RenderError::Failed(e.to_string()))?;
                 let name = frame_file_name(frame, task.format.extension());
                 let path = request.out_dir.join(&name);
                 tokio::fs::write(&path, bytes)

@@ -1,6 +1,7 @@
 //! The builtin renderer's shapes in object space — sphere, infinite plane, box and
 //! triangle mesh (with its own BVH) — and the OBJ reader that makes meshes.
 
+use crate::core::problem::ValueError;
 use std::sync::Arc;
 
 use super::bvh::Bvh;
@@ -268,7 +269,11 @@ impl Mesh {
     /// Reads a Wavefront OBJ file: `v`, `vt`, `vn` and `f` (polygons are split into
     /// triangle fans; negative indices count from the end). Other statements (`o`, `g`,
     /// `s`, `usemtl`, `mtllib`, …) are ignored. Errors give the line.
-    pub fn parse_obj(text: &str) -> Result<Mesh, String> {
+    pub fn parse_obj(text: &str) -> Result<Mesh, ValueError> {
+        Mesh::parse_obj_text(text).map_err(ValueError)
+    }
+
+    fn parse_obj_text(text: &str) -> Result<Mesh, String> {
         let mut mesh = Mesh::default();
         for (n, line) in text.lines().enumerate() {
             let at = |msg: String| format!("line {}: {msg}", n + 1);
@@ -456,7 +461,7 @@ mod tests {
             ),
         ] {
             let err = Mesh::parse_obj(text).unwrap_err();
-            assert!(err.contains(want), "{text:?}: {err}");
+            assert!(err.message().contains(want), "{text:?}: {err}");
         }
     }
 }
