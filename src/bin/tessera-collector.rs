@@ -1,7 +1,7 @@
 //! `tessera-collector`: tracks jobs, assembles outputs, ends jobs.
 
 use clap::Parser;
-use tessera::config::{CommonArgs, Deps, Patience};
+use tessera::config::CommonArgs;
 
 /// Tracks jobs, assembles their outputs and ends them.
 #[derive(Parser)]
@@ -15,10 +15,10 @@ struct Args {
 async fn main() -> std::process::ExitCode {
     tessera::telemetry::init();
     let args = Args::parse();
-    let shutdown = tessera::shutdown::on_signal();
-    let result = async {
-        let deps = Deps::connect(&args.common, "tessera-collector", Patience::Wait).await?;
-        tessera::roles::collector::run(deps, shutdown).await
-    };
-    tessera::telemetry::exit(result.await)
+    tessera::config::serve(
+        &args.common,
+        "tessera-collector",
+        tessera::roles::collector::run,
+    )
+    .await
 }

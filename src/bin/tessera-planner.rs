@@ -1,7 +1,7 @@
 //! `tessera-planner`: validates job submissions and queues their tasks.
 
 use clap::Parser;
-use tessera::config::{CommonArgs, Deps, Patience};
+use tessera::config::CommonArgs;
 
 /// Validates job submissions and queues their tasks.
 #[derive(Parser)]
@@ -15,10 +15,10 @@ struct Args {
 async fn main() -> std::process::ExitCode {
     tessera::telemetry::init();
     let args = Args::parse();
-    let shutdown = tessera::shutdown::on_signal();
-    let result = async {
-        let deps = Deps::connect(&args.common, "tessera-planner", Patience::Wait).await?;
-        tessera::roles::planner::run(deps, shutdown).await
-    };
-    tessera::telemetry::exit(result.await)
+    tessera::config::serve(
+        &args.common,
+        "tessera-planner",
+        tessera::roles::planner::run,
+    )
+    .await
 }

@@ -1,9 +1,8 @@
 //! `tessera-worker`: takes tasks, renders them, uploads the outputs.
 
 use clap::Parser;
-use tessera::config::{CommonArgs, Deps, Patience};
-use tessera::roles::worker::WorkerArgs;
-use tessera::roles::worker::WorkerConfig;
+use tessera::config::CommonArgs;
+use tessera::roles::worker::{WorkerArgs, WorkerConfig};
 
 /// Takes tasks one per free slot, renders them and uploads the outputs.
 #[derive(Parser)]
@@ -19,16 +18,13 @@ struct Args {
 async fn main() -> std::process::ExitCode {
     tessera::telemetry::init();
     let args = Args::parse();
-    let shutdown = tessera::shutdown::on_signal();
-    let result = async {
-        let config = WorkerConfig::try_from(&args.worker)?;
-        let deps = Deps::connect(
-            &args.common,
-            &format!("tessera-worker {}", config.id),
-            Patience::Wait,
-        )
-        .await?;
-        tessera::roles::worker::run(deps, config, shutdown).await
+    let config = match WorkerConfig::try_from(&args.worker) {
+        Ok(config) => config,
+        Err(e) => return tessera::telemetry::exit(Err(e)),
     };
-    tessera::telemetry::exit(result.await)
+    let name = format!("tessera-worker {}", config.id);
+    tessera::config::serve(&args.common, &name, |deps, shutdown| {
+        tessera::roles::worker::run(deps, config, shutdown)
+    })
+    .await
 }

@@ -331,6 +331,22 @@ impl Deps {
     }
 }
 
+/// Runs a role's binary once its flags are parsed: connects (waiting for NATS to answer,
+/// as under compose), then runs `role` until SIGINT or SIGTERM, and turns the result into
+/// the exit code.
+pub async fn serve<F, Fut>(common: &CommonArgs, name: &str, role: F) -> std::process::ExitCode
+where
+    F: FnOnce(Deps, tokio_util::sync::CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let shutdown = crate::shutdown::on_signal();
+    let result = async {
+        let deps = Deps::connect(common, name, Patience::Wait).await?;
+        role(deps, shutdown).await
+    };
+    crate::telemetry::exit(result.await)
+}
+
 /// The host name, for worker ids and the registry.
 pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")

@@ -2,9 +2,8 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
-use crate::support::{PATIENCE, bin, last_line};
+use crate::support::{PATIENCE, bin, exits_within, last_line};
 
 #[test]
 fn tessera_up_renders_a_job_and_stops_cleanly_on_sigterm() {
@@ -53,17 +52,7 @@ fn tessera_up_renders_a_job_and_stops_cleanly_on_sigterm() {
 
     // SIGTERM: everything stops, the private nats-server with it.
     tessera::process::signal(up.id(), libc::SIGTERM);
-    let deadline = Instant::now() + PATIENCE;
-    let status = loop {
-        if let Some(status) = up.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "tessera up did not stop on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = exits_within(&mut up, PATIENCE).expect("tessera up did not stop on SIGTERM");
     assert!(status.success(), "tessera up exited with {status}");
     let port: u16 = nats.rsplit(':').next().unwrap().parse().unwrap();
     assert!(

@@ -10,8 +10,10 @@ mod submission;
 mod scheduling;
 // `tessera up`: the one-command local farm.
 mod local_farm;
-// Killed workers, poison tasks, lost deliveries, restarts, duplicates, cancel.
+// Killed workers, poison tasks, lost deliveries, restarts, duplicates.
 mod failures;
+// Cancel, SIGTERM's grace, the blocklist, timeouts and hangs, retry, long renders.
+mod stopping;
 // Tiled frames stitched exactly, feathered without seams, animated tiles.
 mod tiles;
 // NATS with TLS and a custom CA, user and password, token: accepted and refused.

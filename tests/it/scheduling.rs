@@ -6,7 +6,7 @@ use std::time::Duration;
 use tessera::bus::protocol::{Event, EventKind};
 use tessera::bus::streams::TASKS_STREAM;
 
-use crate::support::{Farm, PATIENCE, stream_messages, wait_event};
+use crate::support::{Farm, PATIENCE, eventually, stream_messages, wait_event};
 
 /// Submits a noop job through the CLI and returns its id.
 fn submit(farm: &Farm, id: &str, extra: &str, frames: &str, sleep_ms: u64) -> String {
@@ -110,6 +110,12 @@ async fn under_a_constant_flow_of_high_work_low_work_gets_one_pick_in_five() {
     assert_eq!(low_picks, [4, 9, 14, 19], "{order:?}");
 }
 
+/// `tessera workers --json`, parsed.
+fn workers_listed(farm: &Farm) -> Option<serde_json::Value> {
+    let out = farm.cli(&["workers", "--json"]);
+    serde_json::from_slice(&out.stdout).ok()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_no_worker_can_render_stays_queued_and_status_says_why_and_dead_workers_drop_off() {
     let mut farm = Farm::with_workers(0);
@@ -117,19 +123,10 @@ async fn a_task_no_worker_can_render_stays_queued_and_status_says_why_and_dead_w
     let deps = farm.deps().await;
 
     // The registry lists the worker with what it can do.
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    let listed = loop {
-        let out = farm.cli(&["workers", "--json"]);
-        let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        if list.as_array().is_some_and(|a| !a.is_empty()) {
-            break list;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the worker never registered"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let registered =
+        async || workers_listed(&farm).filter(|l| l.as_array().is_some_and(|a| !a.is_empty()));
+    let never = || "the worker never registered".to_string();
+    let listed = eventually(PATIENCE, Duration::from_millis(100), never, registered).await;
     let w = &listed[0];
     assert_eq!(w["id"], "w0");
     assert_eq!(w["classes"], serde_json::json!(["cpu"]));
@@ -174,19 +171,12 @@ async fn a_task_no_worker_can_render_stays_queued_and_status_says_why_and_dead_w
 
     // A worker killed outright drops off the list on its own.
     farm.roles[worker].kill();
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let out = farm.cli(&["workers", "--json"]);
-        let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        if list.as_array().is_some_and(|a| a.is_empty()) {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the dead worker stayed listed"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let gone = async || {
+        let list = workers_listed(&farm)?;
+        list.as_array().is_some_and(|a| a.is_empty()).then_some(())
+    };
+    let stayed = || "the dead worker stayed listed".to_string();
+    eventually(PATIENCE, Duration::from_millis(500), stayed, gone).await;
 }
 
 /// A server that still holds task consumers of the layout before the renderer token

@@ -59,14 +59,10 @@ async fn the_same_job_id_submitted_twice_is_planned_once() {
         .unwrap()
         .await
         .unwrap();
-    let deadline = tokio::time::Instant::now() + crate::support::PATIENCE;
-    while stream_messages(&deps.js, JOBS_STREAM).await > 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the planner never took the submission"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let taken = async || (stream_messages(&deps.js, JOBS_STREAM).await == 0).then_some(());
+    let never = || "the planner never took the submission".to_string();
+    let every = std::time::Duration::from_millis(50);
+    crate::support::eventually(crate::support::PATIENCE, every, never, taken).await;
 
     let job = JobId::parse("twice").unwrap();
     let events = tessera::roles::client::events(&deps.js, job.as_str())

@@ -3,9 +3,12 @@
 //!
 //! Each stream file deserialises into async-nats' `stream::Config`; each consumer file into
 //! `consumer::pull::Config` plus a `stream` field. `consumer-tasks.json` is a template whose
-//! `{class}`, `{priority}` and `{renderer}` are filled per (class, priority, renderer). The KV buckets are created
-//! as their backing `KV_<bucket>` streams and then bound with `get_key_value`, because
-//! `create_key_value` fails on nats-server 2.9 (see ARCHITECTURE.md).
+//! `{class}`, `{priority}` and `{renderer}` are filled per (class, priority, renderer).
+//!
+//! The KV buckets are created as their backing `KV_<bucket>` streams (the files
+//! `KV_tessera-*.json`) and then bound with `get_key_value`: on nats-server 2.9,
+//! `create_key_value` sends fields that server rejects, and a stream file keeps the bucket's
+//! settings beside the other definitions.
 
 use std::time::Duration;
 
@@ -261,6 +264,14 @@ pub fn default_task_ack_wait() -> Duration {
 }
 
 /// Removes every queued task of `job`, whatever its class, priority and renderer.
+///
+/// The purge is by the job's subjects, `tessera.tasks.*.*.<job>.*`, never per consumer. On
+/// nats-server 2.9 such a purge leaves the consumers' counts of pending messages stale
+/// (its filter is not a subset of theirs), which [`pull_one`] makes the server correct;
+/// a purge by a subject that *is* a subset of a consumer's filter would be worse there:
+/// the consumer would skip to the stream's last sequence, past other jobs' queued tasks.
+///
+/// [`pull_one`]: crate::roles::worker::pull_one
 pub async fn purge_job_tasks(js: &jetstream::Context, job: &JobId) -> anyhow::Result<()> {
     js.get_stream(TASKS_STREAM)
         .await?

@@ -51,6 +51,13 @@ impl Invalid {
     pub fn one(field: impl Into<String>, message: impl Into<String>) -> Invalid {
         Invalid(vec![FieldError::new(field, message)])
     }
+
+    /// Whether a problem with `field` says `needle` (what a caller, or a test, looks for).
+    pub fn says(&self, field: &str, needle: &str) -> bool {
+        self.0
+            .iter()
+            .any(|e| e.field == field && e.message.contains(needle))
+    }
 }
 
 impl fmt::Display for Invalid {

@@ -54,9 +54,7 @@ mod tests {
         let spec = from_toml(&format!("id = \"j\"\n{toml_text}")).unwrap();
         let err = validate(spec).expect_err(toml_text);
         assert!(
-            err.0
-                .iter()
-                .any(|e| e.field == field && e.message.contains(needle)),
+            err.says(field, needle),
             "{toml_text}: {err} lacks {field}: …{needle}…"
         );
     }

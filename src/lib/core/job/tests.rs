@@ -15,9 +15,7 @@ fn validate(toml_text: &str) -> Result<Job, Invalid> {
 fn check_invalid(toml_text: &str, field: &str, needle: &str) {
     let err = validate(toml_text).expect_err(toml_text);
     assert!(
-        err.0
-            .iter()
-            .any(|e| e.field == field && e.message.contains(needle)),
+        err.says(field, needle),
         "{toml_text}: {err} lacks {field}: …{needle}…"
     );
 }

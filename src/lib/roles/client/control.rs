@@ -1,0 +1,103 @@
+//! Changing a job from the CLI: `tessera retry` and `tessera cancel`.
+
+use anyhow::Context as _;
+
+use crate::bus::protocol::{Event, EventKind};
+use crate::bus::publish;
+use crate::config::Deps;
+use crate::core::job::JobId;
+use crate::core::state::JobState;
+use crate::lifecycle;
+
+/// Queues a failed or canceled job's failed and canceled tasks again, with fresh attempts.
+/// Returns how many tasks were queued.
+pub async fn retry(deps: &Deps, id: &JobId) -> anyhow::Result<usize> {
+    let (record, _) = deps
+        .ledger
+        .job(id)
+        .await?
+        .with_context(|| format!("no job {id}"))?;
+    let job = record
+        .spec
+        .validate()
+        .map_err(|e| anyhow::anyhow!("stored job {id}: {e}"))?;
+    let (record, changed) = deps
+        .ledger
+        .update_job(id, |r| {
+            if !matches!(r.state, JobState::Failed | JobState::Canceled) {
+                return false;
+            }
+            r.state = JobState::Running;
+            r.message = None;
+            r.finished_ms = None;
+            r.generation += 1;
+            true
+        })
+        .await?;
+    if !changed {
+        anyhow::bail!(
+            "job {id} is {}: only failed or canceled jobs can be retried",
+            record.state.as_str()
+        );
+    }
+    let before = deps
+        .ledger
+        .slots(id, crate::core::plan::task_count(&job))
+        .await?;
+    let requeued = deps
+        .ledger
+        .change_all(
+            id,
+            crate::core::plan::task_count(&job),
+            crate::core::state::Change::Requeue,
+        )
+        .await?;
+    let mut event = Event::new(EventKind::JobRetried, id.as_str());
+    event.message = Some(format!("{} tasks queued again", requeued.len()));
+    publish::event(&deps.js, &event).await?;
+    // A task whose dependencies are not done waits: the collector queues it when they are.
+    let slots = deps
+        .ledger
+        .slots(id, crate::core::plan::task_count(&job))
+        .await?;
+    for index in &requeued {
+        let task = crate::core::plan::task(&job, *index);
+        let ready = task
+            .waits_for
+            .iter()
+            .all(|&d| slots[d as usize].state() == crate::core::state::TaskState::Done);
+        if ready {
+            let attempts_before = before[*index as usize].attempt();
+            publish::task(&deps.js, &job, &task, record.generation, attempts_before)
+                .await?
+                .confirmed()
+                .await?;
+        }
+    }
+    publish::doorbell(&deps.client, &job.class, job.priority, job.renderer).await;
+    Ok(requeued.len())
+}
+
+/// Cancels the job: queued tasks purged, running renders stopped, state `canceled`.
+pub async fn cancel(deps: &Deps, job: &JobId) -> anyhow::Result<()> {
+    let (record, _) = deps
+        .ledger
+        .job(job)
+        .await?
+        .with_context(|| format!("no job {job}"))?;
+    if record.state.is_terminal() {
+        anyhow::bail!("job {job} has already ended ({})", record.state.as_str());
+    }
+    let job = record
+        .spec
+        .validate()
+        .map_err(|e| anyhow::anyhow!("stored job {job}: {e}"))?;
+    lifecycle::end_job(
+        deps,
+        &job,
+        JobState::Canceled,
+        Some("canceled by request".into()),
+        None,
+    )
+    .await
+}

@@ -1,0 +1,108 @@
+//! Reporting on a job and the farm: `tessera status`, `tessera workers`, `tessera fetch`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use serde::Serialize;
+
+use crate::bus::protocol::{self, Event, EventKind, WorkerInfo};
+use crate::bus::{registry, streams};
+use crate::config::Deps;
+use crate::core::job::{Job, JobId};
+use crate::core::state::Counts;
+use crate::store::keys;
+
+/// What `tessera status --json` prints.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct Status {
+    /// Job id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// `queued`, `running`, `done`, `failed`, `canceled` (or `rejected`).
+    pub state: String,
+    /// Task counts.
+    pub tasks: Counts,
+    /// Object keys of the assembled outputs.
+    pub outputs: Vec<String>,
+    /// Why it failed, was canceled or rejected.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// The live workers of the registry, by id.
+pub async fn workers(deps: &Deps) -> anyhow::Result<Vec<WorkerInfo>> {
+    registry::live_workers(&deps.js).await
+}
+
+/// Why a job's queued tasks are not running, if no live worker can take them.
+pub fn why_waiting(job: &Job, workers: &[WorkerInfo]) -> Option<String> {
+    let able = workers
+        .iter()
+        .any(|w| w.classes.contains(&job.class) && w.renderers.contains(&job.renderer));
+    (!able).then(|| {
+        format!(
+            "waiting: no live worker of class {} runs the {} renderer; its tasks stay queued until one does",
+            job.class, job.renderer
+        )
+    })
+}
+
+/// The job's status; a rejected job reports its rejection.
+pub async fn status(deps: &Deps, job: &JobId) -> anyhow::Result<Status> {
+    let Some((record, _)) = deps.ledger.job(job).await? else {
+        let stream = deps.js.get_stream(streams::EVENTS_STREAM).await?;
+        let subject = protocol::event_subject(job.as_str(), EventKind::JobRejected);
+        if let Ok(raw) = stream.get_last_raw_message_by_subject(&subject).await
+            && let Ok(event) = protocol::decode::<Event>(&raw.payload)
+        {
+            return Ok(Status {
+                id: job.to_string(),
+                name: job.to_string(),
+                state: "rejected".into(),
+                tasks: Counts::default(),
+                outputs: Vec::new(),
+                message: event.message,
+            });
+        }
+        anyhow::bail!("no job {job}");
+    };
+    let tasks = deps.ledger.counts(job, record.tasks).await?;
+    let outputs = deps.store.list(&keys::output_prefix(job)).await?;
+    let mut message = record.message.clone();
+    if !record.state.is_terminal()
+        && tasks.queued > 0
+        && let Ok(valid) = record.spec.clone().validate()
+    {
+        message = why_waiting(&valid, &workers(deps).await?).or(message);
+    }
+    Ok(Status {
+        id: job.to_string(),
+        name: record.spec.name.clone().unwrap_or_else(|| job.to_string()),
+        state: record.state.as_str().into(),
+        tasks,
+        outputs,
+        message,
+    })
+}
+
+/// Downloads the job's outputs into `dir`, keeping their relative names; returns the files.
+pub async fn fetch(deps: &Deps, job: &JobId, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let prefix = keys::output_prefix(job);
+    let mut written = Vec::new();
+    for key in deps.store.list(&prefix).await? {
+        let relative = key.strip_prefix(&prefix).unwrap_or(&key);
+        crate::core::paths::check_relative_path(relative)
+            .map_err(|e| anyhow::anyhow!("output {e}"))?;
+        let bytes = deps.store.get(&key).await?;
+        let path = dir.join(relative);
+        if let Some(parent) = path.parent() {
+            tokio::fs::create_dir_all(parent).await?;
+        }
+        tokio::fs::write(&path, &bytes)
+            .await
+            .with_context(|| format!("writing {}", path.display()))?;
+        written.push(path);
+    }
+    Ok(written)
+}

