@@ -267,11 +267,10 @@ pub fn default_task_ack_wait() -> Duration {
 ///
 /// The purge is by the job's subjects, `tessera.tasks.*.*.<job>.*`, never per consumer. On
 /// nats-server 2.9 such a purge leaves the consumers' counts of pending messages stale
-/// (its filter is not a subset of theirs), which [`pull_one`] makes the server correct;
+/// (its filter is not a subset of theirs), which the worker's `pull_one` makes the server
+/// correct;
 /// a purge by a subject that *is* a subset of a consumer's filter would be worse there:
 /// the consumer would skip to the stream's last sequence, past other jobs' queued tasks.
-///
-/// [`pull_one`]: crate::roles::worker::pull_one
 pub async fn purge_job_tasks(js: &jetstream::Context, job: &JobId) -> anyhow::Result<()> {
     js.get_stream(TASKS_STREAM)
         .await?
