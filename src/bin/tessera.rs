@@ -39,6 +39,11 @@ enum Command {
         /// NATS port on 127.0.0.1 (0: any free port).
         #[arg(long, default_value_t = 4222)]
         port: u16,
+        /// How often JetStream fsyncs: "always" (before every acknowledgement: a power cut
+        /// loses nothing acknowledged) or an interval such as "10s" (faster writes; up to
+        /// that much acknowledged work is lost on a power cut).
+        #[arg(long, default_value = "always")]
+        sync_interval: tessera::farm::Sync,
         #[command(flatten)]
         worker: WorkerArgs,
     },
@@ -146,6 +151,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             data,
             workers,
             port,
+            sync_interval,
             worker,
         } => {
             let config = tessera::farm::FarmConfig {
@@ -153,6 +159,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 workers,
                 port,
                 worker: WorkerConfig::try_from(&worker)?,
+                sync: sync_interval,
             };
             let shutdown = tessera::shutdown::on_signal();
             tessera::farm::up(config, shutdown, |nats, store| {

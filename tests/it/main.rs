@@ -10,6 +10,8 @@ mod submission;
 mod scheduling;
 // `tessera up`: the one-command local farm.
 mod local_farm;
+// The server version every role requires.
+mod server;
 // Killed workers, poison tasks, lost deliveries, restarts, duplicates.
 mod failures;
 // Cancel, SIGTERM's grace, the blocklist, timeouts and hangs, retry, long renders.

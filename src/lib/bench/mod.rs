@@ -78,6 +78,7 @@ pub async fn start_farm(
         workers,
         port: 0,
         worker: bench_worker(dir.join("cache")),
+        sync: crate::farm::Sync::Always,
     };
     let token = stop.clone();
     tokio::spawn(async move {

