@@ -356,7 +356,11 @@ fn parse_version(version: &str) -> Option<(u32, u32, u32)> {
     let core = version.trim().trim_start_matches('v');
     let core = core.split(['-', '+']).next()?;
     let mut parts = core.split('.').map(|p| p.parse::<u32>().ok());
-    Some((parts.next()??, parts.next()??, parts.next().unwrap_or(Some(0))?))
+    Some((
+        parts.next()??,
+        parts.next()??,
+        parts.next().unwrap_or(Some(0))?,
+    ))
 }
 
 /// Runs a role's binary once its flags are parsed: connects (waiting for NATS to answer,

@@ -200,7 +200,8 @@ fn compose_yaml_matches_the_real_binaries_images_and_ports() {
         match name.as_str() {
             "nats" => {
                 // The same minor version as the one the scripts install for tests and CI.
-                let setup = std::fs::read_to_string(Path::new(ROOT).join("scripts/setup.sh")).unwrap();
+                let setup =
+                    std::fs::read_to_string(Path::new(ROOT).join("scripts/setup.sh")).unwrap();
                 let pinned = setup
                     .lines()
                     .find_map(|l| l.strip_prefix("NATS_VERSION="))
@@ -238,7 +239,12 @@ fn compose_yaml_matches_the_real_binaries_images_and_ports() {
                     String::from_utf8_lossy(&check.stderr)
                 );
                 let text = std::fs::read_to_string(&file).unwrap();
-                for needle in ["jetstream", "store_dir: \"/data\"", "sync_interval:", "port: 4222"] {
+                for needle in [
+                    "jetstream",
+                    "store_dir: \"/data\"",
+                    "sync_interval:",
+                    "port: 4222",
+                ] {
                     assert!(text.contains(needle), "{}: no {needle}", file.display());
                 }
                 assert!(strings(&service["ports"]).contains(&"4222:4222".to_string()));

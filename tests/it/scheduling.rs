@@ -212,6 +212,7 @@ async fn task_consumers_of_an_older_layout_are_replaced() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queue_whose_tasks_were_purged_answers_pulls_at_once_again() {
     use tessera::core::job::{Class, Priority, RendererKind};
+    use tessera::roles::worker::Group;
     let mut farm = Farm::new();
     let deps = farm.deps().await;
     farm.start("tessera-planner", &[]);
@@ -229,7 +230,9 @@ async fn a_queue_whose_tasks_were_purged_answers_pulls_at_once_again() {
     let id = farm.submit("purged", toml);
     wait_event(&farm, &deps.js, &id, EventKind::JobAccepted).await;
     // A worker takes one task; the job is canceled while the other 19 are queued.
-    let taken = tessera::roles::worker::pull_one(&consumer).await.unwrap();
+    let taken = tessera::roles::worker::pull_one(&consumer, Some(&Group::workers(None)))
+        .await
+        .unwrap();
     assert!(taken.message.is_some(), "{taken:?}");
     let out = farm.cli(&["cancel", &id]);
     assert!(out.status.success(), "{out:?}");
@@ -238,7 +241,9 @@ async fn a_queue_whose_tasks_were_purged_answers_pulls_at_once_again() {
 
     let mut pulls = Vec::new();
     for _ in 0..4 {
-        let pull = tessera::roles::worker::pull_one(&consumer).await.unwrap();
+        let pull = tessera::roles::worker::pull_one(&consumer, Some(&Group::workers(None)))
+            .await
+            .unwrap();
         assert!(pull.message.is_none(), "{pull:?}");
         pulls.push(pull.parked);
     }

@@ -25,7 +25,12 @@ fn every_role_and_the_cli_refuse_a_server_older_than_the_minimum() {
             .unwrap();
         let status = exits_within(&mut child, Duration::from_secs(30));
         let mut stderr = String::new();
-        child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
         assert!(
             status.is_some_and(|s| !s.success()),
             "{binary} kept running on an old server: {stderr}"

@@ -197,7 +197,7 @@ async fn retry_queues_the_failed_tasks_again_with_fresh_attempts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_render_longer_than_the_ack_deadline_stays_with_its_live_worker() {
-    let (farm, deps) = command_farm(2, &[]).await;
+    let (farm, deps) = command_farm(2, &["--ack-wait", "5s"]).await;
     // One task of two 4 s frames against a 5 s deadline, with an idle worker ready to take
     // it if it were released.
     let toml = r#"

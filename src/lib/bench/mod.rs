@@ -62,6 +62,7 @@ pub fn bench_worker(cache: std::path::PathBuf) -> WorkerConfig {
         grace: Duration::from_secs(5),
         idle_poll: Duration::from_millis(500),
         max_deliver: None,
+        burst: None,
     }
 }
 

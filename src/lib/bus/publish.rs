@@ -93,6 +93,16 @@ pub async fn hand_back(
         .await
 }
 
+/// Hands back a delivery its worker can no longer finish (its lease expired): a negative
+/// acknowledgement on the delivery's reply subject makes JetStream deliver the task again
+/// at once, to whichever worker pulls next.
+pub async fn nak_delivery(client: &async_nats::Client, reply: &str) -> anyhow::Result<()> {
+    client
+        .publish(reply.to_string(), Bytes::from_static(b"-NAK"))
+        .await
+        .with_context(|| format!("handing back the delivery {reply}"))
+}
+
 /// Publishes a job submission (deduplicated by its id) and waits until it is stored.
 pub async fn submission(js: &jetstream::Context, id: &JobId, spec: &JobSpec) -> anyhow::Result<()> {
     send(

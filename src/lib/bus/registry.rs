@@ -1,63 +1,160 @@
-//! The worker registry: one [`WorkerInfo`] per live worker in the `tessera-workers` KV
-//! bucket, refreshed by its worker and read by anyone who asks which workers are alive
-//! (`tessera workers`, `status`, a worker deciding whether to hand a task back).
+//! The worker registry, which is also the workers' liveness: one [`WorkerInfo`] per live
+//! worker in the `tessera-workers` KV bucket, written with a lifetime of [`LEASE_TTL`] and
+//! renewed every [`LEASE_RENEW`]. An entry exists exactly while its worker answers, whatever
+//! the machines' clocks say. A worker that stops renewing (dead, frozen, cut off) leaves an
+//! expiry marker that [`watch`] reports as [`Lease::Expired`], with the deliveries it held.
+//!
+//! [`LEASE_TTL`]: super::protocol::LEASE_TTL
+//! [`LEASE_RENEW`]: super::protocol::LEASE_RENEW
+
+use std::collections::HashMap;
 
 use anyhow::Context as _;
+use async_nats::header::{self, HeaderMap};
 use async_nats::jetstream::{self, kv};
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 
-use super::protocol::{self, WorkerInfo};
-use super::streams;
+use super::protocol::{self, LEASE_TTL, WorkerInfo};
+use super::streams::{self, WORKERS_BUCKET};
 
-/// A worker's handle on its own registry entry.
+/// How long the claim on an expired lease's hand-back is kept.
+const CLAIM_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A worker's handle on its own lease.
 pub struct Entry {
+    js: jetstream::Context,
     kv: kv::Store,
     id: String,
 }
 
 impl Entry {
-    /// Binds the entry of worker `id`.
+    /// Binds the lease of worker `id`.
     pub async fn bind(js: &jetstream::Context, id: &str) -> anyhow::Result<Entry> {
         Ok(Entry {
+            js: js.clone(),
             kv: streams::workers_bucket(js).await?,
             id: id.to_string(),
         })
     }
 
-    /// Writes `info` as the worker's entry.
-    pub async fn refresh(&self, info: &WorkerInfo) -> anyhow::Result<()> {
-        self.kv
-            .put(&self.id, protocol::encode(info).into())
+    /// Writes `info` as the worker's lease, alive for [`LEASE_TTL`] from now.
+    pub async fn renew(&self, info: &WorkerInfo) -> anyhow::Result<()> {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::NATS_MESSAGE_TTL, LEASE_TTL.as_secs().to_string());
+        self.js
+            .publish_with_headers(
+                protocol::lease_subject(WORKERS_BUCKET, &self.id),
+                headers,
+                protocol::encode(info).into(),
+            )
             .await
-            .with_context(|| format!("refreshing the registry entry of {}", self.id))?;
+            .with_context(|| format!("renewing the lease of {}", self.id))?
+            .await
+            .with_context(|| format!("the lease of {} was not stored", self.id))?;
         Ok(())
     }
 
-    /// Removes the entry (the worker stops).
+    /// Gives the lease up (the worker stops): no hand-back follows.
     pub async fn remove(&self) {
         if let Err(e) = self.kv.delete(&self.id).await {
-            tracing::debug!(error = %e, "removing the registry entry");
+            tracing::debug!(error = %e, "removing the lease");
         }
     }
 }
 
-/// The live workers of the registry, by id.
+/// The live workers, by id.
 pub async fn live_workers(js: &jetstream::Context) -> anyhow::Result<Vec<WorkerInfo>> {
     let kv = streams::workers_bucket(js).await?;
     let mut keys = kv.keys().await.context("listing workers")?;
-    let now = protocol::now_ms();
     let mut out = Vec::new();
     while let Some(key) = keys.next().await {
         let key = key.map_err(|e| anyhow::anyhow!("listing workers: {e}"))?;
+        if key.contains('.') {
+            continue; // a hand-back claim, not a worker
+        }
         let Some(value) = kv.get(&key).await.context("reading a worker entry")? else {
             continue;
         };
         match protocol::decode::<WorkerInfo>(&value) {
-            Ok(info) if info.is_alive(now) => out.push(info),
-            Ok(_) => {}
+            Ok(info) => out.push(info),
             Err(e) => tracing::warn!(key, error = %e, "unreadable worker entry"),
         }
     }
     out.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(out)
+}
+
+/// What happened to a lease.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Lease {
+    /// A worker renewed its lease (or was there when the watch began).
+    Renewed(Box<WorkerInfo>),
+    /// A worker gave its lease up on stopping.
+    Left(String),
+    /// A worker's lease ran out: `last` is its last renewal, if the watch saw one;
+    /// `revision` tells this expiry from any other.
+    Expired {
+        /// The worker.
+        worker: String,
+        /// Its last renewal seen.
+        last: Option<Box<WorkerInfo>>,
+        /// The expiry marker's revision.
+        revision: u64,
+    },
+}
+
+/// Follows every lease from its current state on: renewals, departures and expiries. Each
+/// expiry carries the worker's last lease seen by this watch. The stream ends when the
+/// connection does; callers watch again.
+pub async fn watch(
+    js: &jetstream::Context,
+) -> anyhow::Result<impl Stream<Item = anyhow::Result<Lease>> + use<>> {
+    let kv = streams::workers_bucket(js).await?;
+    let entries = kv.watch_all().await.context("watching the worker leases")?;
+    let mut last: HashMap<String, Box<WorkerInfo>> = HashMap::new();
+    Ok(entries.filter_map(move |entry| {
+        let lease = match entry {
+            Err(e) => Some(Err(anyhow::anyhow!("watching the worker leases: {e}"))),
+            Ok(entry) if entry.key.contains('.') => None,
+            Ok(entry) => match entry.operation {
+                kv::Operation::Put => match protocol::decode::<WorkerInfo>(&entry.value) {
+                    Ok(info) => {
+                        let info = Box::new(info);
+                        last.insert(entry.key, info.clone());
+                        Some(Ok(Lease::Renewed(info)))
+                    }
+                    Err(e) => {
+                        tracing::warn!(key = entry.key, error = %e, "unreadable lease");
+                        None
+                    }
+                },
+                kv::Operation::Delete => {
+                    last.remove(&entry.key);
+                    Some(Ok(Lease::Left(entry.key)))
+                }
+                kv::Operation::Purge => Some(Ok(Lease::Expired {
+                    last: last.remove(&entry.key),
+                    worker: entry.key,
+                    revision: entry.revision,
+                })),
+            },
+        };
+        std::future::ready(lease)
+    }))
+}
+
+/// Claims the hand-back of `worker`'s lease that expired at `revision`: true for exactly
+/// one of the collectors that ask.
+pub async fn claim_expiry(
+    js: &jetstream::Context,
+    worker: &str,
+    revision: u64,
+) -> anyhow::Result<bool> {
+    let kv = streams::workers_bucket(js).await?;
+    let key = protocol::lease_claim_key(worker, revision);
+    match kv.create_with_ttl(&key, "claimed".into(), CLAIM_TTL).await {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e).with_context(|| format!("claiming {key}")),
+    }
 }

@@ -5,10 +5,12 @@
 //! `consumer::pull::Config` plus a `stream` field. `consumer-tasks.json` is a template whose
 //! `{class}`, `{priority}` and `{renderer}` are filled per (class, priority, renderer).
 //!
-//! The KV buckets are created as their backing `KV_<bucket>` streams (the files
-//! `KV_tessera-*.json`) and then bound with `get_key_value`: on nats-server 2.9,
-//! `create_key_value` sends fields that server rejects, and a stream file keeps the bucket's
-//! settings beside the other definitions.
+//! Each bucket file (`kv-<bucket>.json`) names a KV bucket and its settings, created or
+//! updated with `create_or_update_key_value`.
+//!
+//! A task consumer that exists is left as it is when its definition matches, and updated
+//! otherwise with its pause kept: roles start often, and a restart must neither undo
+//! `tessera pause` nor rewrite consumers for nothing.
 
 use std::time::Duration;
 
@@ -26,12 +28,14 @@ pub const TASKS_STREAM: &str = "TESSERA_TASKS";
 pub const EVENTS_STREAM: &str = "TESSERA_EVENTS";
 /// Job records and task states.
 pub const JOBS_BUCKET: &str = "tessera-jobs";
-/// Worker heartbeats.
+/// Worker leases (the registry).
 pub const WORKERS_BUCKET: &str = "tessera-workers";
+/// The priority group every task pull names (the task consumers' overflow group).
+pub const WORKERS_GROUP: &str = "workers";
 /// JetStream's MAX_DELIVERIES advisories about tasks, kept until a collector handles them.
 pub const ADVISORIES_STREAM: &str = "TESSERA_ADVISORIES";
 
-const STREAM_FILES: [(&str, &str); 6] = [
+const STREAM_FILES: [(&str, &str); 4] = [
     (
         "TESSERA_JOBS.json",
         include_str!("../../../streams/TESSERA_JOBS.json"),
@@ -45,16 +49,18 @@ const STREAM_FILES: [(&str, &str); 6] = [
         include_str!("../../../streams/TESSERA_EVENTS.json"),
     ),
     (
-        "KV_tessera-jobs.json",
-        include_str!("../../../streams/KV_tessera-jobs.json"),
-    ),
-    (
-        "KV_tessera-workers.json",
-        include_str!("../../../streams/KV_tessera-workers.json"),
-    ),
-    (
         "TESSERA_ADVISORIES.json",
         include_str!("../../../streams/TESSERA_ADVISORIES.json"),
+    ),
+];
+const BUCKET_FILES: [(&str, &str); 2] = [
+    (
+        "kv-tessera-jobs.json",
+        include_str!("../../../streams/kv-tessera-jobs.json"),
+    ),
+    (
+        "kv-tessera-workers.json",
+        include_str!("../../../streams/kv-tessera-workers.json"),
     ),
 ];
 const PLANNER_CONSUMER: &str = include_str!("../../../streams/consumer-planner.json");
@@ -68,6 +74,39 @@ pub fn stream_configs() -> anyhow::Result<Vec<stream::Config>> {
         .iter()
         .map(|(file, text)| {
             serde_json::from_str(text).with_context(|| format!("streams/{file} is malformed"))
+        })
+        .collect()
+}
+
+/// A bucket file: the settings of one KV bucket (durations in nanoseconds, as in the NATS
+/// API).
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BucketFile {
+    bucket: String,
+    description: String,
+    history: i64,
+    max_age: u64,
+    /// Per-key lifetimes allowed, and how long the marker an expiry leaves stays.
+    #[serde(default)]
+    limit_markers: Option<u64>,
+}
+
+/// The bucket definitions, parsed.
+pub fn bucket_configs() -> anyhow::Result<Vec<kv::Config>> {
+    BUCKET_FILES
+        .iter()
+        .map(|(file, text)| {
+            let file: BucketFile = serde_json::from_str(text)
+                .with_context(|| format!("streams/{file} is malformed"))?;
+            Ok(kv::Config {
+                bucket: file.bucket,
+                description: file.description,
+                history: file.history,
+                max_age: Duration::from_nanos(file.max_age),
+                limit_markers: file.limit_markers.map(Duration::from_nanos),
+                ..Default::default()
+            })
         })
         .collect()
 }
@@ -99,10 +138,8 @@ pub fn consumer_config(
 pub async fn ensure(js: &jetstream::Context) -> anyhow::Result<()> {
     for config in stream_configs()? {
         let name = config.name.clone();
-        let mut tries = 0;
-        loop {
-            tries += 1;
-            let result = match js.get_stream(&name).await {
+        retried(&name, || async {
+            match js.get_stream(&name).await {
                 Ok(mut existing) => {
                     let current = existing.info().await?.config.clone();
                     if same_stream(&current, &config) {
@@ -119,15 +156,41 @@ pub async fn ensure(js: &jetstream::Context) -> anyhow::Result<()> {
                     .await
                     .map(drop)
                     .with_context(|| format!("creating stream {name}")),
-            };
-            match result {
-                Ok(()) => break,
-                Err(_) if tries < 5 => tokio::time::sleep(Duration::from_millis(20 * tries)).await,
-                Err(e) => return Err(e),
             }
-        }
+        })
+        .await?;
+    }
+    for config in bucket_configs()? {
+        let name = config.bucket.clone();
+        retried(&name, || async {
+            js.create_or_update_key_value(config.clone())
+                .await
+                .map(drop)
+                .with_context(|| format!("creating or updating bucket {name}"))
+        })
+        .await?;
     }
     Ok(())
+}
+
+/// Runs `step` up to five times: roles starting together race to create the same things.
+async fn retried<F, Fut>(what: &str, mut step: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match step().await {
+            Ok(()) => return Ok(()),
+            Err(e) if tries < 5 => {
+                tracing::debug!(what, error = format!("{e:#}"), "retrying");
+                tokio::time::sleep(Duration::from_millis(20 * tries)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 fn same_stream(current: &stream::Config, wanted: &stream::Config) -> bool {
@@ -157,7 +220,14 @@ async fn ensure_consumer(
         .get_stream(&stream_name)
         .await
         .with_context(|| format!("stream {stream_name} (run `tessera init`?)"))?;
-    // On 2.9 create is create-or-update, so a changed definition is applied here too.
+    if let Ok(mut existing) = stream.get_consumer::<consumer::pull::Config>(&name).await {
+        let current = existing.info().await?.config.clone();
+        if same_consumer(&current, &config) {
+            return Ok(existing);
+        }
+        // A paused queue stays paused through the update.
+        config.pause_until = current.pause_until;
+    }
     match stream.create_consumer(config.clone()).await {
         Ok(consumer) => Ok(consumer),
         Err(e) if stream_name == TASKS_STREAM && remove_legacy_task_consumers(&stream).await? => {
@@ -169,6 +239,19 @@ async fn ensure_consumer(
         }
         Err(e) => Err(e).with_context(|| format!("creating consumer {name} on {stream_name}")),
     }
+}
+
+/// Whether an existing consumer already has the settings a definition asks for (a
+/// consumer's config as the server returns it carries more fields, with defaults filled).
+fn same_consumer(current: &consumer::Config, wanted: &consumer::pull::Config) -> bool {
+    current.filter_subject == wanted.filter_subject
+        && current.filter_subjects == wanted.filter_subjects
+        && current.ack_wait == wanted.ack_wait
+        && current.max_deliver == wanted.max_deliver
+        && current.max_ack_pending == wanted.max_ack_pending
+        && current.priority_policy == wanted.priority_policy
+        && current.priority_groups == wanted.priority_groups
+        && current.description == wanted.description
 }
 
 /// Deletes task consumers of the layout before the renderer token (filtered on
@@ -302,7 +385,12 @@ mod tests {
     #[test]
     fn definitions_parse() {
         let streams = stream_configs().unwrap();
-        assert_eq!(streams.len(), 6);
+        assert_eq!(streams.len(), 4);
+        let buckets = bucket_configs().unwrap();
+        assert_eq!(buckets[0].bucket, JOBS_BUCKET);
+        assert_eq!(buckets[1].bucket, WORKERS_BUCKET);
+        // Leases expire on their own and leave a marker that watchers see.
+        assert!(buckets[1].limit_markers.is_some());
         assert_eq!(streams[1].retention, stream::RetentionPolicy::WorkQueue);
         assert_eq!(streams[2].max_age, Duration::from_secs(7 * 24 * 3600));
         let fill = [
@@ -324,7 +412,10 @@ mod tests {
                 RendererKind::Povray
             )
         );
-        assert!(config.ack_wait <= Duration::from_secs(10));
+        // The backstop when no collector watches the leases: long, so progress acks are few.
+        assert_eq!(config.ack_wait, Duration::from_secs(30));
+        assert_eq!(config.priority_policy, consumer::PriorityPolicy::Overflow);
+        assert_eq!(config.priority_groups, [WORKERS_GROUP]);
         for text in [PLANNER_CONSUMER, COLLECTOR_CONSUMER, ADVISORIES_CONSUMER] {
             consumer_config(text, &[]).unwrap();
         }

@@ -315,8 +315,10 @@ impl TaskMessage {
     }
 }
 
-/// A worker's entry in the `tessera-workers` bucket (key: its id), refreshed every
-/// [`HEARTBEAT`]; the bucket forgets entries 30 s after their last refresh.
+/// A worker's entry in the `tessera-workers` bucket (key: its id): its lease. The worker
+/// renews it every [`LEASE_RENEW`] with a lifetime of [`LEASE_TTL`]; when the worker stops
+/// renewing (it died, or was cut off), the entry expires and leaves a marker that the
+/// collectors watch for: they hand the deliveries it lists back at once.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkerInfo {
     /// Schema version.
@@ -333,21 +335,41 @@ pub struct WorkerInfo {
     pub slots: u32,
     /// Running attempts, as `<job>/<task>`.
     pub running: Vec<String>,
+    /// The deliveries it holds, so that they can be handed back when its lease expires.
+    #[serde(default)]
+    pub deliveries: Vec<Delivery>,
     /// Jobs this worker no longer takes (it failed their tasks too often).
     #[serde(default)]
     pub blocklist: Vec<String>,
+    /// A burst worker's threshold: it takes work only while this many tasks wait.
+    #[serde(default)]
+    pub burst: Option<usize>,
     /// When it started (ms since the epoch).
     pub started_ms: u64,
     /// When it last refreshed this entry.
     pub heartbeat_ms: u64,
 }
 
-/// How often workers refresh their registry entry.
-pub const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(5);
-
-impl WorkerInfo {
-    /// Whether the entry was refreshed within three heartbeats of `now_ms`.
-    pub fn is_alive(&self, now_ms: u64) -> bool {
-        now_ms.saturating_sub(self.heartbeat_ms) <= 3 * HEARTBEAT.as_millis() as u64
-    }
+/// A task delivery a worker holds: what a collector needs to hand it back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    /// The job.
+    pub job: JobId,
+    /// The task.
+    pub task: TaskId,
+    /// Its position in the job's task list.
+    pub index: u32,
+    /// The attempt being made.
+    pub attempt: u32,
+    /// The subject the task was delivered on (its class, priority and renderer).
+    pub subject: String,
+    /// The delivery's acknowledgement subject: a negative acknowledgement sent there
+    /// makes JetStream deliver the task again at once.
+    pub reply: String,
 }
+
+/// How often a worker renews its lease.
+pub const LEASE_RENEW: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// How long a lease lives unless renewed (whole seconds: the server's resolution).
+pub const LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(1);

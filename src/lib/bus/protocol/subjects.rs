@@ -27,6 +27,13 @@ pub fn parse_task_subject(subject: &str) -> Option<(Class, Priority)> {
     Some((class, priority))
 }
 
+/// The queue of a task subject: its class, priority and renderer.
+pub fn parse_task_queue(subject: &str) -> Option<(Class, Priority, RendererKind)> {
+    let (class, priority) = parse_task_subject(subject)?;
+    let renderer = RendererKind::parse(subject.rsplit('.').next()?)?;
+    Some((class, priority, renderer))
+}
+
 /// The filter of the consumer serving (`class`, `priority`, `renderer`).
 pub fn task_filter(class: &Class, priority: Priority, renderer: RendererKind) -> String {
     format!("tessera.tasks.{class}.{priority}.*.{renderer}")
@@ -94,6 +101,18 @@ pub fn parse_doorbell_hint(payload: &[u8]) -> Option<(Priority, RendererKind)> {
     let text = std::str::from_utf8(payload).ok()?;
     let (priority, renderer) = text.split_once('.')?;
     Some((Priority::parse(priority)?, RendererKind::parse(renderer)?))
+}
+
+/// The subject a worker's lease is written to: its key in the `tessera-workers` bucket
+/// (written directly, because a KV put cannot carry a per-message lifetime).
+pub fn lease_subject(bucket: &str, worker: &str) -> String {
+    format!("$KV.{bucket}.{worker}")
+}
+
+/// The key that one collector creates to claim the hand-back of a lease that expired at
+/// `revision` (a worker id has no dots, so a claim is never taken for a worker).
+pub fn lease_claim_key(worker: &str, revision: u64) -> String {
+    format!("claim.{worker}.{revision}")
 }
 
 /// Every job's control subject, `tessera.control.*`: what a worker listens on.

@@ -10,12 +10,14 @@
 //! - `events`: one event's transition and the steps after it;
 //! - `assemble`: tiles stitched as they land, frames written when their group is done;
 //! - `ending`: the end check;
-//! - `advisories`: tasks JetStream gave up on, failed.
+//! - `advisories`: tasks JetStream gave up on, failed;
+//! - `leases`: the tasks of a worker whose lease expired, handed back at once.
 
 mod advisories;
 mod assemble;
 mod ending;
 mod events;
+mod leases;
 
 use tokio_util::sync::CancellationToken;
 
@@ -43,6 +45,7 @@ pub async fn run(deps: Deps, shutdown: CancellationToken) -> anyhow::Result<()> 
         consume::serve(&mut puller, &shutdown, "an advisory", &mut handler).await;
         anyhow::Ok(())
     };
-    let (events, advisories) = tokio::join!(events, advisories);
+    let leases = leases::watch(deps.clone(), shutdown.clone());
+    let (events, advisories, ()) = tokio::join!(events, advisories, leases);
     events.and(advisories)
 }

@@ -19,6 +19,9 @@ use crate::core::paths::check_relative_path;
 use crate::render::{self, Log, RenderError, Request};
 use crate::store::keys;
 
+/// How often a render's progress is reported (when it changed).
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
 /// Where and how one attempt runs.
 pub(super) struct Attempt<'a> {
     /// The delivery, for progress acks.
@@ -85,6 +88,8 @@ pub(super) async fn run(
     tokio::pin!(render);
     let mut keepalive = tokio::time::interval(shared.config.ack_wait / 3);
     keepalive.tick().await;
+    let mut report = tokio::time::interval(PROGRESS_EVERY);
+    report.tick().await;
     let deadline = task.timeout_ms.map(Duration::from_millis);
     let timeout = async {
         match deadline {
@@ -101,6 +106,8 @@ pub(super) async fn run(
                 if let Err(e) = msg.ack_with(AckKind::Progress).await {
                     tracing::warn!(error = %e, "progress ack");
                 }
+            }
+            _ = report.tick() => {
                 let now = progress.load(Ordering::Relaxed);
                 if now != reported {
                     reported = now;

@@ -32,6 +32,8 @@ pub struct WorkerConfig {
     pub idle_poll: Duration,
     /// Deliveries after which JetStream gives up on a task, if not the definition's.
     pub max_deliver: Option<i64>,
+    /// A burst worker takes a task only while at least this many wait in its queue.
+    pub burst: Option<usize>,
 }
 
 /// A worker's flags (also taken by `tessera up` for its workers).
@@ -75,6 +77,10 @@ pub struct WorkerArgs {
     /// Deliveries after which JetStream gives up on a task (default: streams/consumer-tasks.json).
     #[arg(long, env = "TESSERA_MAX_DELIVER")]
     pub max_deliver: Option<i64>,
+    /// Burst worker: take work only while at least N tasks wait in a queue it serves (cloud
+    /// or spot machines, workstations at night: they help only when the farm is behind).
+    #[arg(long, env = "TESSERA_BURST", value_name = "N")]
+    pub burst: Option<usize>,
 }
 
 fn duration(flag: &str, text: &str) -> anyhow::Result<Duration> {
@@ -155,6 +161,10 @@ impl TryFrom<&WorkerArgs> for WorkerConfig {
             idle_poll: duration("idle-poll", &args.idle_poll)?,
             max_deliver: match args.max_deliver {
                 Some(n) if n < 2 => anyhow::bail!("--max-deliver must be at least 2"),
+                other => other,
+            },
+            burst: match args.burst {
+                Some(0) => anyhow::bail!("--burst must be at least 1 (or absent)"),
                 other => other,
             },
         })

@@ -13,7 +13,7 @@ use super::Shared;
 use super::attempt::{self, Attempt};
 use super::outcome::{Disposition, Outcome, Report, disposition, finish};
 use super::running::Stop;
-use crate::bus::protocol::{self, Event, EventKind, TaskMessage};
+use crate::bus::protocol::{self, Delivery, Event, EventKind, TaskMessage};
 use crate::bus::{publish, registry};
 use crate::core::job::JobId;
 use crate::render::Log;
@@ -127,13 +127,30 @@ pub(super) async fn run(shared: &Shared, msg: jetstream::Message) -> Ran {
 async fn render(shared: &Shared, msg: &jetstream::Message, task: &TaskMessage, attempt: u32) {
     let span = tracing::info_span!("task", job = %task.job, task = %task.task, attempt);
     let _enter = span.enter();
+    // The lease lists the delivery before anyone hears it started: a worker killed from
+    // here on has its task handed back as soon as its lease runs out.
+    let stop = Stop::under(&shared.kill);
+    let delivery = Delivery {
+        job: task.job.clone(),
+        task: task.task.clone(),
+        index: task.index,
+        attempt,
+        subject: msg.subject.to_string(),
+        reply: msg
+            .reply
+            .as_ref()
+            .map(|r| r.to_string())
+            .unwrap_or_default(),
+    };
+    let running = shared.attempts.start(delivery, stop.clone());
+    if let Err(e) = shared.lease.renew(shared).await {
+        tracing::warn!(error = format!("{e:#}"), "renewing the lease");
+    }
     let started = Event::task(EventKind::TaskStarted, task, attempt, &shared.config.id);
     if let Err(e) = publish::event(&shared.deps.js, &started).await {
         tracing::warn!(error = %e, "publishing task.started");
     }
 
-    let stop = Stop::under(&shared.kill);
-    let running = shared.attempts.start(&task.job, &task.task, stop.clone());
     let log = Log::default();
     let work = shared.config.cache_dir.join("work").join(format!(
         "{}-{}-{}-{}",
@@ -155,6 +172,7 @@ async fn render(shared: &Shared, msg: &jetstream::Message, task: &TaskMessage, a
     )
     .await;
     shared.attempts.end(&task.job, running);
+    shared.lease_changed.notify_one();
     let log_key = keys::attempt_log(&task.job, &task.task, attempt);
     let (outcome, message, outputs) = match result {
         Ok(outputs) => (Outcome::Succeeded, None, outputs),

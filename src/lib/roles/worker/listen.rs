@@ -1,5 +1,5 @@
 //! What a worker hears and says besides its tasks: doorbells (tasks were queued: wake an
-//! idle slot), cancels (stop a job's renders), and its heartbeat into the registry.
+//! idle slot), cancels (stop a job's renders), and its lease in the registry.
 
 use std::sync::Arc;
 
@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Shared;
 use super::pick::Queue;
-use crate::bus::protocol::{self, WorkerInfo};
+use crate::bus::protocol::{self, LEASE_RENEW, WorkerInfo};
 use crate::bus::registry;
 use crate::core::job::Class;
 
@@ -52,39 +52,61 @@ pub(super) async fn cancels(
     }
 }
 
-/// Keeps this worker's entry in the registry fresh until `stop`, then removes it.
-pub(super) async fn heartbeat(shared: Arc<Shared>, stop: CancellationToken) {
-    let entry = match registry::Entry::bind(&shared.deps.js, &shared.config.id).await {
-        Ok(entry) => entry,
-        Err(e) => {
-            tracing::error!(
-                error = format!("{e:#}"),
-                "no worker registry; `tessera workers` will not list this worker"
-            );
-            return;
-        }
-    };
-    let host = crate::config::hostname();
-    loop {
+/// The worker's lease: its registry entry, renewed by [`heartbeat`] and at once whenever
+/// a delivery starts (so that a worker killed right after taking a task is handed back).
+pub(super) struct Lease {
+    entry: registry::Entry,
+    host: String,
+    /// Renewals are written one at a time, so an older view never lands after a newer one.
+    writing: tokio::sync::Mutex<()>,
+}
+
+impl Lease {
+    /// The lease of worker `id`.
+    pub(super) async fn bind(
+        js: &async_nats::jetstream::Context,
+        id: &str,
+    ) -> anyhow::Result<Lease> {
+        Ok(Lease {
+            entry: registry::Entry::bind(js, id).await?,
+            host: crate::config::hostname(),
+            writing: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Renews the lease with what the worker holds now.
+    pub(super) async fn renew(&self, shared: &Shared) -> anyhow::Result<()> {
+        let _one_at_a_time = self.writing.lock().await;
         let info = WorkerInfo {
             schema: protocol::SCHEMA,
             id: shared.config.id.clone(),
-            host: host.clone(),
+            host: self.host.clone(),
             classes: shared.config.classes.clone(),
             renderers: shared.config.renderers.clone(),
             slots: shared.config.slots as u32,
             running: shared.attempts.listing(),
+            deliveries: shared.attempts.deliveries(),
             blocklist: shared.failures.blocklist(),
+            burst: shared.config.burst,
             started_ms: shared.started_ms,
             heartbeat_ms: protocol::now_ms(),
         };
-        if let Err(e) = entry.refresh(&info).await {
-            tracing::warn!(error = format!("{e:#}"), "refreshing the registry entry");
+        self.entry.renew(&info).await
+    }
+}
+
+/// Renews this worker's lease every [`LEASE_RENEW`] and whenever an attempt ends, until
+/// `stop`; then gives it up.
+pub(super) async fn heartbeat(shared: Arc<Shared>, stop: CancellationToken) {
+    loop {
+        if let Err(e) = shared.lease.renew(&shared).await {
+            tracing::warn!(error = format!("{e:#}"), "renewing the lease");
         }
         tokio::select! {
             () = stop.cancelled() => break,
-            () = tokio::time::sleep(protocol::HEARTBEAT) => {}
+            () = tokio::time::sleep(LEASE_RENEW) => {}
+            () = shared.lease_changed.notified() => {}
         }
     }
-    entry.remove().await;
+    shared.lease.entry.remove().await;
 }

@@ -39,7 +39,7 @@ pub use config::{WorkerArgs, WorkerConfig};
 pub use delivery::{BLOCKLIST_AFTER, MAX_HANDBACKS};
 pub use outcome::{Disposition, Outcome, disposition, retry_delay};
 pub use pick::{Queue, pick_order, priority_order};
-pub use pull::{Pull, pull_one};
+pub use pull::{Group, Pull, pull_one};
 
 use crate::bus::{protocol, streams};
 use crate::config::Deps;
@@ -55,6 +55,8 @@ struct Shared {
     cache: Cache,
     /// One consumer per (class, priority, renderer) served.
     consumers: HashMap<Queue, PullConsumer>,
+    /// The priority group the slots pull in (with the burst threshold, if any).
+    group: pull::Group,
     /// Doorbell hints: a queue that just got tasks.
     doorbell: broadcast::Sender<Queue>,
     /// The running attempts.
@@ -63,6 +65,10 @@ struct Shared {
     failures: Failures,
     /// When the worker started.
     started_ms: u64,
+    /// The worker's lease.
+    lease: listen::Lease,
+    /// Woken when an attempt ends, so the lease says so at once.
+    lease_changed: tokio::sync::Notify,
     /// Cancelled when the grace period after shutdown ends.
     kill: CancellationToken,
 }
@@ -98,10 +104,13 @@ pub async fn run(
         deps: deps.clone(),
         cache,
         consumers,
+        group: pull::Group::workers(config.burst),
         doorbell: broadcast::channel(64).0,
         attempts: Attempts::default(),
         failures: Failures::default(),
         started_ms: protocol::now_ms(),
+        lease: listen::Lease::bind(&deps.js, &config.id).await?,
+        lease_changed: tokio::sync::Notify::new(),
         kill: CancellationToken::new(),
         config,
     });
@@ -167,7 +176,7 @@ async fn slot_loop(shared: Arc<Shared>, slot: usize, shutdown: CancellationToken
             priority_order(picks),
             hint.take().as_ref(),
         );
-        match pull::take_task(&shared.consumers, &order).await {
+        match pull::take_task(&shared.consumers, &order, &shared.group).await {
             Some(msg) => {
                 picks += 1;
                 if delivery::run(&shared, msg).await == Ran::HandedBack {

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use tokio_util::sync::CancellationToken;
 
 use super::outcome::Outcome;
+use crate::bus::protocol::Delivery;
 use crate::core::job::JobId;
-use crate::core::plan::TaskId;
 
 /// How an attempt is stopped, and why. The renderer watches the token; the first reason
 /// given wins. A stop without a reason came from the worker's own shutdown (the grace
@@ -54,7 +54,7 @@ impl Stop {
 /// One running attempt.
 struct Running {
     id: u64,
-    task: TaskId,
+    delivery: Delivery,
     stop: Stop,
 }
 
@@ -70,14 +70,13 @@ impl Attempts {
         self.by_job.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Records that `task` of `job` runs, stoppable through `stop`; returns its number.
-    pub(super) fn start(&self, job: &JobId, task: &TaskId, stop: Stop) -> u64 {
+    /// Records that `delivery` runs, stoppable through `stop`; returns its number.
+    pub(super) fn start(&self, delivery: Delivery, stop: Stop) -> u64 {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.lock().entry(job.clone()).or_default().push(Running {
-            id,
-            task: task.clone(),
-            stop,
-        });
+        self.lock()
+            .entry(delivery.job.clone())
+            .or_default()
+            .push(Running { id, delivery, stop });
         id
     }
 
@@ -101,9 +100,18 @@ impl Attempts {
 
     /// The running attempts as `<job>/<task>`.
     pub(super) fn listing(&self) -> Vec<String> {
-        self.lock()
+        self.deliveries()
             .iter()
-            .flat_map(|(job, attempts)| attempts.iter().map(move |a| format!("{job}/{}", a.task)))
+            .map(|d| format!("{}/{}", d.job, d.task))
+            .collect()
+    }
+
+    /// The deliveries being rendered.
+    pub(super) fn deliveries(&self) -> Vec<Delivery> {
+        self.lock()
+            .values()
+            .flatten()
+            .map(|a| a.delivery.clone())
             .collect()
     }
 }
@@ -111,6 +119,18 @@ impl Attempts {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::plan::TaskId;
+
+    fn delivery(job: &JobId, task: &str) -> Delivery {
+        Delivery {
+            job: job.clone(),
+            task: TaskId(task.into()),
+            index: 0,
+            attempt: 1,
+            subject: format!("tasks.{job}"),
+            reply: format!("ack.{job}.{task}"),
+        }
+    }
 
     #[test]
     fn a_cancel_reaches_the_attempts_of_its_job_only() {
@@ -118,8 +138,8 @@ mod tests {
         let root = CancellationToken::new();
         let (a, b) = (JobId::parse("a").unwrap(), JobId::parse("b").unwrap());
         let (stop_a, stop_b) = (Stop::under(&root), Stop::under(&root));
-        let id = attempts.start(&a, &TaskId("f0001".into()), stop_a.clone());
-        attempts.start(&b, &TaskId("f0002".into()), stop_b.clone());
+        let id = attempts.start(delivery(&a, "f0001"), stop_a.clone());
+        attempts.start(delivery(&b, "f0002"), stop_b.clone());
         let mut listing = attempts.listing();
         listing.sort();
         assert_eq!(listing, ["a/f0001", "b/f0002"]);
