@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use tessera::bus::protocol::EventKind;
 use tessera::config::{CommonArgs, Deps, Patience, default_data_dir};
-use tessera::core::job::JobId;
+use tessera::core::job::{Class, JobId, Priority};
 use tessera::roles::client;
 use tessera::roles::worker::WorkerArgs;
 use tessera::roles::worker::WorkerConfig;
@@ -24,7 +24,41 @@ struct Cli {
     command: Command,
 }
 
+/// Which task queues `pause` and `resume` act on.
+#[derive(clap::Args)]
+struct QueueArgs {
+    /// Only this hardware class (default: every class).
+    #[arg(long)]
+    class: Option<String>,
+    /// Only this priority: high, normal or low (default: every priority).
+    #[arg(long)]
+    priority: Option<String>,
+}
+
+impl QueueArgs {
+    fn parse(&self) -> anyhow::Result<(Option<Class>, Option<Priority>)> {
+        let class = self
+            .class
+            .as_deref()
+            .map(|c| Class::parse(c).map_err(|e| anyhow::anyhow!("--class: {e}")))
+            .transpose()?;
+        let priority = self
+            .priority
+            .as_deref()
+            .map(|p| {
+                Priority::parse(p)
+                    .with_context(|| format!("--priority: {p:?} is not high, normal or low"))
+            })
+            .transpose()?;
+        Ok((class, priority))
+    }
+}
+
 #[derive(Subcommand)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "parsed once per run; boxing would only obscure the flags"
+)]
 enum Command {
     /// Create or update the streams, consumers and buckets.
     Init,
@@ -94,6 +128,11 @@ enum Command {
         /// Job id.
         job: String,
     },
+    /// Pause task queues: queued tasks stay queued, running ones finish, no worker takes
+    /// another until `tessera resume`; the pause survives restarts.
+    Pause(QueueArgs),
+    /// Resume paused task queues.
+    Resume(QueueArgs),
     /// List the live workers.
     Workers {
         /// Print JSON.
@@ -244,6 +283,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let n = client::retry(&deps, &job_id(&job)?).await?;
             println!("{job}: {n} tasks queued again");
         }
+        Command::Pause(queues) => pause_queues(&cli.common, &queues, true).await?,
+        Command::Resume(queues) => pause_queues(&cli.common, &queues, false).await?,
         Command::Ping { worker_host } => {
             let deps = connect(&cli.common).await?;
             deps.store
@@ -261,26 +302,53 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Workers { json } => {
             let deps = connect(&cli.common).await?;
             let workers = client::workers(&deps).await?;
+            let queues = tessera::bus::streams::task_queues(&deps.js).await?;
+            // The paused queues among those each worker serves, as class/priority.
+            let paused_for = |w: &tessera::bus::protocol::WorkerInfo| -> Vec<String> {
+                let mut paused: Vec<String> = queues
+                    .iter()
+                    .filter(|q| {
+                        q.paused
+                            && w.classes.contains(&q.class)
+                            && w.renderers.contains(&q.renderer)
+                    })
+                    .map(|q| format!("{}/{}", q.class, q.priority))
+                    .collect();
+                paused.dedup();
+                paused
+            };
             if json {
-                println!("{}", serde_json::to_string_pretty(&workers)?);
+                let mut list = Vec::new();
+                for w in &workers {
+                    let mut value = serde_json::to_value(w)?;
+                    value["paused"] = serde_json::json!(paused_for(w));
+                    list.push(value);
+                }
+                println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
                 let now = tessera::bus::protocol::now_ms();
                 println!(
-                    "{:<24} {:<16} {:<12} {:<20} {:>5} {:>8} {:>9}",
+                    "{:<24} {:<16} {:<12} {:<20} {:>5} {:>8} {:>9}  PAUSED",
                     "ID", "HOST", "CLASSES", "RENDERERS", "SLOTS", "RUNNING", "HEARTBEAT"
                 );
                 for w in workers {
+                    let paused = paused_for(&w).join(",");
                     let classes: Vec<&str> = w.classes.iter().map(|c| c.as_str()).collect();
                     let renderers: Vec<&str> = w.renderers.iter().map(|r| r.as_str()).collect();
+                    let slots = match w.burst {
+                        Some(n) => format!("{} burst>={n}", w.slots),
+                        None => w.slots.to_string(),
+                    };
                     println!(
-                        "{:<24} {:<16} {:<12} {:<20} {:>5} {:>8} {:>7.1}s",
+                        "{:<24} {:<16} {:<12} {:<20} {:>5} {:>8} {:>7.1}s  {}",
                         w.id,
                         w.host,
                         classes.join(","),
                         renderers.join(","),
-                        w.slots,
+                        slots,
                         w.running.len(),
-                        now.saturating_sub(w.heartbeat_ms) as f64 / 1000.0
+                        now.saturating_sub(w.heartbeat_ms) as f64 / 1000.0,
+                        if paused.is_empty() { "-" } else { &paused }
                     );
                 }
             }
@@ -389,4 +457,19 @@ async fn wait_for(deps: &Deps, id: &JobId) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// `tessera pause` and `tessera resume`.
+async fn pause_queues(common: &CommonArgs, queues: &QueueArgs, pause: bool) -> anyhow::Result<()> {
+    let (class, priority) = queues.parse()?;
+    let deps = connect(common).await?;
+    let changed = client::pause(&deps, class.as_ref(), priority, pause).await?;
+    let verb = if pause { "paused" } else { "resumed" };
+    if changed.is_empty() {
+        println!("no task queue matches");
+    }
+    for q in changed {
+        println!("{verb} {}/{}/{}", q.class, q.priority, q.renderer);
+    }
+    Ok(())
 }

@@ -416,7 +416,7 @@ async fn a_job_is_reported_done_only_once_every_frame_is_stored() {
 /// attempt the ledger took (the first `task.done`), and the job ends done.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_frozen_past_its_lease_and_resumed_leaves_one_right_output_per_frame() {
-    let (mut farm, deps) = command_farm(2, &[]).await;
+    let (farm, deps) = command_farm(2, &[]).await;
     let script = "sleep 3; echo frame {frame} attempt {attempt} > {output}";
     let job = command_job(&farm, "frozen", "1-2", script, "");
     let first = wait_event(&farm, &deps.js, &job, EventKind::TaskStarted).await;

@@ -8,6 +8,8 @@ mod end_to_end;
 mod submission;
 // Priorities, classes, the starvation guard, renderer matching, the worker registry.
 mod scheduling;
+// Paused queues and burst workers.
+mod queues;
 // `tessera up`: the one-command local farm.
 mod local_farm;
 // The server version every role requires.

@@ -364,6 +364,100 @@ pub async fn purge_job_tasks(js: &jetstream::Context, job: &JobId) -> anyhow::Re
     Ok(())
 }
 
+/// A task queue: the consumer serving one (class, priority, renderer).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TaskQueue {
+    /// Hardware class.
+    pub class: Class,
+    /// Priority.
+    pub priority: Priority,
+    /// Renderer.
+    pub renderer: RendererKind,
+    /// Whether it is paused (`tessera pause`).
+    pub paused: bool,
+}
+
+/// Every task queue that has a consumer, with whether it is paused.
+pub async fn task_queues(js: &jetstream::Context) -> anyhow::Result<Vec<TaskQueue>> {
+    use futures::TryStreamExt as _;
+    let stream = js.get_stream(TASKS_STREAM).await?;
+    let infos: Vec<consumer::Info> = stream
+        .consumers()
+        .try_collect()
+        .await
+        .context("listing the task queues")?;
+    let mut queues: Vec<TaskQueue> = infos
+        .iter()
+        .filter_map(|info| {
+            let (class, priority, renderer) = protocol::parse_task_consumer(&info.name)?;
+            Some(TaskQueue {
+                class,
+                priority,
+                renderer,
+                paused: info.paused,
+            })
+        })
+        .collect();
+    queues.sort();
+    Ok(queues)
+}
+
+/// Pauses (or with `pause` false, resumes) the task queues of `class` and `priority`
+/// (every one when `None`): queued tasks stay queued, running ones finish, and no worker
+/// takes a task from a paused queue. The pause is kept in the consumer's configuration, so
+/// it survives restarts of every role and of the server. A named class gets its queues
+/// created first, so a queue no worker has opened yet is paused too. Returns the queues
+/// changed.
+pub async fn pause_task_queues(
+    js: &jetstream::Context,
+    class: Option<&Class>,
+    priority: Option<Priority>,
+    pause: bool,
+) -> anyhow::Result<Vec<TaskQueue>> {
+    if let Some(class) = class {
+        let existing = task_queues(js).await?;
+        let priorities = priority.map_or(Priority::ALL.to_vec(), |p| vec![p]);
+        for p in priorities {
+            for renderer in RendererKind::ALL {
+                let known = existing
+                    .iter()
+                    .any(|q| q.class == *class && q.priority == p && q.renderer == renderer);
+                if !known {
+                    task_consumer(js, class, p, renderer, Overrides::default()).await?;
+                }
+            }
+        }
+    }
+    let stream = js.get_stream(TASKS_STREAM).await?;
+    let until = async_nats::datetime::add_std_duration(
+        async_nats::datetime::now(),
+        Duration::from_secs(100 * 365 * 24 * 3600),
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut changed = Vec::new();
+    for mut queue in task_queues(js).await? {
+        if class.is_some_and(|c| *c != queue.class) || priority.is_some_and(|p| p != queue.priority)
+        {
+            continue;
+        }
+        let name = protocol::task_consumer(&queue.class, queue.priority, queue.renderer);
+        let response = if pause {
+            stream.pause_consumer(&name, until).await
+        } else {
+            stream.resume_consumer(&name).await
+        };
+        response.with_context(|| {
+            format!(
+                "{} queue {name}",
+                if pause { "pausing" } else { "resuming" }
+            )
+        })?;
+        queue.paused = pause;
+        changed.push(queue);
+    }
+    Ok(changed)
+}
+
 /// The job-records bucket.
 pub async fn jobs_bucket(js: &jetstream::Context) -> anyhow::Result<kv::Store> {
     js.get_key_value(JOBS_BUCKET)

@@ -74,6 +74,17 @@ mod tests {
         assert_eq!(filter, "tessera.tasks.cpu.low.*.noop");
         let consumer = task_consumer(&cpu, Priority::Normal, noop);
         assert_eq!(consumer, "tasks-cpu-normal-noop");
+        assert_eq!(
+            parse_task_consumer(&consumer),
+            Some((cpu.clone(), Priority::Normal, noop))
+        );
+        let gpu_big = Class::parse("gpu-big").unwrap();
+        let name = task_consumer(&gpu_big, Priority::High, RendererKind::Blender);
+        assert_eq!(
+            parse_task_consumer(&name),
+            Some((gpu_big, Priority::High, RendererKind::Blender))
+        );
+        assert_eq!(parse_task_consumer("planner"), None);
         let event = event_subject("j1", EventKind::TaskDone);
         assert_eq!(event, "tessera.events.j1.task.done");
         assert_eq!(job_tasks_filter(&job), "tessera.tasks.*.*.j1.*");

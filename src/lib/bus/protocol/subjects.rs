@@ -50,6 +50,18 @@ pub fn task_consumer(class: &Class, priority: Priority, renderer: RendererKind) 
     format!("tasks-{class}-{priority}-{renderer}")
 }
 
+/// The queue a task consumer serves, from its name (the inverse of [`task_consumer`]).
+pub fn parse_task_consumer(name: &str) -> Option<(Class, Priority, RendererKind)> {
+    let rest = name.strip_prefix("tasks-")?;
+    let (rest, renderer) = rest.rsplit_once('-')?;
+    let (class, priority) = rest.rsplit_once('-')?;
+    Some((
+        Class::parse(class).ok()?,
+        Priority::parse(priority)?,
+        RendererKind::parse(renderer)?,
+    ))
+}
+
 /// The doorbell hint: which queue just got tasks (`<priority>.<renderer>`).
 pub fn doorbell_hint(priority: Priority, renderer: RendererKind) -> String {
     format!("{priority}.{renderer}")

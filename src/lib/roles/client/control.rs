@@ -4,8 +4,9 @@ use anyhow::Context as _;
 
 use crate::bus::protocol::{Event, EventKind};
 use crate::bus::publish;
+use crate::bus::streams::{self, TaskQueue};
 use crate::config::Deps;
-use crate::core::job::JobId;
+use crate::core::job::{Class, JobId, Priority};
 use crate::core::state::JobState;
 use crate::lifecycle;
 
@@ -100,4 +101,22 @@ pub async fn cancel(deps: &Deps, job: &JobId) -> anyhow::Result<()> {
         None,
     )
     .await
+}
+
+/// Pauses (or with `pause` false, resumes) the task queues of `class` and `priority`, every
+/// one when `None`: queued tasks stay queued, running ones finish, the pause survives
+/// restarts. A resumed queue's workers are woken at once. Returns the queues changed.
+pub async fn pause(
+    deps: &Deps,
+    class: Option<&Class>,
+    priority: Option<Priority>,
+    pause: bool,
+) -> anyhow::Result<Vec<TaskQueue>> {
+    let changed = streams::pause_task_queues(&deps.js, class, priority, pause).await?;
+    if !pause {
+        for queue in &changed {
+            publish::doorbell(&deps.client, &queue.class, queue.priority, queue.renderer).await;
+        }
+    }
+    Ok(changed)
 }

@@ -5,14 +5,14 @@
 //! - [`submit`](mod@submit): preparing and submitting a job file;
 //! - [`follow`]: a job's events, and waiting for its end;
 //! - [`report`]: status, workers, fetch;
-//! - [`control`]: retry and cancel.
+//! - [`control`]: retry, cancel, pause and resume.
 
 pub mod control;
 pub mod follow;
 pub mod report;
 pub mod submit;
 
-pub use control::{cancel, retry};
+pub use control::{cancel, pause, retry};
 pub use follow::{events, wait};
 pub use report::{Status, fetch, status, why_waiting, workers};
 pub use submit::{Prepared, new_job_id, prepare, submit};

@@ -6,7 +6,8 @@ use anyhow::Context as _;
 use serde::Serialize;
 
 use crate::bus::protocol::{self, Event, EventKind, WorkerInfo};
-use crate::bus::{registry, streams};
+use crate::bus::registry;
+use crate::bus::streams::{self, TaskQueue};
 use crate::config::Deps;
 use crate::core::job::{Job, JobId};
 use crate::core::state::Counts;
@@ -35,8 +36,18 @@ pub async fn workers(deps: &Deps) -> anyhow::Result<Vec<WorkerInfo>> {
     registry::live_workers(&deps.js).await
 }
 
-/// Why a job's queued tasks are not running, if no live worker can take them.
-pub fn why_waiting(job: &Job, workers: &[WorkerInfo]) -> Option<String> {
+/// Why a job's queued tasks are not running: its queue is paused, or no live worker can
+/// take them.
+pub fn why_waiting(job: &Job, workers: &[WorkerInfo], queues: &[TaskQueue]) -> Option<String> {
+    let paused = queues.iter().any(|q| {
+        q.paused && q.class == job.class && q.priority == job.priority && q.renderer == job.renderer
+    });
+    if paused {
+        return Some(format!(
+            "waiting: the {} {} queue is paused; `tessera resume --class {} --priority {}` lets its tasks run",
+            job.class, job.priority, job.class, job.priority
+        ));
+    }
     let able = workers
         .iter()
         .any(|w| w.classes.contains(&job.class) && w.renderers.contains(&job.renderer));
@@ -74,7 +85,8 @@ pub async fn status(deps: &Deps, job: &JobId) -> anyhow::Result<Status> {
         && tasks.queued > 0
         && let Ok(valid) = record.spec.clone().validate()
     {
-        message = why_waiting(&valid, &workers(deps).await?).or(message);
+        let queues = streams::task_queues(&deps.js).await?;
+        message = why_waiting(&valid, &workers(deps).await?, &queues).or(message);
     }
     Ok(Status {
         id: job.to_string(),
