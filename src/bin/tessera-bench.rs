@@ -31,6 +31,15 @@ enum Bench {
         #[arg(long, default_value_t = 5)]
         runs: usize,
     },
+    /// Planning: submit to every task queued, for a large job.
+    Plan {
+        /// Tasks in the job.
+        #[arg(long, default_value_t = 100_000)]
+        tasks: u32,
+        /// Jobs to measure.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// Builtin renderer throughput: samples (camera paths) per second by thread count.
     Render(tessera::bench::RenderBench),
 }
@@ -42,6 +51,7 @@ async fn main() -> std::process::ExitCode {
         Bench::Dispatch { runs } => tessera::bench::dispatch(runs).await,
         Bench::Failover { runs } => tessera::bench::failover(runs).await,
         Bench::Stitch { runs } => tessera::bench::stitch(runs).await,
+        Bench::Plan { tasks, runs } => tessera::bench::plan(tasks, runs).await,
         Bench::Render(bench) => tessera::bench::render(&bench),
     };
     tessera::telemetry::exit(result)

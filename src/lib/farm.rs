@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{Deps, file_url, hostname};
 use crate::core::job::Class;
+use crate::core::job::MAX_TASKS;
 use crate::process;
 use crate::roles::worker::WorkerConfig;
 use crate::store::Store;
@@ -98,7 +99,7 @@ pub fn start_nats(dir: &Path, port: u16, sync: Sync) -> anyhow::Result<Child> {
     std::fs::write(
         &config,
         format!(
-            "listen: \"127.0.0.1:{port}\"\njetstream {{\n  store_dir: {:?}\n  sync_interval: {}\n}}\n",
+            "listen: \"127.0.0.1:{port}\"\njetstream {{\n  store_dir: {:?}\n  sync_interval: {}\n  limits {{ batch {{ max_msgs: {MAX_TASKS} }} }}\n}}\n",
             dir.display().to_string(),
             sync.config_value()
         ),

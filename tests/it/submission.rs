@@ -249,3 +249,42 @@ async fn invalid_jobs_over_nats_are_rejected_with_reasons_and_the_planner_carrie
     wait_event(&farm, &deps.js, "good", EventKind::JobDone).await;
     assert!(farm.roles[0].running(), "the planner is still running");
 }
+
+/// Planning is all or nothing: a planner SIGKILLed while it queues a large job leaves none
+/// of its tasks queued (or, had it committed, all of them), and the submission, delivered
+/// again to the restarted planner, queues every task exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_planner_killed_while_queuing_a_large_job_leaves_all_or_nothing_then_queues_it_once() {
+    const TASKS: u64 = 100_000;
+    let mut farm = Farm::new();
+    let deps = farm.deps().await;
+    let planner = farm.start("tessera-planner", &[]);
+    let toml = format!("id = \"large\"\nrenderer = \"noop\"\n[frames]\nrange = \"1-{TASKS}\"\n");
+    let job = farm.submit("large", &toml);
+    // `job.accepted` is stored as the planner starts queuing the tasks.
+    crate::support::wait_event(&farm, &deps.js, &job, EventKind::JobAccepted).await;
+    farm.roles[planner].kill();
+    let left = stream_messages(&deps.js, TASKS_STREAM).await;
+    assert!(
+        left == 0 || left == TASKS,
+        "a killed planner left {left} of {TASKS} tasks queued"
+    );
+    farm.start("tessera-planner", &[]);
+    let all = async || (stream_messages(&deps.js, TASKS_STREAM).await == TASKS).then_some(());
+    let never = || format!("the job was never queued whole\n{}", farm.logs());
+    let every = std::time::Duration::from_millis(200);
+    crate::support::eventually(crate::support::PATIENCE, every, never, all).await;
+    // The resumed planning marks the job queued; nothing more arrives.
+    let published = async || {
+        let (record, _) = deps
+            .ledger
+            .job(&JobId::parse(&job).unwrap())
+            .await
+            .unwrap()?;
+        record.published.then_some(())
+    };
+    let never = || "the resumed planning never finished".to_string();
+    crate::support::eventually(crate::support::PATIENCE, every, never, published).await;
+    assert_eq!(stream_messages(&deps.js, TASKS_STREAM).await, TASKS);
+    eprintln!("the planner was killed with {left} of {TASKS} tasks queued");
+}

@@ -79,7 +79,11 @@ pub async fn start_farm(
         workers,
         port: 0,
         worker: bench_worker(dir.join("cache")),
-        sync: crate::farm::Sync::Always,
+        // `tessera up`'s default unless TESSERA_BENCH_SYNC names another (e.g. "2m").
+        sync: std::env::var("TESSERA_BENCH_SYNC")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(crate::farm::Sync::Always),
     };
     let token = stop.clone();
     tokio::spawn(async move {
@@ -187,6 +191,46 @@ pub async fn wait_for_workers(deps: &Deps, n: usize) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    Ok(())
+}
+
+/// Planning: from publishing a submission of a `tasks`-task noop job to every task queued
+/// (the job record says so), `runs` times, on a farm without workers; beside it, the raw
+/// time to publish and confirm as many task-sized messages one by one in the same run.
+pub async fn plan(tasks: u32, runs: usize) -> anyhow::Result<()> {
+    let farm = BenchFarm::start(0).await?;
+    let deps = &farm.deps;
+    let mut samples = Vec::with_capacity(runs);
+    for run in 0..runs {
+        let id = format!("plan-{run}");
+        let body =
+            format!(r#"{{"id": "{id}", "renderer": "noop", "frames": {{"range": "1-{tasks}"}}}}"#);
+        let job = crate::core::job::JobId::parse(&id).map_err(anyhow::Error::msg)?;
+        let t0 = Instant::now();
+        deps.js
+            .publish(protocol::SUBMIT_SUBJECT, body.into())
+            .await?
+            .await
+            .context("submitting")?;
+        loop {
+            if let Some((record, _)) = deps.ledger.job(&job).await?
+                && record.published
+            {
+                samples.push(t0.elapsed());
+                break;
+            }
+            anyhow::ensure!(
+                t0.elapsed() < Duration::from_secs(120),
+                "job {id} was never queued"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        crate::roles::client::cancel(deps, &job).await?;
+    }
+    let samples = Samples::new(samples);
+    println!("plan: submit -> every task queued (one atomic batch), {tasks} tasks, no workers");
+    println!("{}", samples.line(&format!("plan {tasks} tasks")));
+    farm.stop().await;
     Ok(())
 }
 

@@ -79,6 +79,87 @@ pub async fn task(
     send(js, subject, Some(&msg_id), protocol::encode(&message), what).await
 }
 
+/// Why a batch of tasks was not queued.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    /// The server takes atomic batches of at most this many messages
+    /// (`jetstream { limits { batch { max_msgs } } }` in its configuration).
+    #[error("the server takes atomic batches of at most {0} messages")]
+    TooLarge(usize),
+    /// A task of the batch was queued before: the whole batch was, since batches are
+    /// atomic (a planning resumed after its batch was committed).
+    #[error("the batch was queued before")]
+    AlreadyQueued,
+    /// Anything else; nothing of the batch was stored.
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+/// Queues `tasks` of `job` as one atomic batch: every one of them is stored, or none is.
+/// The messages go out without waiting; the last commits the batch, and its
+/// acknowledgement says whether the server stored the whole batch. Each task keeps its
+/// `Nats-Msg-Id` (see [`task`]).
+pub async fn task_batch(
+    client: &async_nats::Client,
+    js: &jetstream::Context,
+    job: &Job,
+    tasks: &[TaskPlan],
+    generation: u32,
+) -> Result<(), BatchError> {
+    use async_nats::header::{NATS_BATCH_COMMIT, NATS_BATCH_ID, NATS_BATCH_SEQUENCE};
+    let Some((last, rest)) = tasks.split_last() else {
+        return Ok(());
+    };
+    let batch = nuid::next().to_string();
+    let subject = protocol::task_subject(&job.class, job.priority, &job.id, job.renderer);
+    let headers = |task: &TaskPlan, sequence: usize| {
+        let mut headers =
+            protocol::headers(Some(&protocol::task_msg_id(&job.id, &task.id, generation)));
+        headers.insert(NATS_BATCH_ID, batch.as_str());
+        headers.insert(NATS_BATCH_SEQUENCE, sequence.to_string().as_str());
+        headers
+    };
+    for (i, task) in rest.iter().enumerate() {
+        let payload = protocol::encode(&TaskMessage::new(job, task));
+        client
+            .publish_with_headers(subject.clone(), headers(task, i + 1), payload.into())
+            .await
+            .map_err(|e| anyhow::anyhow!("publishing task {}: {e}", task.id))?;
+    }
+    let mut commit = headers(last, tasks.len());
+    commit.insert(NATS_BATCH_COMMIT, "1");
+    let payload = protocol::encode(&TaskMessage::new(job, last));
+    let ack = js
+        .publish_with_headers(subject, commit, payload.into())
+        .await
+        .map_err(|e| anyhow::anyhow!("committing the tasks of {}: {e}", job.id))?
+        .await;
+    let Err(e) = ack else {
+        return Ok(());
+    };
+    // The server's answer to the commit: its error code says what happened to the batch.
+    let server = std::error::Error::source(&e)
+        .and_then(|source| source.downcast_ref::<async_nats::jetstream::Error>());
+    let text = server.map_or_else(|| e.to_string(), ToString::to_string);
+    match server.map(|s| s.error_code().0) {
+        Some(BATCH_DUPLICATE_MSG_ID) => Err(BatchError::AlreadyQueued),
+        Some(BATCH_TOO_LARGE) => {
+            let limit = text
+                .rsplit(|c: char| !c.is_ascii_digit())
+                .find(|part| !part.is_empty())
+                .and_then(|digits| digits.parse().ok())
+                .unwrap_or(1000);
+            Err(BatchError::TooLarge(limit))
+        }
+        _ => Err(anyhow::anyhow!("the tasks of {} were not queued: {text}", job.id).into()),
+    }
+}
+
+/// JetStream's error code for an atomic batch with more messages than the server takes.
+const BATCH_TOO_LARGE: u64 = 10199;
+/// JetStream's error code for an atomic batch holding a message id stored before.
+const BATCH_DUPLICATE_MSG_ID: u64 = 10201;
+
 /// Publishes `next`, a task handed back, on the subject it came from, and waits until it
 /// is stored (the caller then terminates the delivery it replaces).
 pub async fn hand_back(

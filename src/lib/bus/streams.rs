@@ -200,6 +200,7 @@ fn same_stream(current: &stream::Config, wanted: &stream::Config) -> bool {
         && current.max_messages_per_subject == wanted.max_messages_per_subject
         && current.max_message_size == wanted.max_message_size
         && current.discard == wanted.discard
+        && current.allow_atomic_publish == wanted.allow_atomic_publish
 }
 
 async fn ensure_consumer(
@@ -486,6 +487,10 @@ mod tests {
         // Leases expire on their own and leave a marker that watchers see.
         assert!(buckets[1].limit_markers.is_some());
         assert_eq!(streams[1].retention, stream::RetentionPolicy::WorkQueue);
+        assert!(
+            streams[1].allow_atomic_publish,
+            "a job's tasks are queued atomically"
+        );
         assert_eq!(streams[2].max_age, Duration::from_secs(7 * 24 * 3600));
         let fill = [
             ("class", "gpu"),

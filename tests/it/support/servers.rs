@@ -107,26 +107,24 @@ impl Nats {
     fn spawn(program: &Path, dir: &Path, port: u16, conf: Option<&str>, name: &str) -> Proc {
         std::fs::create_dir_all(dir).unwrap();
         let mut command = Command::new(program);
-        match conf {
-            None => {
-                command
-                    .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-                    .arg(dir)
-                    .args(["--server_name", name]);
-            }
-            Some(extra) => {
-                let file = dir.join("nats.conf");
-                std::fs::write(
-                    &file,
-                    format!(
-                        "server_name: \"{name}\"\nlisten: \"127.0.0.1:{port}\"\njetstream {{ store_dir: \"{}\" }}\n{extra}\n",
-                        dir.display()
-                    ),
-                )
-                .unwrap();
-                command.arg("-c").arg(file);
-            }
-        }
+        // As `tessera up` and deploy/nats.conf do: a job of any size is queued in one
+        // atomic batch (a server older than 2.12 knows no batch limits, and no batches).
+        let limits = if program == Path::new("nats-server") {
+            "  limits { batch { max_msgs: 1000000 } }\n"
+        } else {
+            ""
+        };
+        let file = dir.join("nats.conf");
+        std::fs::write(
+            &file,
+            format!(
+                "server_name: \"{name}\"\nlisten: \"127.0.0.1:{port}\"\njetstream {{\n  store_dir: \"{}\"\n{limits}}}\n{}\n",
+                dir.display(),
+                conf.unwrap_or("")
+            ),
+        )
+        .unwrap();
+        command.arg("-c").arg(file);
         let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
