@@ -170,16 +170,26 @@ pub async fn dispatch(runs: usize) -> anyhow::Result<()> {
             }
         }
     }
-    let tessera = Samples::new(samples);
     println!("dispatch: submit-to-start on an idle farm (1 worker, noop renderer)");
-    println!("{}", raw.line("raw JetStream publish -> waiting pull"));
-    println!("{}", tessera.line("tessera submit -> task.started"));
-    println!(
-        "ratio of medians (tessera / raw): {:.1}",
-        tessera.percentile(50.0).as_secs_f64() / raw.percentile(50.0).as_secs_f64().max(1e-9)
+    print_against(
+        ("raw JetStream publish -> waiting pull", &raw),
+        ("tessera submit -> task.started", &Samples::new(samples)),
+        "tessera / raw",
     );
     farm.stop().await;
     Ok(())
+}
+
+/// Prints Tessera's samples beside a baseline measured in the same run, and the ratio of
+/// their medians: on a shared machine only such ratios compare across runs.
+fn print_against(baseline: (&str, &Samples), ours: (&str, &Samples), ratio: &str) {
+    println!("{}", baseline.1.line(baseline.0));
+    println!("{}", ours.1.line(ours.0));
+    let base = baseline.1.percentile(50.0).as_secs_f64().max(1e-9);
+    println!(
+        "ratio of medians ({ratio}): {:.1}",
+        ours.1.percentile(50.0).as_secs_f64() / base
+    );
 }
 
 /// Waits until `n` workers are registered.
@@ -503,14 +513,14 @@ pub async fn stitch(runs: usize) -> anyhow::Result<()> {
             .map_err(anyhow::Error::msg)?;
         encode_only.push(t0.elapsed());
     }
-    let tessera = Samples::new(last_tile_to_frame);
-    let encode = Samples::new(encode_only);
     println!("stitch: 3840x2160 frame in 10x10 tiles, PNG 8-bit (2 workers, builtin renderer)");
-    println!("{}", encode.line("encode the 4K PNG alone"));
-    println!("{}", tessera.line("last tile stored -> frame stored"));
-    println!(
-        "ratio of medians (tessera / encode alone): {:.1}",
-        tessera.percentile(50.0).as_secs_f64() / encode.percentile(50.0).as_secs_f64().max(1e-9)
+    print_against(
+        ("encode the 4K PNG alone", &Samples::new(encode_only)),
+        (
+            "last tile stored -> frame stored",
+            &Samples::new(last_tile_to_frame),
+        ),
+        "tessera / encode alone",
     );
     farm.stop().await;
     Ok(())

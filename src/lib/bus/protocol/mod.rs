@@ -85,6 +85,18 @@ mod tests {
             Some((gpu_big, Priority::High, RendererKind::Blender))
         );
         assert_eq!(parse_task_consumer("planner"), None);
+        let ack = "$JS.ACK.TESSERA_TASKS.tasks-cpu-normal-noop.1.42.7.1764440000000000000.3";
+        assert!(is_task_ack_subject(ack, "TESSERA_TASKS"));
+        let v2 = "$JS.ACK.hub.ACCHASH.TESSERA_TASKS.tasks-cpu-normal-noop.1.42.7.1764440000.3.tok";
+        assert!(is_task_ack_subject(v2, "TESSERA_TASKS"));
+        for bad in [
+            "tessera.jobs.submit",
+            "$JS.ACK.TESSERA_JOBS.planner.1.2.3.4.0",
+            "$JS.ACK.TESSERA_TASKS.collector.1.2.3.4.0",
+            "$JS.ACK.TESSERA_TASKS.tasks-cpu-normal-noop.>",
+        ] {
+            assert!(!is_task_ack_subject(bad, "TESSERA_TASKS"), "{bad}");
+        }
         let event = event_subject("j1", EventKind::TaskDone);
         assert_eq!(event, "tessera.events.j1.task.done");
         assert_eq!(job_tasks_filter(&job), "tessera.tasks.*.*.j1.*");

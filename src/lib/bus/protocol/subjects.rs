@@ -121,6 +121,22 @@ pub fn lease_subject(bucket: &str, worker: &str) -> String {
     format!("$KV.{bucket}.{worker}")
 }
 
+/// Whether `reply` is the acknowledgement subject of a task delivery (`$JS.ACK.`, in the
+/// v1 or the v2 layout, naming `stream` and then a task consumer): the only subjects a
+/// collector handing back an expired lease's deliveries publishes to, whatever a lease says.
+pub fn is_task_ack_subject(reply: &str, stream: &str) -> bool {
+    let tokens: Vec<&str> = reply.split('.').collect();
+    tokens.len() >= 4
+        && tokens[..2] == ["$JS", "ACK"]
+        && tokens
+            .iter()
+            .all(|t| !t.is_empty() && *t != "*" && *t != ">" && !t.contains(' '))
+        && tokens
+            .windows(2)
+            .skip(2)
+            .any(|w| w[0] == stream && parse_task_consumer(w[1]).is_some())
+}
+
 /// The key that one collector creates to claim the hand-back of a lease that expired at
 /// `revision` (a worker id has no dots, so a claim is never taken for a worker).
 pub fn lease_claim_key(worker: &str, revision: u64) -> String {

@@ -12,8 +12,8 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::bus::protocol::{self, Event, EventKind, WorkerInfo};
-use crate::bus::publish;
 use crate::bus::registry::{self, Lease};
+use crate::bus::{publish, streams};
 use crate::config::Deps;
 
 /// Watches the leases until `shutdown`, watching again after a lost connection.
@@ -71,6 +71,14 @@ async fn expired(
     }
     let mut queues = BTreeSet::new();
     for delivery in &info.deliveries {
+        if !protocol::is_task_ack_subject(&delivery.reply, streams::TASKS_STREAM) {
+            tracing::warn!(
+                worker,
+                reply = delivery.reply,
+                "a lease lists a delivery that is not a task's; ignoring it"
+            );
+            continue;
+        }
         publish::nak_delivery(&deps.client, &delivery.reply).await?;
         let mut event = Event::new(EventKind::TaskRetry, delivery.job.as_str());
         event.task = Some(delivery.task.clone());
