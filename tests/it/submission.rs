@@ -261,8 +261,12 @@ async fn a_planner_killed_while_queuing_a_large_job_leaves_all_or_nothing_then_q
     let planner = farm.start("tessera-planner", &[]);
     let toml = format!("id = \"large\"\nrenderer = \"noop\"\n[frames]\nrange = \"1-{TASKS}\"\n");
     let job = farm.submit("large", &toml);
-    // `job.accepted` is stored as the planner starts queuing the tasks.
-    crate::support::wait_event(&farm, &deps.js, &job, EventKind::JobAccepted).await;
+    // The job's record is written just before its tasks are queued: kill the planner then.
+    let id = JobId::parse(&job).unwrap();
+    let recorded = async || deps.ledger.job(&id).await.unwrap().map(|_| ());
+    let never = || format!("the job was never recorded\n{}", farm.logs());
+    let soon = std::time::Duration::from_millis(2);
+    crate::support::eventually(crate::support::PATIENCE, soon, never, recorded).await;
     farm.roles[planner].kill();
     let left = stream_messages(&deps.js, TASKS_STREAM).await;
     assert!(

@@ -150,10 +150,7 @@ async fn plan_job(
         }
         Created::Exists(_) => tracing::info!(job = %job.id, "resuming an interrupted planning"),
     }
-    // The pages, the announcement and the tasks go out together (one round trip, not
-    // three): on one connection the server stores them in the order they are sent, so
-    // `job.accepted` still precedes every task event. Its Nats-Msg-Id keeps a resumed
-    // planning from announcing twice.
+    // The pages are written while the tasks are queued.
     let pages = deps.ledger.create_pages(&job.id, tasks, |i| {
         !plan::task(&job, i).waits_for.is_empty()
     });
@@ -161,12 +158,14 @@ async fn plan_job(
         let ready: Vec<plan::TaskPlan> = plan::tasks(&job)
             .filter(|t| t.waits_for.is_empty())
             .collect();
+        queue_atomically(deps, msg, &job, &ready, batch_limit).await?;
+        // Announced once its tasks are queued, and before the doorbell wakes a worker, so
+        // `job.accepted` precedes every task event. Its Nats-Msg-Id keeps a resumed planning
+        // from announcing twice.
         let mut event = Event::new(EventKind::JobAccepted, job.id.as_str());
         event.message = Some(format!("{tasks} tasks, {} queued", ready.len()));
         let msg_id = protocol::accepted_msg_id(&job.id);
         let accepted = publish::event_pending(&deps.js, &event, Some(&msg_id)).await?;
-        queue_atomically(deps, msg, &job, &ready, batch_limit).await?;
-        // Rung only once the tasks are stored: a worker woken earlier would find nothing.
         publish::doorbell(&deps.client, &job.class, job.priority, job.renderer).await;
         accepted.confirmed().await?;
         anyhow::Ok(ready.len())
