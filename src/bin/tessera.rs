@@ -77,7 +77,7 @@ enum Command {
         /// loses nothing acknowledged) or an interval such as "10s" (faster writes; up to
         /// that much acknowledged work is lost on a power cut).
         #[arg(long, default_value = "always")]
-        sync_interval: tessera::farm::Sync,
+        sync_interval: tessera::farm::Fsync,
         #[command(flatten)]
         worker: WorkerArgs,
     },

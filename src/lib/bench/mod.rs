@@ -83,7 +83,7 @@ pub async fn start_farm(
         sync: std::env::var("TESSERA_BENCH_SYNC")
             .ok()
             .and_then(|s| s.parse().ok())
-            .unwrap_or(crate::farm::Sync::Always),
+            .unwrap_or(crate::farm::Fsync::Always),
     };
     let token = stop.clone();
     tokio::spawn(async move {
