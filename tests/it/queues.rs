@@ -115,3 +115,47 @@ async fn a_burst_worker_takes_tasks_only_while_enough_wait() {
     farm.wait_done(&small);
     farm.wait_done(&big);
 }
+
+/// The farm's own workers are served before burst workers: an idle own worker takes each
+/// new task, although an idle burst worker (whose threshold the queue meets) is woken too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_farms_own_workers_are_served_before_burst_workers() {
+    let mut farm = Farm::with_workers(0);
+    // The burst worker starts first, so it would hear each doorbell first.
+    farm.start_worker(0, &["--renderers", "noop", "--burst", "1"]);
+    let burst_registered = async || {
+        let out = farm.cli(&["workers", "--json"]);
+        let list: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        (list.as_array()?.len() == 1).then_some(())
+    };
+    let never = || "the burst worker never registered".to_string();
+    let every = Duration::from_millis(100);
+    crate::support::eventually(crate::support::PATIENCE, every, never, burst_registered).await;
+    farm.start_worker(1, &["--renderers", "noop"]);
+    let registered = async || {
+        let out = farm.cli(&["workers", "--json"]);
+        let list: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        (list.as_array()?.len() == 2).then_some(())
+    };
+    let never = || "the workers never registered".to_string();
+    crate::support::eventually(crate::support::PATIENCE, every, never, registered).await;
+    for n in 0..3 {
+        // Each job reaches an idle farm: both workers are waiting when its doorbell rings
+        // (a burst worker gives the farm's own workers a second).
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let id = format!("own-{n}");
+        let job = farm.submit(&id, &noop_job(&id, 1, 0));
+        farm.wait_done(&job);
+        let events = events_of(&farm, &job).await;
+        let who: Vec<_> = events
+            .iter()
+            .filter(|e| e.kind == EventKind::TaskStarted)
+            .map(|e| e.worker.clone().unwrap_or_default())
+            .collect();
+        assert_eq!(
+            who,
+            ["w1"],
+            "job {n} ran on {who:?}, not on the farm's own worker"
+        );
+    }
+}

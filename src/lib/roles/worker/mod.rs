@@ -48,6 +48,10 @@ use crate::store::cache::Cache;
 use delivery::{Failures, Ran};
 use running::Attempts;
 
+/// How long a burst worker lets the farm's own workers take newly queued tasks before it
+/// pulls (a doorbell wakes every idle worker at once).
+const BURST_DEFER: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// What the slots and listeners of one worker share.
 struct Shared {
     deps: Deps,
@@ -187,7 +191,17 @@ async fn slot_loop(shared: Arc<Shared>, slot: usize, shutdown: CancellationToken
             None => {
                 tokio::select! {
                     () = shutdown.cancelled() => break,
-                    rung = bell.recv() => hint = rung.ok(),
+                    rung = bell.recv() => {
+                        hint = rung.ok();
+                        if shared.config.burst.is_some() {
+                            // The farm's own workers answer a doorbell at once; a burst
+                            // worker gives them the first go.
+                            tokio::select! {
+                                () = shutdown.cancelled() => break,
+                                () = tokio::time::sleep(BURST_DEFER) => {}
+                            }
+                        }
+                    }
                     () = tokio::time::sleep(shared.config.idle_poll) => {}
                 }
             }
