@@ -154,11 +154,7 @@ pub async fn dispatch(runs: usize) -> anyhow::Result<()> {
             format!(r#"{{"id": "{id}", "renderer": "noop", "settings": {{"sleep_ms": 0}}}}"#);
         tokio::time::sleep(Duration::from_millis(20)).await; // idle again
         let t0 = Instant::now();
-        deps.js
-            .publish(protocol::SUBMIT_SUBJECT, body.into())
-            .await?
-            .await
-            .context("submitting")?;
+        submit_json(&deps.js, body).await?;
         loop {
             let msg = tokio::time::timeout(Duration::from_secs(10), started.next())
                 .await
@@ -177,6 +173,16 @@ pub async fn dispatch(runs: usize) -> anyhow::Result<()> {
         "tessera / raw",
     );
     farm.stop().await;
+    Ok(())
+}
+
+/// Submits a job as any NATS client can, JSON on the submission subject, and waits until
+/// the stream has it.
+async fn submit_json(js: &jetstream::Context, body: String) -> anyhow::Result<()> {
+    js.publish(protocol::SUBMIT_SUBJECT, body.into())
+        .await?
+        .await
+        .context("submitting")?;
     Ok(())
 }
 
@@ -217,11 +223,7 @@ pub async fn plan(tasks: u32, runs: usize) -> anyhow::Result<()> {
             format!(r#"{{"id": "{id}", "renderer": "noop", "frames": {{"range": "1-{tasks}"}}}}"#);
         let job = crate::core::job::JobId::parse(&id).map_err(anyhow::Error::msg)?;
         let t0 = Instant::now();
-        deps.js
-            .publish(protocol::SUBMIT_SUBJECT, body.into())
-            .await?
-            .await
-            .context("submitting")?;
+        submit_json(&deps.js, body).await?;
         loop {
             if let Some((record, _)) = deps.ledger.job(&job).await?
                 && record.published
@@ -328,10 +330,7 @@ pub async fn failover(runs: usize) -> anyhow::Result<()> {
         let id = format!("failover-{run}");
         let body =
             format!(r#"{{"id": "{id}", "renderer": "noop", "settings": {{"sleep_ms": 600000}}}}"#);
-        deps.js
-            .publish(protocol::SUBMIT_SUBJECT, body.into())
-            .await?
-            .await?;
+        submit_json(&deps.js, body).await?;
         let first = next_start(&mut started, &id).await?;
         let victim = first
             .worker
@@ -479,10 +478,7 @@ pub async fn stitch(runs: usize) -> anyhow::Result<()> {
             r#"{{"id": "{id}", "renderer": "builtin", "image": {{"width": 3840, "height": 2160}},
                 "tiles": {{"grid": [10, 10]}}, "settings": {{"samples": 1, "bounces": 0}}}}"#
         );
-        deps.js
-            .publish(protocol::SUBMIT_SUBJECT, body.into())
-            .await?
-            .await?;
+        submit_json(&deps.js, body).await?;
         let mut last_tile = None;
         loop {
             let msg = tokio::time::timeout(Duration::from_secs(300), events.next())
