@@ -275,11 +275,12 @@ async fn a_slow_worker_completing_a_redelivered_task_changes_nothing() {
     );
 }
 
-/// nats-server before 2.10.14 parks a no-wait pull it cannot serve (here: the consumer's
-/// ack-pending limit is reached) without an expiry. Left behind without interest, such a
-/// request made the server lose the next redelivery and send the message again as a first
-/// delivery one ack deadline later (nats-server #5305). `pull_one` sweeps it, so a nak'd
-/// task comes back after its delay as the second delivery.
+/// A no-wait pull the server cannot serve (here: the consumer's ack-pending limit is
+/// reached) is parked without an expiry; `pull_one` gives up on it after its timeout.
+/// Left behind, such a request made servers before 2.10.14 lose the next redelivery and
+/// send the message again as a first delivery one ack deadline later (nats-server #5305).
+/// On the servers Tessera accepts, a nak'd task comes back after its delay as the second
+/// delivery.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_parked_pull_does_not_swallow_the_next_redelivery() {
     use async_nats::jetstream::{self, AckKind, consumer::pull, stream};

@@ -205,10 +205,10 @@ async fn task_consumers_of_an_older_layout_are_replaced() {
     farm.wait_done(&id);
 }
 
-/// On nats-server 2.9 a job's end (its tasks purged) leaves the queue's consumer counting
-/// tasks that are gone, so the server parks every no-wait pull on that queue and each
-/// idle scan of a worker would lose half a second on it. The first parked pull makes the
-/// server count again; the pulls after it answer at once.
+/// A job's end purges its tasks. On nats-server 2.9 that left the queue's consumer counting
+/// tasks that were gone, so the server parked every no-wait pull on that queue and each
+/// idle scan of a worker lost half a second on it. On the servers Tessera accepts, the
+/// pulls after a purge answer at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queue_whose_tasks_were_purged_answers_pulls_at_once_again() {
     use tessera::core::job::{Class, Priority, RendererKind};

@@ -221,8 +221,9 @@ async fn ensure_consumer(
         .get_stream(&stream_name)
         .await
         .with_context(|| format!("stream {stream_name} (run `tessera init`?)"))?;
-    if let Ok(mut existing) = stream.get_consumer::<consumer::pull::Config>(&name).await {
-        let current = existing.info().await?.config.clone();
+    if let Ok(existing) = stream.get_consumer::<consumer::pull::Config>(&name).await {
+        // `get_consumer` read the consumer's info already.
+        let current = existing.cached_info().config.clone();
         if same_consumer(&current, &config) {
             return Ok(existing);
         }
@@ -349,12 +350,8 @@ pub fn default_task_ack_wait() -> Duration {
 
 /// Removes every queued task of `job`, whatever its class, priority and renderer.
 ///
-/// The purge is by the job's subjects, `tessera.tasks.*.*.<job>.*`, never per consumer. On
-/// nats-server 2.9 such a purge leaves the consumers' counts of pending messages stale
-/// (its filter is not a subset of theirs), which the worker's `pull_one` makes the server
-/// correct;
-/// a purge by a subject that *is* a subset of a consumer's filter would be worse there:
-/// the consumer would skip to the stream's last sequence, past other jobs' queued tasks.
+/// The purge is by the job's subjects, `tessera.tasks.*.*.<job>.*`, never per consumer: the
+/// job's tasks may sit in several queues, and other jobs' tasks share each queue.
 pub async fn purge_job_tasks(js: &jetstream::Context, job: &JobId) -> anyhow::Result<()> {
     js.get_stream(TASKS_STREAM)
         .await?

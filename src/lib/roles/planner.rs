@@ -193,15 +193,6 @@ async fn queue_atomically(
     ready: &[plan::TaskPlan],
     batch_limit: &AtomicUsize,
 ) -> anyhow::Result<()> {
-    if let [one] = ready {
-        // One message is stored whole or not at all: no batch needed, and a batch commit
-        // costs the server about 4 ms more (measured), which an artist's single-frame job
-        // would feel.
-        return publish::task(&deps.js, job, one, 0, 0)
-            .await?
-            .confirmed()
-            .await;
-    }
     let mut start = 0;
     let mut last_progress = tokio::time::Instant::now();
     while start < ready.len() {

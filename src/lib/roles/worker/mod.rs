@@ -7,7 +7,7 @@
 //!
 //! - [`config`]: flags and the validated configuration;
 //! - [`pick`]: which queue a slot looks at first (pure);
-//! - [`pull`]: taking one task, and sweeping a pull the server parked;
+//! - [`pull`]: taking one task, in the task consumers' priority group;
 //! - `delivery`: one delivery from message to disposition, and the blocklist;
 //! - `attempt`: one attempt: scene, renderer, keep-alive, timeout, upload;
 //! - [`outcome`]: what JetStream is told after an attempt (pure [`disposition`]);

@@ -1,5 +1,5 @@
 //! Taking one task: a no-wait pull of a single message per free slot, never a pre-fetch,
-//! and the sweep of a pull the server parked.
+//! in the task consumers' priority group, with a client-side timeout on every pull.
 
 use std::collections::HashMap;
 use std::time::Duration;
