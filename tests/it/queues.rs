@@ -117,12 +117,17 @@ async fn a_burst_worker_takes_tasks_only_while_enough_wait() {
 }
 
 /// The farm's own workers are served before burst workers: an idle own worker takes each
-/// new task, although an idle burst worker (whose threshold the queue meets) is woken too.
+/// new task, although an idle burst worker (whose threshold the queue meets) is woken too
+/// and polls often.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_farms_own_workers_are_served_before_burst_workers() {
     let mut farm = Farm::with_workers(0);
-    // The burst worker starts first, so it would hear each doorbell first.
-    farm.start_worker(0, &["--renderers", "noop", "--burst", "1"]);
+    // The burst worker starts first, so it would hear each doorbell first, and it polls
+    // every 20 ms, so a poll often falls just after a task is queued.
+    farm.start_worker(
+        0,
+        &["--renderers", "noop", "--burst", "1", "--idle-poll", "20ms"],
+    );
     let burst_registered = async || {
         let out = farm.cli(&["workers", "--json"]);
         let list: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;

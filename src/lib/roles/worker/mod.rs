@@ -48,8 +48,9 @@ use crate::store::cache::Cache;
 use delivery::{Failures, Ran};
 use running::Attempts;
 
-/// How long a burst worker lets the farm's own workers take newly queued tasks before it
-/// pulls (a doorbell wakes every idle worker at once).
+/// How long a backlog must last before an idle burst worker pulls: the farm's own idle
+/// workers take newly queued tasks first (a doorbell wakes every idle worker at once, and
+/// an idle poll may fall just after a task is queued).
 const BURST_DEFER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What the slots and listeners of one worker share.
@@ -168,12 +169,12 @@ pub async fn run(
 }
 
 /// One slot: takes a task, runs it, and again, until `shutdown`; idle, it waits for a
-/// doorbell or the idle poll.
+/// doorbell or the idle poll (a burst worker also for a lasting backlog).
 async fn slot_loop(shared: Arc<Shared>, slot: usize, shutdown: CancellationToken) {
     let mut bell = shared.doorbell.subscribe();
     let mut picks: u64 = 0;
     let mut hint: Option<Queue> = None;
-    while !shutdown.is_cancelled() {
+    'slot: while !shutdown.is_cancelled() {
         let order = pick_order(
             &shared.config.classes,
             &shared.config.renderers,
@@ -189,20 +190,25 @@ async fn slot_loop(shared: Arc<Shared>, slot: usize, shutdown: CancellationToken
                 }
             }
             None => {
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    rung = bell.recv() => {
-                        hint = rung.ok();
-                        if shared.config.burst.is_some() {
-                            // The farm's own workers answer a doorbell at once; a burst
-                            // worker gives them the first go.
-                            tokio::select! {
-                                () = shutdown.cancelled() => break,
-                                () = tokio::time::sleep(BURST_DEFER) => {}
-                            }
+                // Idle: wait for a doorbell or the idle poll, and for a burst worker also
+                // for a backlog that lasts.
+                loop {
+                    tokio::select! {
+                        () = shutdown.cancelled() => break 'slot,
+                        rung = bell.recv() => hint = rung.ok(),
+                        () = tokio::time::sleep(shared.config.idle_poll) => {}
+                    }
+                    let Some(threshold) = shared.config.burst else {
+                        break;
+                    };
+                    if pull::backlog(&shared.consumers, threshold).await {
+                        // The farm is behind now; pull only if it still is a moment later,
+                        // so the farm's own idle workers take new work first.
+                        tokio::select! {
+                            () = shutdown.cancelled() => break 'slot,
+                            () = tokio::time::sleep(BURST_DEFER) => break,
                         }
                     }
-                    () = tokio::time::sleep(shared.config.idle_poll) => {}
                 }
             }
         }

@@ -34,6 +34,19 @@ pub(super) async fn take_task(
     None
 }
 
+/// Whether any of `consumers` has at least `threshold` tasks waiting (a burst worker's
+/// test before it pulls; the pull itself checks again on the server).
+pub(super) async fn backlog(consumers: &HashMap<Queue, PullConsumer>, threshold: usize) -> bool {
+    for (queue, consumer) in consumers {
+        match consumer.get_info().await {
+            Ok(info) if info.num_pending as usize >= threshold => return true,
+            Ok(_) => {}
+            Err(e) => tracing::warn!(?queue, error = %e, "reading a queue's backlog"),
+        }
+    }
+    false
+}
+
 /// How long a no-wait pull may take before the queue is taken for empty.
 const FETCH_TIMEOUT: Duration = Duration::from_millis(500);
 
