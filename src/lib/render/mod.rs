@@ -4,9 +4,13 @@
 //! its thread budget, a cancel token and a log) and returns the files it wrote, named
 //! `frame_NNNN.<ext>` — the collector derives every output key from those names.
 
+pub mod blender;
 pub mod builtin;
+pub mod child;
 pub mod command;
 pub mod noop;
+pub mod povray;
+pub mod program;
 pub mod validate;
 
 pub use validate::validate;
@@ -20,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 
 use crate::bus::protocol::TaskMessage;
-use crate::core::job::RendererKind;
+use crate::core::job::{Class, RendererKind};
 
 /// What a renderer needs to run one attempt.
 pub struct Request {
@@ -34,6 +38,8 @@ pub struct Request {
     pub out_dir: PathBuf,
     /// Threads this slot may use.
     pub threads: usize,
+    /// The worker's classes (a `gpu` worker renders on its GPU where it can).
+    pub classes: Vec<Class>,
     /// Cancelled when the attempt must stop (cancel, timeout, shutdown).
     pub cancel: CancellationToken,
     /// The attempt's log; uploaded whatever happens.
@@ -103,20 +109,30 @@ pub trait Renderer: Send + Sync {
     fn render(&self, request: Request) -> BoxFuture<'_, Result<Vec<Output>, RenderError>>;
 }
 
-/// The renderer of `kind`, if this build has it.
-pub fn adapter(kind: RendererKind) -> Option<Box<dyn Renderer>> {
+/// The renderer of `kind`, if it can run here: the external renderers need their program
+/// among `programs` ([`program::find`]).
+pub fn adapter(kind: RendererKind, programs: &program::Programs) -> Option<Box<dyn Renderer>> {
     match kind {
         RendererKind::Builtin => Some(Box::new(builtin::Builtin)),
         RendererKind::Noop => Some(Box::new(noop::Noop)),
         RendererKind::Command => Some(Box::new(command::CommandRenderer)),
-        RendererKind::Povray | RendererKind::Blender => None,
+        RendererKind::Povray => programs.get(&kind).map(|p| {
+            Box::new(povray::Povray {
+                program: p.path.clone(),
+            }) as Box<dyn Renderer>
+        }),
+        RendererKind::Blender => programs.get(&kind).map(|p| {
+            Box::new(blender::Blender {
+                program: p.path.clone(),
+            }) as Box<dyn Renderer>
+        }),
     }
 }
 
-/// The renderer kinds this build can run.
-pub fn available() -> Vec<RendererKind> {
+/// The renderer kinds built into Tessera, which need no program.
+pub fn built_in() -> Vec<RendererKind> {
     RendererKind::ALL
         .into_iter()
-        .filter(|k| adapter(*k).is_some())
+        .filter(|k| program::default_name(*k).is_none())
         .collect()
 }

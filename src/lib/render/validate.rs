@@ -3,7 +3,7 @@
 //! same settings types are parsed again by the renderer when a task runs, so a job that
 //! passes here renders with exactly the values checked here.
 
-use super::{builtin, command, noop};
+use super::{blender, builtin, command, noop, povray};
 use crate::core::job::{Job, JobSpec, RendererKind};
 use crate::core::problem::{FieldError, Invalid};
 
@@ -32,9 +32,33 @@ fn renderer_problems(kind: RendererKind, spec: &JobSpec) -> Vec<FieldError> {
         RendererKind::Builtin => builtin::Settings::parse(settings).err(),
         RendererKind::Noop => noop::Settings::parse(settings).err(),
         RendererKind::Command => command::Settings::parse(settings).err(),
-        RendererKind::Povray | RendererKind::Blender => None,
+        RendererKind::Povray => povray::Settings::parse(settings).err(),
+        RendererKind::Blender => blender::Settings::parse(settings).err(),
     }
     .map_or_else(Vec::new, |invalid| invalid.0);
+    if matches!(kind, RendererKind::Povray | RendererKind::Blender)
+        && spec.scene.is_none()
+        && spec.scene_manifest.is_none()
+    {
+        let example = if kind == RendererKind::Povray {
+            "scene.pov"
+        } else {
+            "scene.blend"
+        };
+        problems.push(FieldError::new(
+            "scene",
+            format!("{kind} renders a scene file: set scene = \"{example}\""),
+        ));
+    }
+    if kind == RendererKind::Povray
+        && let Some(format) = spec.image.as_ref().and_then(|i| i.format.as_deref())
+        && format != "png"
+    {
+        problems.push(FieldError::new(
+            "image.format",
+            format!("povray writes PNG, not {format:?}: set format = \"png\""),
+        ));
+    }
     if kind == RendererKind::Builtin {
         for (i, layer) in spec.layers.iter().enumerate() {
             if let Err(e) = builtin::Pass::from_layer(Some(&layer.name)) {
@@ -85,6 +109,26 @@ mod tests {
             "renderer = \"noop\"\n[settings]\nfail = \"yes\"",
             "settings.fail",
             "true or false",
+        );
+        check_invalid(
+            "renderer = \"povray\"",
+            "scene",
+            "set scene = \"scene.pov\"",
+        );
+        check_invalid(
+            "renderer = \"povray\"\nscene = \"s.pov\"\n[image]\nformat = \"exr\"",
+            "image.format",
+            "povray writes PNG",
+        );
+        check_invalid(
+            "renderer = \"povray\"\nscene = \"s.pov\"\n[settings]\nantialias = 9",
+            "settings.antialias",
+            "threshold",
+        );
+        check_invalid(
+            "renderer = \"blender\"\nscene = \"s.blend\"\n[settings]\nsamples = 0",
+            "settings.samples",
+            "whole number",
         );
         check_invalid(
             "renderer = \"command\"",

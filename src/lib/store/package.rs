@@ -121,9 +121,22 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) -> anyhow::Re
     Ok(())
 }
 
+/// What packaging a scene did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Packaged {
+    /// The manifest's hex digest.
+    pub hex: String,
+    /// Files in the scene folder.
+    pub files: usize,
+    /// Blobs uploaded (the others were in the store already).
+    pub uploaded_files: usize,
+    /// Bytes of the blobs uploaded.
+    pub uploaded_bytes: u64,
+}
+
 /// Packages the folder of `scene_file` into the store: each file a blob (skipped when it
-/// exists), then the manifest. Returns the manifest's hex digest.
-pub async fn package(store: &Store, scene_file: &Path) -> anyhow::Result<String> {
+/// exists: an unchanged scene uploads no blob again), then the manifest.
+pub async fn package(store: &Store, scene_file: &Path) -> anyhow::Result<Packaged> {
     let folder = scene_file
         .parent()
         .ok_or_else(|| anyhow::anyhow!("scene {} has no folder", scene_file.display()))?;
@@ -142,21 +155,33 @@ pub async fn package(store: &Store, scene_file: &Path) -> anyhow::Result<String>
         entry,
         files: BTreeMap::new(),
     };
+    let mut packaged = Packaged {
+        hex: String::new(),
+        files: files.len(),
+        uploaded_files: 0,
+        uploaded_bytes: 0,
+    };
     for (relative, path) in files {
         let bytes = tokio::fs::read(&path)
             .await
             .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
         let hex = sha256_hex(&bytes);
-        store
+        let size = bytes.len() as u64;
+        if store
             .put_if_absent(&keys::blob(&hex), Bytes::from(bytes))
-            .await?;
+            .await?
+        {
+            packaged.uploaded_files += 1;
+            packaged.uploaded_bytes += size;
+        }
         manifest.files.insert(relative, hex);
     }
     let (bytes, hex) = manifest.to_bytes();
     store
         .put_if_absent(&keys::manifest(&hex), Bytes::from(bytes))
         .await?;
-    Ok(hex)
+    packaged.hex = hex;
+    Ok(packaged)
 }
 
 #[cfg(test)]
@@ -194,13 +219,20 @@ mod tests {
         std::fs::write(scene.join("s.toml"), "x = 1").unwrap();
         std::fs::write(scene.join("tex/wood.png"), [1u8, 2, 3]).unwrap();
         let store = Store::open(&format!("file://{}", dir.path().join("store").display())).unwrap();
-        let hex = package(&store, &scene.join("s.toml")).await.unwrap();
+        let first = package(&store, &scene.join("s.toml")).await.unwrap();
         assert_eq!(
-            hex,
-            package(&store, &scene.join("s.toml")).await.unwrap(),
-            "stable"
+            (first.files, first.uploaded_files, first.uploaded_bytes),
+            (2, 2, 8)
         );
-        let cache = Cache::new(dir.path().join("cache")).unwrap();
+        let again = package(&store, &scene.join("s.toml")).await.unwrap();
+        assert_eq!(again.hex, first.hex, "stable");
+        assert_eq!(
+            (again.uploaded_files, again.uploaded_bytes),
+            (0, 0),
+            "nothing uploaded again"
+        );
+        let hex = first.hex;
+        let cache = Cache::new(dir.path().join("cache"), None).unwrap();
         let work = dir.path().join("work");
         let entry = cache.materialize(&store, &hex, &work).await.unwrap();
         assert_eq!(std::fs::read_to_string(entry).unwrap(), "x = 1");

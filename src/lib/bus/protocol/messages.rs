@@ -51,6 +51,10 @@ pub struct TaskMessage {
     pub scene_manifest: Option<String>,
     /// Frames, ascending.
     pub frames: Vec<u32>,
+    /// The job's first and last frame: an animation's clock spans them (POV-Ray's
+    /// `+KFI`/`+KFF`). Absent: this task's own first and last.
+    #[serde(default)]
+    pub sequence: Option<[u32; 2]>,
     /// Full image width.
     pub width: u32,
     /// Full image height.
@@ -241,6 +245,10 @@ impl TaskMessage {
             renderer: job.renderer,
             scene_manifest: job.scene_manifest.clone(),
             frames: plan.frames.clone(),
+            sequence: match (job.frames.frames().first(), job.frames.frames().last()) {
+                (Some(&first), Some(&last)) => Some([first, last]),
+                _ => None,
+            },
             width: job.image.width,
             height: job.image.height,
             format: job.image.format,
@@ -266,6 +274,13 @@ impl TaskMessage {
         }
         if self.frames.is_empty() {
             return Err(ValueError::from("task has no frames"));
+        }
+        if let Some([first, last]) = self.sequence
+            && (first > last || self.frames.iter().any(|f| !(first..=last).contains(f)))
+        {
+            return Err(ValueError::from(format!(
+                "task sequence {first}-{last} does not hold its frames"
+            )));
         }
         if self.width == 0
             || self.height == 0
@@ -331,6 +346,9 @@ pub struct WorkerInfo {
     pub classes: Vec<Class>,
     /// Renderers it runs.
     pub renderers: Vec<RendererKind>,
+    /// The version of each external renderer's program it runs (`povray` → `3.7.0.10`).
+    #[serde(default)]
+    pub versions: std::collections::BTreeMap<RendererKind, String>,
     /// Tasks it runs at once.
     pub slots: u32,
     /// Running attempts, as `<job>/<task>`.

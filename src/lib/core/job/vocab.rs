@@ -125,6 +125,11 @@ impl Class {
         Class("cpu".into())
     }
 
+    /// The GPU class, `gpu`: a worker of it renders on its GPU where the renderer can.
+    pub fn gpu() -> Class {
+        Class("gpu".into())
+    }
+
     /// The class as text.
     pub fn as_str(&self) -> &str {
         &self.0

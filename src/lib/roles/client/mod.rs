@@ -14,5 +14,5 @@ pub mod submit;
 
 pub use control::{cancel, pause, retry};
 pub use follow::{events, wait};
-pub use report::{Status, fetch, status, why_waiting, workers};
-pub use submit::{Prepared, new_job_id, prepare, submit};
+pub use report::{Status, explain_waits, fetch, status, why_job_waits, why_waiting, workers};
+pub use submit::{Prepared, Submitted, new_job_id, prepare, submit};

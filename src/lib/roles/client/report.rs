@@ -59,6 +59,53 @@ pub fn why_waiting(job: &Job, workers: &[WorkerInfo], queues: &[TaskQueue]) -> O
     })
 }
 
+/// Why `job`'s queued tasks are not running, if they are not (see [`why_waiting`]); `None`
+/// for a job that runs, ended, or is not known yet.
+pub async fn why_job_waits(deps: &Deps, job: &JobId) -> anyhow::Result<Option<String>> {
+    let Some((record, _)) = deps.ledger.job(job).await? else {
+        return Ok(None);
+    };
+    if record.state.is_terminal() {
+        return Ok(None);
+    }
+    let Ok(valid) = record.spec.clone().validate() else {
+        return Ok(None);
+    };
+    let tasks = deps.ledger.counts(job, record.tasks).await?;
+    if tasks.queued == 0 {
+        return Ok(None);
+    }
+    let queues = streams::task_queues(&deps.js).await?;
+    Ok(why_waiting(&valid, &workers(deps).await?, &queues))
+}
+
+/// Calls `say` with why `job` waits whenever that changes, checking every [`EXPLAIN_EVERY`]
+/// from the start; runs until dropped (beside [`wait`](super::follow::wait)).
+pub async fn explain_waits(
+    deps: &Deps,
+    job: &JobId,
+    mut say: impl FnMut(&str),
+) -> std::convert::Infallible {
+    let mut said: Option<String> = None;
+    let mut every = tokio::time::interval(EXPLAIN_EVERY);
+    loop {
+        every.tick().await;
+        match why_job_waits(deps, job).await {
+            Ok(reason) if reason != said => {
+                if let Some(reason) = &reason {
+                    say(reason);
+                }
+                said = reason;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "checking why the job waits"),
+        }
+    }
+}
+
+/// How often [`explain_waits`] looks.
+pub const EXPLAIN_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The job's status; a rejected job reports its rejection.
 pub async fn status(deps: &Deps, job: &JobId) -> anyhow::Result<Status> {
     let Some((record, _)) = deps.ledger.job(job).await? else {

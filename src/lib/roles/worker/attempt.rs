@@ -16,7 +16,7 @@ use super::running::Stop;
 use crate::bus::protocol::{Event, EventKind, TaskMessage};
 use crate::bus::publish;
 use crate::core::paths::check_relative_path;
-use crate::render::{self, Log, RenderError, Request};
+use crate::render::{Log, RenderError, Request};
 use crate::store::keys;
 
 /// How often a render's progress is reported (when it changed).
@@ -66,10 +66,10 @@ pub(super) async fn run(
         ),
         None => None,
     };
-    let renderer = render::adapter(task.renderer).ok_or_else(|| {
+    let renderer = shared.renderers.get(&task.renderer).ok_or_else(|| {
         (
             Outcome::Invalid,
-            format!("renderer {} is not built in", task.renderer),
+            format!("renderer {} does not run on this worker", task.renderer),
         )
     })?;
     let progress = Arc::new(AtomicU32::new(0));
@@ -80,6 +80,7 @@ pub(super) async fn run(
         scene,
         out_dir,
         threads: shared.config.threads,
+        classes: shared.config.classes.clone(),
         cancel: stop.token().clone(),
         log: log.clone(),
         progress: progress.clone(),

@@ -8,6 +8,7 @@ use anyhow::Context as _;
 
 use crate::config::hostname;
 use crate::core::job::{Class, RendererKind};
+use crate::render::program::{self, Programs};
 
 /// A worker's validated configuration.
 #[derive(Debug, Clone)]
@@ -22,8 +23,12 @@ pub struct WorkerConfig {
     pub threads: usize,
     /// Local blob cache and work folders.
     pub cache_dir: PathBuf,
+    /// Most bytes the blob cache holds (least recently used blobs go first).
+    pub cache_size: Option<u64>,
     /// Renderers this worker runs.
     pub renderers: Vec<RendererKind>,
+    /// The programs of its external renderers, with their versions.
+    pub programs: Programs,
     /// The task consumers' ack deadline.
     pub ack_wait: Duration,
     /// How long renders may finish after SIGTERM before they are stopped.
@@ -59,6 +64,10 @@ pub struct WorkerArgs {
     /// Local cache of scene files (default: a folder in the system's temp dir).
     #[arg(long, env = "TESSERA_CACHE")]
     pub cache: Option<PathBuf>,
+    /// Most the scene cache holds, e.g. "20GiB", "500MB" or "0" for no limit; the least
+    /// recently used scene files are removed first.
+    #[arg(long, env = "TESSERA_CACHE_SIZE", default_value = "20GiB")]
+    pub cache_size: String,
     /// Renderers to run, comma-separated (default: every one this build has).
     #[arg(long, env = "TESSERA_RENDERERS", value_delimiter = ',')]
     pub renderers: Vec<String>,
@@ -77,6 +86,12 @@ pub struct WorkerArgs {
     /// Deliveries after which JetStream gives up on a task (default: streams/consumer-tasks.json).
     #[arg(long, env = "TESSERA_MAX_DELIVER")]
     pub max_deliver: Option<i64>,
+    /// The POV-Ray program (default: `povray` on PATH).
+    #[arg(long, env = "TESSERA_POVRAY", value_name = "PATH")]
+    pub povray: Option<PathBuf>,
+    /// The Blender program (default: `blender` on PATH).
+    #[arg(long, env = "TESSERA_BLENDER", value_name = "PATH")]
+    pub blender: Option<PathBuf>,
     /// Burst worker: take work only while at least N tasks wait in a queue it serves (cloud
     /// or spot machines, workstations at night: they help only when the farm is behind).
     #[arg(long, env = "TESSERA_BURST", value_name = "N")]
@@ -104,23 +119,47 @@ impl TryFrom<&WorkerArgs> for WorkerConfig {
         if args.slots == 0 || args.slots > 256 {
             anyhow::bail!("--slots must be from 1 to 256");
         }
-        let available = crate::render::available();
+        let program_path = |kind: RendererKind| match kind {
+            RendererKind::Povray => args.povray.as_deref(),
+            RendererKind::Blender => args.blender.as_deref(),
+            _ => None,
+        };
+        let mut programs = Programs::new();
         let renderers = if args.renderers.is_empty() {
-            available
-                .into_iter()
-                .filter(|r| *r != RendererKind::Command || args.allow_command)
-                .collect()
+            // Every renderer this worker can run: the built-in ones, and each external one
+            // whose program answers.
+            let mut renderers = Vec::new();
+            for kind in RendererKind::ALL {
+                if kind == RendererKind::Command && !args.allow_command {
+                    continue;
+                }
+                if program::default_name(kind).is_some() {
+                    match program::find(kind, program_path(kind)) {
+                        Ok(found) => {
+                            programs.insert(kind, found);
+                        }
+                        Err(why) => {
+                            tracing::info!("not offering {kind}: {why}");
+                            continue;
+                        }
+                    }
+                }
+                renderers.push(kind);
+            }
+            renderers
         } else {
             args.renderers
                 .iter()
                 .map(|name| {
                     let kind = RendererKind::parse(name.trim())
                         .with_context(|| format!("--renderers: {name:?} is not a renderer"))?;
-                    if !available.contains(&kind) {
-                        anyhow::bail!("--renderers: {kind} is not available in this build");
-                    }
                     if kind == RendererKind::Command && !args.allow_command {
                         anyhow::bail!("--renderers: command runs programs named by jobs; start the worker with --allow-command to allow it");
+                    }
+                    if program::default_name(kind).is_some() {
+                        let found = program::find(kind, program_path(kind))
+                            .map_err(|why| anyhow::anyhow!("--renderers: {why}"))?;
+                        programs.insert(kind, found);
                     }
                     Ok(kind)
                 })
@@ -155,7 +194,14 @@ impl TryFrom<&WorkerArgs> for WorkerConfig {
                 .cache
                 .clone()
                 .unwrap_or_else(|| std::env::temp_dir().join("tessera-cache")),
+            cache_size: match crate::store::cache::parse_size(&args.cache_size)
+                .map_err(|e| anyhow::anyhow!("--cache-size {e}"))?
+            {
+                0 => None,
+                n => Some(n),
+            },
             renderers,
+            programs,
             ack_wait,
             grace: duration("grace", &args.grace)?,
             idle_poll: duration("idle-poll", &args.idle_poll)?,

@@ -83,6 +83,12 @@ impl Lease {
             host: self.host.clone(),
             classes: shared.config.classes.clone(),
             renderers: shared.config.renderers.clone(),
+            versions: shared
+                .config
+                .programs
+                .iter()
+                .map(|(kind, program)| (*kind, program.version.clone()))
+                .collect(),
             slots: shared.config.slots as u32,
             running: shared.attempts.listing(),
             deliveries: shared.attempts.deliveries(),

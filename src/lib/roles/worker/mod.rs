@@ -43,7 +43,8 @@ pub use pull::{Group, Pull, pull_one};
 
 use crate::bus::{protocol, streams};
 use crate::config::Deps;
-use crate::core::job::{Class, Priority};
+use crate::core::job::{Class, Priority, RendererKind};
+use crate::render::{self, Renderer};
 use crate::store::cache::Cache;
 use delivery::{Failures, Ran};
 use running::Attempts;
@@ -58,6 +59,8 @@ struct Shared {
     deps: Deps,
     config: WorkerConfig,
     cache: Cache,
+    /// The renderers it runs.
+    renderers: HashMap<RendererKind, Box<dyn Renderer>>,
     /// One consumer per (class, priority, renderer) served.
     consumers: HashMap<Queue, PullConsumer>,
     /// The priority group the slots pull in (with the burst threshold, if any).
@@ -84,7 +87,7 @@ pub async fn run(
     config: WorkerConfig,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let cache = Cache::new(config.cache_dir.clone())
+    let cache = Cache::new(config.cache_dir.clone(), config.cache_size)
         .with_context(|| format!("creating the cache in {}", config.cache_dir.display()))?;
     let mut consumers = HashMap::new();
     for class in &config.classes {
@@ -105,9 +108,15 @@ pub async fn run(
             }
         }
     }
+    let renderers = config
+        .renderers
+        .iter()
+        .filter_map(|&kind| Some((kind, render::adapter(kind, &config.programs)?)))
+        .collect();
     let shared = Arc::new(Shared {
         deps: deps.clone(),
         cache,
+        renderers,
         consumers,
         group: pull::Group::workers(config.burst),
         doorbell: broadcast::channel(64).0,
