@@ -1,7 +1,7 @@
 # Makes the Blender example's scene, so no binary file needs to be kept:
 #   blender -b --factory-startup --python examples/blender/make_scene.py -- examples/blender/scene/scene.blend
 # A red sphere rolls past a cube over a floor with an image texture, lit by a sun; the scene
-# has two view layers, "main" and "floor" (the floor alone), for a layered job.
+# has two view layers, "main" (with depth and normal passes) and "floor" (the floor alone).
 import os
 import sys
 
@@ -77,8 +77,11 @@ world.use_nodes = True
 world.node_tree.nodes["Background"].inputs[0].default_value = (0.2, 0.25, 0.35, 1)
 scene.world = world
 
-# Two view layers: everything, and the floor alone.
+# Two view layers: everything, and the floor alone. "main" also keeps its depth and normal
+# passes, which a multilayer EXR job (settings.multilayer = true) writes beside the image.
 scene.view_layers[0].name = "main"
+scene.view_layers[0].use_pass_z = True
+scene.view_layers[0].use_pass_normal = True
 floor_only = scene.view_layers.new("floor")
 collection = bpy.data.collections.new("props")
 scene.collection.children.link(collection)

@@ -42,6 +42,13 @@ enum Bench {
     },
     /// Builtin renderer throughput: samples (camera paths) per second by thread count.
     Render(tessera::bench::RenderBench),
+    /// POV-Ray and Blender (where installed): the example animations through the farm
+    /// against the program run directly.
+    Programs {
+        /// Runs of each.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
 }
 
 #[tokio::main]
@@ -53,6 +60,7 @@ async fn main() -> std::process::ExitCode {
         Bench::Stitch { runs } => tessera::bench::stitch(runs).await,
         Bench::Plan { tasks, runs } => tessera::bench::plan(tasks, runs).await,
         Bench::Render(bench) => tessera::bench::render(&bench),
+        Bench::Programs { runs } => tessera::bench::programs(runs).await,
     };
     tessera::telemetry::exit(result)
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use tessera::bus::protocol::EventKind;
 use tessera::bus::streams::TASKS_STREAM;
 
-use crate::support::{Farm, PATIENCE, events_of, last_line, stream_messages};
+use crate::support::{Farm, PATIENCE, events_of, last_line, stream_messages, wait_event};
 
 /// The repository's example folder.
 fn examples() -> PathBuf {
@@ -53,15 +53,21 @@ fn fetch(farm: &Farm, job: &str, dir: &Path) {
     );
 }
 
-/// The RGB pixels of a PNG file.
+/// The RGB pixels of a PNG file, 8 bits.
 fn pixels(path: &Path) -> image::RgbImage {
     image::open(path)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
         .to_rgb8()
 }
 
+/// Asserts two PNG files hold the same pixels, at 16 bits (8-bit files widen exactly).
 fn assert_same_pixels(farm_frame: &Path, direct: &Path) {
-    let (a, b) = (pixels(farm_frame), pixels(direct));
+    let wide = |path: &Path| {
+        image::open(path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .to_rgb16()
+    };
+    let (a, b) = (wide(farm_frame), wide(direct));
     assert_eq!(a.dimensions(), b.dimensions(), "{}", farm_frame.display());
     let differ = a.pixels().zip(b.pixels()).filter(|(p, q)| p != q).count();
     assert_eq!(
@@ -118,7 +124,7 @@ async fn povray_frames_and_tiles_equal_povray_run_directly() {
     let tiles = dir.join("tiles.toml");
     std::fs::write(
         &tiles,
-        "renderer = \"povray\"\nscene = \"scene/scene.pov\"\n[image]\nwidth = 320\nheight = 240\n[frames]\nrange = \"3\"\n[tiles]\ngrid = [4, 4]\noverscan = 4\n[settings]\nantialias = 0.3\nclock = [0.25, 1]\n",
+        "renderer = \"povray\"\nscene = \"scene/scene.pov\"\n[image]\nwidth = 320\nheight = 240\ndepth = 16\n[frames]\nrange = \"3\"\n[tiles]\ngrid = [4, 4]\noverscan = 4\n[settings]\nantialias = 0.3\nclock = [0.25, 1]\n",
     )
     .unwrap();
     let big = dir.join("big.toml");
@@ -147,16 +153,19 @@ async fn povray_frames_and_tiles_equal_povray_run_directly() {
             .current_dir(&scene)
             .arg("+Iscene.pov")
             .arg(format!("+O{}", out.display()))
-            .args(["+FN8", "-D", "-P", "+Q9", "+A0.3", "+AM1", "+R3", "-J"])
+            .args(["-D", "-P", "+Q9", "+A0.3", "+AM1", "+R3", "-J"])
             .args(args);
         run(&mut command);
     };
     povray(
         &direct.join("a.png"),
-        &["+W160", "+H120", "+KFI1", "+KFF8", "+KI0", "+KF1"],
+        &["+W160", "+H120", "+FN8", "+KFI1", "+KFF8", "+KI0", "+KF1"],
     );
-    // The still: a job of one frame renders at the clock's start.
-    povray(&direct.join("tile/t.png"), &["+W320", "+H240", "+K0.25"]);
+    // The still, 16 bits: a job of one frame renders at the clock's start.
+    povray(
+        &direct.join("tile/t.png"),
+        &["+W320", "+H240", "+FN16", "+K0.25"],
+    );
 
     let fetched = dir.join("fetched");
     fetch(&farm, animation_job, &fetched.join("a"));
@@ -174,6 +183,14 @@ async fn povray_frames_and_tiles_equal_povray_run_directly() {
         .unwrap()
         .path();
     assert_same_pixels(&fetched.join("t/frame_0003.png"), &still);
+    let depth = image::open(fetched.join("t/frame_0003.png"))
+        .unwrap()
+        .color();
+    assert_eq!(
+        depth,
+        image::ColorType::Rgb16,
+        "a 16-bit job stitches 16-bit tiles"
+    );
     // The scene really rendered: its red sphere is in the picture.
     let red = pixels(&still)
         .pixels()
@@ -363,6 +380,40 @@ async fn missing_scene_files_are_refused_at_submit_and_nothing_is_queued() {
     assert!(
         !store.exists() || std::fs::read_dir(&store).unwrap().next().is_none(),
         "nothing was uploaded"
+    );
+
+    // The same scene uploaded by another client and submitted over NATS: the planner
+    // checks it against its manifest and rejects the job, naming the file.
+    let packaged = tessera::store::package::package(&deps.store, &dir.join("pov/scene.pov"))
+        .await
+        .unwrap();
+    let plain = async_nats::connect(farm.nats.url()).await.unwrap();
+    for (id, manifest) in [
+        ("raw-missing", packaged.hex.as_str()),
+        ("raw-unknown", &"0".repeat(64)[..]),
+    ] {
+        let body = format!(
+            r#"{{"id": "{id}", "renderer": "povray", "scene_manifest": "sha256:{manifest}"}}"#
+        );
+        plain
+            .publish("tessera.jobs.submit", body.into())
+            .await
+            .unwrap();
+    }
+    plain.flush().await.unwrap();
+    let missing = wait_event(&farm, &deps.js, "raw-missing", EventKind::JobRejected).await;
+    let message = missing.message.unwrap_or_default();
+    assert!(
+        message.contains("scene.pov line 5: #include \"lights.inc\": no such file"),
+        "{message}"
+    );
+    let unknown = wait_event(&farm, &deps.js, "raw-unknown", EventKind::JobRejected).await;
+    let message = unknown.message.unwrap_or_default();
+    assert!(message.contains("no scene sha256:000"), "{message}");
+    assert_eq!(
+        stream_messages(&deps.js, TASKS_STREAM).await,
+        0,
+        "nothing queued"
     );
 }
 
@@ -567,5 +618,48 @@ async fn renderers_are_offered_only_where_their_program_is_and_a_job_without_one
         farm.status("unserved")["state"],
         "queued",
         "the job keeps waiting"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gpu_worker_without_a_gpu_renders_blender_on_the_cpu_into_multilayer_exr() {
+    let mut farm = Farm::with_workers(0);
+    farm.start_worker(0, &["--class", "gpu", "--renderers", "blender"]);
+    let dir = farm.dir.path().join("gpu");
+    run(Command::new("blender")
+        .args(["-b", "--factory-startup", "--python"])
+        .arg(examples().join("blender/make_scene.py"))
+        .arg("--")
+        .arg(dir.join("scene/scene.blend")));
+    let file = dir.join("job.toml");
+    std::fs::write(
+        &file,
+        "class = \"gpu\"\nrenderer = \"blender\"\nscene = \"scene/scene.blend\"\n[image]\nwidth = 32\nheight = 18\nformat = \"exr\"\n[[layers]]\nname = \"main\"\n[settings]\nsamples = 4\nmultilayer = true\n",
+    )
+    .unwrap();
+    let job = submit(&farm, &file);
+    farm.wait_done(&job);
+    let fetched = dir.join("fetched");
+    fetch(&farm, &job, &fetched);
+    let exr = std::fs::read(fetched.join("main/frame_0001.exr")).unwrap();
+    assert!(
+        exr.starts_with(&[0x76, 0x2f, 0x31, 0x01]),
+        "an OpenEXR file"
+    );
+    let text = String::from_utf8_lossy(&exr);
+    for channel in ["main.Combined.R", "main.Depth.Z"] {
+        assert!(text.contains(channel), "the multilayer EXR lacks {channel}");
+    }
+    let events = events_of(&farm, &job).await;
+    let log_key = events
+        .iter()
+        .find(|e| e.kind == EventKind::TaskDone)
+        .and_then(|e| e.log.clone())
+        .expect("task.done names its log");
+    let log = farm.deps().await.store.get(&log_key).await.unwrap();
+    let log = String::from_utf8_lossy(&log);
+    assert!(
+        log.contains("no GPU device found; rendering on the CPU"),
+        "the log says which device rendered: {log}"
     );
 }

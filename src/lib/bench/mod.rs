@@ -1,6 +1,11 @@
 //! Benchmarks run by `tessera-bench`: each starts what it measures (a private nats-server,
 //! a local farm) and prints medians next to a raw baseline measured in the same run, so
-//! figures from a noisy machine can be compared as ratios.
+//! figures from a noisy machine can be compared as ratios. The real renderers' benchmark
+//! is in [`mod@programs`].
+
+mod programs;
+
+pub use programs::programs;
 
 use std::time::{Duration, Instant};
 
@@ -74,13 +79,22 @@ pub async fn start_farm(
     dir: &std::path::Path,
     workers: usize,
 ) -> anyhow::Result<(String, String, CancellationToken)> {
+    start_farm_with(dir, workers, bench_worker(dir.join("cache"))).await
+}
+
+/// [`start_farm`] with workers configured as `worker`.
+async fn start_farm_with(
+    dir: &std::path::Path,
+    workers: usize,
+    worker: WorkerConfig,
+) -> anyhow::Result<(String, String, CancellationToken)> {
     let stop = CancellationToken::new();
     let (tx, rx) = tokio::sync::oneshot::channel();
     let config = FarmConfig {
         data: dir.to_path_buf(),
         workers,
         port: 0,
-        worker: bench_worker(dir.join("cache")),
+        worker,
         // `tessera up`'s default unless TESSERA_BENCH_SYNC names another (e.g. "2m").
         sync: std::env::var("TESSERA_BENCH_SYNC")
             .ok()
@@ -114,7 +128,16 @@ struct BenchFarm {
 impl BenchFarm {
     async fn start(workers: usize) -> anyhow::Result<BenchFarm> {
         let dir = tempfile_dir()?;
-        let (nats, store, stop) = start_farm(&dir, workers).await?;
+        let worker = bench_worker(dir.join("cache"));
+        BenchFarm::start_with(dir, workers, worker).await
+    }
+
+    async fn start_with(
+        dir: std::path::PathBuf,
+        workers: usize,
+        worker: WorkerConfig,
+    ) -> anyhow::Result<BenchFarm> {
+        let (nats, store, stop) = start_farm_with(&dir, workers, worker).await?;
         let client =
             crate::config::connect(&nats, "tessera-bench", crate::config::Patience::FailFast)
                 .await?;

@@ -1,11 +1,14 @@
 //! A job validated whole: the core's rules ([`JobSpec::validate`]) and its renderer's —
-//! the renderer's typed settings, and for the builtin the layer names it can render. The
+//! the renderer's typed settings, and for the builtin the layer names it can render — and
+//! its scene as stored ([`stored_scene`]), for the planner. The
 //! same settings types are parsed again by the renderer when a task runs, so a job that
 //! passes here renders with exactly the values checked here.
 
 use super::{blender, builtin, command, noop, povray};
 use crate::core::job::{Job, JobSpec, RendererKind};
 use crate::core::problem::{FieldError, Invalid};
+use crate::store::package::{Manifest, sha256_hex};
+use crate::store::{Store, StoreError, keys};
 
 /// Validates `spec` with the core's rules and its renderer's, reporting every problem of
 /// both at once.
@@ -25,6 +28,64 @@ pub fn validate(spec: JobSpec) -> Result<Job, Invalid> {
     }
 }
 
+/// Checks a validated job's scene in the store, for a job submitted by any NATS client: the
+/// manifest must be there, and a POV-Ray scene's includes and data files must be among its
+/// files (as `tessera submit` checks them in the folder). `Ok(Err(_))` is the job's fault;
+/// `Err(_)` is the store's (try again).
+pub async fn stored_scene(store: &Store, job: &Job) -> anyhow::Result<Result<(), Invalid>> {
+    let Some(hex) = &job.scene_manifest else {
+        return Ok(Ok(()));
+    };
+    let bytes = match store.get(&keys::manifest(hex)).await {
+        Ok(bytes) => bytes,
+        Err(StoreError::NotFound(_)) => {
+            return Ok(Err(Invalid::one(
+                "scene_manifest",
+                format!(
+                    "no scene sha256:{hex} in the object store: upload the scene first (`tessera submit` does)"
+                ),
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let manifest = match Manifest::parse(&bytes) {
+        Ok(manifest) if sha256_hex(&bytes) == *hex => manifest,
+        Ok(_) => {
+            return Ok(Err(Invalid::one(
+                "scene_manifest",
+                format!("the stored scene sha256:{hex} does not match its hash"),
+            )));
+        }
+        Err(e) => return Ok(Err(Invalid::one("scene_manifest", e.to_string()))),
+    };
+    if job.renderer != RendererKind::Povray {
+        return Ok(Ok(()));
+    }
+    // The scene's text files, to follow its includes; data files need only exist.
+    let mut texts = std::collections::HashMap::new();
+    let mut read_bytes = 0usize;
+    for (path, blob) in &manifest.files {
+        let text = [".pov", ".inc", ".mcr"]
+            .iter()
+            .any(|ext| path.ends_with(ext));
+        if text && read_bytes < MAX_SCENE_TEXT {
+            let bytes = store.get(&keys::blob(blob)).await?;
+            read_bytes += bytes.len();
+            texts.insert(path.clone(), bytes.to_vec());
+        }
+    }
+    let read = |path: &str| {
+        manifest
+            .files
+            .contains_key(path)
+            .then(|| texts.get(path).cloned().unwrap_or_default())
+    };
+    Ok(povray::scan::check(&manifest.entry, &read))
+}
+
+/// Most bytes of scene text the planner reads to follow a POV-Ray scene's includes.
+const MAX_SCENE_TEXT: usize = 64 << 20;
+
 /// What renderer `kind` finds wrong with `spec`'s settings and layers.
 fn renderer_problems(kind: RendererKind, spec: &JobSpec) -> Vec<FieldError> {
     let settings = &spec.settings;
@@ -36,19 +97,16 @@ fn renderer_problems(kind: RendererKind, spec: &JobSpec) -> Vec<FieldError> {
         RendererKind::Blender => blender::Settings::parse(settings).err(),
     }
     .map_or_else(Vec::new, |invalid| invalid.0);
-    if matches!(kind, RendererKind::Povray | RendererKind::Blender)
-        && spec.scene.is_none()
-        && spec.scene_manifest.is_none()
+    if kind == RendererKind::Blender
+        && settings.get("multilayer") == Some(&serde_json::Value::Bool(true))
     {
-        let example = if kind == RendererKind::Povray {
-            "scene.pov"
-        } else {
-            "scene.blend"
-        };
-        problems.push(FieldError::new(
-            "scene",
-            format!("{kind} renders a scene file: set scene = \"{example}\""),
-        ));
+        let exr = spec.image.as_ref().and_then(|i| i.format.as_deref()) == Some("exr");
+        if !exr || spec.tiles.is_some() {
+            problems.push(FieldError::new(
+                "settings.multilayer",
+                "multilayer EXR needs [image] format = \"exr\" and no [tiles] (tiles are stitched as single-layer images)",
+            ));
+        }
     }
     if kind == RendererKind::Povray
         && let Some(format) = spec.image.as_ref().and_then(|i| i.format.as_deref())
@@ -129,6 +187,11 @@ mod tests {
             "renderer = \"blender\"\nscene = \"s.blend\"\n[settings]\nsamples = 0",
             "settings.samples",
             "whole number",
+        );
+        check_invalid(
+            "renderer = \"blender\"\nscene = \"s.blend\"\n[settings]\nmultilayer = true",
+            "settings.multilayer",
+            "needs [image] format = \"exr\"",
         );
         check_invalid(
             "renderer = \"command\"",

@@ -102,6 +102,9 @@ async fn handle(
             return reject(deps, &token, invalid).await;
         }
     };
+    if let Err(invalid) = crate::render::validate::stored_scene(&deps.store, &job).await? {
+        return reject(deps, job.id.as_str(), invalid).await;
+    }
     plan_job(deps, msg, job, batch_limit).await
 }
 

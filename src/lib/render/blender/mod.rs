@@ -9,7 +9,9 @@
 //!   on its neighbours or on the image buffer; with them off and a fixed seed, Cycles renders
 //!   every pixel of a tile exactly as in the whole frame.
 //! - **Layers**: a job's `[[layers]]` are the scene's view layers, one rendered per task.
-//! - **Formats**: PNG of 8 or 16 bits, or 32-bit float OpenEXR, RGB.
+//! - **Formats**: PNG of 8 or 16 bits, or 32-bit float OpenEXR, RGB; with
+//!   `settings.multilayer = true`, multilayer OpenEXR holding every pass the view layer has
+//!   enabled (untiled jobs only: the collector stitches single-layer images).
 //! - **Device**: a worker of the `gpu` class renders on the first GPU Blender finds (OptiX,
 //!   CUDA, HIP, oneAPI, Metal), and on the CPU when it finds none; others on the CPU.
 //! - **Add-ons** the scene needs are named in `settings.addons`; one the worker lacks fails
@@ -49,6 +51,9 @@ pub struct Settings {
     pub seed: Option<u32>,
     /// Add-ons the scene needs (`addons`), enabled before it renders.
     pub addons: Vec<String>,
+    /// Write multilayer OpenEXR: every pass of the view layer in one file (`multilayer`;
+    /// EXR jobs without tiles only).
+    pub multilayer: bool,
 }
 
 impl Settings {
@@ -87,6 +92,15 @@ impl Settings {
                     format!(
                         "{value} is not a list of add-on module names such as [\"node_wrangler\"]"
                     ),
+                ),
+            }
+        }
+        if let Some(value) = settings.get("multilayer") {
+            match value.as_bool() {
+                Some(on) => parsed.multilayer = on,
+                None => problems.add(
+                    "settings.multilayer",
+                    format!("{value} is not true or false"),
                 ),
             }
         }
@@ -202,6 +216,9 @@ impl Renderer for Blender {
             }
             if let Some(seed) = settings.seed {
                 args.push(format!("seed={seed}"));
+            }
+            if settings.multilayer {
+                args.push("multilayer=1".to_string());
             }
             if !settings.addons.is_empty() {
                 args.push(format!("addons={}", settings.addons.join(",")));

@@ -92,14 +92,16 @@ else:
 settings = render.image_settings
 extension = args.get("format", "png")
 if extension == "exr":
-    settings.file_format = "OPEN_EXR"
+    multilayer = args.get("multilayer") == "1"
+    settings.file_format = "OPEN_EXR_MULTILAYER" if multilayer else "OPEN_EXR"
     settings.color_depth = "32"
     settings.exr_codec = "ZIP"
 else:
     settings.file_format = "PNG"
     settings.color_depth = args.get("depth", "8")
     settings.compression = 15
-settings.color_mode = "RGB"
+if settings.file_format != "OPEN_EXR_MULTILAYER":
+    settings.color_mode = "RGB"
 render.use_file_extension = True
 
 out = args["out"]
