@@ -167,9 +167,11 @@ pub async fn up(
     );
     let host = hostname();
     for i in 0..config.workers {
+        let id = format!("{host}-local-{i}");
         let worker = WorkerConfig {
-            id: format!("{host}-local-{i}"),
-            cache_dir: data.join("cache"),
+            // A cache is one worker's: it evicts by its own use.
+            cache_dir: data.join("cache").join(&id),
+            id,
             classes: if config.worker.classes.is_empty() {
                 vec![Class::cpu()]
             } else {

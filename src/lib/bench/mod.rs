@@ -1,7 +1,7 @@
 //! Benchmarks run by `tessera-bench`: each starts what it measures (a private nats-server,
 //! a local farm) and prints medians next to a raw baseline measured in the same run, so
 //! figures from a noisy machine can be compared as ratios. The real renderers' benchmark
-//! is in [`mod@programs`].
+//! is [`fn@programs`].
 
 mod programs;
 

@@ -168,11 +168,7 @@ mod tests {
             "settings.fail",
             "true or false",
         );
-        check_invalid(
-            "renderer = \"povray\"",
-            "scene",
-            "set scene = \"scene.pov\"",
-        );
+        check_invalid("renderer = \"povray\"", "scene", "needs a scene");
         check_invalid(
             "renderer = \"povray\"\nscene = \"s.pov\"\n[image]\nformat = \"exr\"",
             "image.format",

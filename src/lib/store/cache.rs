@@ -10,6 +10,9 @@
 //! - **Bounded.** With a cap, the least recently used blobs are removed until the cache
 //!   fits; a blob being copied into a task's folder is pinned and never removed meanwhile.
 //!   The blobs of one scene larger than the cap stay until that scene is laid out.
+//!
+//! A cache folder belongs to one worker process (`tessera up` gives each of its workers
+//! its own): the index of what is used and pinned lives in the process.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -18,6 +21,9 @@ use std::sync::{Arc, Mutex};
 use super::Store;
 use super::keys;
 use super::package::{Manifest, sha256_hex};
+
+/// A partial download this old is left over from a crash.
+const STALE_DOWNLOAD: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// What the cache knows of one blob on disk.
 #[derive(Debug, Clone, Copy)]
@@ -43,6 +49,8 @@ pub struct Cache {
     dir: PathBuf,
     cap: Option<u64>,
     index: Arc<Mutex<Index>>,
+    /// The folder's lock file, held while the cache is open.
+    _lock: Arc<std::fs::File>,
 }
 
 /// Unpins a manifest's blobs when its layout ends, whatever way.
@@ -70,12 +78,30 @@ impl Drop for Pins<'_> {
 impl Cache {
     /// A cache in `dir` (created if missing) holding at most `cap` bytes of blobs (no limit
     /// when `None`). Blobs left by an earlier run are kept, in their age order.
+    /// The folder is locked for this process: a second worker opening it is refused.
     pub fn new(dir: PathBuf, cap: Option<u64>) -> std::io::Result<Cache> {
         std::fs::create_dir_all(dir.join("blobs"))?;
+        let lock = std::fs::File::create(dir.join("lock"))?;
+        lock.try_lock().map_err(|e| match e {
+            std::fs::TryLockError::WouldBlock => std::io::Error::other(format!(
+                "the cache folder {} is in use by another worker: give each worker its own --cache (or --id)",
+                dir.display()
+            )),
+            std::fs::TryLockError::Error(e) => e,
+        })?;
         let tmp = dir.join("tmp");
-        // Partial downloads of an earlier run are worthless.
-        let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp)?;
+        // Partial downloads of an earlier run are worthless; a day old, they are not in
+        // flight.
+        for entry in std::fs::read_dir(&tmp)?.flatten() {
+            let stale = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().unwrap_or_default() > STALE_DOWNLOAD);
+            if stale {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
         let mut found = Vec::new();
         for entry in std::fs::read_dir(dir.join("blobs"))? {
             let entry = entry?;
@@ -105,6 +131,7 @@ impl Cache {
             dir,
             cap,
             index: Arc::new(Mutex::new(index)),
+            _lock: Arc::new(lock),
         };
         cache.evict();
         Ok(cache)
@@ -341,7 +368,14 @@ mod tests {
             std::fs::write(blob.unwrap().path(), "rot").unwrap();
         }
         // A new process: what is on disk is not trusted until hashed.
-        let cache = Cache::new(dir.path().join("cache"), None).unwrap();
+        let folder = dir.path().join("cache");
+        let err = Cache::new(folder.clone(), None).unwrap_err();
+        assert!(
+            err.to_string().contains("in use by another worker"),
+            "{err}"
+        );
+        drop(cache);
+        let cache = Cache::new(folder, None).unwrap();
         let entry = cache
             .materialize(&store, &hex, &dir.path().join("w2"))
             .await

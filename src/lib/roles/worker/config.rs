@@ -61,7 +61,8 @@ pub struct WorkerArgs {
     /// Threads per slot (0: the machine's cores divided among the slots).
     #[arg(long, env = "TESSERA_THREADS", default_value_t = 0)]
     pub threads: usize,
-    /// Local cache of scene files (default: a folder in the system's temp dir).
+    /// Local cache of scene files, this worker's own: one worker process per folder
+    /// (default: `tessera-cache/<--id or "default">` in the system's temp dir).
     #[arg(long, env = "TESSERA_CACHE")]
     pub cache: Option<PathBuf>,
     /// Most the scene cache holds, e.g. "20GiB", "500MB" or "0" for no limit; the least
@@ -178,6 +179,10 @@ impl TryFrom<&WorkerArgs> for WorkerConfig {
         if ack_wait < Duration::from_secs(1) {
             anyhow::bail!("--ack-wait must be at least 1s");
         }
+        // A worker named by --id keeps its cache across restarts under that name.
+        let default_cache = std::env::temp_dir()
+            .join("tessera-cache")
+            .join(args.id.as_deref().unwrap_or("default"));
         let id = args
             .id
             .clone()
@@ -190,10 +195,7 @@ impl TryFrom<&WorkerArgs> for WorkerConfig {
             classes,
             slots: args.slots,
             threads,
-            cache_dir: args
-                .cache
-                .clone()
-                .unwrap_or_else(|| std::env::temp_dir().join("tessera-cache")),
+            cache_dir: args.cache.clone().unwrap_or(default_cache),
             cache_size: match crate::store::cache::parse_size(&args.cache_size)
                 .map_err(|e| anyhow::anyhow!("--cache-size {e}"))?
             {
