@@ -18,8 +18,10 @@ mod server;
 mod failures;
 // Cancel, SIGTERM's grace, the blocklist, timeouts and hangs, retry, long renders.
 mod stopping;
-// POV-Ray and Blender: exact frames and tiles, progress, errors, scene checks, the cache.
+// POV-Ray and Blender: exact frames and tiles, progress, errors, capabilities.
 mod renderers;
+// Scene references checked at submit, uploads of what changed, the worker's scene cache.
+mod scenes;
 // Tiled frames stitched exactly, feathered without seams, animated tiles.
 mod tiles;
 // NATS with TLS and a custom CA, user and password, token: accepted and refused.

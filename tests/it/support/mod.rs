@@ -326,3 +326,43 @@ pub(crate) fn last_line(output: &Output) -> String {
         .trim()
         .to_string()
 }
+
+/// The repository's example folder.
+pub(crate) fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples")
+}
+
+pub(crate) fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// Runs a program to the end; fails the test with its output unless it succeeds.
+pub(crate) fn run(command: &mut Command) {
+    let out = command
+        .output()
+        .unwrap_or_else(|e| panic!("{command:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{command:?}: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Makes the Blender example's scene at `path` with its script (Blender must be installed).
+pub(crate) fn make_blender_scene(path: &Path) {
+    run(Command::new("blender")
+        .args(["-b", "--factory-startup", "--python"])
+        .arg(examples().join("blender/make_scene.py"))
+        .arg("--")
+        .arg(path));
+}
