@@ -169,3 +169,36 @@ async fn twenty_four_frames(farm: &Farm) {
     let logs = deps.store.list(&keys::logs_prefix(&job)).await.unwrap();
     assert_eq!(logs.len(), 6, "{logs:?}");
 }
+
+/// A job that ended long ago, whose events the stream no longer holds: `tessera wait`
+/// answers from the job record at once instead of waiting forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_for_a_job_whose_events_expired_answers_from_its_record() {
+    let farm = Farm::with_workers(1);
+    let deps = farm.deps().await;
+    let job = farm.submit(
+        "expired",
+        "id = \"expired\"\nrenderer = \"noop\"\n[frames]\nrange = \"1-2\"\n",
+    );
+    farm.wait_done(&job);
+    deps.js
+        .get_stream(tessera::bus::streams::EVENTS_STREAM)
+        .await
+        .unwrap()
+        .purge()
+        .filter(tessera::bus::protocol::job_events_filter(&job))
+        .await
+        .unwrap();
+    let mut wait = farm
+        .command("tessera")
+        .args(["wait", &job])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let status = crate::support::exits_within(&mut wait, std::time::Duration::from_secs(10));
+    let _ = wait.kill();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "tessera wait on a done job with no events: {status:?}"
+    );
+}

@@ -22,6 +22,8 @@ mod stopping;
 mod renderers;
 // Scene references checked at submit, uploads of what changed, the worker's scene cache.
 mod scenes;
+// Outputs the collector cannot use: retried, then failed with the reason.
+mod bad_outputs;
 // Tiled frames stitched exactly, feathered without seams, animated tiles.
 mod tiles;
 // NATS with TLS and a custom CA, user and password, token: accepted and refused.

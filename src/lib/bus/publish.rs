@@ -79,6 +79,25 @@ pub async fn task(
     send(js, subject, Some(&msg_id), protocol::encode(&message), what).await
 }
 
+/// Publishes task `task` of `job` again after its attempt `attempt` ended without a usable
+/// result that its worker could not see (the collector found its output bad): the next
+/// attempt is `attempt + 1`. Deduplicated per attempt, so a repeated step queues it once.
+pub async fn task_again(
+    js: &jetstream::Context,
+    job: &Job,
+    task: &TaskPlan,
+    generation: u32,
+    attempt: u32,
+) -> anyhow::Result<Pending> {
+    let mut message = TaskMessage::new(job, task);
+    message.attempts_before = attempt;
+    message.max_attempts = job.retry.max_attempts.max(attempt + 1);
+    let subject = protocol::task_subject(&job.class, job.priority, &job.id, job.renderer);
+    let msg_id = protocol::task_again_msg_id(&job.id, &task.id, generation, attempt);
+    let what = format!("task {} again", task.id);
+    send(js, subject, Some(&msg_id), protocol::encode(&message), what).await
+}
+
 /// Why a batch of tasks was not queued.
 #[derive(Debug, thiserror::Error)]
 pub enum BatchError {

@@ -165,6 +165,85 @@ pub fn encode_image(image: &DynamicImage, format: ImageFormat) -> Result<Vec<u8>
     Ok(out.into_inner())
 }
 
+/// Decodes a PNG or EXR file that must be `width`×`height`: the header is read first, so
+/// a file declaring any other size (65,535² pixels, say) is refused before anything is
+/// allocated for it, and the decoder may allocate no more than such an image needs.
+pub fn decode_sized(bytes: &[u8], width: u32, height: u32) -> Result<DynamicImage, ImageError> {
+    let reader = || {
+        image::ImageReader::new(Cursor::new(bytes))
+            .with_guessed_format()
+            .map_err(|e| ImageError::Decode(e.to_string()))
+    };
+    let format = reader()?
+        .format()
+        .ok_or_else(|| ImageError::Decode("not a PNG or EXR file".into()))?;
+    let (w, h) = reader()?
+        .into_dimensions()
+        .map_err(|e| ImageError::Decode(format!("{format:?}: {e}")))?;
+    if (w, h) != (width, height) {
+        return Err(ImageError::Decode(format!(
+            "the {format:?} image is {w}x{h} pixels, not {width}x{height}"
+        )));
+    }
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(width);
+    limits.max_image_height = Some(height);
+    // Four channels of 32-bit float, twice over for the decoder's own buffers.
+    limits.max_alloc = Some(u64::from(width) * u64::from(height) * 32 + (1 << 20));
+    let mut reader = reader()?;
+    reader.limits(limits);
+    reader
+        .decode()
+        .map_err(|e| ImageError::Decode(format!("{format:?}: {e}")))
+}
+
+/// Checks, from its header only, that `bytes` is an image of `format`, `width`×`height`, and
+/// for PNG of `depth` bits per channel: what a renderer's output must be before it is
+/// uploaded. The error says what is wrong.
+pub fn check_header(
+    bytes: &[u8],
+    format: ImageFormat,
+    width: u32,
+    height: u32,
+    depth: u8,
+) -> Result<(), String> {
+    use image::ImageDecoder as _;
+    if bytes.is_empty() {
+        return Err("is empty (0 bytes)".into());
+    }
+    let reader = image::ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| e.to_string())?;
+    let found = match reader.format() {
+        Some(FileFormat::Png) => ImageFormat::Png,
+        Some(FileFormat::OpenExr) => ImageFormat::Exr,
+        Some(other) => return Err(format!("is {other:?}, not {}", format.extension())),
+        None => return Err(format!("is not an image (expected {})", format.extension())),
+    };
+    if found != format {
+        return Err(format!(
+            "is {}, not {}",
+            found.extension(),
+            format.extension()
+        ));
+    }
+    let decoder = reader
+        .into_decoder()
+        .map_err(|e| format!("is not a readable {}: {e}", format.extension()))?;
+    let (w, h) = decoder.dimensions();
+    if (w, h) != (width, height) {
+        return Err(format!("is {w}x{h} pixels, not {width}x{height}"));
+    }
+    if format == ImageFormat::Png {
+        let bits =
+            decoder.color_type().bits_per_pixel() / u16::from(decoder.color_type().channel_count());
+        if bits != u16::from(depth) {
+            return Err(format!("has {bits} bits per channel, not {depth}"));
+        }
+    }
+    Ok(())
+}
+
 /// Decodes a PNG or EXR file (no size limit: frames may be 16K).
 pub fn decode(bytes: &[u8]) -> Result<DynamicImage, ImageError> {
     let mut reader = image::ImageReader::new(Cursor::new(bytes))
@@ -186,6 +265,66 @@ mod tests {
             *p = [i as f32 / 35.0, 0.5, 2.0];
         }
         r
+    }
+
+    /// PNG's CRC-32 (ISO 3309), bit by bit.
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &b in bytes {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+
+    #[test]
+    fn a_sized_decode_refuses_other_sizes_before_allocating() {
+        let png = encode(&gradient(), ImageFormat::Png, 8).unwrap();
+        assert_eq!(decode_sized(&png, 7, 5).unwrap().width(), 7);
+        let err = decode_sized(&png, 8, 5).unwrap_err().to_string();
+        assert!(err.contains("is 7x5 pixels, not 8x5"), "{err}");
+        // A header declaring 65,535² pixels over a few bytes of data (with a valid CRC).
+        let mut huge = png.clone();
+        huge[16..24].copy_from_slice(&[0, 0, 0xff, 0xff, 0, 0, 0xff, 0xff]);
+        let crc = crc32(&huge[12..29]).to_be_bytes();
+        huge[29..33].copy_from_slice(&crc);
+        let err = decode_sized(&huge, 7, 5).unwrap_err().to_string();
+        assert!(err.contains("is 65535x65535 pixels, not 7x5"), "{err}");
+        let err = decode_sized(b"not an image", 7, 5).unwrap_err().to_string();
+        assert!(err.contains("not a PNG or EXR"), "{err}");
+    }
+
+    #[test]
+    fn headers_are_checked_for_format_size_and_depth() {
+        let png8 = encode(&gradient(), ImageFormat::Png, 8).unwrap();
+        let png16 = encode(&gradient(), ImageFormat::Png, 16).unwrap();
+        let exr = encode(&gradient(), ImageFormat::Exr, 32).unwrap();
+        assert_eq!(check_header(&png8, ImageFormat::Png, 7, 5, 8), Ok(()));
+        assert_eq!(check_header(&png16, ImageFormat::Png, 7, 5, 16), Ok(()));
+        assert_eq!(check_header(&exr, ImageFormat::Exr, 7, 5, 32), Ok(()));
+        for (bytes, format, w, depth, says) in [
+            (&b""[..], ImageFormat::Png, 7, 8, "is empty"),
+            (&b"hello"[..], ImageFormat::Png, 7, 8, "is not an image"),
+            (&png8[..20], ImageFormat::Png, 7, 8, "not a readable png"),
+            (&png8[..], ImageFormat::Exr, 7, 32, "is png, not exr"),
+            (&png8[..], ImageFormat::Png, 8, 8, "is 7x5 pixels, not 8x5"),
+            (
+                &png8[..],
+                ImageFormat::Png,
+                7,
+                16,
+                "has 8 bits per channel, not 16",
+            ),
+        ] {
+            let err = check_header(bytes, format, w, 5, depth).unwrap_err();
+            assert!(err.contains(says), "{says}: {err}");
+        }
     }
 
     #[test]

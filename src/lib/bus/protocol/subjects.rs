@@ -98,6 +98,11 @@ pub fn doorbell_subject(class: &Class) -> String {
     format!("tessera.doorbell.{class}")
 }
 
+/// The message id of a task queued again by the collector after attempt `attempt`.
+pub fn task_again_msg_id(job: &JobId, task: &TaskId, generation: u32, attempt: u32) -> String {
+    format!("{}:a{attempt}", task_msg_id(job, task, generation))
+}
+
 /// The `Nats-Msg-Id` of a task message: the same task of the same generation (0 when
 /// planned, n after the n-th `tessera retry`) is deduplicated within the window.
 pub fn task_msg_id(job: &JobId, task: &TaskId, generation: u32) -> String {

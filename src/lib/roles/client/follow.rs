@@ -8,17 +8,37 @@ use crate::bus::protocol::{self, Event, EventKind};
 use crate::bus::streams;
 use crate::config::Deps;
 use crate::core::job::JobId;
+use crate::core::state::JobState;
 
 /// Waits for the job's final event (`job.done`, `job.failed`, `job.rejected`,
 /// `job.canceled`), calling `on_event` for each event on the way. After `tessera retry`,
-/// only a final event following the latest `job.retried` counts.
+/// only a final event following the latest `job.retried` counts. A job that ended and
+/// whose events are gone (older than the events stream keeps) is answered from its record.
 pub async fn wait(
     deps: &Deps,
     job: &JobId,
     mut on_event: impl FnMut(&Event),
 ) -> anyhow::Result<Event> {
-    let generation = deps.ledger.job(job).await?.map_or(0, |(r, _)| r.generation);
-    let mut messages = job_events(&deps.js, job.as_str()).await?.messages().await?;
+    let record = deps.ledger.job(job).await?.map(|(r, _)| r);
+    let generation = record.as_ref().map_or(0, |r| r.generation);
+    let consumer = job_events(&deps.js, job.as_str()).await?;
+    // A job that ended longer ago than the events stream keeps its events: its record
+    // answers.
+    if consumer.cached_info().num_pending == 0
+        && let Some(record) = record.filter(|r| r.state.is_terminal())
+    {
+        let kind = match record.state {
+            JobState::Done => EventKind::JobDone,
+            JobState::Canceled => EventKind::JobCanceled,
+            _ => EventKind::JobFailed,
+        };
+        let mut event = Event::new(kind, job.as_str());
+        event.message = record.message.clone();
+        event.time_ms = record.finished_ms.unwrap_or(event.time_ms);
+        on_event(&event);
+        return Ok(event);
+    }
+    let mut messages = consumer.messages().await?;
     let mut retries_seen = 0;
     while let Some(msg) = messages.next().await {
         let msg = msg.map_err(|e| anyhow::anyhow!("reading events: {e}"))?;

@@ -18,7 +18,8 @@ use crate::core::plan;
 use crate::core::raster;
 use crate::core::state::TaskState;
 use crate::core::stitch::{Canvas, PixelKind};
-use crate::store::keys;
+use crate::core::tiles::Rect;
+use crate::store::{StoreError, keys};
 
 /// Tiled frames stitched in memory at once; past this the least recently touched is
 /// dropped, and its tiles are read back from the store when the frame completes.
@@ -49,25 +50,56 @@ struct InProgress {
     previewed: Option<Instant>,
 }
 
-/// Reads and decodes the output of `frame` from task `index`'s attempt `attempt`.
+/// A tile's decoded frames: (frame, image), one per frame of its task.
+pub(super) type Parts = Vec<(u32, image::DynamicImage)>;
+
+/// Reads and decodes every frame of tiled task `index`'s attempt `attempt`, each of which
+/// must be an image of the tile's rendered size. `Ok(Err(reason))`: the part is bad (not
+/// an image, the wrong size, missing) and the attempt must not count as done; `Err`: the
+/// store failed (try again).
+pub(super) async fn read_parts(
+    deps: &Deps,
+    job: &Job,
+    index: u32,
+    attempt: u32,
+) -> anyhow::Result<Result<Parts, String>> {
+    let task = plan::task(job, index);
+    let Some(tile) = task.tile else {
+        return Ok(Ok(Vec::new()));
+    };
+    let mut parts = Vec::with_capacity(task.frames.len());
+    for &frame in &task.frames {
+        match read_tile(deps, job, index, attempt, frame, tile.render).await? {
+            Ok(part) => parts.push((frame, part)),
+            Err(reason) => return Ok(Err(reason)),
+        }
+    }
+    Ok(Ok(parts))
+}
+
+/// Reads and decodes the output of `frame` from task `index`'s attempt `attempt`, which must
+/// be an image of `size`'s width and height (see [`read_parts`] for the two errors).
 async fn read_tile(
     deps: &Deps,
     job: &Job,
     index: u32,
     attempt: u32,
     frame: u32,
-) -> anyhow::Result<image::DynamicImage> {
+    size: Rect,
+) -> anyhow::Result<Result<image::DynamicImage, String>> {
     let task = plan::task(job, index);
     let file = frame_file_name(frame, job.image.format.extension());
     let source = keys::attempt_output(&job.id, &task.id, attempt, &file);
-    let bytes = deps
-        .store
-        .get(&source)
-        .await
-        .with_context(|| format!("tile {} of frame {frame}", task.id))?;
-    tokio::task::spawn_blocking(move || raster::decode(&bytes))
-        .await?
-        .map_err(|e| anyhow::anyhow!("tile {} of frame {frame}: {e}", task.id))
+    let what = format!("the tile {} of frame {frame} (attempt {attempt})", task.id);
+    let bytes = match deps.store.get(&source).await {
+        Ok(bytes) => bytes,
+        Err(StoreError::NotFound(_)) => return Ok(Err(format!("{what} was not stored"))),
+        Err(e) => return Err(anyhow::Error::new(e).context(what)),
+    };
+    let decoded =
+        tokio::task::spawn_blocking(move || raster::decode_sized(&bytes, size.width, size.height))
+            .await?;
+    Ok(decoded.map_err(|e| format!("{what} cannot be assembled: {e}")))
 }
 
 /// Places the tile just done into its frames' canvases at once, and refreshes their
@@ -77,7 +109,7 @@ pub(super) async fn stitch_tile(
     stitching: &mut Stitching,
     job: &Job,
     index: u32,
-    attempt: u32,
+    parts: Parts,
 ) -> anyhow::Result<()> {
     let Some(grid) = job.tiles else {
         return Ok(());
@@ -86,7 +118,7 @@ pub(super) async fn stitch_tile(
     let task = plan::task(job, index);
     let tile = task.tile.expect("tiled jobs plan tiles");
     let slot = (index - group.start) as usize;
-    for &frame in &task.frames {
+    for (frame, part) in parts {
         let name = output_name(job, task.layer, frame);
         let key = (job.id.clone(), group.start, frame);
         if !stitching.canvases.contains_key(&key)
@@ -94,7 +126,6 @@ pub(super) async fn stitch_tile(
         {
             continue; // assembled already (a redelivered event)
         }
-        let part = read_tile(deps, job, index, attempt, frame).await?;
         let entry = stitching.canvases.entry(key).or_insert_with(|| InProgress {
             canvas: new_canvas(job, grid, group.len(), &part),
             touched: Instant::now(),
@@ -197,8 +228,12 @@ pub(super) async fn assemble(
             if canvas.as_ref().is_some_and(|c| c.has(i)) {
                 continue;
             }
-            let part = read_tile(deps, job, task_index, slots[i].attempt(), frame).await?;
             let task = plan::task(job, task_index);
+            let size = task.tile.expect("tiled jobs plan tiles").render;
+            // Checked when its task turned done, so an error here is the store's.
+            let part = read_tile(deps, job, task_index, slots[i].attempt(), frame, size)
+                .await?
+                .map_err(anyhow::Error::msg)?;
             let canvas = canvas.get_or_insert_with(|| new_canvas(job, grid, group.len(), &part));
             canvas
                 .place(i, &task.tile.expect("tiled jobs plan tiles"), &part)

@@ -102,6 +102,15 @@ async fn handle(
         tracing::warn!(job = %id, index, "ignoring an event of a task the job does not have");
         return Ok(());
     }
+    // A tile is checked before its task counts as done: a part that cannot be assembled
+    // makes the attempt a failed one instead of looping the collector.
+    let mut parts = Vec::new();
+    if event.kind == EventKind::TaskDone && job.tiles.is_some() {
+        match assemble::read_parts(deps, &job, index, attempt).await? {
+            Ok(read) => parts = read,
+            Err(reason) => return bad_part(deps, &job, index, attempt, &event, reason).await,
+        }
+    }
     let (before, after) = deps.ledger.change_task(&id, index, change(attempt)).await?;
     match event.kind {
         EventKind::TaskStarted if before != after => {
@@ -119,7 +128,7 @@ async fn handle(
         // Also when the slot was already ours: a collector that died after the transition
         // finishes the remaining (idempotent) steps.
         EventKind::TaskDone if after == TaskSlot(TaskState::Done, attempt) => {
-            assemble::stitch_tile(deps, stitching, &job, index, attempt).await?;
+            assemble::stitch_tile(deps, stitching, &job, index, parts).await?;
             assemble::assemble(deps, stitching, &job, index).await?;
             release_dependents(deps, &job, index).await?;
             ending::check_end(deps, &job, index).await?;
@@ -141,6 +150,53 @@ async fn handle(
         }
         _ => {}
     }
+    Ok(())
+}
+
+/// A done attempt whose part cannot be assembled: retried as a failed attempt while the
+/// job allows more (the task queued again, the reason in `task.retry`), else failed for
+/// good (a `task.failed` event, handled as any other).
+async fn bad_part(
+    deps: &Deps,
+    job: &Job,
+    index: u32,
+    attempt: u32,
+    done: &Event,
+    reason: String,
+) -> anyhow::Result<()> {
+    tracing::warn!(job = %job.id, index, attempt, %reason, "a task's output cannot be assembled");
+    let task = plan::task(job, index);
+    let report = |kind| {
+        let mut event = Event::new(kind, job.id.as_str());
+        event.task = Some(task.id.clone());
+        event.index = Some(index);
+        event.attempt = Some(attempt);
+        event.worker = done.worker.clone();
+        event.message = Some(reason.clone());
+        event
+    };
+    if attempt >= job.retry.max_attempts {
+        return publish::event(&deps.js, &report(EventKind::TaskFailed)).await;
+    }
+    let (before, after) = deps
+        .ledger
+        .change_task(&job.id, index, Change::Retry(attempt))
+        .await?;
+    if before == after && after.state() != TaskState::Queued {
+        return Ok(()); // the task moved on (another attempt is running or ended)
+    }
+    publish::event(&deps.js, &report(EventKind::TaskRetry)).await?;
+    let generation = deps
+        .ledger
+        .job(&job.id)
+        .await?
+        .map_or(0, |(r, _)| r.generation);
+    // Queued again with this attempt counted; a second try of this step is deduplicated.
+    publish::task_again(&deps.js, job, &task, generation, attempt)
+        .await?
+        .confirmed()
+        .await?;
+    publish::doorbell(&deps.client, &job.class, job.priority, job.renderer).await;
     Ok(())
 }
 

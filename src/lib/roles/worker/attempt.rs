@@ -15,8 +15,11 @@ use super::outcome::Outcome;
 use super::running::Stop;
 use crate::bus::protocol::{Event, EventKind, TaskMessage};
 use crate::bus::publish;
+use crate::core::job::{ImageFormat, RendererKind};
 use crate::core::paths::check_relative_path;
-use crate::render::{Log, RenderError, Request};
+use crate::core::raster;
+use crate::core::tiles::Rect;
+use crate::render::{self, Log, RenderError, Request};
 use crate::store::keys;
 
 /// How often a render's progress is reported (when it changed).
@@ -37,6 +40,36 @@ pub(super) struct Attempt<'a> {
     /// How it is stopped (cancel, timeout, shutdown).
     pub(super) stop: &'a Stop,
 }
+
+/// Checks a renderer's output before it is uploaded: never empty, and from the renderers
+/// Tessera drives itself an image of the task's format, region size and depth. (`command`
+/// outputs are the program's business beyond not being empty.)
+fn check_output(task: &TaskMessage, name: &str, bytes: &[u8]) -> Result<(), String> {
+    let multilayer = task.renderer == RendererKind::Blender
+        && render::blender::Settings::parse(&task.settings).is_ok_and(|s| s.multilayer);
+    let verdict = if bytes.is_empty() {
+        Err("is empty (0 bytes)".to_string())
+    } else if task.renderer == RendererKind::Command {
+        Ok(())
+    } else if multilayer {
+        // Layers of passes, which the image decoder does not read: the file type it is.
+        match bytes.starts_with(&EXR_MAGIC) {
+            true => Ok(()),
+            false => Err("is not an OpenEXR file".to_string()),
+        }
+    } else {
+        let size = task.region.unwrap_or(Rect::full(task.width, task.height));
+        let depth = match task.format {
+            ImageFormat::Exr => 32,
+            ImageFormat::Png => task.depth,
+        };
+        raster::check_header(bytes, task.format, size.width, size.height, depth)
+    };
+    verdict.map_err(|what| format!("the renderer's output {name} {what}"))
+}
+
+/// The first bytes of every OpenEXR file.
+const EXR_MAGIC: [u8; 4] = [0x76, 0x2f, 0x31, 0x01];
 
 /// Runs the attempt; returns the keys of its uploaded outputs, or how it ended and why.
 pub(super) async fn run(
@@ -150,6 +183,7 @@ pub(super) async fn run(
         let bytes = tokio::fs::read(&file.path)
             .await
             .map_err(|e| failed(format!("reading output {}: {e}", file.path.display())))?;
+        check_output(task, &file.name, &bytes).map_err(failed)?;
         let key = keys::attempt_output(&task.job, &task.task, attempt, &file.name);
         shared
             .deps

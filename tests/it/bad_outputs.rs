@@ -1,0 +1,122 @@
+//! Outputs that cannot be used: a tile that is not an image, one of the wrong size and one
+//! that declares 65,535² pixels each make their attempt a failed one at the collector —
+//! retried while attempts remain, then failing the task with the reason — while the
+//! collector stays up; an empty output fails its attempt on the worker. And a renderer
+//! that only redraws a progress line is alive.
+
+use std::path::Path;
+
+use tessera::bus::protocol::EventKind;
+
+use crate::support::{Farm, command_farm, events_of, wait_event};
+
+/// A PNG of `width`×`height`, grey.
+fn png(path: &Path, width: u32, height: u32) {
+    image::RgbImage::from_pixel(width, height, image::Rgb([90, 90, 90]))
+        .save(path)
+        .unwrap();
+}
+
+/// A valid PNG whose header declares 65,535 × 65,535 pixels (with a correct CRC).
+fn huge_png(path: &Path) {
+    png(path, 4, 4);
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[16..24].copy_from_slice(&[0, 0, 0xff, 0xff, 0, 0, 0xff, 0xff]);
+    let mut crc = !0u32;
+    for &b in &bytes[12..29] {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    bytes[29..33].copy_from_slice(&(!crc).to_be_bytes());
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// A 64×48 frame in 2×2 tiles of 32×24 whose command copies `first` on attempt 1 and
+/// `later` after.
+fn tile_job(farm: &Farm, id: &str, first: &Path, later: &Path) -> String {
+    let script = "if [ \"$2\" = 1 ]; then cp \"$0\" \"$3\"; else cp \"$1\" \"$3\"; fi";
+    let toml = format!(
+        "id = \"{id}\"\nrenderer = \"command\"\n[image]\nwidth = 64\nheight = 48\n[tiles]\ngrid = [2, 2]\n[retry]\nmax_attempts = 2\n[settings]\ncommand = [\"sh\", \"-c\", {script:?}, {first:?}, {later:?}, \"{{attempt}}\", \"{{output}}\"]\n",
+    );
+    farm.submit(id, &toml)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_tiles_fail_their_task_with_a_reason_and_the_collector_stays_up() {
+    let (mut farm, deps) = command_farm(1, &[]).await;
+    let dir = farm.dir.path().join("parts");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (text, small, huge, good) = (
+        dir.join("text.png"),
+        dir.join("small.png"),
+        dir.join("huge.png"),
+        dir.join("good.png"),
+    );
+    std::fs::write(&text, "not an image at all").unwrap();
+    png(&small, 8, 8);
+    huge_png(&huge);
+    png(&good, 32, 24);
+    for (id, bad, says) in [
+        ("not-png", &text, "not a PNG or EXR file"),
+        ("too-small", &small, "is 8x8 pixels, not 32x24"),
+        ("huge", &huge, "is 65535x65535 pixels, not 32x24"),
+    ] {
+        let job = tile_job(&farm, id, bad, bad);
+        let failed = wait_event(&farm, &deps.js, &job, EventKind::JobFailed).await;
+        let message = failed.message.unwrap_or_default();
+        assert!(message.contains(says), "{id}: {message}");
+        assert!(message.contains("cannot be assembled"), "{id}: {message}");
+        let events = events_of(&farm, &job).await;
+        let retried = events
+            .iter()
+            .filter(|e| e.kind == EventKind::TaskRetry)
+            .filter_map(|e| e.message.as_deref())
+            .any(|m| m.contains(says));
+        assert!(
+            retried,
+            "{id}: the first bad attempt was retried with its reason"
+        );
+        assert!(farm.roles[1].running(), "{id}: the collector is still up");
+    }
+    // The collector still assembles good work, and a part bad on its first attempt only is
+    // retried into a finished frame.
+    let job = tile_job(&farm, "second-try", &text, &good);
+    farm.wait_done(&job);
+    let frame = farm.dir.path().join("second-try");
+    let out = farm.cli(&["fetch", &job, "-o", frame.to_str().unwrap()]);
+    assert!(out.status.success());
+    let image = image::open(frame.join("frame_0001.png")).unwrap();
+    assert_eq!((image.width(), image.height()), (64, 48));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_output_fails_its_attempt_with_the_reason() {
+    let (farm, deps) = command_farm(1, &[]).await;
+    let toml = "id = \"empty-out\"\nrenderer = \"command\"\n[retry]\nmax_attempts = 1\n[settings]\ncommand = [\"sh\", \"-c\", \": > \\\"$0\\\"\", \"{output}\"]\n";
+    let job = farm.submit("empty-out", toml);
+    let failed = wait_event(&farm, &deps.js, &job, EventKind::TaskFailed).await;
+    let message = failed.message.unwrap_or_default();
+    assert!(
+        message.contains("output frame_0001.png is empty (0 bytes)"),
+        "{message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renderer_redrawing_its_progress_line_is_not_taken_for_hung() {
+    let (farm, _deps) = command_farm(1, &[]).await;
+    // Prints only `\r`-ended progress for 3 s, against a stall limit of 1 s.
+    let script =
+        "for i in 1 2 3 4 5 6; do printf 'progress %d\\r' $i; sleep 0.5; done; echo ok > \"$0\"";
+    let toml = format!(
+        "id = \"redraws\"\nrenderer = \"command\"\n[retry]\nmax_attempts = 1\nstall = \"1s\"\n[settings]\ncommand = [\"sh\", \"-c\", {script:?}, \"{{output}}\"]\n"
+    );
+    let job = farm.submit("redraws", &toml);
+    farm.wait_done(&job);
+}
