@@ -292,3 +292,31 @@ async fn a_planner_killed_while_queuing_a_large_job_leaves_all_or_nothing_then_q
     assert_eq!(stream_messages(&deps.js, TASKS_STREAM).await, TASKS);
     eprintln!("the planner was killed with {left} of {TASKS} tasks queued");
 }
+
+/// A job whose task messages could never be stored (larger than the server's
+/// `max_payload`) is rejected with the limit named, and the planner carries on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_tasks_exceed_the_servers_payload_limit_is_rejected_with_the_limit() {
+    let farm = Farm::with_workers(1);
+    let deps = farm.deps().await;
+    let limit = deps.client.server_info().max_payload;
+    // 400,000 frames in one task: about 2 MB of frame numbers in one message.
+    let job = farm.submit(
+        "huge-chunk",
+        "id = \"huge-chunk\"\nrenderer = \"noop\"\n[frames]\nrange = \"1-400000\"\nchunk = 400000\n",
+    );
+    let rejected = wait_event(&farm, &deps.js, &job, EventKind::JobRejected).await;
+    let message = rejected.message.unwrap_or_default();
+    assert!(
+        message.contains("frames.chunk")
+            && message.contains(&format!("max_payload of {limit} bytes")),
+        "{message}"
+    );
+    assert_eq!(stream_messages(&deps.js, TASKS_STREAM).await, 0);
+    // The planner carries on.
+    let job = farm.submit(
+        "ok-after",
+        "id = \"ok-after\"\nrenderer = \"noop\"\n[frames]\nrange = \"1-3\"\n",
+    );
+    farm.wait_done(&job);
+}

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bus::consume::{self, Handler, Puller};
 use crate::bus::ledger::Created;
-use crate::bus::protocol::{self, Event, EventKind};
+use crate::bus::protocol::{self, Event, EventKind, TaskMessage};
 use crate::bus::publish::BatchError;
 use crate::bus::{publish, streams};
 use crate::config::Deps;
@@ -102,10 +102,40 @@ async fn handle(
             return reject(deps, &token, invalid).await;
         }
     };
+    if let Err(invalid) = fits_the_server(deps, &job) {
+        return reject(deps, job.id.as_str(), invalid).await;
+    }
     if let Err(invalid) = crate::render::validate::stored_scene(&deps.store, &job).await? {
         return reject(deps, job.id.as_str(), invalid).await;
     }
     plan_job(deps, msg, job, batch_limit).await
+}
+
+/// Room left in a message for its headers (message id, batch headers).
+const HEADER_ROOM: usize = 4096;
+
+/// Checks that the job's largest task message fits the server's `max_payload`: one that
+/// does not could never be queued. The first task holds the most frames (chunks are
+/// cut from the start), and every task carries the same settings.
+fn fits_the_server(deps: &Deps, job: &Job) -> Result<(), Invalid> {
+    let limit = deps.client.server_info().max_payload;
+    let first = plan::task(job, 0);
+    let size = protocol::encode(&TaskMessage::new(job, &first)).len();
+    if size + HEADER_ROOM <= limit {
+        return Ok(());
+    }
+    let settings = serde_json::to_vec(&job.settings).map_or(0, |b| b.len());
+    let (field, fix) = if settings * 2 > size {
+        ("settings", "make the settings smaller")
+    } else {
+        ("frames.chunk", "use a smaller chunk")
+    };
+    Err(Invalid::one(
+        field,
+        format!(
+            "a task would be a {size}-byte message, more than the NATS server's max_payload of {limit} bytes (less {HEADER_ROOM} for headers): {fix}"
+        ),
+    ))
 }
 
 async fn reject(deps: &Deps, job: &str, invalid: Invalid) -> anyhow::Result<()> {
