@@ -46,12 +46,15 @@ fi
 
 # The tests also need an S3-compatible server (SeaweedFS, from PyPI), openssl (to make
 # the TLS certificates of the NATS security tests), and the real renderers POV-Ray and
-# Blender (Debian's packages), which the renderer tests run through the farm and directly.
+# Blender (Debian's packages), which the renderer tests run through the farm and directly,
+# and libfaketime (a worker with a skewed clock).
 if [ "${1:-}" = "--tests" ]; then
     missing=()
     command -v openssl >/dev/null 2>&1 || missing+=(openssl)
     command -v povray >/dev/null 2>&1 || missing+=(povray)
     command -v blender >/dev/null 2>&1 || missing+=(blender)
+    # libfaketime, for the test of a worker whose clock is off.
+    command -v faketime >/dev/null 2>&1 || missing+=(faketime)
     if [ "${#missing[@]}" -gt 0 ]; then
         echo "setup: installing ${missing[*]} (Debian packages)" >&2
         apt_install "${missing[@]}"

@@ -252,3 +252,42 @@ async fn a_queue_whose_tasks_were_purged_answers_pulls_at_once_again() {
         "pulls after the first were parked: {pulls:?}"
     );
 }
+
+/// Liveness and times come from the server's clock: a worker whose own clock is 60 s
+/// behind stays listed, with a fresh heartbeat, and is handed work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_clock_is_a_minute_behind_stays_listed_and_gets_work() {
+    let mut farm = Farm::with_workers(0);
+    farm.start_skewed_worker(0, "-60s", "noop");
+    let listed = async || {
+        let out = farm.cli(&["workers", "--json"]);
+        let list: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        list.as_array()
+            .filter(|l| l.len() == 1)
+            .map(|l| l[0].clone())
+    };
+    let never = || "the skewed worker never registered".to_string();
+    let every = std::time::Duration::from_millis(100);
+    let first = crate::support::eventually(crate::support::PATIENCE, every, never, listed).await;
+    assert_eq!(first["id"], "w0");
+    // Still listed a few lease lifetimes later, with a heartbeat of the server's time.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let out = farm.cli(&["workers", "--json"]);
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let heartbeat = list[0]["heartbeat_ms"].as_i64().unwrap();
+    assert!(
+        (now - heartbeat).abs() < 5_000,
+        "heartbeat {heartbeat} is {} ms from now",
+        now - heartbeat
+    );
+    let job = farm.submit(
+        "skewed",
+        "id = \"skewed\"\nrenderer = \"noop\"\n[frames]\nrange = \"1-3\"\n",
+    );
+    farm.wait_done(&job);
+}

@@ -62,7 +62,8 @@ impl Entry {
     }
 }
 
-/// The live workers, by id.
+/// The live workers, by id; `heartbeat_ms` is when the server stored each one's last
+/// renewal.
 pub async fn live_workers(js: &jetstream::Context) -> anyhow::Result<Vec<WorkerInfo>> {
     let kv = streams::workers_bucket(js).await?;
     let mut keys = kv.keys().await.context("listing workers")?;
@@ -72,11 +73,18 @@ pub async fn live_workers(js: &jetstream::Context) -> anyhow::Result<Vec<WorkerI
         if key.contains('.') {
             continue; // a hand-back claim, not a worker
         }
-        let Some(value) = kv.get(&key).await.context("reading a worker entry")? else {
+        let Some(entry) = kv.entry(&key).await.context("reading a worker entry")? else {
             continue;
         };
-        match protocol::decode::<WorkerInfo>(&value) {
-            Ok(info) => out.push(info),
+        if entry.operation != async_nats::jetstream::kv::Operation::Put {
+            continue;
+        }
+        match protocol::decode::<WorkerInfo>(&entry.value) {
+            Ok(mut info) => {
+                // The last renewal as the server stored it: a worker's own clock may be off.
+                info.heartbeat_ms = (entry.created.unix_timestamp_nanos() / 1_000_000) as u64;
+                out.push(info);
+            }
             Err(e) => tracing::warn!(key, error = %e, "unreadable worker entry"),
         }
     }

@@ -125,17 +125,48 @@ impl Farm {
         self.start("tessera-worker", &args)
     }
 
+    /// Starts worker `w<i>` whose wall clock is `offset` off the machine's (libfaketime's
+    /// `faketime`, e.g. "-60s"), running `renderers`; its monotonic clock, which timers
+    /// use, is left alone. (Blender hangs under libfaketime: leave it out.)
+    pub(crate) fn start_skewed_worker(&mut self, i: usize, offset: &str, renderers: &str) -> usize {
+        let id = format!("w{i}");
+        let cache = self.dir.path().join(format!("cache-{i}"));
+        let mut command = self.command("tessera-worker");
+        let worker = std::mem::replace(&mut command, Command::new("faketime"));
+        command
+            .args(["-f", offset])
+            .arg(worker.get_program())
+            .args([
+                "--id",
+                &id,
+                "--threads",
+                "1",
+                "--renderers",
+                renderers,
+                "--cache",
+            ])
+            .arg(cache)
+            .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+            .envs(worker.get_envs().filter_map(|(k, v)| Some((k, v?))));
+        self.spawn_role("tessera-worker", command)
+    }
+
     /// Starts a role binary; returns its position in `roles`.
     pub(crate) fn start(&mut self, binary: &str, args: &[&str]) -> usize {
+        let mut command = self.command(binary);
+        command.args(args);
+        self.spawn_role(binary, command)
+    }
+
+    /// Spawns `command` as a role, its log beside the others; returns its position.
+    fn spawn_role(&mut self, binary: &str, mut command: Command) -> usize {
         let log = std::fs::File::create(
             self.dir
                 .path()
                 .join(format!("{binary}-{}.log", self.roles.len())),
         )
         .unwrap();
-        let child = self
-            .command(binary)
-            .args(args)
+        let child = command
             .env(
                 "RUST_LOG",
                 std::env::var("TESSERA_TEST_LOG").unwrap_or("info".into()),

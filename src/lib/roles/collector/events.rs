@@ -112,6 +112,10 @@ async fn handle(
         }
     }
     let (before, after) = deps.ledger.change_task(&id, index, change(attempt)).await?;
+    // When the server stored the event: a worker's own clock may be off.
+    let stored_at = msg.info().map_or(event.time_ms, |info| {
+        (info.published.unix_timestamp_nanos() / 1_000_000) as u64
+    });
     match event.kind {
         EventKind::TaskStarted if before != after => {
             deps.ledger
@@ -120,7 +124,7 @@ async fn handle(
                         return false;
                     }
                     r.state = JobState::Running;
-                    r.started_ms = Some(event.time_ms);
+                    r.started_ms = Some(stored_at);
                     true
                 })
                 .await?;
