@@ -207,3 +207,18 @@ async fn a_small_cache_renders_jobs_larger_than_it_and_stays_under_its_cap() {
     );
     assert!(held > 0, "the cache keeps what fits");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_sweeps_the_work_folders_a_dead_run_left() {
+    let mut farm = Farm::with_workers(0);
+    let stale = farm.dir.path().join("cache-0/work/job-x/task-y/attempt-1");
+    std::fs::create_dir_all(&stale).unwrap();
+    std::fs::write(stale.join("partial.png"), vec![0u8; 4096]).unwrap();
+    farm.start_worker(0, &["--renderers", "noop"]);
+    let job = farm.submit("after-sweep", "id = \"after-sweep\"\nrenderer = \"noop\"\n");
+    farm.wait_done(&job);
+    assert!(
+        !farm.dir.path().join("cache-0/work/job-x").exists(),
+        "the dead run's work folder is gone"
+    );
+}

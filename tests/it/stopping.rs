@@ -230,3 +230,19 @@ async fn a_render_longer_than_the_ack_deadline_stays_with_its_live_worker() {
         assert_eq!(output_text(&farm, &job, frame).await, format!("{frame}\n"));
     }
 }
+
+/// A job that sets no timeout still ends: the worker's `--max-attempt-time` stops an
+/// attempt that runs past it, and caps a job's own longer timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_farms_longest_attempt_time_stops_renders_whose_job_sets_no_timeout() {
+    let (farm, deps) = command_farm(1, &["--max-attempt-time", "1s"]).await;
+    for (id, retry) in [("no-timeout", ""), ("long-timeout", "timeout = \"1h\"\n")] {
+        let toml = format!(
+            "id = \"{id}\"\nrenderer = \"noop\"\n[retry]\nmax_attempts = 1\n{retry}[settings]\nsleep_ms = 60000\n"
+        );
+        let job = farm.submit(id, &toml);
+        let failed = wait_event(&farm, &deps.js, &job, EventKind::TaskFailed).await;
+        let message = failed.message.unwrap_or_default();
+        assert!(message.contains("timed out after 1s"), "{id}: {message}");
+    }
+}

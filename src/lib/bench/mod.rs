@@ -67,6 +67,7 @@ pub fn bench_worker(cache: std::path::PathBuf) -> WorkerConfig {
         programs: Default::default(),
         ack_wait: crate::bus::streams::default_task_ack_wait(),
         grace: Duration::from_secs(5),
+        max_attempt_time: None,
         idle_poll: Duration::from_millis(500),
         max_deliver: None,
         burst: None,

@@ -79,21 +79,64 @@ pub enum RenderError {
     Stopped(String),
 }
 
-/// A shared, append-only attempt log.
+/// A shared, append-only attempt log, bounded: the first and the last [`LOG_KEEP`] bytes
+/// are kept, and what fell between is counted.
 #[derive(Clone, Default)]
-pub struct Log(Arc<Mutex<String>>);
+pub struct Log(Arc<Mutex<LogText>>);
+
+/// Bytes kept at each end of a log.
+pub const LOG_KEEP: usize = 1 << 20;
+
+#[derive(Default)]
+struct LogText {
+    head: String,
+    tail: std::collections::VecDeque<String>,
+    tail_bytes: usize,
+    dropped: u64,
+}
 
 impl Log {
     /// Appends a line.
     pub fn line(&self, text: impl AsRef<str>) {
+        let text = text.as_ref();
         let mut log = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        log.push_str(text.as_ref());
-        log.push('\n');
+        if log.dropped == 0 && log.tail.is_empty() && log.head.len() + text.len() < LOG_KEEP {
+            log.head.push_str(text);
+            log.head.push('\n');
+            return;
+        }
+        let mut line = text.to_string();
+        if line.len() >= LOG_KEEP {
+            let mut cut = LOG_KEEP / 2;
+            while !line.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            log.dropped += (line.len() - cut) as u64;
+            line.truncate(cut);
+        }
+        line.push('\n');
+        log.tail_bytes += line.len();
+        log.tail.push_back(line);
+        while log.tail_bytes > LOG_KEEP {
+            let Some(old) = log.tail.pop_front() else {
+                break;
+            };
+            log.tail_bytes -= old.len();
+            log.dropped += old.len() as u64;
+        }
     }
 
-    /// The text so far.
+    /// The text so far (with a line saying how much was left out, if any).
     pub fn text(&self) -> String {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        let log = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut text = log.head.clone();
+        if log.dropped > 0 {
+            text.push_str(&format!("[… {} bytes of log left out …]\n", log.dropped));
+        }
+        for line in &log.tail {
+            text.push_str(line);
+        }
+        text
     }
 }
 
@@ -135,4 +178,29 @@ pub fn built_in() -> Vec<RendererKind> {
         .into_iter()
         .filter(|k| program::default_name(*k).is_none())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_keeps_its_first_and_last_megabyte() {
+        let log = Log::default();
+        log.line("first line");
+        let chunk = "x".repeat(1000);
+        for _ in 0..5_000 {
+            log.line(&chunk);
+        }
+        log.line("last line");
+        let text = log.text();
+        assert!(text.starts_with("first line\n"));
+        assert!(text.ends_with("last line\n"));
+        assert!(text.len() <= 2 * LOG_KEEP + 100, "{} bytes", text.len());
+        assert!(text.contains("bytes of log left out"));
+        let small = Log::default();
+        small.line("a");
+        small.line("b");
+        assert_eq!(small.text(), "a\nb\n");
+    }
 }

@@ -124,7 +124,12 @@ pub(super) async fn run(
     keepalive.tick().await;
     let mut report = tokio::time::interval(PROGRESS_EVERY);
     report.tick().await;
-    let deadline = task.timeout_ms.map(Duration::from_millis);
+    // The job's timeout, never past the farm's limit (which also stands in for none).
+    let job_limit = task.timeout_ms.map(Duration::from_millis);
+    let deadline = match (job_limit, shared.config.max_attempt_time) {
+        (Some(job), Some(farm)) => Some(job.min(farm)),
+        (job, farm) => job.or(farm),
+    };
     let timeout = async {
         match deadline {
             Some(d) => tokio::time::sleep(d).await,

@@ -33,6 +33,8 @@ pub struct WorkerConfig {
     pub ack_wait: Duration,
     /// How long renders may finish after SIGTERM before they are stopped.
     pub grace: Duration,
+    /// The longest any attempt may run, whatever its job says (`None`: no limit).
+    pub max_attempt_time: Option<Duration>,
     /// How often an idle slot polls when no doorbell rings.
     pub idle_poll: Duration,
     /// Deliveries after which JetStream gives up on a task, if not the definition's.
@@ -75,6 +77,10 @@ pub struct WorkerArgs {
     /// Ack deadline of the task consumers, e.g. "5s" (default: streams/consumer-tasks.json).
     #[arg(long, env = "TESSERA_ACK_WAIT")]
     pub ack_wait: Option<String>,
+    /// The longest an attempt may run on this worker, also for jobs that set no timeout
+    /// (a hung renderer that still prints is stopped); "0" for no limit.
+    #[arg(long, env = "TESSERA_MAX_ATTEMPT_TIME", default_value = "24h")]
+    pub max_attempt_time: String,
     /// Time renders get to finish after SIGTERM before their tasks are handed back.
     #[arg(long, env = "TESSERA_GRACE", default_value = "30s")]
     pub grace: String,
@@ -206,6 +212,10 @@ impl TryFrom<&WorkerArgs> for WorkerConfig {
             programs,
             ack_wait,
             grace: duration("grace", &args.grace)?,
+            max_attempt_time: match args.max_attempt_time.trim() {
+                "0" => None,
+                text => Some(duration("max-attempt-time", text)?),
+            },
             idle_poll: duration("idle-poll", &args.idle_poll)?,
             max_deliver: match args.max_deliver {
                 Some(n) if n < 2 => anyhow::bail!("--max-deliver must be at least 2"),

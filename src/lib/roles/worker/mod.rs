@@ -89,6 +89,14 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let cache = Cache::new(config.cache_dir.clone(), config.cache_size)
         .with_context(|| format!("creating the cache in {}", config.cache_dir.display()))?;
+    // Work folders left by an earlier run that died are nobody's: the cache folder is
+    // this process's alone (it holds its lock).
+    let work = config.cache_dir.join("work");
+    if let Err(e) = std::fs::remove_dir_all(&work)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(folder = %work.display(), error = %e, "sweeping old work folders");
+    }
     let mut consumers = HashMap::new();
     for class in &config.classes {
         for priority in Priority::ALL {
