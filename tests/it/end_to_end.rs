@@ -52,10 +52,12 @@ async fn the_same_job_runs_on_s3_with_outputs_under_the_documented_keys() {
     );
     let image = tessera::core::raster::decode(&bytes).unwrap();
     assert_eq!((image.width(), image.height()), (3840, 2160));
-    // The raw attempt output and the log are kept under their documented keys too.
+    // The raw attempt output was moved into place, not kept twice; the log is kept under
+    // its documented key.
     let task = tessera::core::plan::task(&load(&deps, &job).await, 0);
     assert!(
-        deps.store
+        !deps
+            .store
             .exists(&keys::attempt_output(&job, &task.id, 1, "frame_0001.exr"))
             .await
             .unwrap()

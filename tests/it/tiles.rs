@@ -239,3 +239,27 @@ async fn tiled_layers_in_float_exr_are_exact_per_pass() {
     }
     assert_eq!(farm.status(&id)["tasks"]["done"], 18);
 }
+
+/// Raw attempt outputs are removed once their frame is stored: tiles once stitched, and an
+/// untiled frame is moved, not kept twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parts_are_removed_once_their_frame_is_stored() {
+    let farm = Farm::with_workers(2);
+    let deps = farm.deps().await;
+    let tiled = farm.submit(
+        "parts-tiled",
+        "id = \"parts-tiled\"\n[image]\nwidth = 64\nheight = 48\n[frames]\nrange = \"1-2\"\n[tiles]\ngrid = [2, 2]\n[settings]\nsamples = 1\n",
+    );
+    let whole = farm.submit(
+        "parts-whole",
+        "id = \"parts-whole\"\n[image]\nwidth = 32\nheight = 18\n[frames]\nrange = \"1-3\"\n[settings]\nsamples = 1\n",
+    );
+    for (job, frames) in [(&tiled, 2), (&whole, 3)] {
+        farm.wait_done(job);
+        let id = JobId::parse(job).unwrap();
+        let outputs = deps.store.list(&keys::output_prefix(&id)).await.unwrap();
+        assert_eq!(outputs.len(), frames, "{job}: {outputs:?}");
+        let parts = deps.store.list(&keys::parts_prefix(&id)).await.unwrap();
+        assert!(parts.is_empty(), "{job} keeps raw outputs: {parts:?}");
+    }
+}

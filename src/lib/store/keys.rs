@@ -14,9 +14,15 @@ pub fn manifest(hex: &str) -> String {
     format!("scenes/{hex}.json")
 }
 
+/// `jobs/<job>/tasks/`: every attempt's raw outputs of a job (removed as frames are
+/// assembled).
+pub fn parts_prefix(job: &JobId) -> String {
+    format!("jobs/{job}/tasks/")
+}
+
 /// `jobs/<job>/tasks/<task>/attempt-<n>/`: the folder of one attempt's raw outputs.
 pub fn attempt_prefix(job: &JobId, task: &TaskId, attempt: u32) -> String {
-    format!("jobs/{job}/tasks/{task}/attempt-{attempt}/")
+    format!("{}{task}/attempt-{attempt}/", parts_prefix(job))
 }
 
 /// `jobs/<job>/tasks/<task>/attempt-<n>/<name>`: one raw output of an attempt.

@@ -278,6 +278,19 @@ impl Store {
         }
     }
 
+    /// Deletes `key`; a key already gone is no error.
+    pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        let path = self.path(key);
+        let result = (|| self.inner.delete(&path))
+            .retry(backoff())
+            .when(transient)
+            .await;
+        match result {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Whether `key` exists.
     pub async fn exists(&self, key: &str) -> Result<bool, StoreError> {
         let path = self.path(key);

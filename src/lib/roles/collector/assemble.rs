@@ -16,7 +16,7 @@ use crate::core::job::{ImageFormat, Job, JobId, RendererKind, Tiles};
 use crate::core::outputs::output_name;
 use crate::core::plan;
 use crate::core::raster;
-use crate::core::state::TaskState;
+use crate::core::state::{TaskSlot, TaskState};
 use crate::core::stitch::{Canvas, PixelKind};
 use crate::core::tiles::Rect;
 use crate::store::{StoreError, keys};
@@ -210,6 +210,7 @@ pub(super) async fn assemble(
             .canvases
             .remove(&(job.id.clone(), group.start, frame));
         if deps.store.exists(&target).await? {
+            remove_parts(deps, job, group.clone(), &slots, frame).await?;
             continue;
         }
         let Some(grid) = job.tiles else {
@@ -219,6 +220,7 @@ pub(super) async fn assemble(
                 .copy_if_absent(&source, &target)
                 .await
                 .with_context(|| format!("frame {frame}"))?;
+            remove_parts(deps, job, group.clone(), &slots, frame).await?;
             continue;
         };
         // Tiles this collector has not placed (it restarted, shares the work with another
@@ -257,6 +259,25 @@ pub(super) async fn assemble(
             },
             write_preview(deps, job, &name, preview),
         )?;
+        remove_parts(deps, job, group.clone(), &slots, frame).await?;
+    }
+    Ok(())
+}
+
+/// Removes the raw outputs of `frame` that the tasks of `group` stored, once the frame is
+/// stored in `output/`: an untiled frame is thus moved, and tiles go once stitched.
+async fn remove_parts(
+    deps: &Deps,
+    job: &Job,
+    group: std::ops::Range<u32>,
+    slots: &[TaskSlot],
+    frame: u32,
+) -> anyhow::Result<()> {
+    let file = frame_file_name(frame, job.image.format.extension());
+    for (i, index) in group.enumerate() {
+        let task = plan::task(job, index);
+        let key = keys::attempt_output(&job.id, &task.id, slots[i].attempt(), &file);
+        deps.store.delete(&key).await?;
     }
     Ok(())
 }
