@@ -246,3 +246,41 @@ async fn the_farms_longest_attempt_time_stops_renders_whose_job_sets_no_timeout(
         assert!(message.contains("timed out after 1s"), "{id}: {message}");
     }
 }
+
+/// A worker's failure counts (behind its blocklist) are dropped when the job ends, so they
+/// never outgrow the jobs that run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workers_blocklist_forgets_a_job_when_it_ends() {
+    let (farm, _deps) = command_farm(1, &["--slots", "2"]).await;
+    // Frame 1 fails all three attempts; frame 2 takes 8 s, so the job is still running
+    // while the worker blocklists it.
+    let script = "if [ {frame} = 1 ]; then exit 1; fi; sleep 8; echo {frame} > {output}";
+    let retry = "max_attempts = 3\non_failure = \"continue\"";
+    let job = command_job(&farm, "forgotten", "1-2", script, retry);
+    let blocklist = async || {
+        let out = farm.cli(&["workers", "--json"]);
+        let list: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        let entries = list.get(0)?.get("blocklist")?.as_array()?.clone();
+        Some(entries)
+    };
+    let listed = eventually(
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || "the worker never blocklisted the job".to_string(),
+        async || blocklist().await.filter(|b| !b.is_empty()),
+    )
+    .await;
+    assert_eq!(listed, [serde_json::json!(job)]);
+    let out = farm.cli(&["wait", &job]);
+    assert!(
+        !out.status.success(),
+        "the job ends failed (frame 1 never renders)"
+    );
+    eventually(
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || "the blocklist still lists the ended job".to_string(),
+        async || blocklist().await.filter(|b| b.is_empty()),
+    )
+    .await;
+}

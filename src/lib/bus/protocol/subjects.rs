@@ -72,6 +72,12 @@ pub fn event_subject(job: &str, kind: EventKind) -> String {
     format!("tessera.events.{job}.{}", kind.as_str())
 }
 
+/// The job of an event subject (`tessera.events.<job>.…`).
+pub fn parse_event_job(subject: &str) -> Option<JobId> {
+    let rest = subject.strip_prefix("tessera.events.")?;
+    JobId::parse(rest.split('.').next()?).ok()
+}
+
 /// The events of `kind` of every job (benchmarks watch starts across jobs).
 pub fn every_job_events_filter(kind: EventKind) -> String {
     format!("tessera.events.*.{}", kind.as_str())

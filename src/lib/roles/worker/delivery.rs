@@ -42,6 +42,11 @@ impl Failures {
         *self.lock().entry(job.clone()).or_default() += 1;
     }
 
+    /// Forgets `job`'s failures (it ended): the counts never outgrow the running jobs.
+    pub(super) fn forget(&self, job: &JobId) {
+        self.lock().remove(job);
+    }
+
     /// The jobs this worker no longer takes.
     pub(super) fn blocklist(&self) -> Vec<String> {
         self.lock()

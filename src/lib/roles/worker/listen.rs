@@ -52,6 +52,24 @@ pub(super) async fn cancels(
     }
 }
 
+/// Forgets the failure counts of every job that ends (`job.done`, `job.failed`,
+/// `job.canceled` events, heard as they are published), until `stop`.
+pub(super) async fn job_ends(
+    shared: Arc<Shared>,
+    mut ends: futures::stream::SelectAll<async_nats::Subscriber>,
+    stop: CancellationToken,
+) {
+    loop {
+        let msg = tokio::select! {
+            () = stop.cancelled() => break,
+            msg = ends.next() => match msg { Some(msg) => msg, None => break },
+        };
+        if let Some(job) = protocol::parse_event_job(msg.subject.as_str()) {
+            shared.failures.forget(&job);
+        }
+    }
+}
+
 /// The worker's lease: its registry entry, renewed by [`heartbeat`] and at once whenever
 /// a delivery starts (so that a worker killed right after taking a task is handed back).
 pub(super) struct Lease {

@@ -41,6 +41,7 @@ pub use outcome::{Disposition, Outcome, disposition, retry_delay};
 pub use pick::{Queue, pick_order, priority_order};
 pub use pull::{Group, Pull, pull_one};
 
+use crate::bus::protocol::EventKind;
 use crate::bus::{protocol, streams};
 use crate::config::Deps;
 use crate::core::job::{Class, Priority, RendererKind};
@@ -147,6 +148,20 @@ pub async fn run(
         let task = listen::doorbells(shared.clone(), class, bell, stop_listening.clone());
         listeners.spawn(task);
     }
+    let mut ends = futures::stream::SelectAll::new();
+    for kind in [
+        EventKind::JobDone,
+        EventKind::JobFailed,
+        EventKind::JobCanceled,
+    ] {
+        let filter = protocol::every_job_events_filter(kind);
+        ends.push(deps.client.subscribe(filter).await?);
+    }
+    listeners.spawn(listen::job_ends(
+        shared.clone(),
+        ends,
+        stop_listening.clone(),
+    ));
     let control = deps.client.subscribe(protocol::CONTROL_ALL).await?;
     listeners.spawn(listen::cancels(
         shared.clone(),
