@@ -11,6 +11,7 @@ pub mod command;
 pub mod noop;
 pub mod povray;
 pub mod program;
+pub mod setting;
 pub mod validate;
 
 pub use validate::validate;

@@ -9,7 +9,7 @@ use std::process::Stdio;
 use serde::Deserialize;
 
 use crate::core::paths::check_relative_path;
-use crate::core::problem::{FieldError, Invalid};
+use crate::core::problem::{Invalid, Problems};
 
 /// The inspection script run inside Blender.
 pub const SCRIPT: &str = include_str!("inspect.py");
@@ -87,45 +87,38 @@ pub fn check(
     layers: &[String],
     exists: &dyn Fn(&str) -> bool,
 ) -> Result<(), Invalid> {
-    let mut problems = Vec::new();
+    let mut problems = Problems::default();
     for file in &report.files {
         let what = format!("{} {:?} refers to {:?}", file.kind, file.name, file.path);
         let Some(relative) = file.path.strip_prefix("//") else {
-            problems.push(FieldError::new(
+            problems.add(
                 "scene",
                 format!("{what}, an absolute path that workers do not have: make it relative (File → External Data → Make Paths Relative) and put the file in the scene folder"),
-            ));
+            );
             continue;
         };
         let relative = relative.replace('\\', "/");
         if check_relative_path(&relative).is_err() {
-            problems.push(FieldError::new(
+            problems.add(
                 "scene",
                 format!("{what}, outside the scene folder: put the file in the folder"),
-            ));
+            );
         } else if !file.path.contains('#') && !exists(&relative) {
-            problems.push(FieldError::new(
-                "scene",
-                format!("{what}: no such file in the scene folder"),
-            ));
+            problems.add("scene", format!("{what}: no such file in the scene folder"));
         }
     }
     for (i, layer) in layers.iter().enumerate() {
         if !report.view_layers.contains(layer) {
-            problems.push(FieldError::new(
+            problems.add(
                 format!("layers[{i}].name"),
                 format!(
                     "the scene has no view layer {layer:?} (it has: {})",
                     report.view_layers.join(", ")
                 ),
-            ));
+            );
         }
     }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(Invalid(problems))
-    }
+    problems.into_result(())
 }
 
 #[cfg(test)]

@@ -32,6 +32,7 @@ use crate::core::frames::frame_file_name;
 use crate::core::job::{Class, RendererKind};
 use crate::core::problem::{Invalid, Problems};
 use crate::core::tiles::Rect;
+use crate::render::setting::whole;
 
 /// The task script run inside Blender.
 pub const SCRIPT: &str = include_str!("render.py");
@@ -40,7 +41,7 @@ pub const SCRIPT: &str = include_str!("render.py");
 const PYTHON_EXIT: i32 = 3;
 
 /// Most samples `settings.samples` may ask for.
-pub const MAX_SAMPLES: u64 = 1 << 16;
+pub const MAX_SAMPLES: u32 = 1 << 16;
 
 /// Blender's settings.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -62,22 +63,11 @@ impl Settings {
         settings: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<Settings, Invalid> {
         let mut problems = Problems::default();
-        let mut parsed = Settings::default();
-        let mut whole = |key: &str, min: u64, max: u64| {
-            let value = settings.get(key)?;
-            match value.as_u64() {
-                Some(n) if (min..=max).contains(&n) => Some(n as u32),
-                _ => {
-                    problems.add(
-                        format!("settings.{key}"),
-                        format!("{value} is not a whole number from {min} to {max}"),
-                    );
-                    None
-                }
-            }
+        let mut parsed = Settings {
+            samples: whole(settings, &mut problems, "samples", 1, MAX_SAMPLES),
+            seed: whole(settings, &mut problems, "seed", 0, i32::MAX as u32),
+            ..Settings::default()
         };
-        parsed.samples = whole("samples", 1, MAX_SAMPLES);
-        parsed.seed = whole("seed", 0, i32::MAX as u64);
         if let Some(value) = settings.get("addons") {
             let names = value.as_array().and_then(|items| {
                 items

@@ -2,6 +2,7 @@
 //! validated (so a bad value is refused at submit) and when a task renders.
 
 use crate::core::problem::{Invalid, Problems};
+use crate::render::setting::whole;
 
 /// Samples per pixel when `settings.samples` is absent.
 pub const DEFAULT_SAMPLES: u32 = 16;
@@ -30,21 +31,10 @@ impl Settings {
         settings: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<Settings, Invalid> {
         let mut problems = Problems::default();
-        let mut whole = |key: &str, min: u32, max: u32, default: u32| match settings.get(key) {
-            None => default,
-            Some(value) => match value.as_u64() {
-                Some(n) if n >= u64::from(min) && n <= u64::from(max) => n as u32,
-                _ => {
-                    problems.add(
-                        format!("settings.{key}"),
-                        format!("{value} is not a whole number from {min} to {max}"),
-                    );
-                    default
-                }
-            },
-        };
-        let samples = whole("samples", 1, MAX_SAMPLES, DEFAULT_SAMPLES);
-        let bounces = whole("bounces", 0, MAX_BOUNCES, DEFAULT_BOUNCES);
+        let samples =
+            whole(settings, &mut problems, "samples", 1, MAX_SAMPLES).unwrap_or(DEFAULT_SAMPLES);
+        let bounces =
+            whole(settings, &mut problems, "bounces", 0, MAX_BOUNCES).unwrap_or(DEFAULT_BOUNCES);
         problems.into_result(Settings { samples, bounces })
     }
 }

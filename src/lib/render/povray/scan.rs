@@ -11,7 +11,7 @@
 use std::collections::BTreeSet;
 
 use crate::core::paths::check_relative_path;
-use crate::core::problem::{FieldError, Invalid};
+use crate::core::problem::{Invalid, Problems};
 
 /// What kind of reference.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -239,7 +239,7 @@ pub fn references(text: &str) -> Vec<Reference> {
 /// scene file by its path relative to the scene folder, `None` when the folder has no such
 /// file. Every missing or outside file is one problem, under `scene`.
 pub fn check(entry: &str, read: &dyn Fn(&str) -> Option<Vec<u8>>) -> Result<(), Invalid> {
-    let mut problems = Vec::new();
+    let mut problems = Problems::default();
     let mut seen = BTreeSet::from([entry.to_string()]);
     let mut queue = vec![entry.to_string()];
     while let Some(file) = queue.pop() {
@@ -251,10 +251,10 @@ pub fn check(entry: &str, read: &dyn Fn(&str) -> Option<Vec<u8>>) -> Result<(), 
                 reference.line, reference.keyword, reference.name
             );
             if check_relative_path(&reference.name).is_err() {
-                problems.push(FieldError::new(
+                problems.add(
                     "scene",
                     format!("{what} names a file outside the scene folder; put it in the folder and name it relative to it"),
-                ));
+                );
                 continue;
             }
             // POV-Ray tries the name as given, then with `.inc` for an include.
@@ -270,20 +270,16 @@ pub fn check(entry: &str, read: &dyn Fn(&str) -> Option<Vec<u8>>) -> Result<(), 
                     }
                 }
                 None if STANDARD.contains(&reference.name.as_str()) => {}
-                None => problems.push(FieldError::new(
+                None => problems.add(
                     "scene",
                     format!(
                         "{what}: no such file in the scene folder (nor a POV-Ray standard include)"
                     ),
-                )),
+                ),
             }
         }
     }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(Invalid(problems))
-    }
+    problems.into_result(())
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 //! | `clock` | `[start, end]`: the clock at the job's first and last frame (`+KI`, `+KF`); a one-frame job renders at `start` (`+K`) | `[0, 1]` |
 
 use crate::core::problem::{Invalid, Problems};
+use crate::render::setting::whole;
 
 /// POV-Ray's settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -51,21 +52,9 @@ impl Settings {
                 ),
             },
         }
-        let mut whole = |key: &str, min: u64, max: u64, default: u32| match settings.get(key) {
-            None => default,
-            Some(value) => match value.as_u64() {
-                Some(n) if (min..=max).contains(&n) => n as u32,
-                _ => {
-                    problems.add(
-                        format!("settings.{key}"),
-                        format!("{value} is not a whole number from {min} to {max}"),
-                    );
-                    default
-                }
-            },
-        };
-        parsed.antialias_depth = whole("antialias_depth", 1, 9, 3);
-        parsed.quality = whole("quality", 0, 11, 9);
+        parsed.antialias_depth =
+            whole(settings, &mut problems, "antialias_depth", 1, 9).unwrap_or(3);
+        parsed.quality = whole(settings, &mut problems, "quality", 0, 11).unwrap_or(9);
         if let Some(value) = settings.get("clock") {
             let pair = value
                 .as_array()

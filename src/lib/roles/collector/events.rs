@@ -179,6 +179,12 @@ async fn bad_part(
         event.message = Some(reason.clone());
         event
     };
+    // A task that already ended (a redelivered event of an assembled frame, whose parts
+    // are removed) is left as it is.
+    let slot = deps.ledger.slots_of(&job.id, [index]).await?;
+    if slot.first().is_some_and(|s| s.state().is_terminal()) {
+        return Ok(());
+    }
     if attempt >= job.retry.max_attempts {
         return publish::event(&deps.js, &report(EventKind::TaskFailed)).await;
     }
@@ -187,7 +193,7 @@ async fn bad_part(
         .change_task(&job.id, index, Change::Retry(attempt))
         .await?;
     if before == after && after.state() != TaskState::Queued {
-        return Ok(()); // the task moved on (another attempt is running or ended)
+        return Ok(()); // the task moved on (another attempt is running)
     }
     publish::event(&deps.js, &report(EventKind::TaskRetry)).await?;
     let generation = deps
