@@ -262,4 +262,30 @@ async fn parts_are_removed_once_their_frame_is_stored() {
         let parts = deps.store.list(&keys::parts_prefix(&id)).await.unwrap();
         assert!(parts.is_empty(), "{job} keeps raw outputs: {parts:?}");
     }
+    // A task.done delivered again after its frame was assembled (its part is gone) changes
+    // nothing and announces no failure, even on the last attempt the job allows.
+    let events = crate::support::events_of(&farm, &tiled).await;
+    let mut again = events
+        .iter()
+        .find(|e| e.kind == tessera::bus::protocol::EventKind::TaskDone)
+        .unwrap()
+        .clone();
+    again.attempt = Some(3);
+    tessera::bus::publish::event(&deps.js, &again)
+        .await
+        .unwrap();
+    let marker = farm.submit("parts-after", "id = \"parts-after\"\nrenderer = \"noop\"\n");
+    farm.wait_done(&marker);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let kinds: Vec<_> = crate::support::events_of(&farm, &tiled)
+        .await
+        .iter()
+        .map(|e| e.kind)
+        .collect();
+    assert!(
+        !kinds.contains(&tessera::bus::protocol::EventKind::TaskFailed)
+            && !kinds.contains(&tessera::bus::protocol::EventKind::TaskRetry),
+        "a replayed task.done of an assembled frame: {kinds:?}"
+    );
+    assert_eq!(farm.status(&tiled)["state"], "done");
 }
