@@ -2,6 +2,7 @@
 
 use clap::Parser;
 use tessera::config::CommonArgs;
+use tessera::roles::collector::CollectorConfig;
 
 /// Tracks jobs, assembles their outputs and ends them.
 #[derive(Parser)]
@@ -9,16 +10,16 @@ use tessera::config::CommonArgs;
 struct Args {
     #[command(flatten)]
     common: CommonArgs,
+    #[command(flatten)]
+    collector: CollectorConfig,
 }
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     tessera::telemetry::init();
     let args = Args::parse();
-    tessera::config::serve(
-        &args.common,
-        "tessera-collector",
-        tessera::roles::collector::run,
-    )
+    tessera::config::serve(&args.common, "tessera-collector", |deps, shutdown| {
+        tessera::roles::collector::run(deps, args.collector, shutdown)
+    })
     .await
 }

@@ -80,6 +80,8 @@ enum Command {
         sync_interval: tessera::farm::Fsync,
         #[command(flatten)]
         worker: WorkerArgs,
+        #[command(flatten)]
+        collector: tessera::roles::collector::CollectorConfig,
     },
     /// Submit a job file; prints the job id as the last line.
     Submit {
@@ -122,6 +124,14 @@ enum Command {
     Cancel {
         /// Job id.
         job: String,
+    },
+    /// Delete an ended job: its outputs, logs and records (published versions stay).
+    Delete {
+        /// Job id.
+        job: String,
+        /// Cancel the job first if it is still queued or running.
+        #[arg(long)]
+        force: bool,
     },
     /// Queue a failed or canceled job's failed tasks again, with fresh attempts.
     Retry {
@@ -192,6 +202,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             port,
             sync_interval,
             worker,
+            collector,
         } => {
             let config = tessera::farm::FarmConfig {
                 data: data.unwrap_or_else(default_data_dir),
@@ -199,6 +210,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 port,
                 worker: WorkerConfig::try_from(&worker)?,
                 sync: sync_interval,
+                collector,
             };
             let shutdown = tessera::shutdown::on_signal();
             tessera::farm::up(config, shutdown, |nats, store| {
@@ -295,6 +307,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let deps = connect(&cli.common).await?;
             client::cancel(&deps, &job_id(&job)?).await?;
             println!("{job} canceled");
+        }
+        Command::Delete { job, force } => {
+            let deps = connect(&cli.common).await?;
+            let deleted = client::delete(&deps, &job_id(&job)?, force).await?;
+            println!("{job} deleted ({} objects removed)", deleted.objects);
         }
         Command::Retry { job } => {
             let deps = connect(&cli.common).await?;

@@ -35,6 +35,8 @@ pub struct FarmConfig {
     pub worker: WorkerConfig,
     /// How often JetStream fsyncs its files.
     pub sync: Fsync,
+    /// The collector's settings (retention).
+    pub collector: crate::roles::collector::CollectorConfig,
 }
 
 /// How often the farm's nats-server fsyncs JetStream's files: what a power cut can lose.
@@ -163,7 +165,7 @@ pub async fn up(
         &tracker,
         &stop,
         "collector",
-        crate::roles::collector::run(deps.clone(), stop.child_token()),
+        crate::roles::collector::run(deps.clone(), config.collector.clone(), stop.child_token()),
     );
     let host = hostname();
     for i in 0..config.workers {

@@ -1,11 +1,12 @@
-//! The step of a job's life that more than one role takes: ending it — by the collector
+//! The steps of a job's life that more than one role takes: ending it — by the collector
 //! when its last task ends or one fails under policy `fail`, by the client on
-//! `tessera cancel`. It lives below the roles so that neither imports the other.
+//! `tessera cancel` — and deleting it — by the client on `tessera delete`, by the
+//! collector's retention. They live below the roles so that neither imports the other.
 
 use crate::bus::protocol::{self, Event, EventKind};
 use crate::bus::{publish, streams};
 use crate::config::Deps;
-use crate::core::job::Job;
+use crate::core::job::{Job, JobId};
 use crate::core::plan;
 use crate::core::state::{Change, JobState};
 use crate::store::keys;
@@ -50,6 +51,7 @@ pub async fn end_job(
         _ => EventKind::JobFailed,
     };
     let mut event = Event::new(kind, job.id.as_str());
+    event.incarnation = Some(job.incarnation.clone());
     event.message = record.message.clone();
     let outputs = match outputs {
         Some(outputs) => outputs,
@@ -58,7 +60,12 @@ pub async fn end_job(
     if outputs.len() <= 10_000 {
         event.outputs = outputs;
     }
-    let msg_id = protocol::end_msg_id(&job.id, kind.as_str(), record.finished_ms.unwrap_or(0));
+    let msg_id = protocol::end_msg_id(
+        &job.id,
+        &job.incarnation,
+        kind.as_str(),
+        record.finished_ms.unwrap_or(0),
+    );
     publish::event_pending(&deps.js, &event, Some(&msg_id))
         .await?
         .confirmed()
@@ -67,4 +74,42 @@ pub async fn end_job(
         tracing::info!(job = %job.id, state = state.as_str(), "job ended");
     }
     Ok(())
+}
+
+/// What deleting a job found and removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deleted {
+    /// Whether the job had a record.
+    pub record: bool,
+    /// Objects removed (raw outputs, logs, previews, assembled results).
+    pub objects: usize,
+}
+
+/// Deletes `job`, which has ended (or has no record left: a delete cut short): its queued
+/// tasks, its objects and its events go, then its record and task pages, so that a delete
+/// interrupted at any point is finished by running it again. Published versions are not
+/// the job's and stay; so do scene blobs, which other jobs may share.
+pub async fn delete_job(deps: &Deps, id: &JobId) -> anyhow::Result<Deleted> {
+    let record = deps.ledger.job(id).await?;
+    if let Some((record, _)) = &record
+        && !record.state.is_terminal()
+    {
+        anyhow::bail!("job {id} is {}: cancel it first", record.state.as_str());
+    }
+    // Late duplicates of its tasks, and the renders of a job canceled just before.
+    streams::purge_job_tasks(&deps.js, id).await?;
+    let prefix = keys::job_prefix(id);
+    let mut objects = deps.store.delete_prefix(&prefix).await?;
+    streams::purge_job_events(&deps.js, id).await?;
+    streams::purge_job_records(&deps.js, id).await?;
+    // What a collector or worker busy with the job wrote after the first sweep: with the
+    // record gone, nothing writes for the job any more.
+    objects += deps.store.delete_prefix(&prefix).await?;
+    if record.is_some() {
+        tracing::info!(job = %id, objects, "job deleted");
+    }
+    Ok(Deleted {
+        record: record.is_some(),
+        objects,
+    })
 }

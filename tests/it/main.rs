@@ -24,6 +24,8 @@ mod renderers;
 mod scenes;
 // Outputs the collector cannot use: retried, then failed with the reason.
 mod bad_outputs;
+// `tessera delete` and retention: nothing of a job left, its id usable again.
+mod retention;
 // Tiled frames stitched exactly, feathered without seams, animated tiles.
 mod tiles;
 // NATS with TLS and a custom CA, user and password, token: accepted and refused.

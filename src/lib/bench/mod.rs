@@ -101,6 +101,7 @@ async fn start_farm_with(
             .ok()
             .and_then(|s| s.parse().ok())
             .unwrap_or(crate::farm::Fsync::Always),
+        collector: Default::default(),
     };
     let token = stop.clone();
     tokio::spawn(async move {

@@ -57,6 +57,18 @@ impl Ledger {
         }
     }
 
+    /// Every job that has a record (task pages, `<job>.p<n>`, are not jobs).
+    pub async fn jobs(&self) -> anyhow::Result<Vec<JobId>> {
+        use futures::StreamExt as _;
+        let mut keys = self.kv.keys().await.context("listing job records")?;
+        let mut jobs = Vec::new();
+        while let Some(key) = keys.next().await {
+            let key = key.map_err(|e| anyhow::anyhow!("listing job records: {e}"))?;
+            jobs.extend(JobId::parse(&key).ok());
+        }
+        Ok(jobs)
+    }
+
     /// The job record and its revision.
     pub async fn job(&self, job: &JobId) -> anyhow::Result<Option<(JobRecord, u64)>> {
         let Some(entry) = self

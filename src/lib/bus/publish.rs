@@ -74,7 +74,7 @@ pub async fn task(
     message.attempts_before = attempts_before;
     message.max_attempts += attempts_before;
     let subject = protocol::task_subject(&job.class, job.priority, &job.id, job.renderer);
-    let msg_id = protocol::task_msg_id(&job.id, &task.id, generation);
+    let msg_id = protocol::task_msg_id(&job.id, &job.incarnation, &task.id, generation);
     let what = format!("task {}", task.id);
     send(js, subject, Some(&msg_id), protocol::encode(&message), what).await
 }
@@ -93,7 +93,8 @@ pub async fn task_again(
     message.attempts_before = attempt;
     message.max_attempts = job.retry.max_attempts.max(attempt + 1);
     let subject = protocol::task_subject(&job.class, job.priority, &job.id, job.renderer);
-    let msg_id = protocol::task_again_msg_id(&job.id, &task.id, generation, attempt);
+    let msg_id =
+        protocol::task_again_msg_id(&job.id, &job.incarnation, &task.id, generation, attempt);
     let what = format!("task {} again", task.id);
     send(js, subject, Some(&msg_id), protocol::encode(&message), what).await
 }
@@ -141,8 +142,12 @@ pub async fn task_batch(
     let batch = nuid::next().to_string();
     let subject = protocol::task_subject(&job.class, job.priority, &job.id, job.renderer);
     let headers = |task: &TaskPlan, sequence: usize| {
-        let mut headers =
-            protocol::headers(Some(&protocol::task_msg_id(&job.id, &task.id, generation)));
+        let mut headers = protocol::headers(Some(&protocol::task_msg_id(
+            &job.id,
+            &job.incarnation,
+            &task.id,
+            generation,
+        )));
         headers.insert(NATS_BATCH_ID, batch.as_str());
         headers.insert(NATS_BATCH_SEQUENCE, sequence.to_string().as_str());
         headers
@@ -212,12 +217,16 @@ pub async fn nak_delivery(client: &async_nats::Client, reply: &str) -> anyhow::R
         .with_context(|| format!("handing back the delivery {reply}"))
 }
 
-/// Publishes a job submission (deduplicated by its id) and waits until it is stored.
+/// Publishes a job submission and waits until it is stored. Its `Nats-Msg-Id` is the id
+/// plus a token of this submission: a resend of it is deduplicated, while the same id
+/// submitted again after `tessera delete` is a new submission (the window would otherwise
+/// drop it for two minutes).
 pub async fn submission(js: &jetstream::Context, id: &JobId, spec: &JobSpec) -> anyhow::Result<()> {
+    let msg_id = format!("{id}:{}", nuid::next());
     send(
         js,
         protocol::SUBMIT_SUBJECT.to_string(),
-        Some(id.as_str()),
+        Some(&msg_id),
         protocol::encode(spec),
         format!("job {id}"),
     )

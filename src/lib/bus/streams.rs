@@ -362,6 +362,31 @@ pub async fn purge_job_tasks(js: &jetstream::Context, job: &JobId) -> anyhow::Re
     Ok(())
 }
 
+/// Removes every event of `job` from the events stream.
+pub async fn purge_job_events(js: &jetstream::Context, job: &JobId) -> anyhow::Result<()> {
+    js.get_stream(EVENTS_STREAM)
+        .await?
+        .purge()
+        .filter(protocol::job_events_filter(job.as_str()))
+        .await
+        .map_err(|e| anyhow::anyhow!("purging the events of {job}: {e}"))?;
+    Ok(())
+}
+
+/// Removes the record and task pages of `job` from the jobs bucket, history and all: a
+/// purge of the bucket's stream by subject leaves no delete marker behind.
+pub async fn purge_job_records(js: &jetstream::Context, job: &JobId) -> anyhow::Result<()> {
+    let stream = js.get_stream(format!("KV_{JOBS_BUCKET}")).await?;
+    for subject in protocol::job_record_subjects(JOBS_BUCKET, job) {
+        stream
+            .purge()
+            .filter(subject)
+            .await
+            .map_err(|e| anyhow::anyhow!("purging the records of {job}: {e}"))?;
+    }
+    Ok(())
+}
+
 /// A task queue: the consumer serving one (class, priority, renderer).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct TaskQueue {

@@ -23,7 +23,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::job::JobSpec;
+use crate::core::job::{Job, JobSpec};
 
 /// Task slots per KV page.
 pub const PAGE_SIZE: u32 = 1024;
@@ -170,6 +170,18 @@ pub struct JobRecord {
     /// How often `tessera retry` queued it again.
     #[serde(default)]
     pub generation: u32,
+    /// Which submission of this id the job is (see [`Job::incarnation`]).
+    #[serde(default)]
+    pub incarnation: String,
+}
+
+impl JobRecord {
+    /// The recorded job, validated again, with its incarnation.
+    pub fn job(&self) -> Result<Job, crate::core::problem::Invalid> {
+        let mut job = self.spec.clone().validate()?;
+        job.incarnation = self.incarnation.clone();
+        Ok(job)
+    }
 }
 
 /// One page of task slots (KV key `<job>.p<n>`): tasks `n*PAGE_SIZE ..`.

@@ -149,10 +149,11 @@ async fn reject(deps: &Deps, job: &str, invalid: Invalid) -> anyhow::Result<()> 
 async fn plan_job(
     deps: &Deps,
     msg: &jetstream::Message,
-    job: Job,
+    mut job: Job,
     batch_limit: &AtomicUsize,
 ) -> anyhow::Result<()> {
     let tasks = plan::task_count(&job);
+    job.incarnation = nuid::next().to_string();
     let record = JobRecord {
         schema: protocol::SCHEMA,
         spec: job.spec.clone(),
@@ -164,6 +165,7 @@ async fn plan_job(
         finished_ms: None,
         message: None,
         generation: 0,
+        incarnation: job.incarnation.clone(),
     };
     match deps.ledger.create_job(&record).await? {
         Created::New => {}
@@ -181,7 +183,10 @@ async fn plan_job(
             tracing::info!(job = %job.id, "job submitted again; already planned");
             return Ok(());
         }
-        Created::Exists(_) => tracing::info!(job = %job.id, "resuming an interrupted planning"),
+        Created::Exists(existing) => {
+            tracing::info!(job = %job.id, "resuming an interrupted planning");
+            job.incarnation = existing.incarnation;
+        }
     }
     // The pages are written while the tasks are queued.
     let pages = deps.ledger.create_pages(&job.id, tasks, |i| {
@@ -197,7 +202,8 @@ async fn plan_job(
         // from announcing twice.
         let mut event = Event::new(EventKind::JobAccepted, job.id.as_str());
         event.message = Some(format!("{tasks} tasks, {} queued", ready.len()));
-        let msg_id = protocol::accepted_msg_id(&job.id);
+        event.incarnation = Some(job.incarnation.clone());
+        let msg_id = protocol::accepted_msg_id(&job.id, &job.incarnation);
         let accepted = publish::event_pending(&deps.js, &event, Some(&msg_id)).await?;
         publish::doorbell(&deps.client, &job.class, job.priority, job.renderer).await;
         accepted.confirmed().await?;

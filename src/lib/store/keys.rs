@@ -14,6 +14,11 @@ pub fn manifest(hex: &str) -> String {
     format!("scenes/{hex}.json")
 }
 
+/// `jobs/<job>/`: everything of a job (raw outputs, logs, previews, assembled results).
+pub fn job_prefix(job: &JobId) -> String {
+    format!("jobs/{job}/")
+}
+
 /// `jobs/<job>/tasks/`: every attempt's raw outputs of a job (removed as frames are
 /// assembled).
 pub fn parts_prefix(job: &JobId) -> String {

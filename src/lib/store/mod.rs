@@ -291,6 +291,15 @@ impl Store {
         }
     }
 
+    /// Deletes every object under `prefix` (a folder, ending in `/`); returns how many.
+    pub async fn delete_prefix(&self, prefix: &str) -> Result<usize, StoreError> {
+        let keys = self.list(prefix).await?;
+        for key in &keys {
+            self.delete(key).await?;
+        }
+        Ok(keys.len())
+    }
+
     /// Whether `key` exists.
     pub async fn exists(&self, key: &str) -> Result<bool, StoreError> {
         let path = self.path(key);

@@ -87,6 +87,10 @@ pub struct TaskMessage {
     /// How often workers that blocklisted the job handed this task back.
     #[serde(default)]
     pub handbacks: u32,
+    /// Which submission of the job this task belongs to (see
+    /// [`Job::incarnation`](crate::core::job::Job::incarnation)); its events carry it back.
+    #[serde(default)]
+    pub incarnation: String,
 }
 
 /// What happened; the last subject tokens of an event.
@@ -195,6 +199,10 @@ pub struct Event {
     /// Fraction done, 0 to 1, for progress events.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<f32>,
+    /// Which submission of the job it is about (task events and job ends): the collector
+    /// drops a task event of an incarnation that is not the job's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incarnation: Option<String>,
 }
 
 impl Event {
@@ -214,6 +222,7 @@ impl Event {
             message: None,
             reasons: Vec::new(),
             progress: None,
+            incarnation: None,
         }
     }
 
@@ -224,6 +233,7 @@ impl Event {
             index: Some(task.index),
             attempt: Some(attempt),
             worker: Some(worker.to_string()),
+            incarnation: Some(task.incarnation.clone()),
             ..Event::new(kind, task.job.as_str())
         }
     }
@@ -261,6 +271,7 @@ impl TaskMessage {
             stall_ms: job.retry.stall.map(|d| d.as_millis() as u64),
             attempts_before: 0,
             handbacks: 0,
+            incarnation: job.incarnation.clone(),
         }
     }
 
@@ -384,6 +395,9 @@ pub struct Delivery {
     /// The delivery's acknowledgement subject: a negative acknowledgement sent there
     /// makes JetStream deliver the task again at once.
     pub reply: String,
+    /// The job's incarnation (see [`TaskMessage::incarnation`]).
+    #[serde(default)]
+    pub incarnation: String,
 }
 
 /// How often a worker renews its lease.

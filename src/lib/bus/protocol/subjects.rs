@@ -94,6 +94,15 @@ pub fn job_events_filter(job: &str) -> String {
     format!("tessera.events.{job}.>")
 }
 
+/// The subjects of `job`'s keys in the jobs bucket: its record (`<job>`) and its task
+/// pages (`<job>.p<n>`).
+pub fn job_record_subjects(bucket: &str, job: &JobId) -> [String; 2] {
+    [
+        format!("$KV.{bucket}.{job}"),
+        format!("$KV.{bucket}.{job}.>"),
+    ]
+}
+
 /// `tessera.control.<job>`.
 pub fn control_subject(job: &JobId) -> String {
     format!("tessera.control.{job}")
@@ -105,17 +114,27 @@ pub fn doorbell_subject(class: &Class) -> String {
 }
 
 /// The message id of a task queued again by the collector after attempt `attempt`.
-pub fn task_again_msg_id(job: &JobId, task: &TaskId, generation: u32, attempt: u32) -> String {
-    format!("{}:a{attempt}", task_msg_id(job, task, generation))
+pub fn task_again_msg_id(
+    job: &JobId,
+    incarnation: &str,
+    task: &TaskId,
+    generation: u32,
+    attempt: u32,
+) -> String {
+    format!(
+        "{}:a{attempt}",
+        task_msg_id(job, incarnation, task, generation)
+    )
 }
 
 /// The `Nats-Msg-Id` of a task message: the same task of the same generation (0 when
-/// planned, n after the n-th `tessera retry`) is deduplicated within the window.
-pub fn task_msg_id(job: &JobId, task: &TaskId, generation: u32) -> String {
+/// planned, n after the n-th `tessera retry`) of the same incarnation of the job is
+/// deduplicated within the window; a job deleted and submitted again is a new incarnation.
+pub fn task_msg_id(job: &JobId, incarnation: &str, task: &TaskId, generation: u32) -> String {
     if generation == 0 {
-        format!("{job}:{task}")
+        format!("{job}:{incarnation}:{task}")
     } else {
-        format!("{job}:{task}:r{generation}")
+        format!("{job}:{incarnation}:{task}:r{generation}")
     }
 }
 
@@ -162,14 +181,14 @@ pub fn parse_control_subject(subject: &str) -> Option<JobId> {
     JobId::parse(subject.strip_prefix("tessera.control.")?).ok()
 }
 
-/// The `Nats-Msg-Id` of the announcement that `job` was accepted: a resumed planning
-/// announces it once.
-pub fn accepted_msg_id(job: &JobId) -> String {
-    format!("{job}:job.accepted")
+/// The `Nats-Msg-Id` of the announcement that `job` (of `incarnation`) was accepted: a
+/// resumed planning announces it once.
+pub fn accepted_msg_id(job: &JobId, incarnation: &str) -> String {
+    format!("{job}:{incarnation}:job.accepted")
 }
 
 /// The `Nats-Msg-Id` of the event that ended `job` at `finished_ms`: a collector restarted
 /// between recording the end and announcing it does not announce twice.
-pub fn end_msg_id(job: &JobId, kind: &str, finished_ms: u64) -> String {
-    format!("{job}:{kind}:{finished_ms}")
+pub fn end_msg_id(job: &JobId, incarnation: &str, kind: &str, finished_ms: u64) -> String {
+    format!("{job}:{incarnation}:{kind}:{finished_ms}")
 }

@@ -97,6 +97,11 @@ pub struct Job {
     pub settings: serde_json::Map<String, serde_json::Value>,
     /// The spec this was validated from, with the id filled in (stored in the job record).
     pub spec: JobSpec,
+    /// Which submission of this id the job is: set by the planner when it records the job
+    /// (empty before). Task messages and their `Nats-Msg-Id`s carry it, so that nothing of
+    /// a deleted job — a late event, a deduplicated message id — is taken for a new job
+    /// submitted under the same id.
+    pub incarnation: String,
 }
 
 impl JobSpec {
@@ -331,6 +336,7 @@ impl JobSpec {
             },
             settings: self.settings.clone(),
             spec: self,
+            incarnation: String::new(),
         })
     }
 }

@@ -1,4 +1,4 @@
-//! Changing a job from the CLI: `tessera retry` and `tessera cancel`.
+//! Changing a job from the CLI: `tessera retry`, `tessera cancel` and `tessera delete`.
 
 use anyhow::Context as _;
 
@@ -19,8 +19,7 @@ pub async fn retry(deps: &Deps, id: &JobId) -> anyhow::Result<usize> {
         .await?
         .with_context(|| format!("no job {id}"))?;
     let job = record
-        .spec
-        .validate()
+        .job()
         .map_err(|e| anyhow::anyhow!("stored job {id}: {e}"))?;
     let (record, changed) = deps
         .ledger
@@ -90,8 +89,7 @@ pub async fn cancel(deps: &Deps, job: &JobId) -> anyhow::Result<()> {
         anyhow::bail!("job {job} has already ended ({})", record.state.as_str());
     }
     let job = record
-        .spec
-        .validate()
+        .job()
         .map_err(|e| anyhow::anyhow!("stored job {job}: {e}"))?;
     lifecycle::end_job(
         deps,
@@ -101,6 +99,67 @@ pub async fn cancel(deps: &Deps, job: &JobId) -> anyhow::Result<()> {
         None,
     )
     .await
+}
+
+/// How long `tessera delete --force` waits for the renders of the job it canceled to stop.
+const RENDERS_STOP: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Deletes a job: its objects (raw outputs, logs, previews, results), its events and its
+/// records; its published versions stay. A job still active is refused unless `force`,
+/// which cancels it first and waits for its renders to stop. A delete cut short is
+/// finished by running it again.
+pub async fn delete(deps: &Deps, id: &JobId, force: bool) -> anyhow::Result<lifecycle::Deleted> {
+    if let Some((record, _)) = deps.ledger.job(id).await?
+        && !record.state.is_terminal()
+    {
+        if !force {
+            anyhow::bail!(
+                "job {id} is {}: cancel it first, or delete it with --force",
+                record.state.as_str()
+            );
+        }
+        match cancel(deps, id).await {
+            Ok(()) => {}
+            // It ended meanwhile.
+            Err(e)
+                if deps
+                    .ledger
+                    .job(id)
+                    .await?
+                    .is_some_and(|(r, _)| r.state.is_terminal()) =>
+            {
+                tracing::debug!(error = %e, "the job ended before its cancel");
+            }
+            Err(e) => return Err(e),
+        }
+        renders_stopped(deps, id).await?;
+    }
+    let deleted = lifecycle::delete_job(deps, id).await?;
+    if !deleted.record && deleted.objects == 0 {
+        anyhow::bail!("no job {id}");
+    }
+    Ok(deleted)
+}
+
+/// Waits until no live worker runs an attempt of `job` (each stops on the cancel), or
+/// [`RENDERS_STOP`] passes.
+async fn renders_stopped(deps: &Deps, job: &JobId) -> anyhow::Result<()> {
+    let prefix = format!("{job}/");
+    let deadline = tokio::time::Instant::now() + RENDERS_STOP;
+    loop {
+        let workers = crate::bus::registry::live_workers(&deps.js).await?;
+        let busy = workers
+            .iter()
+            .any(|w| w.running.iter().any(|r| r.starts_with(&prefix)));
+        if !busy {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(job = %job, "renders of the job still run; deleting anyway");
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 /// Pauses (or with `pause` false, resumes) the task queues of `class` and `priority`, every

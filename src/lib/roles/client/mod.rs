@@ -12,7 +12,7 @@ pub mod follow;
 pub mod report;
 pub mod submit;
 
-pub use control::{cancel, pause, retry};
+pub use control::{cancel, delete, pause, retry};
 pub use follow::{events, wait};
 pub use report::{Status, explain_waits, fetch, status, why_job_waits, why_waiting, workers};
 pub use submit::{Prepared, Submitted, new_job_id, prepare, submit};

@@ -43,6 +43,7 @@ async fn handle_advisory(deps: &Deps, msg: &jetstream::Message) -> anyhow::Resul
             event.task = Some(task.task.clone());
             event.index = Some(task.index);
             event.attempt = Some(attempt);
+            event.incarnation = Some(task.incarnation.clone());
             event.message = Some(format!(
                 "attempt {attempt} was lost with its worker, and JetStream gives up after {} deliveries",
                 advisory.deliveries

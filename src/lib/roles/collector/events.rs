@@ -37,25 +37,29 @@ impl Handler for Collector {
     }
 }
 
-/// The job `id`, validated from its record (kept for the next events of the job).
+/// The job `id`, validated from its record (kept for the next events of the job). A job
+/// kept from an earlier incarnation than `incarnation` is read again.
 async fn load_job(
     deps: &Deps,
     jobs: &mut HashMap<JobId, Arc<Job>>,
     id: &JobId,
+    incarnation: Option<&str>,
 ) -> anyhow::Result<Option<Arc<Job>>> {
     if jobs.len() > JOB_CACHE {
         jobs.clear();
     }
-    if let Some(job) = jobs.get(id) {
+    if let Some(job) = jobs.get(id)
+        && incarnation.is_none_or(|i| i == job.incarnation)
+    {
         return Ok(Some(job.clone()));
     }
     let Some((record, _)) = deps.ledger.job(id).await? else {
+        jobs.remove(id);
         return Ok(None);
     };
     let job = Arc::new(
         record
-            .spec
-            .validate()
+            .job()
             .map_err(|e| anyhow::anyhow!("stored spec of job {id} no longer validates: {e}"))?,
     );
     jobs.insert(id.clone(), job.clone());
@@ -94,10 +98,18 @@ async fn handle(
         tracing::warn!(subject = %msg.subject, "ignoring a task event without job, index or attempt");
         return Ok(());
     };
-    let Some(job) = load_job(deps, jobs, &id).await? else {
+    let Some(job) = load_job(deps, jobs, &id, event.incarnation.as_deref()).await? else {
         tracing::warn!(job = %id, "ignoring an event of an unknown job");
         return Ok(());
     };
+    if event
+        .incarnation
+        .as_deref()
+        .is_some_and(|i| i != job.incarnation)
+    {
+        tracing::warn!(job = %id, "ignoring an event of a deleted job of the same id");
+        return Ok(());
+    }
     if index >= plan::task_count(&job) {
         tracing::warn!(job = %id, index, "ignoring an event of a task the job does not have");
         return Ok(());
@@ -176,6 +188,7 @@ async fn bad_part(
         event.index = Some(index);
         event.attempt = Some(attempt);
         event.worker = done.worker.clone();
+        event.incarnation = Some(job.incarnation.clone());
         event.message = Some(reason.clone());
         event
     };

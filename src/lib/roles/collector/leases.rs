@@ -85,6 +85,7 @@ async fn expired(
         event.index = Some(delivery.index);
         event.attempt = Some(delivery.attempt);
         event.worker = Some(worker.to_string());
+        event.incarnation = Some(delivery.incarnation.clone());
         event.message = Some(format!(
             "worker {worker} stopped renewing its lease; attempt {} handed back",
             delivery.attempt

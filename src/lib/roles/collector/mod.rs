@@ -11,13 +11,17 @@
 //! - `assemble`: tiles stitched as they land, frames written when their group is done;
 //! - `ending`: the end check;
 //! - `advisories`: tasks JetStream gave up on, failed;
-//! - `leases`: the tasks of a worker whose lease expired, handed back at once.
+//! - `leases`: the tasks of a worker whose lease expired, handed back at once;
+//! - `retention`: jobs that ended longer ago than `--keep-jobs`, deleted.
 
 mod advisories;
 mod assemble;
 mod ending;
 mod events;
 mod leases;
+mod retention;
+
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
@@ -25,8 +29,21 @@ use crate::bus::consume::{self, Puller};
 use crate::bus::streams;
 use crate::config::Deps;
 
+/// How a collector runs.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct CollectorConfig {
+    /// Delete jobs that ended longer ago than this ("30d", "12h"): their outputs, logs and
+    /// records (published versions stay). Default: keep every job until `tessera delete`.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub keep_jobs: Option<Duration>,
+}
+
 /// Runs the collector until `shutdown`; the event in hand is finished first.
-pub async fn run(deps: Deps, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    deps: Deps,
+    config: CollectorConfig,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let events = async {
         let mut puller = Puller::new(streams::collector_consumer(&deps.js).await?, 64);
         let mut collector = events::Collector {
@@ -46,6 +63,11 @@ pub async fn run(deps: Deps, shutdown: CancellationToken) -> anyhow::Result<()> 
         anyhow::Ok(())
     };
     let leases = leases::watch(deps.clone(), shutdown.clone());
-    let (events, advisories, ()) = tokio::join!(events, advisories, leases);
+    let retention = async {
+        if let Some(keep) = config.keep_jobs {
+            retention::run(deps.clone(), keep, shutdown.clone()).await;
+        }
+    };
+    let (events, advisories, (), ()) = tokio::join!(events, advisories, leases, retention);
     events.and(advisories)
 }

@@ -146,6 +146,7 @@ async fn render(shared: &Shared, msg: &jetstream::Message, task: &TaskMessage, a
             .as_ref()
             .map(|r| r.to_string())
             .unwrap_or_default(),
+        incarnation: task.incarnation.clone(),
     };
     let running = shared.attempts.start(delivery, stop.clone());
     if let Err(e) = shared.lease.renew(shared).await {

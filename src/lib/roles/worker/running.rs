@@ -129,6 +129,7 @@ mod tests {
             attempt: 1,
             subject: format!("tasks.{job}"),
             reply: format!("ack.{job}.{task}"),
+            incarnation: String::new(),
         }
     }
 
