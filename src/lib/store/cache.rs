@@ -215,20 +215,28 @@ impl Cache {
             }
             None => {}
         }
-        let bytes = store.get(&keys::blob(hex)).await?;
-        let actual = sha256_hex(&bytes);
-        if actual != hex {
-            anyhow::bail!("blob {hex} in the store has the wrong contents (hash {actual})");
-        }
-        // Write beside, then rename: a crash never leaves a partial blob under its hash.
+        // Streamed beside, then renamed: a crash never leaves a partial blob under its hash.
         let tmp = self.dir.join("tmp").join(format!("{hex}.{}", nuid::next()));
-        tokio::fs::write(&tmp, &bytes).await?;
+        let downloaded = match store.get_to_file(&keys::blob(hex), &tmp).await {
+            Ok(downloaded) => downloaded,
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&tmp).await;
+                return Err(e.into());
+            }
+        };
+        if downloaded.sha256 != hex {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            anyhow::bail!(
+                "blob {hex} in the store has the wrong contents (hash {})",
+                downloaded.sha256
+            );
+        }
         tokio::fs::rename(&tmp, &path).await?;
         {
             let mut index = self.lock();
             index.clock += 1;
             let used = index.clock;
-            let size = bytes.len() as u64;
+            let size = downloaded.size;
             if let Some(old) = index.entries.insert(
                 hex.to_string(),
                 Entry {

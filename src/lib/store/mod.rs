@@ -14,9 +14,12 @@ use futures::TryStreamExt;
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart};
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+
+pub use files::Downloaded;
 
 pub mod cache;
+mod files;
 pub mod keys;
 pub mod package;
 
@@ -183,7 +186,7 @@ impl Store {
     pub async fn put(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
         let path = self.path(key);
         if bytes.len() >= MULTIPART_THRESHOLD {
-            return (|| self.put_multipart(&path, bytes.clone()))
+            return (|| self.upload_parts(&path, files::Source::Bytes(bytes.clone())))
                 .retry(backoff())
                 .when(transient)
                 .notify(|e, d| tracing::warn!(key, error = %e, delay = ?d, "retrying upload"))
@@ -195,17 +198,6 @@ impl Store {
             .when(transient)
             .notify(|e, d| tracing::warn!(key, error = %e, delay = ?d, "retrying upload"))
             .await?;
-        Ok(())
-    }
-
-    async fn put_multipart(&self, path: &Path, bytes: Bytes) -> Result<(), object_store::Error> {
-        let upload = self.inner.put_multipart(path).await?;
-        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
-        for part in bytes.chunks(PART_SIZE) {
-            writer.wait_for_capacity(4).await?;
-            writer.write(part);
-        }
-        writer.finish().await?;
         Ok(())
     }
 

@@ -34,8 +34,29 @@ pub struct Manifest {
 
 /// Lower-case hex SHA-256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
-    let mut hex = String::with_capacity(64);
+    hex(&Sha256::digest(bytes))
+}
+
+/// The SHA-256 (hex) and size of the file at `path`, read in parts.
+pub async fn file_sha256(path: &Path) -> std::io::Result<(String, u64)> {
+    use tokio::io::AsyncReadExt as _;
+    let mut file = tokio::fs::File::open(path).await?;
+    let mut hash = Sha256::new();
+    let mut buffer = vec![0; 1 << 20];
+    let mut size = 0;
+    loop {
+        let n = file.read(&mut buffer).await?;
+        if n == 0 {
+            return Ok((hex(&hash.finalize()), size));
+        }
+        hash.update(&buffer[..n]);
+        size += n as u64;
+    }
+}
+
+/// Lower-case hex of `digest`.
+pub fn hex(digest: &[u8]) -> String {
+    let mut hex = String::with_capacity(digest.len() * 2);
     for b in digest {
         hex.push_str(&format!("{b:02x}"));
     }
@@ -162,15 +183,13 @@ pub async fn package(store: &Store, scene_file: &Path) -> anyhow::Result<Package
         uploaded_bytes: 0,
     };
     for (relative, path) in files {
-        let bytes = tokio::fs::read(&path)
+        let (hex, size) = file_sha256(&path)
             .await
             .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
-        let hex = sha256_hex(&bytes);
-        let size = bytes.len() as u64;
-        if store
-            .put_if_absent(&keys::blob(&hex), Bytes::from(bytes))
-            .await?
-        {
+        let key = keys::blob(&hex);
+        // A blob is written whole under its hash, so one that exists is complete.
+        if !store.exists(&key).await? {
+            store.put_file(&key, &path).await?;
             packaged.uploaded_files += 1;
             packaged.uploaded_bytes += size;
         }

@@ -153,14 +153,14 @@ pub async fn fetch(deps: &Deps, job: &JobId, dir: &Path) -> anyhow::Result<Vec<P
         let relative = key.strip_prefix(&prefix).unwrap_or(&key);
         crate::core::paths::check_relative_path(relative)
             .map_err(|e| anyhow::anyhow!("output {e}"))?;
-        let bytes = deps.store.get(&key).await?;
         let path = dir.join(relative);
         if let Some(parent) = path.parent() {
             tokio::fs::create_dir_all(parent).await?;
         }
-        tokio::fs::write(&path, &bytes)
+        deps.store
+            .get_to_file(&key, &path)
             .await
-            .with_context(|| format!("writing {}", path.display()))?;
+            .with_context(|| format!("downloading {key} to {}", path.display()))?;
         written.push(path);
     }
     Ok(written)

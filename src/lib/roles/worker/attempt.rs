@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind};
-use bytes::Bytes;
 
 use super::Shared;
 use super::outcome::Outcome;
@@ -44,10 +43,10 @@ pub(super) struct Attempt<'a> {
 /// Checks a renderer's output before it is uploaded: never empty, and from the renderers
 /// Tessera drives itself an image of the task's format, region size and depth. (`command`
 /// outputs are the program's business beyond not being empty.)
-fn check_output(task: &TaskMessage, name: &str, bytes: &[u8]) -> Result<(), String> {
+fn check_output(task: &TaskMessage, name: &str, size: u64, bytes: &[u8]) -> Result<(), String> {
     let multilayer = task.renderer == RendererKind::Blender
         && render::blender::Settings::parse(&task.settings).is_ok_and(|s| s.multilayer);
-    let verdict = if bytes.is_empty() {
+    let verdict = if size == 0 {
         Err("is empty (0 bytes)".to_string())
     } else if task.renderer == RendererKind::Command {
         Ok(())
@@ -66,6 +65,20 @@ fn check_output(task: &TaskMessage, name: &str, bytes: &[u8]) -> Result<(), Stri
         raster::check_header(bytes, task.format, size.width, size.height, depth)
     };
     verdict.map_err(|what| format!("the renderer's output {name} {what}"))
+}
+
+/// How much of an output its check reads: enough for any PNG or OpenEXR header.
+const HEAD: u64 = 1 << 20;
+
+/// The size of the file at `path` and its first [`HEAD`] bytes: an output is checked by
+/// its header, and streamed to the store, never read whole.
+async fn read_head(path: &std::path::Path) -> std::io::Result<(u64, Vec<u8>)> {
+    use tokio::io::AsyncReadExt as _;
+    let file = tokio::fs::File::open(path).await?;
+    let size = file.metadata().await?.len();
+    let mut head = Vec::with_capacity(HEAD.min(size) as usize);
+    file.take(HEAD).read_to_end(&mut head).await?;
+    Ok((size, head))
 }
 
 /// The first bytes of every OpenEXR file.
@@ -185,15 +198,15 @@ pub(super) async fn run(
     let mut outputs = Vec::with_capacity(files.len());
     for file in files {
         check_relative_path(&file.name).map_err(|e| failed(format!("output name {e}")))?;
-        let bytes = tokio::fs::read(&file.path)
+        let (size, head) = read_head(&file.path)
             .await
             .map_err(|e| failed(format!("reading output {}: {e}", file.path.display())))?;
-        check_output(task, &file.name, &bytes).map_err(failed)?;
+        check_output(task, &file.name, size, &head).map_err(failed)?;
         let key = keys::attempt_output(&task.job, &task.task, attempt, &file.name);
         shared
             .deps
             .store
-            .put(&key, Bytes::from(bytes))
+            .put_file(&key, &file.path)
             .await
             .map_err(|e| failed(format!("uploading {key}: {e}")))?;
         outputs.push(key);
