@@ -198,6 +198,45 @@ async fn retry_queues_the_failed_tasks_again_with_fresh_attempts() {
     assert!(!out.status.success(), "a done job cannot be retried");
 }
 
+/// `tessera retry` killed right after it set the job running (before it queued anything)
+/// leaves a mark on the record; the next `tessera retry` finishes the job's retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_cut_short_is_finished_by_the_next_one() {
+    let (farm, deps) = command_farm(1, &[]).await;
+    let script =
+        "if [ {frame} = 2 ] && [ {attempt} -le 2 ]; then exit 1; fi; echo {frame} > {output}";
+    let retry = "max_attempts = 2\non_failure = \"continue\"";
+    let job = command_job(&farm, "cut-short", "1-3", script, retry);
+    wait_event(&farm, &deps.js, &job, EventKind::JobFailed).await;
+    let id = JobId::parse(&job).unwrap();
+    // What the first step of a retry stores, and all it stored before the CLI died.
+    deps.ledger
+        .update_job(&id, |r| {
+            r.state = tessera::core::state::JobState::Running;
+            r.finished_ms = None;
+            r.generation += 1;
+            r.requeue_pending = true;
+            true
+        })
+        .await
+        .unwrap();
+    assert_eq!(farm.status(&job)["state"], "running");
+    let out = farm.cli(&["retry", &job]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 tasks queued again"));
+    farm.wait_done(&job);
+    assert_eq!(output_text(&farm, &job, 2).await, "2\n");
+    // Attempt 3 followed the first two: numbering goes on across the retry.
+    let log = keys::attempt_log(&id, &tessera::core::plan::TaskId("f0002".into()), 3);
+    assert!(deps.store.exists(&log).await.unwrap(), "{log}");
+    let (record, _) = deps.ledger.job(&id).await.unwrap().unwrap();
+    assert!(!record.requeue_pending);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_render_longer_than_the_ack_deadline_stays_with_its_live_worker() {
     let (farm, deps) = command_farm(2, &["--ack-wait", "5s"]).await;

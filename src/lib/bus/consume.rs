@@ -1,7 +1,10 @@
 //! Reading the planner's and the collector's durable consumers: [`Puller`] takes messages
 //! one at a time in bounded pulls that expire, and [`serve`] is the one loop that hands
 //! each message to its [`Handler`] and acknowledges it only after the handler has stored
-//! every effect — or asks for it again a second later when the handler failed.
+//! every effect — or asks for it again after a delay that doubles up to a minute when the
+//! handler failed. A message that fails [`GIVE_UP_AFTER`] times (about an hour) is given
+//! up: its handler ends it with a reason ([`Handler::give_up`]: a rejected job, a failed
+//! task) and it is acknowledged, so that no message loops forever.
 //!
 //! That is what makes every role safe to SIGKILL at any instant: a message whose effects
 //! are not all stored is redelivered, and every handler is idempotent.
@@ -12,8 +15,28 @@ use std::time::Duration;
 use async_nats::jetstream::{self, AckKind, consumer};
 use tokio_util::sync::CancellationToken;
 
-/// How long a message whose handling failed waits before it is delivered again.
-const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// A message whose handling failed this many times is given up (with the delays of
+/// [`after_failure`], about an hour after its first delivery).
+pub const GIVE_UP_AFTER: u64 = 60;
+
+/// What to do with a message whose handling failed on its `delivered`-th delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterFailure {
+    /// Deliver it again after this delay (1 s, doubling to at most a minute).
+    Retry(Duration),
+    /// End it with a reason and acknowledge it.
+    GiveUp,
+}
+
+/// The policy for a failed message: retried with a growing delay, so that an outage of a
+/// few minutes costs a few tries, and given up after [`GIVE_UP_AFTER`] deliveries.
+pub fn after_failure(delivered: u64) -> AfterFailure {
+    if delivered >= GIVE_UP_AFTER {
+        return AfterFailure::GiveUp;
+    }
+    let exponent = delivered.saturating_sub(1).min(6) as u32;
+    AfterFailure::Retry(Duration::from_secs(2u64.pow(exponent).min(60)))
+}
 
 /// What a service does with one message of its consumer.
 pub trait Handler {
@@ -24,6 +47,21 @@ pub trait Handler {
         &mut self,
         msg: &jetstream::Message,
     ) -> impl Future<Output = anyhow::Result<()>> + Send;
+
+    /// Ends `msg`, whose handling failed [`GIVE_UP_AFTER`] times with `error` last, with a
+    /// reason its users see (`Ok`: it is then acknowledged). By default it is logged.
+    fn give_up(
+        &mut self,
+        msg: &jetstream::Message,
+        error: &anyhow::Error,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send {
+        tracing::error!(
+            subject = %msg.subject,
+            error = format!("{error:#}"),
+            "giving up on a message after {GIVE_UP_AFTER} failed deliveries"
+        );
+        async { Ok(()) }
+    }
 }
 
 /// Hands every message of `puller` to `handler` until `shutdown`; the message in hand is
@@ -35,19 +73,45 @@ pub async fn serve(
     handler: &mut impl Handler,
 ) {
     while let Some(msg) = puller.next(shutdown).await {
-        match handler.handle(&msg).await {
+        // A message delivered this often without an answer took its handler down each time
+        // (a crash, an out-of-memory kill): it is given up before it can do so again.
+        let delivered = msg.info().map_or(1, |i| i.delivered.max(1) as u64);
+        let result = if delivered > GIVE_UP_AFTER {
+            Err(anyhow::anyhow!(
+                "delivered {delivered} times without being handled (did a role crash on it?)"
+            ))
+        } else {
+            handler.handle(&msg).await
+        };
+        match result {
             Ok(()) => {
                 if let Err(e) = msg.double_ack().await {
                     tracing::warn!(error = %e, "acknowledging {what}");
                 }
             }
             Err(e) => {
+                let delay = match after_failure(delivered) {
+                    AfterFailure::Retry(delay) => delay,
+                    AfterFailure::GiveUp => match handler.give_up(&msg, &e).await {
+                        Ok(()) => {
+                            if let Err(e) = msg.ack_with(AckKind::Term).await {
+                                tracing::warn!(error = %e, "terminating {what}");
+                            }
+                            continue;
+                        }
+                        Err(e) => {
+                            tracing::error!(error = format!("{e:#}"), "giving up on {what}");
+                            Duration::from_secs(60)
+                        }
+                    },
+                };
                 tracing::error!(
                     subject = %msg.subject,
+                    delivered,
                     error = format!("{e:#}"),
-                    "handling {what} failed; it will be delivered again"
+                    "handling {what} failed; it will be delivered again in {delay:?}"
                 );
-                if let Err(e) = msg.ack_with(AckKind::Nak(Some(RETRY_AFTER))).await {
+                if let Err(e) = msg.ack_with(AckKind::Nak(Some(delay))).await {
                     tracing::debug!(error = %e, "asking for {what} again");
                 }
             }
@@ -117,5 +181,27 @@ impl Puller {
                 Ok(None) | Err(_) => self.batch = None,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_messages_wait_longer_each_time_and_are_given_up_after_an_hour() {
+        let secs = |d| match after_failure(d) {
+            AfterFailure::Retry(delay) => delay.as_secs(),
+            AfterFailure::GiveUp => u64::MAX,
+        };
+        for (delivered, expected) in [(0, 1), (1, 1), (2, 2), (3, 4), (6, 32), (7, 60), (59, 60)] {
+            assert_eq!(secs(delivered), expected, "delivery {delivered}");
+        }
+        assert_eq!(after_failure(GIVE_UP_AFTER), AfterFailure::GiveUp);
+        let waited: u64 = (1..GIVE_UP_AFTER).map(secs).sum();
+        assert!(
+            (3000..4000).contains(&waited),
+            "{waited} s before giving up"
+        );
     }
 }

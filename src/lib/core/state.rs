@@ -11,7 +11,7 @@
 //! | `Done(b)` | Done(b) | Done(b) | Done(b) | _ | _ | _ |
 //! | `Failed(b)` | Failed(b) | Failed(b) | Failed(b) | _ | _ | _ |
 //! | `Cancel` | Canceled | Canceled | Canceled | _ | _ | _ |
-//! | `Requeue` | _ | _ | _ | _ | Queued (attempts reset) | Queued |
+//! | `Requeue` | _ | _ | _ | _ | Queued | Queued |
 //!
 //! The first `Done` wins: a late completion of another attempt changes nothing, which is
 //! how results stay exactly-once under at-least-once execution.
@@ -103,7 +103,7 @@ pub fn apply(slot: TaskSlot, change: Change) -> Option<TaskSlot> {
         (Waiting | Queued | Running, Change::Done(b)) => TaskSlot(Done, b),
         (Waiting | Queued | Running, Change::Failed(b)) => TaskSlot(Failed, b),
         (Waiting | Queued | Running, Change::Cancel) => TaskSlot(Canceled, attempt),
-        (Failed | Canceled, Change::Requeue) => TaskSlot(Queued, 0),
+        (Failed | Canceled, Change::Requeue) => TaskSlot(Queued, attempt),
         _ => return None,
     };
     (next != slot).then_some(next)
@@ -173,6 +173,10 @@ pub struct JobRecord {
     /// Which submission of this id the job is (see [`Job::incarnation`]).
     #[serde(default)]
     pub incarnation: String,
+    /// `tessera retry` has set the job running and not yet queued all its tasks again:
+    /// a retry cut short is finished by the next `tessera retry`.
+    #[serde(default)]
+    pub requeue_pending: bool,
 }
 
 impl JobRecord {
@@ -305,7 +309,7 @@ mod tests {
             (
                 TaskSlot(Failed, 3),
                 Change::Requeue,
-                Some(TaskSlot(Queued, 0)),
+                Some(TaskSlot(Queued, 3)),
             ),
             (TaskSlot(Done, 3), Change::Requeue, None),
         ];

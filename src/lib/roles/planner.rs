@@ -48,6 +48,41 @@ impl Handler for Planner {
     async fn handle(&mut self, msg: &jetstream::Message) -> anyhow::Result<()> {
         handle(&self.deps, msg, &self.batch_limit).await
     }
+
+    /// A submission that cannot be planned for an hour ends: its job fails (if it was
+    /// recorded) or is rejected, with the last error as the reason.
+    async fn give_up(
+        &mut self,
+        msg: &jetstream::Message,
+        error: &anyhow::Error,
+    ) -> anyhow::Result<()> {
+        let deps = &self.deps;
+        let json = job::is_json(
+            msg.headers
+                .as_ref()
+                .and_then(|h| h.get("Content-Type"))
+                .map(|v| v.as_str()),
+            &msg.payload,
+        );
+        let id = id_of_rejected(&msg.payload, json);
+        let reason = format!(
+            "the submission could not be planned ({} tries over about an hour): {error:#}",
+            consume::GIVE_UP_AFTER
+        );
+        tracing::error!(job = id, %reason, "giving up on a submission");
+        if let Ok(job_id) = JobId::parse(&id)
+            && let Some((record, _)) = deps.ledger.job(&job_id).await?
+        {
+            if !record.state.is_terminal() {
+                let job = record
+                    .job()
+                    .map_err(|e| anyhow::anyhow!("stored job {id}: {e}"))?;
+                crate::lifecycle::end_job(deps, &job, JobState::Failed, Some(reason), None).await?;
+            }
+            return Ok(());
+        }
+        reject(deps, &id, Invalid::one("id", reason)).await
+    }
 }
 
 /// The id to report a rejection under: the submission's own id if it is readable and valid.
@@ -166,6 +201,7 @@ async fn plan_job(
         message: None,
         generation: 0,
         incarnation: job.incarnation.clone(),
+        requeue_pending: false,
     };
     match deps.ledger.create_job(&record).await? {
         Created::New => {}

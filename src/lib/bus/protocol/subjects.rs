@@ -187,6 +187,12 @@ pub fn accepted_msg_id(job: &JobId, incarnation: &str) -> String {
     format!("{job}:{incarnation}:job.accepted")
 }
 
+/// The `Nats-Msg-Id` of the announcement of `job`'s retry number `generation`: a retry
+/// finished by a second `tessera retry` announces it once.
+pub fn retried_msg_id(job: &JobId, incarnation: &str, generation: u32) -> String {
+    format!("{job}:{incarnation}:job.retried:{generation}")
+}
+
 /// The `Nats-Msg-Id` of the event that ended `job` at `finished_ms`: a collector restarted
 /// between recording the end and announcing it does not announce twice.
 pub fn end_msg_id(job: &JobId, incarnation: &str, kind: &str, finished_ms: u64) -> String {

@@ -7,23 +7,23 @@ use crate::bus::publish;
 use crate::bus::streams::{self, TaskQueue};
 use crate::config::Deps;
 use crate::core::job::{Class, JobId, Priority};
-use crate::core::state::JobState;
+use crate::core::state::{JobState, TaskState};
 use crate::lifecycle;
 
-/// Queues a failed or canceled job's failed and canceled tasks again, with fresh attempts.
-/// Returns how many tasks were queued.
+/// Queues a failed or canceled job's failed and canceled tasks again, with fresh attempts
+/// (their numbering goes on). Returns how many tasks were queued.
+///
+/// Crash-safe: the record is set running with `requeue_pending` first, the tasks are
+/// queued, then the mark is cleared; a retry cut short in between leaves the mark, and the
+/// next `tessera retry` of the job finishes it (its task messages keep their ids, so what
+/// was already queued within the dedup window is not queued twice).
 pub async fn retry(deps: &Deps, id: &JobId) -> anyhow::Result<usize> {
-    let (record, _) = deps
-        .ledger
-        .job(id)
-        .await?
-        .with_context(|| format!("no job {id}"))?;
-    let job = record
-        .job()
-        .map_err(|e| anyhow::anyhow!("stored job {id}: {e}"))?;
     let (record, changed) = deps
         .ledger
         .update_job(id, |r| {
+            if r.requeue_pending {
+                return false; // a retry cut short: finish it
+            }
             if !matches!(r.state, JobState::Failed | JobState::Canceled) {
                 return false;
             }
@@ -31,51 +31,59 @@ pub async fn retry(deps: &Deps, id: &JobId) -> anyhow::Result<usize> {
             r.message = None;
             r.finished_ms = None;
             r.generation += 1;
+            r.requeue_pending = true;
             true
         })
         .await?;
-    if !changed {
+    if !changed && !record.requeue_pending {
         anyhow::bail!(
             "job {id} is {}: only failed or canceled jobs can be retried",
             record.state.as_str()
         );
     }
-    let before = deps
-        .ledger
-        .slots(id, crate::core::plan::task_count(&job))
+    let job = record
+        .job()
+        .map_err(|e| anyhow::anyhow!("stored job {id}: {e}"))?;
+    let tasks = crate::core::plan::task_count(&job);
+    deps.ledger
+        .change_all(id, tasks, crate::core::state::Change::Requeue)
         .await?;
-    let requeued = deps
-        .ledger
-        .change_all(
-            id,
-            crate::core::plan::task_count(&job),
-            crate::core::state::Change::Requeue,
-        )
-        .await?;
+    // Every queued task of the job is one this retry queues: the job had ended, so none
+    // was queued before it.
+    let slots = deps.ledger.slots(id, tasks).await?;
+    let queued: Vec<u32> = (0..tasks)
+        .filter(|&i| slots[i as usize].state() == TaskState::Queued)
+        .collect();
+    // Announced once per generation, whether or not a retry cut short announced it: a
+    // `tessera wait` counts the retries it has seen against the record's generation.
     let mut event = Event::new(EventKind::JobRetried, id.as_str());
-    event.message = Some(format!("{} tasks queued again", requeued.len()));
-    publish::event(&deps.js, &event).await?;
-    // A task whose dependencies are not done waits: the collector queues it when they are.
-    let slots = deps
-        .ledger
-        .slots(id, crate::core::plan::task_count(&job))
+    event.message = Some(format!("{} tasks queued again", queued.len()));
+    event.incarnation = Some(job.incarnation.clone());
+    let msg_id = crate::bus::protocol::retried_msg_id(id, &job.incarnation, record.generation);
+    publish::event_pending(&deps.js, &event, Some(&msg_id))
+        .await?
+        .confirmed()
         .await?;
-    for index in &requeued {
-        let task = crate::core::plan::task(&job, *index);
+    // A task whose dependencies are not done waits: the collector queues it when they are.
+    for &index in &queued {
+        let task = crate::core::plan::task(&job, index);
         let ready = task
             .waits_for
             .iter()
-            .all(|&d| slots[d as usize].state() == crate::core::state::TaskState::Done);
+            .all(|&d| slots[d as usize].state() == TaskState::Done);
         if ready {
-            let attempts_before = before[*index as usize].attempt();
+            let attempts_before = slots[index as usize].attempt();
             publish::task(&deps.js, &job, &task, record.generation, attempts_before)
                 .await?
                 .confirmed()
                 .await?;
         }
     }
+    deps.ledger
+        .update_job(id, |r| std::mem::replace(&mut r.requeue_pending, false))
+        .await?;
     publish::doorbell(&deps.client, &job.class, job.priority, job.renderer).await;
-    Ok(requeued.len())
+    Ok(queued.len())
 }
 
 /// Cancels the job: queued tasks purged, running renders stopped, state `canceled`.

@@ -4,6 +4,7 @@
 //! while no collector runs, is turned into `task.failed`, and the message is removed.
 
 use async_nats::jetstream;
+use async_nats::jetstream::stream::RawMessageErrorKind;
 
 use crate::bus::consume::Handler;
 use crate::bus::protocol::{self, Event, EventKind};
@@ -33,8 +34,13 @@ async fn handle_advisory(deps: &Deps, msg: &jetstream::Message) -> anyhow::Resul
         return Ok(());
     }
     let stream = deps.js.get_stream(streams::TASKS_STREAM).await?;
-    let Ok(raw) = stream.get_raw_message(advisory.stream_seq).await else {
-        return Ok(()); // already gone: done, failed or purged meanwhile
+    let raw = match stream.get_raw_message(advisory.stream_seq).await {
+        Ok(raw) => raw,
+        // Already gone: done, failed or purged meanwhile.
+        Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => return Ok(()),
+        // A timeout or a server hiccup: the advisory comes back (nak) until the message is
+        // read or known gone, so the task is failed rather than left in the stream.
+        Err(e) => anyhow::bail!("reading task message {}: {e}", advisory.stream_seq),
     };
     match protocol::decode::<protocol::TaskMessage>(&raw.payload) {
         Ok(task) => {

@@ -35,6 +35,32 @@ impl Handler for Collector {
     async fn handle(&mut self, msg: &jetstream::Message) -> anyhow::Result<()> {
         handle(&self.deps, &mut self.jobs, &mut self.stitching, msg).await
     }
+
+    /// A task event that cannot be applied for an hour fails its task with the reason, so
+    /// that its job ends instead of waiting for it forever.
+    async fn give_up(
+        &mut self,
+        msg: &jetstream::Message,
+        error: &anyhow::Error,
+    ) -> anyhow::Result<()> {
+        let reason = format!(
+            "the collector could not apply this task's event ({} tries over about an hour): {error:#}",
+            crate::bus::consume::GIVE_UP_AFTER
+        );
+        tracing::error!(subject = %msg.subject, %reason, "giving up on an event");
+        let Ok(event) = protocol::decode::<Event>(&msg.payload) else {
+            return Ok(());
+        };
+        if event.kind == EventKind::TaskFailed || event.index.is_none() {
+            return Ok(());
+        }
+        let mut failed = event.clone();
+        failed.kind = EventKind::TaskFailed;
+        failed.time_ms = protocol::now_ms();
+        failed.outputs.clear();
+        failed.message = Some(reason);
+        publish::event(&self.deps.js, &failed).await
+    }
 }
 
 /// The job `id`, validated from its record (kept for the next events of the job). A job
@@ -247,8 +273,9 @@ async fn release_dependents(deps: &Deps, job: &Job, index: u32) -> anyhow::Resul
                 .change_task(&job.id, dependent, Change::Release)
                 .await?;
             if before != after || after.state() == TaskState::Queued {
-                // Republishing after a crash is deduplicated by the task's Nats-Msg-Id.
-                publish::task(&deps.js, job, &task, generation, 0)
+                // Republishing after a crash is deduplicated by the task's Nats-Msg-Id. A
+                // task queued again by `tessera retry` goes on with its attempt numbers.
+                publish::task(&deps.js, job, &task, generation, after.attempt())
                     .await?
                     .confirmed()
                     .await?;
