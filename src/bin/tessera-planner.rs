@@ -9,16 +9,16 @@ use tessera::config::CommonArgs;
 struct Args {
     #[command(flatten)]
     common: CommonArgs,
+    #[command(flatten)]
+    planner: tessera::roles::planner::PlannerConfig,
 }
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     tessera::telemetry::init();
     let args = Args::parse();
-    tessera::config::serve(
-        &args.common,
-        "tessera-planner",
-        tessera::roles::planner::run,
-    )
+    tessera::config::serve(&args.common, "tessera-planner", |deps, shutdown| {
+        tessera::roles::planner::run(deps, args.planner, shutdown)
+    })
     .await
 }

@@ -33,6 +33,28 @@ pub struct CommonArgs {
     pub auth: NatsAuth,
 }
 
+/// The memory a collector may give to frames being stitched, which the planner also
+/// checks each tiled job against: a frame whose canvas alone exceeds it is refused at
+/// submit, naming the limit. Set it the same for planners and collectors (one variable).
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct CanvasBudget {
+    /// Memory for frames being stitched ("8GiB"): a tiled frame larger than this is
+    /// refused at submit; a collector holds canvases up to it in all.
+    #[arg(
+        long = "canvas-budget",
+        env = "TESSERA_CANVAS_BUDGET",
+        default_value = "8GiB",
+        value_parser = crate::store::cache::parse_size
+    )]
+    pub bytes: u64,
+}
+
+impl Default for CanvasBudget {
+    fn default() -> CanvasBudget {
+        CanvasBudget { bytes: 8 << 30 }
+    }
+}
+
 /// How to authenticate to NATS and verify it: credentials file, user and password, or
 /// token; TLS with a custom CA and optionally a client certificate. Each from a flag or the
 /// standard environment variable (the `nats` CLI's names). Secrets never reach logs: `Debug`

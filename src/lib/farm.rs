@@ -159,7 +159,13 @@ pub async fn up(
         &tracker,
         &stop,
         "planner",
-        crate::roles::planner::run(deps.clone(), stop.child_token()),
+        crate::roles::planner::run(
+            deps.clone(),
+            crate::roles::planner::PlannerConfig {
+                canvas: config.collector.canvas,
+            },
+            stop.child_token(),
+        ),
     );
     spawn_role(
         &tracker,

@@ -320,3 +320,52 @@ async fn a_job_whose_tasks_exceed_the_servers_payload_limit_is_rejected_with_the
     );
     farm.wait_done(&job);
 }
+
+/// A tiled frame whose stitching canvas alone exceeds the farm's canvas budget is refused
+/// at submit with the budget named, instead of taking a collector's memory; one within a
+/// budget set lower by the environment stitches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tiled_frame_larger_than_the_canvas_budget_is_rejected_with_the_budget() {
+    let farm = Farm::with_workers(1);
+    let deps = farm.deps().await;
+    // 65,536² in 8-bit RGB: 12 GiB, over the default budget of 8 GiB.
+    let job = farm.submit(
+        "vast",
+        "id = \"vast\"\nrenderer = \"noop\"\n[image]\nwidth = 65536\nheight = 65536\n[tiles]\ngrid = [8, 8]\n",
+    );
+    let rejected = wait_event(&farm, &deps.js, &job, EventKind::JobRejected).await;
+    let message = rejected.message.unwrap_or_default();
+    assert!(
+        message.contains("image")
+            && message.contains("12.0 GiB")
+            && message.contains("canvas budget of 8.0 GiB"),
+        "{message}"
+    );
+    assert_eq!(stream_messages(&deps.js, TASKS_STREAM).await, 0);
+
+    // A planner with a 1 MiB budget refuses a 1024² feathered frame (12 MiB of floats)
+    // and takes a 256² one.
+    let mut small = Farm::new();
+    small
+        .env
+        .push(("TESSERA_CANVAS_BUDGET".into(), "1MiB".into()));
+    small.start("tessera-planner", &[]);
+    small.start("tessera-collector", &[]);
+    small.start_worker(0, &[]);
+    let deps = small.deps().await;
+    let tiled = |id: &str, side: u32| {
+        format!(
+            "id = \"{id}\"\nrenderer = \"builtin\"\n[image]\nwidth = {side}\nheight = {side}\n[tiles]\ngrid = [2, 2]\noverscan = 4\nblend = \"feather\"\n[settings]\nsamples = 1\n"
+        )
+    };
+    let job = small.submit("big", &tiled("big", 1024));
+    let rejected = wait_event(&small, &deps.js, &job, EventKind::JobRejected).await;
+    assert!(
+        rejected
+            .message
+            .unwrap_or_default()
+            .contains("12.0 MiB to stitch, more than this farm's canvas budget of 1.0 MiB")
+    );
+    let job = small.submit("fits", &tiled("fits", 256));
+    small.wait_done(&job);
+}

@@ -34,6 +34,15 @@ pub enum PixelKind {
 }
 
 impl PixelKind {
+    /// The kind of the files of `format` at `depth` bits per channel.
+    pub fn of_format(format: crate::core::job::ImageFormat, depth: u8) -> PixelKind {
+        match (format, depth) {
+            (crate::core::job::ImageFormat::Exr, _) => PixelKind::F32,
+            (_, 16) => PixelKind::U16,
+            _ => PixelKind::U8,
+        }
+    }
+
     /// The kind of a decoded image (alpha is dropped when stitching).
     pub fn of(image: &DynamicImage) -> PixelKind {
         match image {
@@ -49,6 +58,17 @@ enum Pixels {
     U16(Vec<u16>),
     /// Feather accumulation, or float frames.
     F32(Vec<f32>),
+}
+
+/// The memory a `width`×`height` canvas of `kind` takes with `blend` (feathering
+/// accumulates in floats): three channels, alpha dropped.
+pub fn canvas_bytes(width: u32, height: u32, kind: PixelKind, blend: Blend) -> u64 {
+    let sample = match (blend, kind) {
+        (Blend::Crop, PixelKind::U8) => 1,
+        (Blend::Crop, PixelKind::U16) => 2,
+        _ => 4,
+    };
+    u64::from(width) * u64::from(height) * 3 * sample
 }
 
 /// A frame being stitched.
@@ -87,6 +107,11 @@ impl Canvas {
             pixels,
             placed: vec![false; tiles],
         }
+    }
+
+    /// The memory its pixels take (see [`canvas_bytes`]).
+    pub fn bytes(&self) -> u64 {
+        canvas_bytes(self.width, self.height, self.kind, self.blend)
     }
 
     /// Whether tile `slot` (its position in the frame's group) is in.

@@ -18,18 +18,32 @@ use crate::bus::ledger::Created;
 use crate::bus::protocol::{self, Event, EventKind, TaskMessage};
 use crate::bus::publish::BatchError;
 use crate::bus::{publish, streams};
-use crate::config::Deps;
+use crate::config::{CanvasBudget, Deps};
 use crate::core::job::{self, Job, JobId, MAX_TASKS};
 use crate::core::plan;
 use crate::core::problem::Invalid;
 use crate::core::state::{JobRecord, JobState};
+use crate::core::stitch::{PixelKind, canvas_bytes};
+
+/// How a planner runs.
+#[derive(Debug, Clone, Copy, Default, clap::Args)]
+pub struct PlannerConfig {
+    /// The largest tiled frame it accepts.
+    #[command(flatten)]
+    pub canvas: CanvasBudget,
+}
 
 /// Runs the planner until `shutdown`; the submission in hand is finished first.
-pub async fn run(deps: Deps, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    deps: Deps,
+    config: PlannerConfig,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let mut submissions = Puller::new(streams::planner_consumer(&deps.js).await?, 1);
     tracing::info!("planner ready");
     let mut planner = Planner {
         deps,
+        config,
         batch_limit: AtomicUsize::new(MAX_TASKS as usize),
     };
     consume::serve(&mut submissions, &shutdown, "a submission", &mut planner).await;
@@ -40,13 +54,14 @@ pub async fn run(deps: Deps, shutdown: CancellationToken) -> anyhow::Result<()> 
 /// The planner's handler of submissions.
 struct Planner {
     deps: Deps,
+    config: PlannerConfig,
     /// The most tasks the server takes in one atomic batch, as far as this planner knows.
     batch_limit: AtomicUsize,
 }
 
 impl Handler for Planner {
     async fn handle(&mut self, msg: &jetstream::Message) -> anyhow::Result<()> {
-        handle(&self.deps, msg, &self.batch_limit).await
+        handle(&self.deps, &self.config, msg, &self.batch_limit).await
     }
 
     /// A submission that cannot be planned for an hour ends: its job fails (if it was
@@ -105,6 +120,7 @@ fn id_of_rejected(payload: &[u8], json: bool) -> String {
 
 async fn handle(
     deps: &Deps,
+    config: &PlannerConfig,
     msg: &jetstream::Message,
     batch_limit: &AtomicUsize,
 ) -> anyhow::Result<()> {
@@ -137,7 +153,7 @@ async fn handle(
             return reject(deps, &token, invalid).await;
         }
     };
-    if let Err(invalid) = fits_the_server(deps, &job) {
+    if let Err(invalid) = fits_the_server(deps, &job).and(fits_the_canvas(&job, config.canvas)) {
         return reject(deps, job.id.as_str(), invalid).await;
     }
     if let Err(invalid) = crate::render::validate::stored_scene(&deps.store, &job).await? {
@@ -171,6 +187,37 @@ fn fits_the_server(deps: &Deps, job: &Job) -> Result<(), Invalid> {
             "a task would be a {size}-byte message, more than the NATS server's max_payload of {limit} bytes (less {HEADER_ROOM} for headers): {fix}"
         ),
     ))
+}
+
+/// Checks that a tiled frame of the job can be stitched within the farm's canvas budget.
+fn fits_the_canvas(job: &Job, budget: CanvasBudget) -> Result<(), Invalid> {
+    let Some(tiles) = job.tiles else {
+        return Ok(());
+    };
+    let kind = PixelKind::of_format(job.image.format, job.image.depth);
+    let needed = canvas_bytes(job.image.width, job.image.height, kind, tiles.blend);
+    if needed <= budget.bytes {
+        return Ok(());
+    }
+    Err(Invalid::one(
+        "image",
+        format!(
+            "a tiled {}x{} frame needs {} to stitch, more than this farm's canvas budget of {} (TESSERA_CANVAS_BUDGET or --canvas-budget on planners and collectors): render it smaller, untiled, or raise the budget",
+            job.image.width,
+            job.image.height,
+            gib(needed),
+            gib(budget.bytes)
+        ),
+    ))
+}
+
+/// `bytes` in GiB (or MiB below one GiB), for messages.
+fn gib(bytes: u64) -> String {
+    if bytes >= 1 << 30 {
+        format!("{:.1} GiB", bytes as f64 / f64::from(1u32 << 30))
+    } else {
+        format!("{:.1} MiB", bytes as f64 / f64::from(1u32 << 20))
+    }
 }
 
 async fn reject(deps: &Deps, job: &str, invalid: Invalid) -> anyhow::Result<()> {

@@ -21,10 +21,6 @@ use crate::core::stitch::{Canvas, PixelKind};
 use crate::core::tiles::Rect;
 use crate::store::{StoreError, keys};
 
-/// Tiled frames stitched in memory at once; past this the least recently touched is
-/// dropped, and its tiles are read back from the store when the frame completes.
-const MAX_CANVASES: usize = 4;
-
 /// Previews of a frame in progress are refreshed at most this often.
 const PREVIEW_EVERY: Duration = Duration::from_secs(1);
 
@@ -32,12 +28,40 @@ const PREVIEW_EVERY: Duration = Duration::from_secs(1);
 const PREVIEW_SIDE: u32 = 1024;
 
 /// Tiled frames being stitched, keyed by job, first task of the frame's group, and frame.
-#[derive(Default)]
+/// Canvases are kept up to the canvas budget in all; past it the least recently touched
+/// are dropped, and their tiles are read back from the store when their frame completes.
 pub(super) struct Stitching {
     canvases: HashMap<(JobId, u32, u32), InProgress>,
+    budget: u64,
 }
 
 impl Stitching {
+    /// No frames in progress; canvases of at most `budget` bytes in all.
+    pub(super) fn new(budget: u64) -> Stitching {
+        Stitching {
+            canvases: HashMap::new(),
+            budget,
+        }
+    }
+
+    /// Drops the least recently touched canvases until those left fit the budget (the one
+    /// just touched always stays).
+    fn fit_budget(&mut self) {
+        loop {
+            let used: u64 = self.canvases.values().map(|e| e.canvas.bytes()).sum();
+            if used <= self.budget || self.canvases.len() <= 1 {
+                return;
+            }
+            let oldest = self
+                .canvases
+                .iter()
+                .min_by_key(|(_, e)| e.touched)
+                .map(|(k, _)| k.clone())
+                .expect("not empty");
+            self.canvases.remove(&oldest);
+        }
+    }
+
     /// Drops the canvases of `job`.
     pub(super) fn forget(&mut self, job: &str) {
         self.canvases.retain(|(id, _, _), _| id.as_str() != job);
@@ -145,15 +169,7 @@ pub(super) async fn stitch_tile(
             write_preview(deps, job, &name, entry.canvas.preview(PREVIEW_SIDE)).await?;
         }
     }
-    while stitching.canvases.len() > MAX_CANVASES {
-        let oldest = stitching
-            .canvases
-            .iter()
-            .min_by_key(|(_, e)| e.touched)
-            .map(|(k, _)| k.clone())
-            .expect("not empty");
-        stitching.canvases.remove(&oldest);
-    }
+    stitching.fit_budget();
     Ok(())
 }
 
@@ -286,22 +302,72 @@ async fn remove_parts(
 mod tests {
     use super::*;
 
-    #[test]
-    fn forgetting_a_job_drops_its_canvases_only() {
-        let mut stitching = Stitching::default();
-        for (job, frame) in [("a", 1), ("a", 2), ("ab", 1)] {
-            let canvas = Canvas::new(4, 4, PixelKind::U8, crate::core::job::Blend::Crop, 0, 2);
+    fn with_canvases(budget: u64, frames: &[(&str, u32, u32)]) -> Stitching {
+        let mut stitching = Stitching::new(budget);
+        let start = Instant::now();
+        for (i, &(job, frame, side)) in frames.iter().enumerate() {
+            let canvas = Canvas::new(
+                side,
+                side,
+                PixelKind::U8,
+                crate::core::job::Blend::Crop,
+                0,
+                2,
+            );
             stitching.canvases.insert(
                 (JobId::parse(job).unwrap(), 0, frame),
                 InProgress {
                     canvas,
-                    touched: Instant::now(),
+                    touched: start + Duration::from_millis(i as u64),
                     previewed: None,
                 },
             );
         }
+        stitching
+    }
+
+    fn frames_left(stitching: &Stitching) -> Vec<(String, u32)> {
+        let mut left: Vec<_> = stitching
+            .canvases
+            .keys()
+            .map(|k| (k.0.to_string(), k.2))
+            .collect();
+        left.sort();
+        left
+    }
+
+    #[test]
+    fn forgetting_a_job_drops_its_canvases_only() {
+        let mut stitching = with_canvases(u64::MAX, &[("a", 1, 4), ("a", 2, 4), ("ab", 1, 4)]);
         stitching.forget("a");
-        let left: Vec<_> = stitching.canvases.keys().map(|k| k.0.to_string()).collect();
-        assert_eq!(left, ["ab"]);
+        assert_eq!(frames_left(&stitching), [("ab".to_string(), 1)]);
+    }
+
+    #[test]
+    fn canvases_past_the_budget_go_oldest_first_but_the_newest_always_stays() {
+        // 10x10 RGB bytes: 300 each.
+        let cases: [(u64, &[(&str, u32, u32)], &[(&str, u32)]); 4] = [
+            (
+                900,
+                &[("a", 1, 10), ("a", 2, 10), ("a", 3, 10)],
+                &[("a", 1), ("a", 2), ("a", 3)],
+            ),
+            (
+                899,
+                &[("a", 1, 10), ("a", 2, 10), ("a", 3, 10)],
+                &[("a", 2), ("a", 3)],
+            ),
+            (300, &[("a", 1, 10), ("b", 1, 10)], &[("b", 1)]),
+            // A single frame larger than the budget is still stitched (the planner refuses
+            // such frames; a collector run with a smaller budget than its planner's copes).
+            (10, &[("a", 1, 10), ("b", 1, 20)], &[("b", 1)]),
+        ];
+        for (budget, frames, expected) in cases {
+            let mut stitching = with_canvases(budget, frames);
+            stitching.fit_budget();
+            let expected: Vec<(String, u32)> =
+                expected.iter().map(|(j, f)| (j.to_string(), *f)).collect();
+            assert_eq!(frames_left(&stitching), expected, "budget {budget}");
+        }
     }
 }

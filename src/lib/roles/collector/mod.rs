@@ -36,6 +36,9 @@ pub struct CollectorConfig {
     /// records (published versions stay). Default: keep every job until `tessera delete`.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub keep_jobs: Option<Duration>,
+    /// Memory for frames being stitched.
+    #[command(flatten)]
+    pub canvas: crate::config::CanvasBudget,
 }
 
 /// Runs the collector until `shutdown`; the event in hand is finished first.
@@ -49,7 +52,7 @@ pub async fn run(
         let mut collector = events::Collector {
             deps: deps.clone(),
             jobs: Default::default(),
-            stitching: Default::default(),
+            stitching: assemble::Stitching::new(config.canvas.bytes),
         };
         tracing::info!("collector ready");
         consume::serve(&mut puller, &shutdown, "an event", &mut collector).await;
