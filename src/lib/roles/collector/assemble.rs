@@ -346,7 +346,8 @@ mod tests {
     #[test]
     fn canvases_past_the_budget_go_oldest_first_but_the_newest_always_stays() {
         // 10x10 RGB bytes: 300 each.
-        let cases: [(u64, &[(&str, u32, u32)], &[(&str, u32)]); 4] = [
+        type Case<'a> = (u64, &'a [(&'a str, u32, u32)], &'a [(&'a str, u32)]);
+        let cases: [Case; 4] = [
             (
                 900,
                 &[("a", 1, 10), ("a", 2, 10), ("a", 3, 10)],
