@@ -288,4 +288,15 @@ async fn parts_are_removed_once_their_frame_is_stored() {
         "a replayed task.done of an assembled frame: {kinds:?}"
     );
     assert_eq!(farm.status(&tiled)["state"], "done");
+
+    // A job that asks to keep its parts keeps every tile after stitching.
+    let kept = farm.submit(
+        "parts-kept",
+        "id = \"parts-kept\"\nkeep_parts = true\n[image]\nwidth = 64\nheight = 48\n[tiles]\ngrid = [2, 2]\n[settings]\nsamples = 1\n",
+    );
+    farm.wait_done(&kept);
+    let id = JobId::parse(&kept).unwrap();
+    let parts = deps.store.list(&keys::parts_prefix(&id)).await.unwrap();
+    assert_eq!(parts.len(), 4, "{parts:?}");
+    assert_eq!(deps.store.list(&keys::output_prefix(&id)).await.unwrap().len(), 1);
 }

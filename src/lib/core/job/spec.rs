@@ -47,6 +47,10 @@ pub struct JobSpec {
     /// Attempts and timeouts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetrySpec>,
+    /// Keep each task's raw outputs (tiles, per-attempt frames) after their frame is
+    /// assembled; by default they are removed then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_parts: Option<bool>,
     /// Renderer-specific settings, passed through.
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub settings: serde_json::Map<String, serde_json::Value>,

@@ -207,6 +207,7 @@ fn json_schema_matches_the_spec_fields() {
             on_failure: Some("fail".into()),
             stall: Some("1s".into()),
         }),
+        keep_parts: Some(true),
         settings: [("k".to_string(), serde_json::Value::from(1))]
             .into_iter()
             .collect(),

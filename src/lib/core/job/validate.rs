@@ -95,6 +95,8 @@ pub struct Job {
     pub retry: Retry,
     /// Renderer settings.
     pub settings: serde_json::Map<String, serde_json::Value>,
+    /// Whether raw task outputs stay after their frame is assembled.
+    pub keep_parts: bool,
     /// The spec this was validated from, with the id filled in (stored in the job record).
     pub spec: JobSpec,
     /// Which submission of this id the job is: set by the planner when it records the job
@@ -335,6 +337,7 @@ impl JobSpec {
                 stall,
             },
             settings: self.settings.clone(),
+            keep_parts: self.keep_parts.unwrap_or(false),
             spec: self,
             incarnation: String::new(),
         })

@@ -281,7 +281,8 @@ pub(super) async fn assemble(
 }
 
 /// Removes the raw outputs of `frame` that the tasks of `group` stored, once the frame is
-/// stored in `output/`: an untiled frame is thus moved, and tiles go once stitched.
+/// stored in `output/`: an untiled frame is thus moved, and tiles go once stitched —
+/// unless the job keeps its parts.
 async fn remove_parts(
     deps: &Deps,
     job: &Job,
@@ -289,6 +290,9 @@ async fn remove_parts(
     slots: &[TaskSlot],
     frame: u32,
 ) -> anyhow::Result<()> {
+    if job.keep_parts {
+        return Ok(());
+    }
     let file = frame_file_name(frame, job.image.format.extension());
     for (i, index) in group.enumerate() {
         let task = plan::task(job, index);
