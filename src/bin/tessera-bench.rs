@@ -42,6 +42,17 @@ enum Bench {
     },
     /// Builtin renderer throughput: samples (camera paths) per second by thread count.
     Render(tessera::bench::RenderBench),
+    /// Soak: render and delete many small jobs; the store, the jobs bucket, the streams
+    /// and every process's memory at each checkpoint (separate role processes: build every
+    /// binary first).
+    Soak {
+        /// Jobs to render and delete.
+        #[arg(long, default_value_t = 1000)]
+        jobs: usize,
+        /// Jobs between two reports.
+        #[arg(long, default_value_t = 100)]
+        every: usize,
+    },
     /// POV-Ray and Blender (where installed): the example animations through the farm
     /// against the program run directly.
     Programs {
@@ -61,6 +72,7 @@ async fn main() -> std::process::ExitCode {
         Bench::Plan { tasks, runs } => tessera::bench::plan(tasks, runs).await,
         Bench::Render(bench) => tessera::bench::render(&bench),
         Bench::Programs { runs } => tessera::bench::programs(runs).await,
+        Bench::Soak { jobs, every } => tessera::bench::soak(jobs, every.max(1)).await,
     };
     tessera::telemetry::exit(result)
 }

@@ -298,5 +298,12 @@ async fn parts_are_removed_once_their_frame_is_stored() {
     let id = JobId::parse(&kept).unwrap();
     let parts = deps.store.list(&keys::parts_prefix(&id)).await.unwrap();
     assert_eq!(parts.len(), 4, "{parts:?}");
-    assert_eq!(deps.store.list(&keys::output_prefix(&id)).await.unwrap().len(), 1);
+    assert_eq!(
+        deps.store
+            .list(&keys::output_prefix(&id))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 }

@@ -4,8 +4,10 @@
 //! is [`fn@programs`].
 
 mod programs;
+mod soak;
 
 pub use programs::programs;
+pub use soak::soak;
 
 use std::time::{Duration, Instant};
 
