@@ -111,9 +111,13 @@ async fn handle(
         EventKind::TaskRetry => Change::Retry,
         EventKind::TaskDone => Change::Done,
         EventKind::TaskFailed => Change::Failed,
-        // Frames of an ended job that are still in memory will not be finished.
-        EventKind::JobFailed | EventKind::JobCanceled => {
+        // Frames of an ended job that are still in memory will not be finished, and its
+        // spec is not needed any more (a late event reads it again).
+        EventKind::JobFailed | EventKind::JobCanceled | EventKind::JobDone => {
             stitching.forget(&event.job);
+            if let Ok(id) = JobId::parse(&event.job) {
+                jobs.remove(&id);
+            }
             return Ok(());
         }
         _ => return Ok(()),
