@@ -1,7 +1,8 @@
 //! Outputs that cannot be used: a tile that is not an image, one of the wrong size and one
 //! that declares 65,535² pixels each make their attempt a failed one at the collector —
 //! retried while attempts remain, then failing the task with the reason — while the
-//! collector stays up; an empty output fails its attempt on the worker. And a renderer
+//! collector stays up; an empty output, or a command's output of the wrong format or size,
+//! fails its attempt on the worker. And a renderer
 //! that only redraws a progress line is alive.
 
 use std::path::Path;
@@ -42,7 +43,7 @@ fn huge_png(path: &Path) {
 fn tile_job(farm: &Farm, id: &str, first: &Path, later: &Path) -> String {
     let script = "if [ \"$2\" = 1 ]; then cp \"$0\" \"$3\"; else cp \"$1\" \"$3\"; fi";
     let toml = format!(
-        "id = \"{id}\"\nrenderer = \"command\"\n[image]\nwidth = 64\nheight = 48\n[tiles]\ngrid = [2, 2]\n[retry]\nmax_attempts = 2\n[settings]\ncommand = [\"sh\", \"-c\", {script:?}, {first:?}, {later:?}, \"{{attempt}}\", \"{{output}}\"]\n",
+        "id = \"{id}\"\nrenderer = \"command\"\n[image]\nwidth = 64\nheight = 48\n[tiles]\ngrid = [2, 2]\n[retry]\nmax_attempts = 2\n[settings]\ncheck_outputs = false\ncommand = [\"sh\", \"-c\", {script:?}, {first:?}, {later:?}, \"{{attempt}}\", \"{{output}}\"]\n",
     );
     farm.submit(id, &toml)
 }
@@ -95,6 +96,48 @@ async fn bad_tiles_fail_their_task_with_a_reason_and_the_collector_stays_up() {
     assert_eq!((image.width(), image.height()), (64, 48));
 }
 
+/// A command's outputs are checked on the worker like any renderer's: a text file or a PNG
+/// of the wrong size fails the attempt with what is wrong, and a right one is the frame.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commands_output_of_the_wrong_format_or_size_fails_its_attempt() {
+    let (farm, deps) = command_farm(1, &[]).await;
+    let dir = farm.dir.path().join("outs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (text, small, right) = (
+        dir.join("a.txt"),
+        dir.join("small.png"),
+        dir.join("right.png"),
+    );
+    std::fs::write(&text, "not an image").unwrap();
+    png(&small, 8, 8);
+    png(&right, 40, 30);
+    for (id, file, says) in [
+        (
+            "text-out",
+            &text,
+            "output frame_0001.png is not an image (expected png)",
+        ),
+        (
+            "small-out",
+            &small,
+            "output frame_0001.png is 8x8 pixels, not 40x30",
+        ),
+        ("right-out", &right, ""),
+    ] {
+        let toml = format!(
+            "id = \"{id}\"\nrenderer = \"command\"\n[image]\nwidth = 40\nheight = 30\n[retry]\nmax_attempts = 1\n[settings]\ncommand = [\"cp\", {file:?}, \"{{output}}\"]\n"
+        );
+        let job = farm.submit(id, &toml);
+        if says.is_empty() {
+            farm.wait_done(&job);
+            continue;
+        }
+        let failed = wait_event(&farm, &deps.js, &job, EventKind::TaskFailed).await;
+        let message = failed.message.unwrap_or_default();
+        assert!(message.contains(says), "{id}: {message}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_output_fails_its_attempt_with_the_reason() {
     let (farm, deps) = command_farm(1, &[]).await;
@@ -115,7 +158,7 @@ async fn a_renderer_redrawing_its_progress_line_is_not_taken_for_hung() {
     let script =
         "for i in 1 2 3 4 5 6; do printf 'progress %d\\r' $i; sleep 0.5; done; echo ok > \"$0\"";
     let toml = format!(
-        "id = \"redraws\"\nrenderer = \"command\"\n[retry]\nmax_attempts = 1\nstall = \"1s\"\n[settings]\ncommand = [\"sh\", \"-c\", {script:?}, \"{{output}}\"]\n"
+        "id = \"redraws\"\nrenderer = \"command\"\n[retry]\nmax_attempts = 1\nstall = \"1s\"\n[settings]\ncheck_outputs = false\ncommand = [\"sh\", \"-c\", {script:?}, \"{{output}}\"]\n"
     );
     let job = farm.submit("redraws", &toml);
     farm.wait_done(&job);

@@ -45,6 +45,11 @@ pub struct CommandRenderer;
 pub struct Settings {
     /// The argument vector, placeholders not yet filled (`command`).
     pub argv: Vec<String>,
+    /// Whether each output must be an image of the task's format, region size and depth,
+    /// as with every other renderer (`check_outputs`, default true). A command that writes
+    /// other files (caches, simulations) sets it false: its outputs are then only checked
+    /// not to be empty.
+    pub check_outputs: bool,
 }
 
 impl Settings {
@@ -59,7 +64,20 @@ impl Settings {
             )
         })?;
         let argv = check_template(value).map_err(|e| Invalid::one("settings.command", e))?;
-        Ok(Settings { argv })
+        let check_outputs = match settings.get("check_outputs") {
+            None => true,
+            Some(serde_json::Value::Bool(check)) => *check,
+            Some(other) => {
+                return Err(Invalid::one(
+                    "settings.check_outputs",
+                    format!("must be true or false, not {other}"),
+                ));
+            }
+        };
+        Ok(Settings {
+            argv,
+            check_outputs,
+        })
     }
 }
 

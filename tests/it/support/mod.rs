@@ -318,7 +318,7 @@ pub(crate) fn command_job(
     retry: &str,
 ) -> String {
     let toml = format!(
-        "id = \"{id}\"\nrenderer = \"command\"\n[frames]\nrange = \"{frames}\"\n[retry]\n{retry}\n[settings]\ncommand = [\"sh\", \"-c\", {script:?}]\n"
+        "id = \"{id}\"\nrenderer = \"command\"\n[frames]\nrange = \"{frames}\"\n[retry]\n{retry}\n[settings]\ncheck_outputs = false\ncommand = [\"sh\", \"-c\", {script:?}]\n"
     );
     farm.submit(id, &toml)
 }

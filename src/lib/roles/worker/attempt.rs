@@ -40,15 +40,17 @@ pub(super) struct Attempt<'a> {
     pub(super) stop: &'a Stop,
 }
 
-/// Checks a renderer's output before it is uploaded: never empty, and from the renderers
-/// Tessera drives itself an image of the task's format, region size and depth. (`command`
-/// outputs are the program's business beyond not being empty.)
+/// Checks a renderer's output before it is uploaded: never empty, and an image of the
+/// task's format, region size and depth — unless a `command` job says its outputs are not
+/// images (`settings.check_outputs = false`).
 fn check_output(task: &TaskMessage, name: &str, size: u64, bytes: &[u8]) -> Result<(), String> {
     let multilayer = task.renderer == RendererKind::Blender
         && render::blender::Settings::parse(&task.settings).is_ok_and(|s| s.multilayer);
     let verdict = if size == 0 {
         Err("is empty (0 bytes)".to_string())
-    } else if task.renderer == RendererKind::Command {
+    } else if task.renderer == RendererKind::Command
+        && render::command::Settings::parse(&task.settings).is_ok_and(|s| !s.check_outputs)
+    {
         Ok(())
     } else if multilayer {
         // Layers of passes, which the image decoder does not read: the file type it is.
