@@ -125,23 +125,51 @@ async fn retention_deletes_jobs_that_ended_long_enough_ago_and_keeps_the_rest() 
     farm.start("tessera-collector", &["--keep-jobs", "3s"]);
     farm.start_worker(0, &["--allow-command"]);
     let deps = farm.deps().await;
-    let done = command_job(&farm, "short", "1-2", "echo short > {output}", "");
+    // Two jobs with scenes of their own: one ends, one runs on.
+    let scene_job = |id: &str, text: &str, script: &str| {
+        let dir = farm.dir.path().join(format!("scene-{id}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("input.txt"), text).unwrap();
+        let toml = format!(
+            "id = \"{id}\"\nrenderer = \"command\"\nscene = \"../scene-{id}/input.txt\"\n[frames]\nrange = \"1-2\"\n[settings]\ncheck_outputs = false\ncommand = [\"sh\", \"-c\", {script:?}, \"{{scene}}\", \"{{output}}\"]\n"
+        );
+        farm.submit(id, &toml)
+    };
+    let done = scene_job("short", "short scene", "cp \"$0\" \"$1\"");
     farm.wait_done(&done);
-    let running = command_job(&farm, "long", "1", "sleep 20; echo long > {output}", "");
+    let running = scene_job("long", "long scene", "sleep 30; cp \"$0\" \"$1\"");
     eventually(
-        Duration::from_secs(20),
+        Duration::from_secs(30),
         Duration::from_millis(250),
-        || format!("the ended job was not deleted\n{}", farm.logs()),
-        async || leftovers(&deps, &done).await.is_empty().then_some(()),
+        || {
+            format!(
+                "the ended job and its scene were not deleted\n{}",
+                farm.logs()
+            )
+        },
+        async || {
+            let scenes = deps.store.list(keys::MANIFESTS).await.unwrap();
+            let blobs = deps.store.list(keys::BLOBS).await.unwrap();
+            (leftovers(&deps, &done).await.is_empty() && scenes.len() == 1 && blobs.len() == 1)
+                .then_some(())
+        },
     )
     .await;
-    // The running job is kept, whatever its age.
+    // The running job is kept, whatever its age, and so is its scene.
     assert_eq!(farm.status(&running)["state"], "running");
-    assert!(
-        deps.ledger
-            .job(&JobId::parse(&running).unwrap())
-            .await
-            .unwrap()
-            .is_some()
-    );
+    let (record, _) = deps
+        .ledger
+        .job(&JobId::parse(&running).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let hex = record
+        .spec
+        .scene_manifest
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string();
+    assert!(deps.store.exists(&keys::manifest(&hex)).await.unwrap());
+    let blob = deps.store.list(keys::BLOBS).await.unwrap().remove(0);
+    assert_eq!(deps.store.get(&blob).await.unwrap().as_ref(), b"long scene");
 }

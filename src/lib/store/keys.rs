@@ -14,6 +14,19 @@ pub fn manifest(hex: &str) -> String {
     format!("scenes/{hex}.json")
 }
 
+/// `scenes/`: every scene manifest.
+pub const MANIFESTS: &str = "scenes/";
+
+/// `blobs/sha256/`: every blob.
+pub const BLOBS: &str = "blobs/sha256/";
+
+/// The digest of a manifest key (`scenes/<hex>.json`) or a blob key (`blobs/sha256/<hex>`).
+pub fn digest_of(key: &str) -> Option<&str> {
+    key.strip_prefix(MANIFESTS)
+        .and_then(|k| k.strip_suffix(".json"))
+        .or_else(|| key.strip_prefix(BLOBS))
+}
+
 /// `jobs/<job>/`: everything of a job (raw outputs, logs, previews, assembled results).
 pub fn job_prefix(job: &JobId) -> String {
     format!("jobs/{job}/")

@@ -308,12 +308,28 @@ impl Store {
 
     /// Every key under `prefix` (which should end in `/`), sorted.
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .list_dated(prefix)
+            .await?
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect())
+    }
+
+    /// Every key under `prefix`, sorted, with when it was last written.
+    pub async fn list_dated(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, std::time::SystemTime)>, StoreError> {
         let path = self.path(prefix.trim_end_matches('/'));
         let metas: Vec<_> = (|| self.inner.list(Some(&path)).try_collect::<Vec<_>>())
             .retry(backoff())
             .when(transient)
             .await?;
-        let mut keys: Vec<String> = metas.iter().map(|m| self.key_of(&m.location)).collect();
+        let mut keys: Vec<_> = metas
+            .iter()
+            .map(|m| (self.key_of(&m.location), m.last_modified.into()))
+            .collect();
         keys.sort();
         Ok(keys)
     }

@@ -195,10 +195,10 @@ pub async fn package(store: &Store, scene_file: &Path) -> anyhow::Result<Package
         }
         manifest.files.insert(relative, hex);
     }
+    // Written on every submission, even when stored before: its date is the scene's last
+    // use, which retention goes by.
     let (bytes, hex) = manifest.to_bytes();
-    store
-        .put_if_absent(&keys::manifest(&hex), Bytes::from(bytes))
-        .await?;
+    store.put(&keys::manifest(&hex), Bytes::from(bytes)).await?;
     packaged.hex = hex;
     Ok(packaged)
 }
