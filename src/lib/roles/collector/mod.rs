@@ -34,7 +34,7 @@ use crate::config::Deps;
 pub struct CollectorConfig {
     /// Delete jobs that ended longer ago than this ("30d", "12h"): their outputs, logs and
     /// records (published versions stay). Default: keep every job until `tessera delete`.
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, env = "TESSERA_KEEP_JOBS", value_parser = humantime::parse_duration)]
     pub keep_jobs: Option<Duration>,
     /// Memory for frames being stitched.
     #[command(flatten)]
