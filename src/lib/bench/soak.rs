@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use futures::StreamExt as _;
 
-use crate::bus::protocol;
+use crate::bus::protocol::{self, EventKind};
 use crate::bus::streams;
 use crate::config::Deps;
 use crate::store::Store;
@@ -60,7 +60,7 @@ pub async fn soak(jobs: usize, every: usize) -> anyhow::Result<()> {
         children.insert(role, child);
     }
     super::wait_for_workers(&deps, 1).await?;
-    let mut ends = client.subscribe("tessera.events.*.job.>").await?;
+    let mut ends = client.subscribe(protocol::EVERY_JOB_LEVEL_EVENT).await?;
     println!(
         "soak: {jobs} tiled jobs (32x18, 2 tiles, 2 frames) rendered, then deleted, {IN_FLIGHT} at a time"
     );
@@ -99,12 +99,12 @@ pub async fn soak(jobs: usize, every: usize) -> anyhow::Result<()> {
         let Some(job) = protocol::parse_event_job(&msg.subject) else {
             continue;
         };
-        let kind = msg.subject.rsplit_once(".job.").map_or("", |(_, k)| k);
-        if matches!(kind, "accepted" | "retried") || !pending.remove(job.as_str()) {
+        let kind = protocol::parse_event_kind(&msg.subject);
+        if !kind.is_some_and(EventKind::is_final) || !pending.remove(job.as_str()) {
             continue;
         }
-        if kind != "done" {
-            anyhow::bail!("job {job} ended: job.{kind}");
+        if kind != Some(EventKind::JobDone) {
+            anyhow::bail!("job {job} ended with {kind:?}");
         }
         crate::roles::client::delete(&deps, &job, false).await?;
         deleted += 1;

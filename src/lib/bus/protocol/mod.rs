@@ -99,6 +99,19 @@ mod tests {
         }
         let event = event_subject("j1", EventKind::TaskDone);
         assert_eq!(event, "tessera.events.j1.task.done");
+        assert_eq!(parse_event_kind(&event), Some(EventKind::TaskDone));
+        assert_eq!(
+            parse_event_kind("tessera.events.j1.job.done"),
+            Some(EventKind::JobDone)
+        );
+        assert_eq!(parse_event_kind("tessera.events.j1.job.gone"), None);
+        assert_eq!(parse_event_kind("tessera.tasks.j1.job.done"), None);
+        assert_eq!(
+            job_record_subjects("tessera-jobs", &job),
+            ["$KV.tessera-jobs.j1", "$KV.tessera-jobs.j1.>"]
+        );
+        let id = task_msg_id(&job, "inc", &crate::core::plan::TaskId("f0001".into()), 2);
+        assert_eq!(id, "j1:inc:f0001:r2");
         assert_eq!(job_tasks_filter(&job), "tessera.tasks.*.*.j1.*");
         assert_eq!(
             parse_task_subject(&subject),

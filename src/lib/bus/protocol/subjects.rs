@@ -78,6 +78,16 @@ pub fn parse_event_job(subject: &str) -> Option<JobId> {
     JobId::parse(rest.split('.').next()?).ok()
 }
 
+/// Every job-level event of every job (`job.accepted`, `job.done`, …).
+pub const EVERY_JOB_LEVEL_EVENT: &str = "tessera.events.*.job.>";
+
+/// The kind of an event from its subject (`tessera.events.<job>.<kind>`).
+pub fn parse_event_kind(subject: &str) -> Option<EventKind> {
+    let rest = subject.strip_prefix("tessera.events.")?;
+    let (_, kind) = rest.split_once('.')?;
+    serde_json::from_value(serde_json::Value::String(kind.to_string())).ok()
+}
+
 /// The events of `kind` of every job (benchmarks watch starts across jobs).
 pub fn every_job_events_filter(kind: EventKind) -> String {
     format!("tessera.events.*.{}", kind.as_str())
