@@ -102,8 +102,8 @@ pub async fn delete_job(deps: &Deps, id: &JobId) -> anyhow::Result<Deleted> {
     let mut objects = deps.store.delete_prefix(&prefix).await?;
     streams::purge_job_events(&deps.js, id).await?;
     streams::purge_job_records(&deps.js, id).await?;
-    // What a collector or worker busy with the job wrote after the first sweep: with the
-    // record gone, nothing writes for the job any more.
+    // What a collector or worker busy with the job wrote after the first sweep (with the
+    // record gone, a collector drops the job's events and writes nothing new for it).
     objects += deps.store.delete_prefix(&prefix).await?;
     if record.is_some() {
         tracing::info!(job = %id, objects, "job deleted");
