@@ -42,6 +42,16 @@ enum Bench {
     },
     /// Builtin renderer throughput: samples (camera paths) per second by thread count.
     Render(tessera::bench::RenderBench),
+    /// Throughput: a noop job of many one-frame tasks, submit to job.done, beside a raw
+    /// JetStream loop on the same server in the same run.
+    Throughput {
+        /// Tasks in the job.
+        #[arg(long, default_value_t = 3000)]
+        tasks: u32,
+        /// Rounds (raw loop and Tessera each).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// Soak: render and delete many small jobs; the store, the jobs bucket, the streams
     /// and every process's memory at each checkpoint (separate role processes: build every
     /// binary first).
@@ -72,6 +82,7 @@ async fn main() -> std::process::ExitCode {
         Bench::Plan { tasks, runs } => tessera::bench::plan(tasks, runs).await,
         Bench::Render(bench) => tessera::bench::render(&bench),
         Bench::Programs { runs } => tessera::bench::programs(runs).await,
+        Bench::Throughput { tasks, runs } => tessera::bench::throughput(tasks, runs).await,
         Bench::Soak { jobs, every } => tessera::bench::soak(jobs, every.max(1)).await,
     };
     tessera::telemetry::exit(result)

@@ -5,9 +5,11 @@
 
 mod programs;
 mod soak;
+mod throughput;
 
 pub use programs::programs;
 pub use soak::soak;
+pub use throughput::throughput;
 
 use std::time::{Duration, Instant};
 

@@ -166,6 +166,12 @@ impl Farm {
                 .join(format!("{binary}-{}.log", self.roles.len())),
         )
         .unwrap();
+        // A wrapper (faketime) forks the role: the pair gets a group of its own, killed
+        // whole, or the role would outlive the test.
+        let group = command.get_program() == "faketime";
+        if group {
+            std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        }
         let child = command
             .env(
                 "RUST_LOG",
@@ -175,7 +181,7 @@ impl Farm {
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("starting {binary}: {e}"));
-        self.roles.push(Proc { child });
+        self.roles.push(Proc { child, group });
         self.roles.len() - 1
     }
 

