@@ -48,6 +48,26 @@ pub trait Handler {
         msg: &jetstream::Message,
     ) -> impl Future<Output = anyhow::Result<()>> + Send;
 
+    /// Handles several messages, as many as were at hand (at most [`BATCH`]): one result
+    /// per message, in order, each meaning what [`handle`](Self::handle)'s does. By
+    /// default one after the other; a handler that can share work between messages (one
+    /// write for many) does so here.
+    fn handle_batch(
+        &mut self,
+        msgs: &[&jetstream::Message],
+    ) -> impl Future<Output = Vec<anyhow::Result<()>>> + Send
+    where
+        Self: Send,
+    {
+        async move {
+            let mut results = Vec::with_capacity(msgs.len());
+            for msg in msgs {
+                results.push(self.handle(msg).await);
+            }
+            results
+        }
+    }
+
     /// Ends `msg`, whose handling failed [`GIVE_UP_AFTER`] times with `error` last, with a
     /// reason its users see (`Ok`: it is then acknowledged). By default it is logged.
     fn give_up(
@@ -64,58 +84,89 @@ pub trait Handler {
     }
 }
 
-/// Hands every message of `puller` to `handler` until `shutdown`; the message in hand is
-/// finished first. `what` names the messages in logs.
+/// Most messages handed to a handler at once.
+pub const BATCH: usize = 64;
+
+/// Hands every message of `puller` to `handler` until `shutdown`, in batches of those at
+/// hand; the messages in hand are finished first. `what` names the messages in logs.
 pub async fn serve(
     puller: &mut Puller,
     shutdown: &CancellationToken,
     what: &str,
-    handler: &mut impl Handler,
+    handler: &mut (impl Handler + Send),
 ) {
-    while let Some(msg) = puller.next(shutdown).await {
-        // A message delivered this often without an answer took its handler down each time
-        // (a crash, an out-of-memory kill): it is given up before it can do so again.
-        let delivered = msg.info().map_or(1, |i| i.delivered.max(1) as u64);
-        let result = if delivered > GIVE_UP_AFTER {
-            Err(anyhow::anyhow!(
-                "delivered {delivered} times without being handled (did a role crash on it?)"
-            ))
-        } else {
-            handler.handle(&msg).await
-        };
-        match result {
-            Ok(()) => {
-                if let Err(e) = msg.double_ack().await {
-                    tracing::warn!(error = %e, "acknowledging {what}");
-                }
-            }
-            Err(e) => {
-                let delay = match after_failure(delivered) {
-                    AfterFailure::Retry(delay) => delay,
-                    AfterFailure::GiveUp => match handler.give_up(&msg, &e).await {
-                        Ok(()) => {
-                            if let Err(e) = msg.ack_with(AckKind::Term).await {
-                                tracing::warn!(error = %e, "terminating {what}");
-                            }
-                            continue;
-                        }
-                        Err(e) => {
-                            tracing::error!(error = format!("{e:#}"), "giving up on {what}");
-                            Duration::from_secs(60)
-                        }
-                    },
-                };
-                tracing::error!(
-                    subject = %msg.subject,
-                    delivered,
-                    error = format!("{e:#}"),
-                    "handling {what} failed; it will be delivered again in {delay:?}"
-                );
-                if let Err(e) = msg.ack_with(AckKind::Nak(Some(delay))).await {
-                    tracing::debug!(error = %e, "asking for {what} again");
-                }
+    loop {
+        let msgs = puller.next_batch(shutdown, BATCH).await;
+        if msgs.is_empty() {
+            return;
+        }
+        // A message delivered this often without an answer took its handler down each
+        // time (a crash, an out-of-memory kill): it is given up before it can do so again.
+        let delivered =
+            |msg: &jetstream::Message| msg.info().map_or(1, |i| i.delivered.max(1) as u64);
+        let fresh: Vec<&jetstream::Message> = msgs
+            .iter()
+            .filter(|m| delivered(m) <= GIVE_UP_AFTER)
+            .collect();
+        let mut handled = handler.handle_batch(&fresh).await.into_iter();
+        let mut acks = Vec::new();
+        for msg in &msgs {
+            let result = if delivered(msg) > GIVE_UP_AFTER {
+                Err(anyhow::anyhow!(
+                    "delivered {} times without being handled (did a role crash on it?)",
+                    delivered(msg)
+                ))
+            } else {
+                handled
+                    .next()
+                    .unwrap_or_else(|| Err(anyhow::anyhow!("the handler gave no result")))
+            };
+            match result {
+                Ok(()) => acks.push(msg),
+                Err(e) => failed(msg, e, delivered(msg), what, handler).await,
             }
         }
+        // Acknowledged together: each waits for the server, none for another.
+        let confirmations = acks.iter().map(|msg| msg.double_ack());
+        for result in futures::future::join_all(confirmations).await {
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "acknowledging {what}");
+            }
+        }
+    }
+}
+
+/// Answers a message whose handling failed: delivered again later, or given up.
+async fn failed(
+    msg: &jetstream::Message,
+    e: anyhow::Error,
+    delivered: u64,
+    what: &str,
+    handler: &mut impl Handler,
+) {
+    let delay = match after_failure(delivered) {
+        AfterFailure::Retry(delay) => delay,
+        AfterFailure::GiveUp => match handler.give_up(msg, &e).await {
+            Ok(()) => {
+                if let Err(e) = msg.ack_with(AckKind::Term).await {
+                    tracing::warn!(error = %e, "terminating {what}");
+                }
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = format!("{e:#}"), "giving up on {what}");
+                Duration::from_secs(60)
+            }
+        },
+    };
+    tracing::error!(
+        subject = %msg.subject,
+        delivered,
+        error = format!("{e:#}"),
+        "handling {what} failed; it will be delivered again in {delay:?}"
+    );
+    if let Err(e) = msg.ack_with(AckKind::Nak(Some(delay))).await {
+        tracing::debug!(error = %e, "asking for {what} again");
     }
 }
 
@@ -135,6 +186,34 @@ impl Puller {
             batch_size,
             batch: None,
         }
+    }
+
+    /// The next message, waiting for it, then those already at hand, up to `max` in all;
+    /// empty once `shutdown` is cancelled.
+    pub async fn next_batch(
+        &mut self,
+        shutdown: &CancellationToken,
+        max: usize,
+    ) -> Vec<jetstream::Message> {
+        use futures::{FutureExt as _, StreamExt as _};
+        let Some(first) = self.next(shutdown).await else {
+            return Vec::new();
+        };
+        let mut msgs = vec![first];
+        while msgs.len() < max {
+            let Some(batch) = &mut self.batch else {
+                break;
+            };
+            match batch.next().now_or_never() {
+                Some(Some(Ok(msg))) => msgs.push(msg),
+                Some(Some(Err(_)) | None) => {
+                    self.batch = None;
+                    break;
+                }
+                None => break,
+            }
+        }
+        msgs
     }
 
     /// The next message; `None` once `shutdown` is cancelled.

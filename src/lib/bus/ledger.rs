@@ -196,6 +196,47 @@ impl Ledger {
         }
     }
 
+    /// Applies `changes` in order, all to tasks of page `page_no`, with one compare-and-swap
+    /// of the page (retried whole on a conflict): what a batch of events does. Returns the
+    /// slot before and after each change, in order.
+    pub async fn change_page(
+        &self,
+        job: &JobId,
+        page_no: u32,
+        changes: &[(u32, Change)],
+    ) -> anyhow::Result<Vec<(TaskSlot, TaskSlot)>> {
+        loop {
+            let (mut page, revision) = self.page(job, page_no).await?;
+            let mut out = Vec::with_capacity(changes.len());
+            for &(index, change) in changes {
+                let (on, at) = page_of(index);
+                anyhow::ensure!(on == page_no, "task {index} is not on page {page_no}");
+                let slot = page
+                    .slots
+                    .get_mut(at)
+                    .with_context(|| format!("job {job} has no task {index}"))?;
+                let before = *slot;
+                *slot = apply(before, change).unwrap_or(before);
+                out.push((before, *slot));
+            }
+            if out.iter().all(|(before, after)| before == after) {
+                return Ok(out);
+            }
+            match self
+                .kv
+                .update(page_key(job, page_no), Bytes::from(encode(&page)), revision)
+                .await
+            {
+                Ok(_) => return Ok(out),
+                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
+                Err(e) => {
+                    return Err(e)
+                        .with_context(|| format!("updating task page {page_no} of {job}"));
+                }
+            }
+        }
+    }
+
     /// Applies `change` to every task it changes; returns the indices of those it changed.
     pub async fn change_all(
         &self,

@@ -33,7 +33,12 @@ pub(super) struct Collector {
 
 impl Handler for Collector {
     async fn handle(&mut self, msg: &jetstream::Message) -> anyhow::Result<()> {
-        handle(&self.deps, &mut self.jobs, &mut self.stitching, msg).await
+        let mut results = super::batch::handle(self, &[msg]).await;
+        results.pop().unwrap_or(Ok(()))
+    }
+
+    async fn handle_batch(&mut self, msgs: &[&jetstream::Message]) -> Vec<anyhow::Result<()>> {
+        super::batch::handle(self, msgs).await
     }
 
     /// A task event that cannot be applied for an hour fails its task with the reason, so
@@ -92,18 +97,45 @@ async fn load_job(
     Ok(Some(job))
 }
 
-/// Applies one event: its ledger transition, then the steps that follow it.
-async fn handle(
+/// A task event ready for its ledger transition.
+pub(super) struct Transition {
+    /// The event.
+    pub(super) event: Event,
+    /// Its job.
+    pub(super) job: Arc<Job>,
+    /// The task's index.
+    pub(super) index: u32,
+    /// The attempt it is about.
+    pub(super) attempt: u32,
+    /// The change it stands for.
+    pub(super) change: Change,
+    /// A tiled task's decoded parts (`task.done` only), checked already.
+    pub(super) parts: assemble::Parts,
+    /// When the server stored the event (a worker's own clock may be off).
+    pub(super) stored_at: u64,
+}
+
+/// What reading an event found.
+pub(super) enum Prepared {
+    /// Nothing more to do (a job-level event, an event to drop, a bad part handled).
+    Settled,
+    /// A transition to apply, then its steps.
+    Transition(Box<Transition>),
+}
+
+/// Reads one event up to its ledger transition: decoded and checked, its job loaded, a
+/// tiled task's parts read and checked (a bad part is handled here).
+pub(super) async fn prepare(
     deps: &Deps,
     jobs: &mut HashMap<JobId, Arc<Job>>,
     stitching: &mut Stitching,
     msg: &jetstream::Message,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Prepared> {
     let event: Event = match protocol::decode(&msg.payload) {
         Ok(event) => event,
         Err(e) => {
             tracing::warn!(subject = %msg.subject, error = %e, "ignoring a malformed event");
-            return Ok(());
+            return Ok(Prepared::Settled);
         }
     };
     let change = match event.kind {
@@ -118,19 +150,19 @@ async fn handle(
             if let Ok(id) = JobId::parse(&event.job) {
                 jobs.remove(&id);
             }
-            return Ok(());
+            return Ok(Prepared::Settled);
         }
-        _ => return Ok(()),
+        _ => return Ok(Prepared::Settled),
     };
     let (Ok(id), Some(index), Some(attempt)) =
         (JobId::parse(&event.job), event.index, event.attempt)
     else {
         tracing::warn!(subject = %msg.subject, "ignoring a task event without job, index or attempt");
-        return Ok(());
+        return Ok(Prepared::Settled);
     };
     let Some(job) = load_job(deps, jobs, &id, event.incarnation.as_deref()).await? else {
         tracing::warn!(job = %id, "ignoring an event of an unknown job");
-        return Ok(());
+        return Ok(Prepared::Settled);
     };
     if event
         .incarnation
@@ -138,11 +170,11 @@ async fn handle(
         .is_some_and(|i| i != job.incarnation)
     {
         tracing::warn!(job = %id, "ignoring an event of a deleted job of the same id");
-        return Ok(());
+        return Ok(Prepared::Settled);
     }
     if index >= plan::task_count(&job) {
         tracing::warn!(job = %id, index, "ignoring an event of a task the job does not have");
-        return Ok(());
+        return Ok(Prepared::Settled);
     }
     // A tile is checked before its task counts as done: a part that cannot be assembled
     // makes the attempt a failed one instead of looping the collector.
@@ -150,18 +182,52 @@ async fn handle(
     if event.kind == EventKind::TaskDone && job.tiles.is_some() {
         match assemble::read_parts(deps, &job, index, attempt).await? {
             Ok(read) => parts = read,
-            Err(reason) => return bad_part(deps, &job, index, attempt, &event, reason).await,
+            Err(reason) => {
+                bad_part(deps, &job, index, attempt, &event, reason).await?;
+                return Ok(Prepared::Settled);
+            }
         }
     }
-    let (before, after) = deps.ledger.change_task(&id, index, change(attempt)).await?;
-    // When the server stored the event: a worker's own clock may be off.
     let stored_at = msg.info().map_or(event.time_ms, |info| {
         (info.published.unix_timestamp_nanos() / 1_000_000) as u64
     });
+    Ok(Prepared::Transition(Box::new(Transition {
+        event,
+        job,
+        index,
+        attempt,
+        change: change(attempt),
+        parts,
+        stored_at,
+    })))
+}
+
+/// Whether the job of a transition may have ended with it: the end check to run (once
+/// per job and page of a batch) after every transition's steps.
+pub(super) type EndCheck = (Arc<Job>, u32);
+
+/// The steps after `t`'s transition from `before` to `after`; an end check it calls for
+/// is returned rather than run, so that a batch runs each once.
+pub(super) async fn finish(
+    deps: &Deps,
+    stitching: &mut Stitching,
+    t: Transition,
+    before: TaskSlot,
+    after: TaskSlot,
+) -> anyhow::Result<Option<EndCheck>> {
+    let Transition {
+        event,
+        job,
+        index,
+        attempt,
+        parts,
+        stored_at,
+        ..
+    } = t;
     match event.kind {
         EventKind::TaskStarted if before != after => {
             deps.ledger
-                .update_job(&id, |r| {
+                .update_job(&job.id, |r| {
                     if r.state != JobState::Queued {
                         return false;
                     }
@@ -177,10 +243,10 @@ async fn handle(
             assemble::stitch_tile(deps, stitching, &job, index, parts).await?;
             assemble::assemble(deps, stitching, &job, index).await?;
             release_dependents(deps, &job, index).await?;
-            ending::check_end(deps, &job, index).await?;
+            return Ok(Some((job, index)));
         }
         EventKind::TaskFailed if after == TaskSlot(TaskState::Failed, attempt) => {
-            tracing::warn!(job = %id, task = %event.task.as_ref().map(|t| t.0.as_str()).unwrap_or("?"), "task failed for good");
+            tracing::warn!(job = %job.id, task = %event.task.as_ref().map(|t| t.0.as_str()).unwrap_or("?"), "task failed for good");
             fail_dependents(deps, &job, index).await?;
             let reason = format!(
                 "task {} failed after {attempt} attempts: {}",
@@ -191,12 +257,17 @@ async fn handle(
                 FailurePolicy::Fail => {
                     lifecycle::end_job(deps, &job, JobState::Failed, Some(reason), None).await?
                 }
-                FailurePolicy::Continue => ending::check_end(deps, &job, index).await?,
+                FailurePolicy::Continue => return Ok(Some((job, index))),
             }
         }
         _ => {}
     }
-    Ok(())
+    Ok(None)
+}
+
+/// Runs an end check that [`finish`] asked for.
+pub(super) async fn check_end(deps: &Deps, (job, index): &EndCheck) -> anyhow::Result<()> {
+    ending::check_end(deps, job, *index).await
 }
 
 /// A done attempt whose part cannot be assembled: retried as a failed attempt while the

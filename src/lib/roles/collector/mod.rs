@@ -8,6 +8,7 @@
 //! consumer: the first valid completion of a task wins, whichever collector sees it.
 //!
 //! - `events`: one event's transition and the steps after it;
+//! - `batch`: the events at hand, one page write for many transitions;
 //! - `assemble`: tiles stitched as they land, frames written when their group is done;
 //! - `ending`: the end check;
 //! - `advisories`: tasks JetStream gave up on, failed;
@@ -16,6 +17,7 @@
 
 mod advisories;
 mod assemble;
+mod batch;
 mod ending;
 mod events;
 mod leases;

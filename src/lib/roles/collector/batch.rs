@@ -1,0 +1,102 @@
+//! Events in batches: the events at hand are read one by one, their ledger transitions are
+//! applied with one compare-and-swap per task page (not one per event), the steps after
+//! each transition run in order, and each end check is run once per job and page. A tiled
+//! `task.done` carries its decoded tiles, so it goes through alone, at once.
+//!
+//! Each message gets its own result: an event is acknowledged only when its transition,
+//! its steps and the end check it called for are stored; a failure of a shared write
+//! fails every event of the write (they come back, and every step is idempotent).
+
+use std::collections::HashMap;
+
+use async_nats::jetstream;
+
+use super::events::{self, Collector, EndCheck, Prepared, Transition};
+use crate::core::job::JobId;
+use crate::core::state::page_of;
+
+/// The transitions of one job's page in a batch, each with its message's position.
+type Group = Vec<(usize, Transition)>;
+
+/// Handles `msgs` for `collector`; one result per message, in order.
+pub(super) async fn handle(
+    collector: &mut Collector,
+    msgs: &[&jetstream::Message],
+) -> Vec<anyhow::Result<()>> {
+    let deps = collector.deps.clone();
+    let mut results: Vec<Option<anyhow::Result<()>>> = msgs.iter().map(|_| None).collect();
+    // Transitions by job and page, in arrival order within each.
+    let mut groups: Vec<((JobId, u32), Group)> = Vec::new();
+    let mut ends: HashMap<(JobId, u32), (EndCheck, Vec<usize>)> = HashMap::new();
+    for (i, msg) in msgs.iter().enumerate() {
+        let prepared =
+            events::prepare(&deps, &mut collector.jobs, &mut collector.stitching, msg).await;
+        let t = match prepared {
+            Ok(Prepared::Settled) => {
+                results[i] = Some(Ok(()));
+                continue;
+            }
+            Err(e) => {
+                results[i] = Some(Err(e));
+                continue;
+            }
+            Ok(Prepared::Transition(t)) => *t,
+        };
+        if !t.parts.is_empty() {
+            results[i] = Some(alone(&deps, &mut collector.stitching, t).await);
+            continue;
+        }
+        let key = (t.job.id.clone(), page_of(t.index).0);
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, group)) => group.push((i, t)),
+            None => groups.push((key, vec![(i, t)])),
+        }
+    }
+    for ((job, page), group) in groups {
+        let changes: Vec<_> = group.iter().map(|(_, t)| (t.index, t.change)).collect();
+        let slots = match deps.ledger.change_page(&job, page, &changes).await {
+            Ok(slots) => slots,
+            Err(e) => {
+                for (i, _) in group {
+                    results[i] = Some(Err(anyhow::anyhow!("{e:#}")));
+                }
+                continue;
+            }
+        };
+        for ((i, t), (before, after)) in group.into_iter().zip(slots) {
+            match events::finish(&deps, &mut collector.stitching, t, before, after).await {
+                Ok(Some(check)) => {
+                    let key = (check.0.id.clone(), page_of(check.1).0);
+                    ends.entry(key).or_insert((check, Vec::new())).1.push(i);
+                    results[i] = Some(Ok(()));
+                }
+                Ok(None) => results[i] = Some(Ok(())),
+                Err(e) => results[i] = Some(Err(e)),
+            }
+        }
+    }
+    for (check, owners) in ends.into_values() {
+        if let Err(e) = events::check_end(&deps, &check).await {
+            for i in owners {
+                results[i] = Some(Err(anyhow::anyhow!("{e:#}")));
+            }
+        }
+    }
+    results.into_iter().map(|r| r.unwrap_or(Ok(()))).collect()
+}
+
+/// One transition on its own: applied, its steps run, its end check run.
+async fn alone(
+    deps: &crate::config::Deps,
+    stitching: &mut super::assemble::Stitching,
+    t: Transition,
+) -> anyhow::Result<()> {
+    let (before, after) = deps
+        .ledger
+        .change_task(&t.job.id, t.index, t.change)
+        .await?;
+    if let Some(check) = events::finish(deps, stitching, t, before, after).await? {
+        events::check_end(deps, &check).await?;
+    }
+    Ok(())
+}
