@@ -149,13 +149,12 @@ async fn render(shared: &Shared, msg: &jetstream::Message, task: &TaskMessage, a
         incarnation: task.incarnation.clone(),
     };
     let running = shared.attempts.start(delivery, stop.clone());
-    if let Err(e) = shared.lease.renew(shared).await {
-        tracing::warn!(error = format!("{e:#}"), "renewing the lease");
-    }
+    // The lease is rewritten by the heartbeat, which folds the starts and ends of every
+    // slot into one write; `task.started` goes out without waiting, and its storage is
+    // confirmed before the attempt is reported (both take a round trip off every task).
+    shared.lease_changed.notify_one();
     let started = Event::task(EventKind::TaskStarted, task, attempt, &shared.config.id);
-    if let Err(e) = publish::event(&shared.deps.js, &started).await {
-        tracing::warn!(error = %e, "publishing task.started");
-    }
+    let started = publish::event_pending(&shared.deps.js, &started, None).await;
 
     let log = Log::default();
     let work = shared.config.cache_dir.join("work").join(format!(
@@ -179,6 +178,9 @@ async fn render(shared: &Shared, msg: &jetstream::Message, task: &TaskMessage, a
     .await;
     shared.attempts.end(&task.job, running);
     shared.lease_changed.notify_one();
+    if let Err(e) = async { started?.confirmed().await }.await {
+        tracing::warn!(error = %e, "publishing task.started");
+    }
     let log_key = keys::attempt_log(&task.job, &task.task, attempt);
     let (outcome, message, outputs) = match result {
         Ok(outputs) => (Outcome::Succeeded, None, outputs),
