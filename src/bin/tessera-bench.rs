@@ -42,8 +42,9 @@ enum Bench {
     },
     /// Builtin renderer throughput: samples (camera paths) per second by thread count.
     Render(tessera::bench::RenderBench),
-    /// Throughput: a noop job of many one-frame tasks, submit to job.done, beside a raw
-    /// JetStream loop on the same server in the same run.
+    /// Throughput: a job of many one-frame tasks, submit to job.done, the renderer in
+    /// process and as a child process per task, beside a raw JetStream loop on the same
+    /// server in the same run.
     Throughput {
         /// Tasks in the job.
         #[arg(long, default_value_t = 3000)]

@@ -1,5 +1,6 @@
-//! Throughput: a noop job of many one-frame tasks from submit to `job.done` on a local farm
-//! (two workers of eight slots, the renderer in process), beside a raw JetStream loop on
+//! Throughput: a job of many one-frame tasks from submit to `job.done` on a local farm (two
+//! workers of eight slots), with the renderer in process (noop) and with a child process
+//! per task (the command renderer running `cp`), beside a raw JetStream loop on
 //! the same server in the same run — sixteen pullers that each fetch one message, publish
 //! an event and wait for it to be stored, then acknowledge with confirmation — which is the
 //! floor any JetStream work queue stands on. Also reported: how long the collector takes
@@ -26,46 +27,65 @@ pub async fn throughput(tasks: u32, runs: usize) -> anyhow::Result<()> {
     worker.slots = 8;
     let farm = BenchFarm::start_with(dir, 2, worker).await?;
     let (client, js) = (&farm.client, &farm.deps.js);
-    let (mut raw, mut ours, mut lag) = (Vec::new(), Vec::new(), Vec::new());
-    for run in 0..runs {
-        raw.push(raw_loop(js, tasks as usize).await?);
-        let id = format!("throughput-{run}");
-        let mut events = client.subscribe(protocol::job_events_filter(&id)).await?;
-        let body = format!(
-            r#"{{"id": "{id}", "renderer": "noop", "frames": {{"range": "1-{tasks}"}}, "settings": {{"sleep_ms": 0}}}}"#
-        );
-        let t0 = Instant::now();
-        submit_json(js, body).await?;
-        let mut last_done = t0;
-        loop {
-            let msg = tokio::time::timeout(Duration::from_secs(300), events.next())
-                .await
-                .context("no event of the job for five minutes")?
-                .context("the subscription ended")?;
-            match protocol::parse_event_kind(&msg.subject) {
-                Some(EventKind::TaskDone) => last_done = Instant::now(),
-                Some(EventKind::JobDone) => break,
-                Some(kind) if kind.is_final() => anyhow::bail!("job {id} ended with {kind:?}"),
-                _ => {}
+    // The noop renderer runs in the worker; the command renderer starts a process per task.
+    let renderers = [
+        (
+            "renderer in process",
+            r#""renderer": "noop", "settings": {"sleep_ms": 0}"#.to_string(),
+        ),
+        (
+            "a child process per task",
+            r#""renderer": "command", "settings": {"check_outputs": false, "command": ["cp", "/etc/hostname", "{output}"]}"#.to_string(),
+        ),
+    ];
+    let mut raw = Vec::new();
+    let mut rows = Vec::new();
+    for (name, renderer) in &renderers {
+        let (mut ours, mut lag) = (Vec::new(), Vec::new());
+        for run in 0..runs {
+            raw.push(raw_loop(js, tasks as usize).await?);
+            let id = format!("throughput-{}-{run}", rows.len());
+            let mut events = client.subscribe(protocol::job_events_filter(&id)).await?;
+            let body =
+                format!(r#"{{"id": "{id}", "frames": {{"range": "1-{tasks}"}}, {renderer}}}"#);
+            let t0 = Instant::now();
+            submit_json(js, body).await?;
+            let mut last_done = t0;
+            loop {
+                let msg = tokio::time::timeout(Duration::from_secs(300), events.next())
+                    .await
+                    .context("no event of the job for five minutes")?
+                    .context("the subscription ended")?;
+                match protocol::parse_event_kind(&msg.subject) {
+                    Some(EventKind::TaskDone) => last_done = Instant::now(),
+                    Some(EventKind::JobDone) => break,
+                    Some(kind) if kind.is_final() => {
+                        anyhow::bail!("job {id} ended with {kind:?}")
+                    }
+                    _ => {}
+                }
             }
+            ours.push(t0.elapsed());
+            lag.push(last_done.elapsed());
         }
-        ours.push(t0.elapsed());
-        lag.push(last_done.elapsed());
+        rows.push((*name, Samples::new(ours), Samples::new(lag)));
     }
     let rate = |samples: &Samples| f64::from(tasks) / samples.percentile(50.0).as_secs_f64();
-    let (raw, ours, lag) = (Samples::new(raw), Samples::new(ours), Samples::new(lag));
+    let raw = Samples::new(raw);
     println!(
-        "throughput: {tasks} one-frame noop tasks, 2 workers x 8 slots, renderer in process ({runs} runs, medians)"
+        "throughput: {tasks} one-frame tasks, 2 workers x 8 slots ({runs} runs each, medians)"
     );
     println!("{}", raw.line("raw loop (fetch 1, event, confirmed ack)"));
-    println!("{}", ours.line("tessera submit -> job.done"));
-    println!("{}", lag.line("last task.done -> job.done"));
-    println!(
-        "raw {:.0} tasks/s, tessera {:.0} tasks/s: {:.0} % of the raw loop",
-        rate(&raw),
-        rate(&ours),
-        100.0 * rate(&ours) / rate(&raw)
-    );
+    for (name, ours, lag) in &rows {
+        println!("{}", ours.line(&format!("submit -> job.done, {name}")));
+        println!("{}", lag.line("  last task.done -> job.done"));
+        println!(
+            "  {name}: {:.0} tasks/s, {:.0} % of the raw loop's {:.0}",
+            rate(ours),
+            100.0 * rate(ours) / rate(&raw),
+            rate(&raw)
+        );
+    }
     farm.stop().await;
     Ok(())
 }
