@@ -170,30 +170,10 @@ impl Ledger {
         index: u32,
         change: Change,
     ) -> anyhow::Result<(TaskSlot, TaskSlot)> {
-        let (page_no, at) = page_of(index);
-        loop {
-            let (mut page, revision) = self.page(job, page_no).await?;
-            let before = *page
-                .slots
-                .get(at)
-                .with_context(|| format!("job {job} has no task {index}"))?;
-            let Some(after) = apply(before, change) else {
-                return Ok((before, before));
-            };
-            page.slots[at] = after;
-            match self
-                .kv
-                .update(page_key(job, page_no), Bytes::from(encode(&page)), revision)
-                .await
-            {
-                Ok(_) => return Ok((before, after)),
-                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
-                Err(e) => {
-                    return Err(e)
-                        .with_context(|| format!("updating task page {page_no} of {job}"));
-                }
-            }
-        }
+        let slots = self
+            .change_page(job, page_of(index).0, &[(index, change)])
+            .await?;
+        Ok(slots[0])
     }
 
     /// Applies `changes` in order, all to tasks of page `page_no`, with one compare-and-swap

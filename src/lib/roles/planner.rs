@@ -72,14 +72,7 @@ impl Handler for Planner {
         error: &anyhow::Error,
     ) -> anyhow::Result<()> {
         let deps = &self.deps;
-        let json = job::is_json(
-            msg.headers
-                .as_ref()
-                .and_then(|h| h.get("Content-Type"))
-                .map(|v| v.as_str()),
-            &msg.payload,
-        );
-        let id = id_of_rejected(&msg.payload, json);
+        let id = id_of_rejected(&msg.payload, is_json(msg));
         let reason = format!(
             "the submission could not be planned ({} tries over about an hour): {error:#}",
             consume::GIVE_UP_AFTER
@@ -98,6 +91,16 @@ impl Handler for Planner {
         }
         reject(deps, &id, Invalid::one("id", reason)).await
     }
+}
+
+/// Whether a submission is JSON (by its `Content-Type`, or a body that starts with `{`).
+fn is_json(msg: &jetstream::Message) -> bool {
+    let content_type = msg
+        .headers
+        .as_ref()
+        .and_then(|h| h.get("Content-Type"))
+        .map(|v| v.as_str());
+    job::is_json(content_type, &msg.payload)
 }
 
 /// The id to report a rejection under: the submission's own id if it is readable and valid.
@@ -124,12 +127,7 @@ async fn handle(
     msg: &jetstream::Message,
     batch_limit: &AtomicUsize,
 ) -> anyhow::Result<()> {
-    let content_type = msg
-        .headers
-        .as_ref()
-        .and_then(|h| h.get("Content-Type"))
-        .map(|v| v.as_str().to_string());
-    let json = job::is_json(content_type.as_deref(), &msg.payload);
+    let json = is_json(msg);
     let mut spec = match job::from_wire(&msg.payload, json) {
         Ok(spec) => spec,
         Err(invalid) => {

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 
 use async_nats::jetstream;
 
+use super::ending;
 use super::events::{self, Collector, EndCheck, Prepared, Transition};
 use crate::core::job::JobId;
 use crate::core::state::page_of;
@@ -24,7 +25,7 @@ pub(super) async fn handle(
     msgs: &[&jetstream::Message],
 ) -> Vec<anyhow::Result<()>> {
     let deps = collector.deps.clone();
-    let mut results: Vec<Option<anyhow::Result<()>>> = msgs.iter().map(|_| None).collect();
+    let mut results: Vec<anyhow::Result<()>> = msgs.iter().map(|_| Ok(())).collect();
     // Transitions by job and page, in arrival order within each.
     let mut groups: Vec<((JobId, u32), Group)> = Vec::new();
     let mut ends: HashMap<(JobId, u32), (EndCheck, Vec<usize>)> = HashMap::new();
@@ -32,18 +33,15 @@ pub(super) async fn handle(
         let prepared =
             events::prepare(&deps, &mut collector.jobs, &mut collector.stitching, msg).await;
         let t = match prepared {
-            Ok(Prepared::Settled) => {
-                results[i] = Some(Ok(()));
-                continue;
-            }
+            Ok(Prepared::Settled) => continue,
             Err(e) => {
-                results[i] = Some(Err(e));
+                results[i] = Err(e);
                 continue;
             }
             Ok(Prepared::Transition(t)) => *t,
         };
         if !t.parts.is_empty() {
-            results[i] = Some(alone(&deps, &mut collector.stitching, t).await);
+            results[i] = alone(&deps, &mut collector.stitching, t).await;
             continue;
         }
         let key = (t.job.id.clone(), page_of(t.index).0);
@@ -58,7 +56,7 @@ pub(super) async fn handle(
             Ok(slots) => slots,
             Err(e) => {
                 for (i, _) in group {
-                    results[i] = Some(Err(anyhow::anyhow!("{e:#}")));
+                    results[i] = Err(anyhow::anyhow!("{e:#}"));
                 }
                 continue;
             }
@@ -68,21 +66,20 @@ pub(super) async fn handle(
                 Ok(Some(check)) => {
                     let key = (check.0.id.clone(), page_of(check.1).0);
                     ends.entry(key).or_insert((check, Vec::new())).1.push(i);
-                    results[i] = Some(Ok(()));
                 }
-                Ok(None) => results[i] = Some(Ok(())),
-                Err(e) => results[i] = Some(Err(e)),
+                Ok(None) => {}
+                Err(e) => results[i] = Err(e),
             }
         }
     }
-    for (check, owners) in ends.into_values() {
-        if let Err(e) = events::check_end(&deps, &check).await {
+    for ((job, index), owners) in ends.into_values() {
+        if let Err(e) = ending::check_end(&deps, &job, index).await {
             for i in owners {
-                results[i] = Some(Err(anyhow::anyhow!("{e:#}")));
+                results[i] = Err(anyhow::anyhow!("{e:#}"));
             }
         }
     }
-    results.into_iter().map(|r| r.unwrap_or(Ok(()))).collect()
+    results
 }
 
 /// One transition on its own: applied, its steps run, its end check run.
@@ -95,8 +92,8 @@ async fn alone(
         .ledger
         .change_task(&t.job.id, t.index, t.change)
         .await?;
-    if let Some(check) = events::finish(deps, stitching, t, before, after).await? {
-        events::check_end(deps, &check).await?;
+    if let Some((job, index)) = events::finish(deps, stitching, t, before, after).await? {
+        ending::check_end(deps, &job, index).await?;
     }
     Ok(())
 }

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use async_nats::jetstream;
 
 use super::assemble::{self, Stitching};
-use super::ending;
 use crate::bus::consume::Handler;
 use crate::bus::protocol::{self, Event, EventKind};
 use crate::bus::publish;
@@ -263,11 +262,6 @@ pub(super) async fn finish(
         _ => {}
     }
     Ok(None)
-}
-
-/// Runs an end check that [`finish`] asked for.
-pub(super) async fn check_end(deps: &Deps, (job, index): &EndCheck) -> anyhow::Result<()> {
-    ending::check_end(deps, job, *index).await
 }
 
 /// A done attempt whose part cannot be assembled: retried as a failed attempt while the
