@@ -13,6 +13,10 @@ struct Args {
 
 #[derive(Subcommand)]
 enum Bench {
+    /// Every benchmark of the README's performance table in one run (throughput, dispatch,
+    /// failover, tile assembly, utilisation, planning, collector catch-up), then their
+    /// summary. Build every binary first (failover starts tessera-worker processes).
+    All,
     /// Submit-to-start latency on an idle local farm.
     Dispatch {
         /// Jobs to submit.
@@ -53,6 +57,26 @@ enum Bench {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// Utilisation: jobs of one-second tasks on 2 workers x 8 slots; the share of slot time
+    /// spent rendering while work was queued.
+    Utilisation {
+        /// Tasks per slot in each job.
+        #[arg(long, default_value_t = 6)]
+        waves: u32,
+        /// Jobs to measure.
+        #[arg(long, default_value_t = 1)]
+        runs: usize,
+    },
+    /// Collector catch-up: a job's events stored with no collector running, then 1 (and 2,
+    /// ...) collectors timed to job.done.
+    Catchup {
+        /// Tasks in the job (two events each).
+        #[arg(long, default_value_t = 20_000)]
+        tasks: u32,
+        /// Most collectors to compare.
+        #[arg(long, default_value_t = 2)]
+        collectors: usize,
+    },
     /// Soak: render and delete many small jobs; the store, the jobs bucket, the streams
     /// and every process's memory at each checkpoint (separate role processes: build every
     /// binary first).
@@ -76,15 +100,19 @@ enum Bench {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     tessera::telemetry::init_with("warn");
+    use tessera::bench;
     let result = match Args::parse().bench {
-        Bench::Dispatch { runs } => tessera::bench::dispatch(runs).await,
-        Bench::Failover { runs } => tessera::bench::failover(runs).await,
-        Bench::Stitch { runs } => tessera::bench::stitch(runs).await,
-        Bench::Plan { tasks, runs } => tessera::bench::plan(tasks, runs).await,
-        Bench::Render(bench) => tessera::bench::render(&bench),
-        Bench::Programs { runs } => tessera::bench::programs(runs).await,
-        Bench::Throughput { tasks, runs } => tessera::bench::throughput(tasks, runs).await,
-        Bench::Soak { jobs, every } => tessera::bench::soak(jobs, every.max(1)).await,
+        Bench::All => bench::all().await,
+        Bench::Dispatch { runs } => bench::dispatch(runs).await.map(drop),
+        Bench::Failover { runs } => bench::failover(runs).await.map(drop),
+        Bench::Stitch { runs } => bench::stitch(runs).await.map(drop),
+        Bench::Plan { tasks, runs } => bench::plan(tasks, runs).await.map(drop),
+        Bench::Render(flags) => bench::render(&flags),
+        Bench::Programs { runs } => bench::programs(runs).await,
+        Bench::Throughput { tasks, runs } => bench::throughput(tasks, runs).await.map(drop),
+        Bench::Utilisation { waves, runs } => bench::utilisation(waves, runs).await.map(drop),
+        Bench::Catchup { tasks, collectors } => bench::catchup(tasks, collectors).await.map(drop),
+        Bench::Soak { jobs, every } => bench::soak(jobs, every.max(1)).await,
     };
     tessera::telemetry::exit(result)
 }

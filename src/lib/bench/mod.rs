@@ -1,29 +1,88 @@
 //! Benchmarks run by `tessera-bench`: each starts what it measures (a private nats-server,
 //! a local farm) and prints medians next to a raw baseline measured in the same run, so
-//! figures from a noisy machine can be compared as ratios. The real renderers' benchmark
-//! is [`fn@programs`].
+//! figures from a noisy machine can be compared as ratios. [`all`] runs the seven that
+//! make the performance table in one go and ends with their summary. The real renderers'
+//! benchmark is [`fn@programs`].
 
+mod catchup;
+mod dispatch;
+mod failover;
+mod plan;
 mod programs;
+mod render;
 mod soak;
+mod stitch;
 mod throughput;
+mod utilisation;
 
+pub use catchup::catchup;
+pub use dispatch::dispatch;
+pub use failover::failover;
+pub use plan::plan;
 pub use programs::programs;
+pub use render::{RenderBench, render};
 pub use soak::soak;
+pub use stitch::stitch;
 pub use throughput::throughput;
+pub use utilisation::utilisation;
 
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use async_nats::jetstream::{self, consumer, stream};
-use futures::StreamExt;
+use async_nats::jetstream;
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::protocol::{self, EventKind};
+use crate::bus::protocol;
 use crate::config::Deps;
 use crate::core::job::Class;
 use crate::farm::{FarmConfig, up};
 use crate::roles::worker::WorkerConfig;
 use crate::store::Store;
+
+/// The lines a benchmark adds to the summary of [`all`]: each figure with its baseline and
+/// its target.
+pub type Summary = Vec<String>;
+
+/// Runs every benchmark of the performance table, one after the other, each on its own
+/// server and farm, and prints the summary of them all at the end. Failover starts
+/// `tessera-worker` processes: build every binary first.
+pub async fn all() -> anyhow::Result<()> {
+    let mut summary = Summary::new();
+    summary.extend(throughput(3000, 3).await?);
+    println!();
+    summary.extend(dispatch(200).await?);
+    println!();
+    summary.extend(failover(3).await?);
+    println!();
+    summary.extend(stitch(3).await?);
+    println!();
+    summary.extend(utilisation(6, 1).await?);
+    println!();
+    summary.extend(plan(100_000, 3).await?);
+    println!();
+    summary.extend(catchup(20_000, 2).await?);
+    println!();
+    println!("summary (medians; ratios within this run):");
+    summary.sort();
+    for line in summary {
+        println!("  {line}");
+    }
+    Ok(())
+}
+
+/// How the benchmark's nats-server syncs: `tessera up`'s default (every write) unless
+/// TESSERA_BENCH_SYNC names another interval (e.g. "2m").
+fn bench_sync() -> crate::farm::Fsync {
+    std::env::var("TESSERA_BENCH_SYNC")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(crate::farm::Fsync::Always)
+}
+
+/// `d` in milliseconds.
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
 
 /// Sorted durations with percentiles.
 pub struct Samples(Vec<Duration>);
@@ -46,7 +105,6 @@ impl Samples {
 
     /// One line: median, p90, p99, max in milliseconds.
     pub fn line(&self, name: &str) -> String {
-        let ms = |d: Duration| d.as_secs_f64() * 1e3;
         format!(
             "{name:<40} n={:<5} median {:>7.3} ms  p90 {:>7.3} ms  p99 {:>7.3} ms  max {:>7.3} ms",
             self.0.len(),
@@ -100,11 +158,7 @@ async fn start_farm_with(
         workers,
         port: 0,
         worker,
-        // `tessera up`'s default unless TESSERA_BENCH_SYNC names another (e.g. "2m").
-        sync: std::env::var("TESSERA_BENCH_SYNC")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(crate::farm::Fsync::Always),
+        sync: bench_sync(),
         collector: Default::default(),
     };
     let token = stop.clone();
@@ -167,49 +221,9 @@ impl BenchFarm {
     }
 }
 
-/// Submit-to-start latency on an idle farm: from publishing a submission to the worker's
-/// `task.started` event, `runs` times, next to a raw JetStream publish-to-pull loop.
-pub async fn dispatch(runs: usize) -> anyhow::Result<()> {
-    let farm = BenchFarm::start(1).await?;
-    let (client, deps) = (&farm.client, &farm.deps);
-
-    let raw = raw_publish_to_pull(&deps.js, runs).await?;
-
-    let mut started = client
-        .subscribe(protocol::every_job_events_filter(EventKind::TaskStarted))
-        .await?;
-    let mut samples = Vec::with_capacity(runs);
-    for i in 0..runs {
-        let id = format!("bench-{i}");
-        let body =
-            format!(r#"{{"id": "{id}", "renderer": "noop", "settings": {{"sleep_ms": 0}}}}"#);
-        tokio::time::sleep(Duration::from_millis(20)).await; // idle again
-        let t0 = Instant::now();
-        submit_json(&deps.js, body).await?;
-        loop {
-            let msg = tokio::time::timeout(Duration::from_secs(10), started.next())
-                .await
-                .context("no task.started within 10 s")?
-                .context("subscription ended")?;
-            if msg.subject.as_str() == protocol::event_subject(&id, EventKind::TaskStarted) {
-                samples.push(t0.elapsed());
-                break;
-            }
-        }
-    }
-    println!("dispatch: submit-to-start on an idle farm (1 worker, noop renderer)");
-    print_against(
-        ("raw JetStream publish -> waiting pull", &raw),
-        ("tessera submit -> task.started", &Samples::new(samples)),
-        "tessera / raw",
-    );
-    farm.stop().await;
-    Ok(())
-}
-
 /// Submits a job as any NATS client can, JSON on the submission subject, and waits until
 /// the stream has it.
-async fn submit_json(js: &jetstream::Context, body: String) -> anyhow::Result<()> {
+pub(super) async fn submit_json(js: &jetstream::Context, body: String) -> anyhow::Result<()> {
     js.publish(protocol::SUBMIT_SUBJECT, body.into())
         .await?
         .await
@@ -218,15 +232,18 @@ async fn submit_json(js: &jetstream::Context, body: String) -> anyhow::Result<()
 }
 
 /// Prints Tessera's samples beside a baseline measured in the same run, and the ratio of
-/// their medians: on a shared machine only such ratios compare across runs.
-fn print_against(baseline: (&str, &Samples), ours: (&str, &Samples), ratio: &str) {
+/// their medians (returned): on a shared machine only such ratios compare across runs.
+pub(super) fn print_against(
+    baseline: (&str, &Samples),
+    ours: (&str, &Samples),
+    ratio: &str,
+) -> f64 {
     println!("{}", baseline.1.line(baseline.0));
     println!("{}", ours.1.line(ours.0));
     let base = baseline.1.percentile(50.0).as_secs_f64().max(1e-9);
-    println!(
-        "ratio of medians ({ratio}): {:.1}",
-        ours.1.percentile(50.0).as_secs_f64() / base
-    );
+    let times = ours.1.percentile(50.0).as_secs_f64() / base;
+    println!("ratio of medians ({ratio}): {times:.1}");
+    times
 }
 
 /// Waits until `n` workers are registered.
@@ -241,316 +258,10 @@ pub async fn wait_for_workers(deps: &Deps, n: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Planning: from publishing a submission of a `tasks`-task noop job to every task queued
-/// (the job record says so), `runs` times, on a farm without workers; beside it, the raw
-/// time to publish and confirm as many task-sized messages one by one in the same run.
-pub async fn plan(tasks: u32, runs: usize) -> anyhow::Result<()> {
-    let farm = BenchFarm::start(0).await?;
-    let deps = &farm.deps;
-    let mut samples = Vec::with_capacity(runs);
-    for run in 0..runs {
-        let id = format!("plan-{run}");
-        let body =
-            format!(r#"{{"id": "{id}", "renderer": "noop", "frames": {{"range": "1-{tasks}"}}}}"#);
-        let job = crate::core::job::JobId::parse(&id).map_err(anyhow::Error::msg)?;
-        let t0 = Instant::now();
-        submit_json(&deps.js, body).await?;
-        loop {
-            if let Some((record, _)) = deps.ledger.job(&job).await?
-                && record.published
-            {
-                samples.push(t0.elapsed());
-                break;
-            }
-            anyhow::ensure!(
-                t0.elapsed() < Duration::from_secs(120),
-                "job {id} was never queued"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        crate::roles::client::cancel(deps, &job).await?;
-    }
-    let samples = Samples::new(samples);
-    println!("plan: submit -> every task queued (one atomic batch), {tasks} tasks, no workers");
-    println!("{}", samples.line(&format!("plan {tasks} tasks")));
-    farm.stop().await;
-    Ok(())
-}
-
-/// The raw baseline: a work-queue stream, one durable pull consumer with a pull waiting,
-/// timed from publish to the message in hand.
-async fn raw_publish_to_pull(js: &jetstream::Context, runs: usize) -> anyhow::Result<Samples> {
-    let stream = js
-        .get_or_create_stream(stream::Config {
-            name: "BENCH_RAW".into(),
-            subjects: vec!["bench.raw".into()],
-            retention: stream::RetentionPolicy::WorkQueue,
-            ..Default::default()
-        })
-        .await?;
-    let consumer: consumer::PullConsumer = stream
-        .get_or_create_consumer(
-            "raw",
-            consumer::pull::Config {
-                durable_name: Some("raw".into()),
-                ..Default::default()
-            },
-        )
-        .await?;
-    let mut samples = Vec::with_capacity(runs);
-    for _ in 0..runs {
-        let mut batch = consumer
-            .batch()
-            .max_messages(1)
-            .expires(Duration::from_secs(5))
-            .messages()
-            .await?;
-        tokio::time::sleep(Duration::from_millis(5)).await; // the pull is waiting
-        let t0 = Instant::now();
-        js.publish("bench.raw", "x".into()).await?.await?;
-        let msg = batch
-            .next()
-            .await
-            .context("no message")?
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        samples.push(t0.elapsed());
-        msg.ack().await.map_err(|e| anyhow::anyhow!("{e}"))?;
-    }
-    js.delete_stream("BENCH_RAW").await?;
-    Ok(Samples::new(samples))
-}
-
-fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
+pub(super) fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
     let dir = std::env::temp_dir().join(format!("tessera-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
-}
-
-/// Failover: SIGKILL the worker rendering a task and time until the task starts on another
-/// worker, `runs` times, with the default ack deadline. Workers are separate processes (the
-/// `tessera-worker` binary beside this one); the rest of the farm runs in this process.
-pub async fn failover(runs: usize) -> anyhow::Result<()> {
-    let farm = BenchFarm::start(0).await?;
-    let (client, deps) = (&farm.client, &farm.deps);
-    let binary = std::env::current_exe()?
-        .parent()
-        .context("no folder beside tessera-bench")?
-        .join("tessera-worker");
-    let spawn = |n: usize| {
-        std::process::Command::new(&binary)
-            .args(["--id", &format!("fo{n}"), "--renderers", "noop"])
-            .env("NATS_URL", &farm.nats)
-            .env("TESSERA_STORE", &farm.store)
-            .env("RUST_LOG", "warn")
-            .spawn()
-            .with_context(|| format!("starting {}", binary.display()))
-    };
-    let mut workers: std::collections::BTreeMap<String, std::process::Child> =
-        std::collections::BTreeMap::new();
-    let mut next = 0;
-    for _ in 0..2 {
-        workers.insert(format!("fo{next}"), spawn(next)?);
-        next += 1;
-    }
-    wait_for_workers(deps, 2).await?;
-    let mut started = client
-        .subscribe(protocol::every_job_events_filter(EventKind::TaskStarted))
-        .await?;
-    let mut samples = Vec::new();
-    for run in 0..runs {
-        let id = format!("failover-{run}");
-        let body =
-            format!(r#"{{"id": "{id}", "renderer": "noop", "settings": {{"sleep_ms": 600000}}}}"#);
-        submit_json(&deps.js, body).await?;
-        let first = next_start(&mut started, &id).await?;
-        let victim = first
-            .worker
-            .clone()
-            .context("task.started without a worker")?;
-        let mut child = workers
-            .remove(&victim)
-            .context("the task started on an unknown worker")?;
-        child.kill()?;
-        let killed = Instant::now();
-        child.wait()?;
-        next_start(&mut started, &id).await?;
-        samples.push(killed.elapsed());
-        crate::roles::client::cancel(
-            deps,
-            &crate::core::job::JobId::parse(&id).map_err(anyhow::Error::msg)?,
-        )
-        .await?;
-        workers.insert(format!("fo{next}"), spawn(next)?);
-        next += 1;
-        wait_for_workers(deps, 2).await?;
-    }
-    let samples = Samples::new(samples);
-    println!(
-        "failover: SIGKILL of the rendering worker to the task started on another (ack deadline {:?})",
-        crate::bus::streams::default_task_ack_wait()
-    );
-    println!("{}", samples.line("SIGKILL -> task.started elsewhere"));
-    for (_, mut child) in workers {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-    farm.stop().await;
-    Ok(())
-}
-
-async fn next_start(
-    sub: &mut async_nats::Subscriber,
-    job: &str,
-) -> anyhow::Result<protocol::Event> {
-    let subject = protocol::event_subject(job, EventKind::TaskStarted);
-    loop {
-        let msg = tokio::time::timeout(Duration::from_secs(60), sub.next())
-            .await
-            .context("no task.started within 60 s")?
-            .context("subscription ended")?;
-        if msg.subject.as_str() == subject {
-            return protocol::decode(&msg.payload).map_err(anyhow::Error::msg);
-        }
-    }
-}
-
-/// What `tessera-bench render` renders (its flags).
-#[derive(clap::Args, Debug)]
-pub struct RenderBench {
-    /// Scene file (default: the built-in scene).
-    #[arg(long)]
-    pub scene: Option<std::path::PathBuf>,
-    /// Image width.
-    #[arg(long, default_value_t = 640)]
-    pub width: u32,
-    /// Image height.
-    #[arg(long, default_value_t = 360)]
-    pub height: u32,
-    /// Samples per pixel.
-    #[arg(long, default_value_t = 16)]
-    pub samples: u32,
-    /// Bounces after the first hit.
-    #[arg(long, default_value_t = crate::render::builtin::settings::DEFAULT_BOUNCES)]
-    pub bounces: u32,
-    /// Frame number.
-    #[arg(long, default_value_t = 1)]
-    pub frame: u32,
-    /// Renders per thread count.
-    #[arg(long, default_value_t = 3)]
-    pub runs: usize,
-    /// Thread counts to compare, the first being the baseline.
-    #[arg(long, value_delimiter = ',', default_value = "1,2")]
-    pub threads: Vec<usize>,
-    /// Also write the image (PNG).
-    #[arg(long)]
-    pub out: Option<std::path::PathBuf>,
-}
-
-/// Renders a scene with the builtin renderer `runs` times per thread count and prints the
-/// median samples (camera paths) per second, and the speed-up over the first thread count.
-pub fn render(bench: &RenderBench) -> anyhow::Result<()> {
-    use crate::render::builtin::{Pass, RenderJob, Scene};
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, AtomicU32};
-
-    let scene = match &bench.scene {
-        Some(path) => Scene::load(path).map_err(anyhow::Error::msg)?,
-        None => Scene::default_scene(),
-    };
-    let job = RenderJob {
-        scene: Arc::new(scene),
-        frame: bench.frame,
-        width: bench.width,
-        height: bench.height,
-        region: crate::core::tiles::Rect::full(bench.width, bench.height),
-        samples: bench.samples,
-        bounces: bench.bounces,
-        pass: Pass::Beauty,
-        format: crate::core::job::ImageFormat::Png,
-    };
-    let paths = f64::from(bench.width) * f64::from(bench.height) * f64::from(bench.samples);
-    let mut baseline = None;
-    let mut last = None;
-    for &threads in &bench.threads {
-        let mut times = Vec::new();
-        for _ in 0..bench.runs.max(1) {
-            let started = Instant::now();
-            last = job.render(threads, &AtomicBool::new(false), &AtomicU32::new(0));
-            times.push(started.elapsed());
-        }
-        let median = Samples::new(times).percentile(50.0).as_secs_f64();
-        let rate = paths / median;
-        let speedup = rate / *baseline.get_or_insert(rate);
-        println!(
-            "builtin {}x{} {} spp, {threads} thread(s): median {median:.3} s, {:.0} samples/s ({:.2}x the first)",
-            bench.width, bench.height, bench.samples, rate, speedup
-        );
-    }
-    if let (Some(out), Some(raster)) = (&bench.out, last) {
-        let bytes = crate::core::raster::encode(&raster, crate::core::job::ImageFormat::Png, 8)
-            .map_err(anyhow::Error::msg)?;
-        std::fs::write(out, bytes).with_context(|| format!("writing {}", out.display()))?;
-    }
-    Ok(())
-}
-
-/// Tile assembly: a 3840×2160 frame in a 10×10 grid, `runs` times; the time from the last
-/// tile's `task.done` (sent once its output is stored) to `job.done` (sent once the stitched
-/// frame is stored), next to the time to encode that frame alone in the same run.
-pub async fn stitch(runs: usize) -> anyhow::Result<()> {
-    let farm = BenchFarm::start(2).await?;
-    let (client, deps) = (&farm.client, &farm.deps);
-    let mut last_tile_to_frame = Vec::new();
-    let mut encode_only = Vec::new();
-    for run in 0..runs {
-        let id = format!("stitch-{run}");
-        let mut events = client.subscribe(protocol::job_events_filter(&id)).await?;
-        let body = format!(
-            r#"{{"id": "{id}", "renderer": "builtin", "image": {{"width": 3840, "height": 2160}},
-                "tiles": {{"grid": [10, 10]}}, "settings": {{"samples": 1, "bounces": 0}}}}"#
-        );
-        submit_json(&deps.js, body).await?;
-        let mut last_tile = None;
-        loop {
-            let msg = tokio::time::timeout(Duration::from_secs(300), events.next())
-                .await
-                .context("the job did not end within 300 s")?
-                .context("subscription ended")?;
-            let at = Instant::now();
-            let kind = msg.subject.as_str().rsplit_once(&format!("{id}."));
-            match kind.map(|(_, k)| k) {
-                Some("task.done") => last_tile = Some(at),
-                Some("job.done") => {
-                    let last = last_tile.context("job.done before any task.done")?;
-                    last_tile_to_frame.push(at - last);
-                    break;
-                }
-                Some("job.failed") | Some("job.rejected") => anyhow::bail!("job {id} failed"),
-                _ => {}
-            }
-        }
-        let job = crate::core::job::JobId::parse(&id).map_err(anyhow::Error::msg)?;
-        let bytes = deps
-            .store
-            .get(&crate::store::keys::output(&job, "frame_0001.png"))
-            .await?;
-        let image = crate::core::raster::decode(&bytes).map_err(anyhow::Error::msg)?;
-        let t0 = Instant::now();
-        crate::core::raster::encode_image(&image, crate::core::job::ImageFormat::Png)
-            .map_err(anyhow::Error::msg)?;
-        encode_only.push(t0.elapsed());
-    }
-    println!("stitch: 3840x2160 frame in 10x10 tiles, PNG 8-bit (2 workers, builtin renderer)");
-    print_against(
-        ("encode the 4K PNG alone", &Samples::new(encode_only)),
-        (
-            "last tile stored -> frame stored",
-            &Samples::new(last_tile_to_frame),
-        ),
-        "tessera / encode alone",
-    );
-    farm.stop().await;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -126,9 +126,10 @@ pub async fn serve(
                 Err(e) => failed(msg, e, delivered(msg), what, handler).await,
             }
         }
-        // Acknowledged together: each waits for the server, none for another.
-        let confirmations = acks.iter().map(|msg| msg.double_ack());
-        for result in futures::future::join_all(confirmations).await {
+        // Acknowledged without waiting for the server to confirm: an acknowledgement lost
+        // on the way only brings its message back, and every handler is idempotent.
+        let sent = acks.iter().map(|msg| msg.ack());
+        for result in futures::future::join_all(sent).await {
             if let Err(e) = result {
                 tracing::warn!(error = %e, "acknowledging {what}");
             }

@@ -151,6 +151,12 @@ pub trait Renderer: Send + Sync {
 
     /// Runs one attempt.
     fn render(&self, request: Request) -> BoxFuture<'_, Result<Vec<Output>, RenderError>>;
+
+    /// Whether it writes files: if not (and the job has no scene), an attempt gets no work
+    /// folder, which saves a short task the folder's creation and removal.
+    fn writes_files(&self) -> bool {
+        true
+    }
 }
 
 /// The renderer of `kind`, if it can run here: the external renderers need their program

@@ -65,6 +65,10 @@ impl Renderer for Noop {
         RendererKind::Noop
     }
 
+    fn writes_files(&self) -> bool {
+        false
+    }
+
     fn render(&self, request: Request) -> BoxFuture<'_, Result<Vec<Output>, RenderError>> {
         Box::pin(async move {
             let Settings {

@@ -203,18 +203,25 @@ async fn write_preview(
     Ok(())
 }
 
-/// Writes the final frames of the group of task `index` if all of its tasks are done.
+/// Writes the final frames of the group of task `index`, whose slot is now `slot`, if all
+/// of its tasks are done. A tiled frame is stitched from the canvas in `stitching` when
+/// there is one, else from the tiles in the store.
 pub(super) async fn assemble(
     deps: &Deps,
-    stitching: &mut Stitching,
+    mut stitching: Option<&mut Stitching>,
     job: &Job,
     index: u32,
+    slot: TaskSlot,
 ) -> anyhow::Result<()> {
     if job.renderer == RendererKind::Noop {
         return Ok(());
     }
     let group = plan::frame_group(job, index);
-    let slots = deps.ledger.slots_of(&job.id, group.clone()).await?;
+    // A group of one task (every untiled frame, unless chunked) is this task: no read.
+    let slots = match group.len() {
+        1 => vec![slot],
+        _ => deps.ledger.slots_of(&job.id, group.clone()).await?,
+    };
     if slots.iter().any(|s| s.state() != TaskState::Done) {
         return Ok(());
     }
@@ -222,16 +229,10 @@ pub(super) async fn assemble(
     for &frame in &first.frames {
         let name = output_name(job, first.layer, frame);
         let target = keys::output(&job.id, &name);
-        let in_memory = stitching
-            .canvases
-            .remove(&(job.id.clone(), group.start, frame));
-        if deps.store.exists(&target).await? {
-            remove_parts(deps, job, group.clone(), &slots, frame).await?;
-            continue;
-        }
         let Some(grid) = job.tiles else {
             let file = frame_file_name(frame, job.image.format.extension());
             let source = keys::attempt_output(&job.id, &first.id, slots[0].attempt(), &file);
+            // Copied unless there already (a redelivered event, whose part may be gone).
             deps.store
                 .copy_if_absent(&source, &target)
                 .await
@@ -239,6 +240,13 @@ pub(super) async fn assemble(
             remove_parts(deps, job, group.clone(), &slots, frame).await?;
             continue;
         };
+        let in_memory = stitching
+            .as_deref_mut()
+            .and_then(|s| s.canvases.remove(&(job.id.clone(), group.start, frame)));
+        if deps.store.exists(&target).await? {
+            remove_parts(deps, job, group.clone(), &slots, frame).await?;
+            continue;
+        }
         // Tiles this collector has not placed (it restarted, shares the work with another
         // collector, or dropped the canvas) are read back from the store.
         let mut canvas = in_memory.map(|e| e.canvas);

@@ -1,6 +1,7 @@
 //! Events in batches: the events at hand are read one by one, their ledger transitions are
 //! applied with one compare-and-swap per task page (not one per event), the steps after
-//! each transition run in order, and each end check is run once per job and page. A tiled
+//! the transitions of untiled jobs run side by side (those of tiled jobs in order, through
+//! the canvases), and each end check is run once per job and page. A tiled
 //! `task.done` carries its decoded tiles, so it goes through alone, at once.
 //!
 //! Each message gets its own result: an event is acknowledged only when its transition,
@@ -10,6 +11,7 @@
 use std::collections::HashMap;
 
 use async_nats::jetstream;
+use futures::StreamExt as _;
 
 use super::ending;
 use super::events::{self, Collector, EndCheck, Prepared, Transition};
@@ -18,6 +20,9 @@ use crate::core::state::page_of;
 
 /// The transitions of one job's page in a batch, each with its message's position.
 type Group = Vec<(usize, Transition)>;
+
+/// Most untiled transitions whose steps (a frame copied, tasks released) run at once.
+const STEPS_AT_ONCE: usize = 16;
 
 /// Handles `msgs` for `collector`; one result per message, in order.
 pub(super) async fn handle(
@@ -61,8 +66,26 @@ pub(super) async fn handle(
                 continue;
             }
         };
-        for ((i, t), (before, after)) in group.into_iter().zip(slots) {
-            match events::finish(&deps, &mut collector.stitching, t, before, after).await {
+        // An untiled job's steps run side by side (each its own frame); a tiled job's in
+        // order, through the frames being stitched.
+        let (tiled, untiled): (Vec<_>, Vec<_>) = group
+            .into_iter()
+            .zip(slots)
+            .partition(|((_, t), _)| t.job.tiles.is_some());
+        let mut finished: Vec<_> = futures::stream::iter(untiled)
+            .map(|((i, t), (before, after))| {
+                let deps = &deps;
+                async move { (i, events::finish(deps, None, t, before, after).await) }
+            })
+            .buffer_unordered(STEPS_AT_ONCE)
+            .collect()
+            .await;
+        for ((i, t), (before, after)) in tiled {
+            let stitching = Some(&mut collector.stitching);
+            finished.push((i, events::finish(&deps, stitching, t, before, after).await));
+        }
+        for (i, result) in finished {
+            match result {
                 Ok(Some(check)) => {
                     let key = (check.0.id.clone(), page_of(check.1).0);
                     ends.entry(key).or_insert((check, Vec::new())).1.push(i);
@@ -92,7 +115,7 @@ async fn alone(
         .ledger
         .change_task(&t.job.id, t.index, t.change)
         .await?;
-    if let Some((job, index)) = events::finish(deps, stitching, t, before, after).await? {
+    if let Some((job, index)) = events::finish(deps, Some(stitching), t, before, after).await? {
         ending::check_end(deps, &job, index).await?;
     }
     Ok(())

@@ -206,10 +206,12 @@ pub(super) async fn prepare(
 pub(super) type EndCheck = (Arc<Job>, u32);
 
 /// The steps after `t`'s transition from `before` to `after`; an end check it calls for
-/// is returned rather than run, so that a batch runs each once.
+/// is returned rather than run, so that a batch runs each once. A tiled job's steps are
+/// given the frames being stitched; without them (an untiled job) steps of several
+/// transitions may run at once.
 pub(super) async fn finish(
     deps: &Deps,
-    stitching: &mut Stitching,
+    mut stitching: Option<&mut Stitching>,
     t: Transition,
     before: TaskSlot,
     after: TaskSlot,
@@ -239,8 +241,10 @@ pub(super) async fn finish(
         // Also when the slot was already ours: a collector that died after the transition
         // finishes the remaining (idempotent) steps.
         EventKind::TaskDone if after == TaskSlot(TaskState::Done, attempt) => {
-            assemble::stitch_tile(deps, stitching, &job, index, parts).await?;
-            assemble::assemble(deps, stitching, &job, index).await?;
+            if let Some(stitching) = stitching.as_deref_mut() {
+                assemble::stitch_tile(deps, stitching, &job, index, parts).await?;
+            }
+            assemble::assemble(deps, stitching, &job, index, after).await?;
             release_dependents(deps, &job, index).await?;
             return Ok(Some((job, index)));
         }

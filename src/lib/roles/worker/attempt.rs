@@ -100,10 +100,18 @@ pub(super) async fn run(
         stop,
     } = at;
     let failed = |e: String| (Outcome::Failed, e);
+    let renderer = shared.renderers.get(&task.renderer).ok_or_else(|| {
+        (
+            Outcome::Invalid,
+            format!("renderer {} does not run on this worker", task.renderer),
+        )
+    })?;
     let out_dir = work.join("out");
-    tokio::fs::create_dir_all(&out_dir)
-        .await
-        .map_err(|e| failed(format!("creating {}: {e}", out_dir.display())))?;
+    if renderer.writes_files() {
+        tokio::fs::create_dir_all(&out_dir)
+            .await
+            .map_err(|e| failed(format!("creating {}: {e}", out_dir.display())))?;
+    }
     let scene = match &task.scene_manifest {
         Some(hex) => Some(
             shared
@@ -114,12 +122,6 @@ pub(super) async fn run(
         ),
         None => None,
     };
-    let renderer = shared.renderers.get(&task.renderer).ok_or_else(|| {
-        (
-            Outcome::Invalid,
-            format!("renderer {} does not run on this worker", task.renderer),
-        )
-    })?;
     let progress = Arc::new(AtomicU32::new(0));
     let mut reported = 0;
     let request = Request {
