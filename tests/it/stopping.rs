@@ -124,11 +124,12 @@ async fn a_worker_that_keeps_failing_a_job_stops_taking_its_tasks() {
         .iter()
         .filter(|e| e.kind == EventKind::TaskStarted && e.worker.as_deref() == Some("w0"))
         .count();
-    // Three, and by design one or two more if w1's lease was briefly unseen (a loaded
-    // machine): a worker hands back only while another live worker can take the task.
-    // Without the blocklist w0 takes about half of the job's attempts: twelve or more.
+    // Three, and by design a few more if w1's lease was briefly unseen or unreadable (the
+    // whole suite loading two cores): a worker hands back only while another live worker
+    // can take the task. Without the blocklist w0, failing at once while w1 renders for
+    // 0.2 s, takes most of the job's attempts: well over twelve.
     assert!(
-        on_w0 <= 5,
+        on_w0 <= 8,
         "w0 started {on_w0} attempts of a job it failed three times"
     );
     for frame in 1..=12 {

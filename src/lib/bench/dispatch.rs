@@ -18,30 +18,38 @@ pub async fn dispatch(runs: usize) -> anyhow::Result<Summary> {
 
     let raw = raw_publish_to_pull(&deps.js, runs).await?;
 
-    let mut started = client
-        .subscribe(protocol::every_job_events_filter(EventKind::TaskStarted))
-        .await?;
     let mut samples = Vec::with_capacity(runs);
+    let mut accepted = Vec::with_capacity(runs);
     for i in 0..runs {
         let id = format!("bench-{i}");
+        let mut events = client.subscribe(protocol::job_events_filter(&id)).await?;
         let body =
             format!(r#"{{"id": "{id}", "renderer": "noop", "settings": {{"sleep_ms": 0}}}}"#);
         tokio::time::sleep(Duration::from_millis(20)).await; // idle again
         let t0 = Instant::now();
         submit_json(&deps.js, body).await?;
         loop {
-            let msg = tokio::time::timeout(Duration::from_secs(10), started.next())
+            let msg = tokio::time::timeout(Duration::from_secs(10), events.next())
                 .await
                 .context("no task.started within 10 s")?
                 .context("subscription ended")?;
-            if msg.subject.as_str() == protocol::event_subject(&id, EventKind::TaskStarted) {
-                samples.push(t0.elapsed());
-                break;
+            match protocol::parse_event_kind(&msg.subject) {
+                Some(EventKind::JobAccepted) => accepted.push(t0.elapsed()),
+                Some(EventKind::TaskStarted) => {
+                    samples.push(t0.elapsed());
+                    break;
+                }
+                _ => {}
             }
         }
     }
     println!("dispatch: submit-to-start on an idle farm (1 worker, noop renderer)");
     let ours = Samples::new(samples);
+    // Where the time goes: the planner announces a job once its tasks are queued.
+    println!(
+        "{}",
+        Samples::new(accepted).line("  of which submit -> job.accepted")
+    );
     let times = print_against(
         ("raw JetStream publish -> waiting pull", &raw),
         ("tessera submit -> task.started", &ours),
