@@ -188,7 +188,7 @@ async fn waiting_for_a_job_whose_events_expired_answers_from_its_record() {
         .await
         .unwrap()
         .purge()
-        .filter(tessera::bus::protocol::job_events_filter(&job))
+        .filter(tessera::bus::protocol::stored_job_events_filter(&job))
         .await
         .unwrap();
     let mut wait = farm

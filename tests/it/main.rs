@@ -16,6 +16,8 @@ mod local_farm;
 mod server;
 // Killed workers, poison tasks, lost deliveries, restarts, duplicates.
 mod failures;
+// Collectors sharing the event partitions, and taking over a dead one's.
+mod scale_out;
 // Cancel, SIGTERM's grace, the blocklist, timeouts and hangs, retry, long renders.
 mod stopping;
 // POV-Ray and Blender: exact frames and tiles, progress, errors, capabilities.

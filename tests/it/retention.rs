@@ -42,7 +42,7 @@ async fn leftovers(deps: &Deps, job: &str) -> Vec<String> {
         }
     }
     for (stream, filter) in [
-        (streams::EVENTS_STREAM, format!("tessera.events.{job}.>")),
+        (streams::EVENTS_STREAM, format!("tessera.events.*.{job}.>")),
         (streams::TASKS_STREAM, format!("tessera.tasks.*.*.{job}.*")),
     ] {
         let n = messages_on(deps, stream, &filter).await;

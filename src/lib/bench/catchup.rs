@@ -1,7 +1,8 @@
-//! Collector catch-up: a job's `task.started` and `task.done` events for every task are
-//! stored while no collector runs, then one collector (and in a second round two) are
-//! started and timed until `job.done`: events applied per second. Beside it, the floor:
-//! the same number of messages drained from a plain stream by one puller in batches.
+//! Collector catch-up: the `task.started` and `task.done` events of every task of sixteen
+//! jobs (two in each event partition) are stored while no collector runs, then one
+//! collector (and in a second round two, sharing the partitions) are started and timed
+//! until the last `job.done`: events applied per second. Beside it, the floor: as many
+//! messages drained from a plain stream by one puller in batches.
 
 use std::time::{Duration, Instant};
 
@@ -46,6 +47,7 @@ async fn rounds(
         Default::default(),
         stop.child_token(),
     ));
+    let tasks = tasks / JOBS as u32 * JOBS as u32;
     let events = 2 * tasks as usize;
     let raw = raw_drain(&deps.js, events).await?;
     let raw_rate = events as f64 / raw.as_secs_f64();
@@ -55,13 +57,15 @@ async fn rounds(
     println!("raw: drain {events} messages, one puller, batches of 64, acks: {raw_rate:.0}/s");
     let mut rates = Vec::new();
     for n in 1..=collectors.max(1) {
-        let id = format!("catchup-{n}");
-        let job = planned(&deps, &id, tasks).await?;
-        store_events(&deps.js, &job).await?;
+        let ids = spread_jobs(&format!("catchup-{n}"));
         let mut done = deps
             .client
-            .subscribe(protocol::event_subject(&id, EventKind::JobDone))
+            .subscribe(protocol::every_job_events_filter(EventKind::JobDone))
             .await?;
+        for id in &ids {
+            let job = planned(&deps, id, tasks / JOBS as u32).await?;
+            store_events(&deps.js, &job).await?;
+        }
         let t0 = Instant::now();
         let round = CancellationToken::new();
         let mut running = tokio::task::JoinSet::new();
@@ -77,9 +81,11 @@ async fn rounds(
                 round.child_token(),
             ));
         }
-        tokio::time::timeout(Duration::from_secs(600), done.next())
-            .await
-            .context("no job.done within ten minutes")?;
+        for _ in &ids {
+            tokio::time::timeout(Duration::from_secs(600), done.next())
+                .await
+                .context("no job.done within ten minutes")?;
+        }
         let elapsed = t0.elapsed();
         round.cancel();
         while let Some(ended) = running.join_next().await {
@@ -108,6 +114,25 @@ async fn rounds(
         ));
     }
     Ok(vec![line])
+}
+
+/// Jobs of each round.
+const JOBS: usize = 16;
+
+/// [`JOBS`] job ids starting with `prefix`, two in each event partition: the jobs of a busy
+/// farm, spread over the partitions as many jobs are on average.
+fn spread_jobs(prefix: &str) -> Vec<String> {
+    let per_partition = JOBS / protocol::EVENT_PARTITIONS as usize;
+    let mut taken = vec![0; protocol::EVENT_PARTITIONS as usize];
+    (0..)
+        .map(|i| format!("{prefix}-{i}"))
+        .filter(|id| {
+            let slot = &mut taken[protocol::event_partition(id) as usize];
+            *slot += 1;
+            *slot <= per_partition
+        })
+        .take(per_partition * protocol::EVENT_PARTITIONS as usize)
+        .collect()
 }
 
 /// Submits a noop job of `tasks` tasks and waits until the planner has queued it.

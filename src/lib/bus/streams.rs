@@ -30,6 +30,8 @@ pub const EVENTS_STREAM: &str = "TESSERA_EVENTS";
 pub const JOBS_BUCKET: &str = "tessera-jobs";
 /// Worker leases (the registry).
 pub const WORKERS_BUCKET: &str = "tessera-workers";
+/// Collector leases (who shares the event partitions).
+pub const COLLECTORS_BUCKET: &str = "tessera-collectors";
 /// The priority group every task pull names (the task consumers' overflow group).
 pub const WORKERS_GROUP: &str = "workers";
 /// JetStream's MAX_DELIVERIES advisories about tasks, kept until a collector handles them.
@@ -53,10 +55,14 @@ const STREAM_FILES: [(&str, &str); 4] = [
         include_str!("../../../streams/TESSERA_ADVISORIES.json"),
     ),
 ];
-const BUCKET_FILES: [(&str, &str); 2] = [
+const BUCKET_FILES: [(&str, &str); 3] = [
     (
         "kv-tessera-jobs.json",
         include_str!("../../../streams/kv-tessera-jobs.json"),
+    ),
+    (
+        "kv-tessera-collectors.json",
+        include_str!("../../../streams/kv-tessera-collectors.json"),
     ),
     (
         "kv-tessera-workers.json",
@@ -201,6 +207,7 @@ fn same_stream(current: &stream::Config, wanted: &stream::Config) -> bool {
         && current.max_message_size == wanted.max_message_size
         && current.discard == wanted.discard
         && current.allow_atomic_publish == wanted.allow_atomic_publish
+        && current.subject_transform == wanted.subject_transform
 }
 
 async fn ensure_consumer(
@@ -292,10 +299,61 @@ pub async fn planner_consumer(js: &jetstream::Context) -> anyhow::Result<consume
     ensure_consumer(js, PLANNER_CONSUMER, &[], Overrides::default()).await
 }
 
-/// The collectors' durable consumer.
-pub async fn collector_consumer(js: &jetstream::Context) -> anyhow::Result<consumer::PullConsumer> {
-    ensure_consumer(js, COLLECTOR_CONSUMER, &[], Overrides::default()).await
+/// The durable consumer of the events of partition `partition` (one of [`EVENT_PARTITIONS`]).
+///
+/// [`EVENT_PARTITIONS`]: protocol::EVENT_PARTITIONS
+pub async fn collector_consumer(
+    js: &jetstream::Context,
+    partition: u32,
+) -> anyhow::Result<consumer::PullConsumer> {
+    let partition = partition.to_string();
+    let fill = [("partition", partition.as_str())];
+    ensure_consumer(js, COLLECTOR_CONSUMER, &fill, Overrides::default()).await
 }
+
+/// The one durable consumer of every event of the layout before partitions (`collector`),
+/// if it is still there, narrowed to the events stored under that layout: what it has not
+/// delivered yet is handled before it is removed.
+pub async fn legacy_collector_consumer(
+    js: &jetstream::Context,
+) -> anyhow::Result<Option<consumer::PullConsumer>> {
+    let stream = js.get_stream(EVENTS_STREAM).await?;
+    let Ok(existing) = stream
+        .get_consumer::<consumer::pull::Config>(LEGACY_COLLECTOR)
+        .await
+    else {
+        return Ok(None);
+    };
+    let filter = protocol::UNPARTITIONED_EVENTS.to_string();
+    if existing.cached_info().config.filter_subject == filter {
+        return Ok(Some(existing));
+    }
+    use consumer::FromConsumer as _;
+    let current = existing.cached_info().config.clone();
+    let config = consumer::pull::Config {
+        filter_subject: filter,
+        ..consumer::pull::Config::try_from_consumer_config(current)
+            .map_err(|e| anyhow::anyhow!("the collector consumer's settings: {e}"))?
+    };
+    let narrowed = stream
+        .update_consumer(config)
+        .await
+        .context("narrowing the collector consumer of the layout before partitions")?;
+    Ok(Some(narrowed))
+}
+
+/// Removes the consumer of [`legacy_collector_consumer`] once it has delivered everything.
+pub async fn remove_legacy_collector_consumer(js: &jetstream::Context) -> anyhow::Result<()> {
+    js.get_stream(EVENTS_STREAM)
+        .await?
+        .delete_consumer(LEGACY_COLLECTOR)
+        .await
+        .context("removing the collector consumer of the layout before partitions")?;
+    Ok(())
+}
+
+/// The collector consumer's name before events were partitioned.
+const LEGACY_COLLECTOR: &str = "collector";
 
 /// The collectors' durable consumer of MAX_DELIVERIES advisories.
 pub async fn advisories_consumer(
@@ -367,7 +425,7 @@ pub async fn purge_job_events(js: &jetstream::Context, job: &JobId) -> anyhow::R
     js.get_stream(EVENTS_STREAM)
         .await?
         .purge()
-        .filter(protocol::job_events_filter(job.as_str()))
+        .filter(protocol::stored_job_events_filter(job.as_str()))
         .await
         .map_err(|e| anyhow::anyhow!("purging the events of {job}: {e}"))?;
     Ok(())
@@ -488,7 +546,14 @@ pub async fn jobs_bucket(js: &jetstream::Context) -> anyhow::Result<kv::Store> {
         .with_context(|| format!("KV bucket {JOBS_BUCKET} (run `tessera init`?)"))
 }
 
-/// The worker-heartbeat bucket.
+/// The `tessera-collectors` bucket (collector leases).
+pub async fn collectors_bucket(js: &jetstream::Context) -> anyhow::Result<kv::Store> {
+    js.get_key_value(COLLECTORS_BUCKET)
+        .await
+        .with_context(|| format!("KV bucket {COLLECTORS_BUCKET} (run `tessera init`?)"))
+}
+
+/// The `tessera-workers` bucket.
 pub async fn workers_bucket(js: &jetstream::Context) -> anyhow::Result<kv::Store> {
     js.get_key_value(WORKERS_BUCKET)
         .await
@@ -505,9 +570,14 @@ mod tests {
         assert_eq!(streams.len(), 4);
         let buckets = bucket_configs().unwrap();
         assert_eq!(buckets[0].bucket, JOBS_BUCKET);
-        assert_eq!(buckets[1].bucket, WORKERS_BUCKET);
+        assert_eq!(buckets[1].bucket, COLLECTORS_BUCKET);
+        assert_eq!(buckets[2].bucket, WORKERS_BUCKET);
         // Leases expire on their own and leave a marker that watchers see.
         assert!(buckets[1].limit_markers.is_some());
+        assert!(buckets[2].limit_markers.is_some());
+        // Events are stored by partition of the job id.
+        let transform = streams[2].subject_transform.as_ref().unwrap();
+        assert_eq!(transform.source, protocol::job_events_filter("*"));
         assert_eq!(streams[1].retention, stream::RetentionPolicy::WorkQueue);
         assert!(
             streams[1].allow_atomic_publish,
@@ -537,8 +607,11 @@ mod tests {
         assert_eq!(config.ack_wait, Duration::from_secs(30));
         assert_eq!(config.priority_policy, consumer::PriorityPolicy::Overflow);
         assert_eq!(config.priority_groups, [WORKERS_GROUP]);
-        for text in [PLANNER_CONSUMER, COLLECTOR_CONSUMER, ADVISORIES_CONSUMER] {
+        for text in [PLANNER_CONSUMER, ADVISORIES_CONSUMER] {
             consumer_config(text, &[]).unwrap();
         }
+        let (_, config) = consumer_config(COLLECTOR_CONSUMER, &[("partition", "3")]).unwrap();
+        assert_eq!(config.durable_name.as_deref(), Some("collector-3"));
+        assert_eq!(config.filter_subject, protocol::partition_events_filter(3));
     }
 }

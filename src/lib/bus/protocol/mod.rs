@@ -10,7 +10,7 @@
 //! | --- | --- |
 //! | `tessera.jobs.submit` | job submissions (stream `TESSERA_JOBS`) |
 //! | `tessera.tasks.<class>.<priority>.<job>.<renderer>` | tasks (stream `TESSERA_TASKS`) |
-//! | `tessera.events.<job>.<kind>` | events, `<kind>` like `task.done` (stream `TESSERA_EVENTS`) |
+//! | `tessera.events.<job>.<kind>` | events, `<kind>` like `task.done` (stream `TESSERA_EVENTS`, which stores them as `tessera.events.<partition>.<job>.<kind>`) |
 //! | `tessera.control.<job>` | core NATS: cancel running renders of a job |
 //! | `tessera.doorbell.<class>` | core NATS: tasks were queued for a class; wakes idle workers |
 //!
@@ -123,6 +123,26 @@ mod tests {
             Some((Priority::Low, noop))
         );
         assert_eq!(parse_doorbell_hint(b"urgent.noop"), None);
+    }
+
+    #[test]
+    fn event_partitions_hash_the_job_id_as_the_server_does() {
+        // FNV-1a (32 bits) of the job id, modulo the partitions.
+        for (job, hash) in [("a", 0xe40c_292c_u32), ("foobar", 0xbf9c_f968)] {
+            assert_eq!(event_partition(job), hash % EVENT_PARTITIONS, "{job}");
+        }
+        assert_eq!(
+            stored_event_subject("a", EventKind::JobDone),
+            "tessera.events.4.a.job.done"
+        );
+        assert_eq!(partition_events_filter(4), "tessera.events.4.>");
+        let stream: serde_json::Value =
+            serde_json::from_str(include_str!("../../../../streams/TESSERA_EVENTS.json")).unwrap();
+        let dest = stream["subject_transform"]["dest"].as_str().unwrap();
+        assert!(
+            dest.contains(&format!("partition({EVENT_PARTITIONS},1)")),
+            "{dest}"
+        );
     }
 
     #[test]

@@ -99,10 +99,47 @@ pub fn is_legacy_task_filter(filter: &str) -> bool {
     filter.starts_with("tessera.tasks.") && filter.ends_with(".>")
 }
 
-/// Every event of `job`.
+/// Every event of `job` as published (what a core NATS subscriber names).
 pub fn job_events_filter(job: &str) -> String {
     format!("tessera.events.{job}.>")
 }
+
+/// Partitions of the events stream: the stream stores the events of a job under
+/// `tessera.events.<partition>.<job>.<kind>`, its partition a hash of the job id (the
+/// stream's subject transform, `streams/TESSERA_EVENTS.json`, must say the same number).
+pub const EVENT_PARTITIONS: u32 = 8;
+
+/// Every event of `job` as the events stream stores it (what a stream consumer names).
+pub fn stored_job_events_filter(job: &str) -> String {
+    format!("tessera.events.*.{job}.>")
+}
+
+/// The subject under which the events stream stores `job`'s events of `kind`.
+pub fn stored_event_subject(job: &str, kind: EventKind) -> String {
+    format!(
+        "tessera.events.{}.{job}.{}",
+        event_partition(job),
+        kind.as_str()
+    )
+}
+
+/// The partition of `job`'s events, as the server's `{{partition(n,1)}}` computes it: the
+/// 32-bit FNV-1a hash of the job id, modulo [`EVENT_PARTITIONS`].
+pub fn event_partition(job: &str) -> u32 {
+    let hash = job.bytes().fold(0x811c_9dc5_u32, |hash, byte| {
+        (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
+    });
+    hash % EVENT_PARTITIONS
+}
+
+/// Every event stored in partition `partition`.
+pub fn partition_events_filter(partition: u32) -> String {
+    format!("tessera.events.{partition}.>")
+}
+
+/// Events stored before the stream was partitioned (`tessera.events.<job>.<kind>`, one
+/// token fewer than today's).
+pub const UNPARTITIONED_EVENTS: &str = "tessera.events.*.*.*";
 
 /// The subjects of `job`'s keys in the jobs bucket: its record (`<job>`) and its task
 /// pages (`<job>.p<n>`).

@@ -64,7 +64,7 @@ async fn job_events(
     js.get_stream(streams::EVENTS_STREAM)
         .await?
         .create_consumer(consumer::pull::OrderedConfig {
-            filter_subject: protocol::job_events_filter(job),
+            filter_subject: protocol::stored_job_events_filter(job),
             deliver_policy: consumer::DeliverPolicy::All,
             ..Default::default()
         })

@@ -110,7 +110,7 @@ pub const EXPLAIN_EVERY: std::time::Duration = std::time::Duration::from_secs(1)
 pub async fn status(deps: &Deps, job: &JobId) -> anyhow::Result<Status> {
     let Some((record, _)) = deps.ledger.job(job).await? else {
         let stream = deps.js.get_stream(streams::EVENTS_STREAM).await?;
-        let subject = protocol::event_subject(job.as_str(), EventKind::JobRejected);
+        let subject = protocol::stored_event_subject(job.as_str(), EventKind::JobRejected);
         if let Ok(raw) = stream.get_last_raw_message_by_subject(&subject).await
             && let Ok(event) = protocol::decode::<Event>(&raw.payload)
         {

@@ -35,8 +35,7 @@ pub(super) async fn handle(
     let mut groups: Vec<((JobId, u32), Group)> = Vec::new();
     let mut ends: HashMap<(JobId, u32), (EndCheck, Vec<usize>)> = HashMap::new();
     for (i, msg) in msgs.iter().enumerate() {
-        let prepared =
-            events::prepare(&deps, &mut collector.jobs, &mut collector.stitching, msg).await;
+        let prepared = events::prepare(&deps, &mut collector.jobs, &collector.stitching, msg).await;
         let t = match prepared {
             Ok(Prepared::Settled) => continue,
             Err(e) => {
@@ -46,7 +45,8 @@ pub(super) async fn handle(
             Ok(Prepared::Transition(t)) => *t,
         };
         if !t.parts.is_empty() {
-            results[i] = alone(&deps, &mut collector.stitching, t).await;
+            let mut stitching = collector.stitching.lock().await;
+            results[i] = alone(&deps, &mut stitching, t).await;
             continue;
         }
         let key = (t.job.id.clone(), page_of(t.index).0);
@@ -81,7 +81,8 @@ pub(super) async fn handle(
             .collect()
             .await;
         for ((i, t), (before, after)) in tiled {
-            let stitching = Some(&mut collector.stitching);
+            let mut stitching = collector.stitching.lock().await;
+            let stitching = Some(&mut *stitching);
             finished.push((i, events::finish(&deps, stitching, t, before, after).await));
         }
         for (i, result) in finished {

@@ -18,6 +18,9 @@ use crate::core::plan;
 use crate::core::state::{Change, JobState, TaskSlot, TaskState};
 use crate::lifecycle;
 
+/// What the partitions a collector serves share.
+pub(super) type Shared<T> = Arc<tokio::sync::Mutex<T>>;
+
 /// Jobs whose validated spec is kept in memory.
 const JOB_CACHE: usize = 256;
 
@@ -26,8 +29,8 @@ pub(super) struct Collector {
     pub(super) deps: Deps,
     /// Validated jobs by id.
     pub(super) jobs: HashMap<JobId, Arc<Job>>,
-    /// Tiled frames being stitched.
-    pub(super) stitching: Stitching,
+    /// Tiled frames being stitched, shared by the partitions this collector serves.
+    pub(super) stitching: Shared<Stitching>,
 }
 
 impl Handler for Collector {
@@ -127,7 +130,7 @@ pub(super) enum Prepared {
 pub(super) async fn prepare(
     deps: &Deps,
     jobs: &mut HashMap<JobId, Arc<Job>>,
-    stitching: &mut Stitching,
+    stitching: &Shared<Stitching>,
     msg: &jetstream::Message,
 ) -> anyhow::Result<Prepared> {
     let event: Event = match protocol::decode(&msg.payload) {
@@ -145,7 +148,7 @@ pub(super) async fn prepare(
         // Frames of an ended job that are still in memory will not be finished, and its
         // spec is not needed any more (a late event reads it again).
         EventKind::JobFailed | EventKind::JobCanceled | EventKind::JobDone => {
-            stitching.forget(&event.job);
+            stitching.lock().await.forget(&event.job);
             if let Ok(id) = JobId::parse(&event.job) {
                 jobs.remove(&id);
             }

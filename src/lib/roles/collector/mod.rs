@@ -4,9 +4,12 @@
 //! Each event is applied through the ledger's compare-and-swap transitions, and every step
 //! after a transition is idempotent (outputs are written only if absent; end-of-job events
 //! carry a `Nats-Msg-Id`), so the event is acked only when all is done and a collector
-//! killed at any instant is simply restarted. Several collectors may share the durable
-//! consumer: the first valid completion of a task wins, whichever collector sees it.
+//! killed at any instant is simply restarted. Several collectors share the events by
+//! partition (a hash of the job id): each partition is served by one live collector, and
+//! taken over by another within about a second of its collector's death. Should two serve
+//! one for a moment, the first valid completion of a task still wins.
 //!
+//! - `partitions`: the collectors' leases and their share of the event partitions;
 //! - `events`: one event's transition and the steps after it;
 //! - `batch`: the events at hand, one page write for many transitions;
 //! - `assemble`: tiles stitched as they land, frames written when their group is done;
@@ -21,8 +24,10 @@ mod batch;
 mod ending;
 mod events;
 mod leases;
+mod partitions;
 mod retention;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -43,24 +48,19 @@ pub struct CollectorConfig {
     pub canvas: crate::config::CanvasBudget,
 }
 
-/// Runs the collector until `shutdown`; the event in hand is finished first.
+/// Runs the collector until `shutdown`; the events in hand are finished first.
 pub async fn run(
     deps: Deps,
     config: CollectorConfig,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let events = async {
-        let mut puller = Puller::new(streams::collector_consumer(&deps.js).await?, 64);
-        let mut collector = events::Collector {
-            deps: deps.clone(),
-            jobs: Default::default(),
-            stitching: assemble::Stitching::new(config.canvas.bytes),
-        };
-        tracing::info!("collector ready");
-        consume::serve(&mut puller, &shutdown, "an event", &mut collector).await;
-        tracing::info!("collector stopped");
-        anyhow::Ok(())
-    };
+    let id = format!("{}-{}", crate::config::hostname(), nuid::next());
+    let stitching = Arc::new(tokio::sync::Mutex::new(assemble::Stitching::new(
+        config.canvas.bytes,
+    )));
+    tracing::info!(collector = id, "collector ready");
+    let legacy = partitions::drain_legacy(deps.clone(), stitching.clone(), shutdown.clone());
+    let events = partitions::run(deps.clone(), id, stitching, shutdown.clone());
     let advisories = async {
         let mut puller = Puller::new(streams::advisories_consumer(&deps.js).await?, 16);
         let mut handler = advisories::Advisories { deps: deps.clone() };
@@ -73,6 +73,8 @@ pub async fn run(
             retention::run(deps.clone(), keep, shutdown.clone()).await;
         }
     };
-    let (events, advisories, (), ()) = tokio::join!(events, advisories, leases, retention);
-    events.and(advisories)
+    let (legacy, events, advisories, (), ()) =
+        tokio::join!(legacy, events, advisories, leases, retention);
+    tracing::info!("collector stopped");
+    legacy.and(events).and(advisories)
 }
