@@ -27,7 +27,8 @@ pub async fn catchup(tasks: u32, collectors: usize) -> anyhow::Result<Summary> {
     let mut nats = start_nats(&dir.join("nats"), port, bench_sync())?;
     let url = format!("nats://127.0.0.1:{port}");
     let store_url = file_url(&dir.join("store"));
-    let result = rounds(&url, &store_url, tasks, collectors).await;
+    let server = nats.id().context("nats-server has no pid")?;
+    let result = rounds(&url, &store_url, tasks, collectors, server).await;
     let _ = nats.kill().await;
     let _ = std::fs::remove_dir_all(&dir);
     result
@@ -38,6 +39,7 @@ async fn rounds(
     store_url: &str,
     tasks: u32,
     collectors: usize,
+    server: u32,
 ) -> anyhow::Result<Summary> {
     let client = wait_for_nats(url, Duration::from_secs(15)).await?;
     let deps = Deps::with_client(client, Store::open(store_url)?).await?;
@@ -66,6 +68,7 @@ async fn rounds(
             let job = planned(&deps, id, tasks / JOBS as u32).await?;
             store_events(&deps.js, &job).await?;
         }
+        let cpu = (cpu_seconds("self"), cpu_seconds(&server.to_string()));
         let t0 = Instant::now();
         let round = CancellationToken::new();
         let mut running = tokio::task::JoinSet::new();
@@ -87,15 +90,23 @@ async fn rounds(
                 .context("no job.done within ten minutes")?;
         }
         let elapsed = t0.elapsed();
+        let busy = (
+            cpu_seconds("self") - cpu.0,
+            cpu_seconds(&server.to_string()) - cpu.1,
+        );
         round.cancel();
         while let Some(ended) = running.join_next().await {
             ended??;
         }
         let rate = events as f64 / elapsed.as_secs_f64();
         println!(
-            "{n} collector(s): {events} events in {:.2} s, {rate:.0} events/s ({:.0} % of the raw drain)",
+            "{n} collector(s): {events} events in {:.2} s, {rate:.0} events/s ({:.0} % of the raw drain); CPU: collectors {:.2} s, nats-server {:.2} s ({:.0} % of {} cores)",
             elapsed.as_secs_f64(),
-            100.0 * rate / raw_rate
+            100.0 * rate / raw_rate,
+            busy.0,
+            busy.1,
+            100.0 * (busy.0 + busy.1) / (elapsed.as_secs_f64() * cores() as f64),
+            cores()
         );
         rates.push(rate);
     }
@@ -110,10 +121,33 @@ async fn rounds(
         line.push_str(&format!(
             "; 2 collectors {two:.0} events/s, {:.2}x one (target >= 1.6x with the cores for it; this machine has {})",
             two / rates[0],
-            std::thread::available_parallelism().map_or(1, |n| n.get())
+            cores()
         ));
     }
     Ok(vec![line])
+}
+
+/// The cores of this machine.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// CPU time used so far by process `pid` ("self" for this one), from `/proc` (Linux; 0
+/// elsewhere), in seconds of the kernel's 100 Hz clock ticks.
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // After the command name (in parentheses, which may hold spaces): utime is the 12th
+    // field, stime the 13th.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// Jobs of each round.

@@ -171,8 +171,9 @@ async fn failed(
     }
 }
 
-/// Reads a durable pull consumer message by message, in bounded pulls that expire, so that
-/// a service loop can stop between any two messages and never waits on a dead pull.
+/// Reads a durable pull consumer message by message, in bounded pulls that expire within
+/// [`PULL_EXPIRES`], so that a service loop stops within about a second, never waits on a
+/// dead pull, and leaves no message to a pull nobody reads.
 pub struct Puller {
     consumer: consumer::PullConsumer,
     batch_size: usize,
@@ -190,7 +191,9 @@ impl Puller {
     }
 
     /// The next message, waiting for it, then those already at hand, up to `max` in all;
-    /// empty once `shutdown` is cancelled.
+    /// empty once `shutdown` is cancelled and the open pull has ended (see [`next`]).
+    ///
+    /// [`next`]: Puller::next
     pub async fn next_batch(
         &mut self,
         shutdown: &CancellationToken,
@@ -217,11 +220,22 @@ impl Puller {
         msgs
     }
 
-    /// The next message; `None` once `shutdown` is cancelled.
+    /// The next message; `None` once `shutdown` is cancelled and the open pull has ended.
+    ///
+    /// A stopped puller finishes its open pull rather than drop it: the server would go on
+    /// handing that pull messages until it expires, and a message handed to a pull nobody
+    /// reads waits for the ack deadline before anyone else gets it. So what arrives until
+    /// the pull ends (at most [`PULL_EXPIRES`]) is still returned, and handled.
     pub async fn next(&mut self, shutdown: &CancellationToken) -> Option<jetstream::Message> {
         use futures::StreamExt;
         loop {
             if shutdown.is_cancelled() {
+                let batch = self.batch.as_mut()?;
+                let last = tokio::time::timeout(PULL_EXPIRES * 3, batch.next()).await;
+                if let Ok(Some(Ok(msg))) = last {
+                    return Some(msg);
+                }
+                self.batch = None;
                 return None;
             }
             let batch = match &mut self.batch {
@@ -231,11 +245,11 @@ impl Puller {
                         .consumer
                         .batch()
                         .max_messages(self.batch_size)
-                        .expires(Duration::from_secs(5))
+                        .expires(PULL_EXPIRES)
                         .messages();
                     let result = tokio::select! {
                         () = shutdown.cancelled() => return None,
-                        result = tokio::time::timeout(Duration::from_secs(7), pull) => result,
+                        result = tokio::time::timeout(PULL_EXPIRES * 3, pull) => result,
                     };
                     match result {
                         Ok(Ok(batch)) => self.batch.insert(batch),
@@ -249,8 +263,8 @@ impl Puller {
                 }
             };
             let next = tokio::select! {
-                () = shutdown.cancelled() => return None,
-                next = tokio::time::timeout(Duration::from_secs(12), batch.next()) => next,
+                () = shutdown.cancelled() => continue,
+                next = tokio::time::timeout(PULL_EXPIRES * 3, batch.next()) => next,
             };
             match next {
                 Ok(Some(Ok(msg))) => return Some(msg),
@@ -263,6 +277,9 @@ impl Puller {
         }
     }
 }
+
+/// How long a pull waits on the server for messages before it ends (and another is made).
+pub const PULL_EXPIRES: Duration = Duration::from_secs(1);
 
 #[cfg(test)]
 mod tests {

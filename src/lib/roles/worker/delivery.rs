@@ -1,22 +1,25 @@
 //! One delivery of a task, from the message to its disposition: the checks that may fail
 //! or hand it back without running it (malformed, wrong renderer, its last attempt lost
-//! with a dead worker, a job this worker has blocklisted), then the attempt, its log, and
-//! the report that [`finish`] turns into an event and an ack.
+//! with a dead worker, a job this worker has blocklisted), then the attempt, and its
+//! report — the log, and what [`finish`] turns into an event and an ack — returned for the
+//! slot to send while it takes its next task.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_nats::jetstream::{self, AckKind};
 use bytes::Bytes;
+use tracing::Instrument as _;
 
 use super::Shared;
 use super::attempt::{self, Attempt};
 use super::outcome::{Disposition, Outcome, Report, disposition, finish};
 use super::running::Stop;
 use crate::bus::protocol::{self, Delivery, Event, EventKind, TaskMessage};
-use crate::bus::{publish, registry};
+use crate::bus::publish::{self, Pending};
+use crate::bus::registry;
 use crate::core::job::JobId;
-use crate::render::Log;
+use crate::render::{BoxFuture, Log};
 use crate::store::keys;
 
 /// After this many failed attempts of one job's tasks, a worker stops taking that job.
@@ -57,17 +60,19 @@ impl Failures {
     }
 }
 
-/// Whether a slot rendered what it took or handed it back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a slot did with what it took.
 pub(super) enum Ran {
-    /// Rendered, failed or disposed of.
+    /// Failed or disposed of without rendering.
     Handled,
+    /// Rendered: what is left is to report it (the log, the event, the acknowledgement),
+    /// which the slot lets run while it takes its next task.
+    Rendered(BoxFuture<'static, ()>),
     /// Handed back without running (blocklisted job).
     HandedBack,
 }
 
 /// Handles one delivery.
-pub(super) async fn run(shared: &Shared, msg: jetstream::Message) -> Ran {
+pub(super) async fn run(shared: &Arc<Shared>, msg: jetstream::Message) -> Ran {
     let delivered = msg.info().map(|i| i.delivered as u32).unwrap_or(1).max(1);
     let task: TaskMessage = match protocol::decode(&msg.payload) {
         Ok(task) => task,
@@ -124,14 +129,22 @@ pub(super) async fn run(shared: &Shared, msg: jetstream::Message) -> Ran {
         finish(shared, &msg, &task, report).await;
         return Ran::HandedBack;
     }
-    render(shared, &msg, &task, attempt).await;
-    Ran::Handled
+    let span = tracing::info_span!("task", job = %task.job, task = %task.task, attempt);
+    let report = render(shared, &msg, &task, attempt)
+        .instrument(span.clone())
+        .await;
+    Ran::Rendered(Box::pin(
+        report.send(shared.clone(), msg, task).instrument(span),
+    ))
 }
 
-/// Runs attempt `attempt` of `task` and reports it.
-async fn render(shared: &Shared, msg: &jetstream::Message, task: &TaskMessage, attempt: u32) {
-    let span = tracing::info_span!("task", job = %task.job, task = %task.task, attempt);
-    let _enter = span.enter();
+/// Runs attempt `attempt` of `task`; returns what its report needs.
+async fn render(
+    shared: &Shared,
+    msg: &jetstream::Message,
+    task: &TaskMessage,
+    attempt: u32,
+) -> Rendered {
     // The lease lists the delivery before anyone hears it started: a worker killed from
     // here on has its task handed back as soon as its lease runs out.
     let stop = Stop::under(&shared.kill);
@@ -178,10 +191,6 @@ async fn render(shared: &Shared, msg: &jetstream::Message, task: &TaskMessage, a
     .await;
     shared.attempts.end(&task.job, running);
     shared.lease_changed.notify_one();
-    if let Err(e) = async { started?.confirmed().await }.await {
-        tracing::warn!(error = %e, "publishing task.started");
-    }
-    let log_key = keys::attempt_log(&task.job, &task.task, attempt);
     let (outcome, message, outputs) = match result {
         Ok(outputs) => (Outcome::Succeeded, None, outputs),
         Err((outcome, message)) => {
@@ -192,31 +201,71 @@ async fn render(shared: &Shared, msg: &jetstream::Message, task: &TaskMessage, a
     if outcome == Outcome::Failed {
         shared.failures.add(&task.job);
     }
-    if let Err(e) = shared
-        .deps
-        .store
-        .put(&log_key, Bytes::from(log.text()))
-        .await
-    {
-        tracing::warn!(error = %e, "uploading the log");
-    }
-    let _ = tokio::fs::remove_dir_all(&work).await;
-    let disposition = disposition(outcome, attempt, task.max_attempts);
-    let event = match (outcome, disposition) {
-        (Outcome::Canceled, _) => None,
-        (_, Disposition::Ack) => Some(EventKind::TaskDone),
-        (_, Disposition::Retry { .. } | Disposition::HandBack) => Some(EventKind::TaskRetry),
-        (_, Disposition::Reject) => Some(EventKind::TaskFailed),
-    };
-    let report = Report {
+    Rendered {
         attempt,
-        disposition,
-        event,
+        started,
+        log,
+        work,
+        outcome,
         message,
-        log: Some(log_key),
         outputs,
-    };
-    finish(shared, msg, task, report).await;
+    }
+}
+
+/// A rendered attempt, to be reported.
+struct Rendered {
+    attempt: u32,
+    started: anyhow::Result<Pending>,
+    log: Log,
+    work: std::path::PathBuf,
+    outcome: Outcome,
+    message: Option<String>,
+    outputs: Vec<String>,
+}
+
+impl Rendered {
+    /// Stores the log, then publishes the attempt's event and disposes of the delivery;
+    /// `task.started` is confirmed stored first.
+    async fn send(self, shared: Arc<Shared>, msg: jetstream::Message, task: TaskMessage) {
+        let Rendered {
+            attempt,
+            started,
+            log,
+            work,
+            outcome,
+            message,
+            outputs,
+        } = self;
+        if let Err(e) = async { started?.confirmed().await }.await {
+            tracing::warn!(error = %e, "publishing task.started");
+        }
+        let log_key = keys::attempt_log(&task.job, &task.task, attempt);
+        if let Err(e) = shared
+            .deps
+            .store
+            .put(&log_key, Bytes::from(log.text()))
+            .await
+        {
+            tracing::warn!(error = %e, "uploading the log");
+        }
+        let _ = tokio::fs::remove_dir_all(&work).await;
+        let disposition = disposition(outcome, attempt, task.max_attempts);
+        let event = match (outcome, disposition) {
+            (Outcome::Canceled, _) => None,
+            (_, Disposition::Ack) => Some(EventKind::TaskDone),
+            (_, Disposition::Retry { .. } | Disposition::HandBack) => Some(EventKind::TaskRetry),
+            (_, Disposition::Reject) => Some(EventKind::TaskFailed),
+        };
+        let report = Report {
+            attempt,
+            disposition,
+            event,
+            message,
+            log: Some(log_key),
+            outputs,
+        };
+        finish(&shared, &msg, &task, report).await;
+    }
 }
 
 /// Whether a live worker other than this one serves the task's class and renderer and has

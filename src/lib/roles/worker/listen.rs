@@ -30,6 +30,7 @@ pub(super) async fn doorbells(
                 priority,
                 renderer,
             };
+            shared.empty.rung(&queue);
             let _ = shared.doorbell.send(queue);
         }
     }

@@ -3,7 +3,8 @@
 //! content-addressed cache, runs the renderer, uploads the outputs attempt-scoped and the
 //! log, publishes the outcome, and acks. While a render runs it sends progress acks well
 //! inside the consumer's ack deadline, so only a dead worker loses its task — and then
-//! within seconds.
+//! within seconds. A slot whose renderer has exited takes its next task while the last
+//! one's report (log, event, ack) is still being sent: one report in flight per slot.
 //!
 //! - [`config`]: flags and the validated configuration;
 //! - [`pick`]: which queue a slot looks at first (pure);
@@ -68,6 +69,8 @@ struct Shared {
     group: pull::Group,
     /// Doorbell hints: a queue that just got tasks.
     doorbell: broadcast::Sender<Queue>,
+    /// The queues lately found empty.
+    empty: Arc<pick::Emptiness>,
     /// The running attempts.
     attempts: Attempts,
     /// Failed attempts per job, for the blocklist.
@@ -129,6 +132,7 @@ pub async fn run(
         consumers,
         group: pull::Group::workers(config.burst),
         doorbell: broadcast::channel(64).0,
+        empty: Default::default(),
         attempts: Attempts::default(),
         failures: Failures::default(),
         started_ms: protocol::now_ms(),
@@ -206,6 +210,9 @@ async fn slot_loop(shared: Arc<Shared>, slot: usize, shutdown: CancellationToken
     let mut bell = shared.doorbell.subscribe();
     let mut picks: u64 = 0;
     let mut hint: Option<Queue> = None;
+    // The report of the attempt this slot rendered last, sent while it takes the next task
+    // (one at a time: a slot never has two reports in flight).
+    let mut reporting: Option<tokio::task::JoinHandle<()>> = None;
     'slot: while !shutdown.is_cancelled() {
         let order = pick_order(
             &shared.config.classes,
@@ -213,12 +220,19 @@ async fn slot_loop(shared: Arc<Shared>, slot: usize, shutdown: CancellationToken
             priority_order(picks),
             hint.take().as_ref(),
         );
-        match pull::take_task(&shared.consumers, &order, &shared.group).await {
+        match pull::take_task(&shared.consumers, &order, &shared.group, &shared.empty).await {
             Some(msg) => {
                 picks += 1;
-                if delivery::run(&shared, msg).await == Ran::HandedBack {
+                match delivery::run(&shared, msg).await {
+                    Ran::Handled => {}
+                    Ran::Rendered(report) => {
+                        if let Some(previous) = reporting.take() {
+                            let _ = previous.await;
+                        }
+                        reporting = Some(tokio::spawn(report));
+                    }
                     // Let the others take it before this slot pulls again.
-                    tokio::time::sleep(shared.config.idle_poll).await;
+                    Ran::HandedBack => tokio::time::sleep(shared.config.idle_poll).await,
                 }
             }
             None => {
@@ -244,6 +258,9 @@ async fn slot_loop(shared: Arc<Shared>, slot: usize, shutdown: CancellationToken
                 }
             }
         }
+    }
+    if let Some(report) = reporting {
+        let _ = report.await;
     }
     tracing::debug!(slot, "slot stopped");
 }

@@ -92,6 +92,24 @@ impl Report {
 /// Publishes the report's event, then disposes of the delivery. Without a stored event the
 /// collector could not learn the outcome, so a failed publish leaves the task to be
 /// redelivered instead.
+/// Makes this worker's slots look at `msg`'s queue again once `delay` is over: the task
+/// comes back then, with no doorbell to say so.
+fn recheck_after(shared: &Shared, msg: &jetstream::Message, delay: Duration) {
+    let Some((class, priority, renderer)) = protocol::parse_task_queue(&msg.subject) else {
+        return;
+    };
+    let queue = super::pick::Queue {
+        class,
+        priority,
+        renderer,
+    };
+    let empty = shared.empty.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        empty.rung(&queue);
+    });
+}
+
 pub(super) async fn finish(
     shared: &Shared,
     msg: &jetstream::Message,
@@ -113,10 +131,12 @@ pub(super) async fn finish(
     }
     let ack = match report.disposition {
         Disposition::Ack => msg.double_ack().await.map_err(|e| e.to_string()),
-        Disposition::Retry { delay } => msg
-            .ack_with(AckKind::Nak(Some(delay)))
-            .await
-            .map_err(|e| e.to_string()),
+        Disposition::Retry { delay } => {
+            recheck_after(shared, msg, delay);
+            msg.ack_with(AckKind::Nak(Some(delay)))
+                .await
+                .map_err(|e| e.to_string())
+        }
         Disposition::HandBack => {
             hand_back(shared, msg, task, report.attempt, report.event.is_none())
                 .await

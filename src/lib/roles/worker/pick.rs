@@ -2,6 +2,10 @@
 //! priorities with a starvation guard, then renderers — and a queue whose doorbell just
 //! rang ahead of all of them.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use crate::core::job::{Class, Priority, RendererKind};
 
 /// A queue a worker pulls from.
@@ -56,9 +60,70 @@ pub fn pick_order(
     queues
 }
 
+/// How long a queue found empty is passed over, unless a doorbell rings for it. Every
+/// queuing of tasks rings one (planning, released dependencies, `tessera retry`, resumed
+/// queues, the hand-back of a dead worker's tasks), and a worker that asks for its failed
+/// attempt again after a delay looks again itself then; a task that comes back otherwise
+/// (another worker's retry) waits at most this much longer. Longer than a one-second task,
+/// so that slots finishing together do not all look at every empty queue again.
+pub const RECHECK: Duration = Duration::from_secs(2);
+
+/// The queues a worker lately found empty. A slot passes them over for [`RECHECK`], so that
+/// taking a task costs one pull, not one per empty queue before it; a doorbell for a queue
+/// makes it worth a pull again at once.
+#[derive(Debug, Default)]
+pub struct Emptiness(Mutex<HashMap<Queue, Instant>>);
+
+impl Emptiness {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Queue, Instant>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether `queue` was found empty less than [`RECHECK`] before `now`.
+    pub fn passed_over(&self, queue: &Queue, now: Instant) -> bool {
+        self.lock()
+            .get(queue)
+            .is_some_and(|at| now.saturating_duration_since(*at) < RECHECK)
+    }
+
+    /// `queue` had no task for us at `now`.
+    pub fn found_empty(&self, queue: &Queue, now: Instant) {
+        self.lock().insert(queue.clone(), now);
+    }
+
+    /// Tasks were queued on `queue` (a doorbell).
+    pub fn rung(&self, queue: &Queue) {
+        self.lock().remove(queue);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_empty_queue_is_passed_over_until_rechecked_or_rung() {
+        let queue = Queue {
+            class: Class::cpu(),
+            priority: Priority::High,
+            renderer: RendererKind::Noop,
+        };
+        let other = Queue {
+            priority: Priority::Low,
+            ..queue.clone()
+        };
+        let empty = Emptiness::default();
+        let t0 = Instant::now();
+        assert!(!empty.passed_over(&queue, t0));
+        empty.found_empty(&queue, t0);
+        for (after, passed) in [(0, true), (1999, true), (2000, false), (5000, false)] {
+            let now = t0 + Duration::from_millis(after);
+            assert_eq!(empty.passed_over(&queue, now), passed, "{after} ms");
+        }
+        assert!(!empty.passed_over(&other, t0));
+        empty.rung(&queue);
+        assert!(!empty.passed_over(&queue, t0));
+    }
 
     #[test]
     fn priority_order_gives_normal_and_low_a_share() {

@@ -2,29 +2,34 @@
 //! in the task consumers' priority group, with a client-side timeout on every pull.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer::PullConsumer};
 use futures::StreamExt;
 
-use super::pick::Queue;
+use super::pick::{Emptiness, Queue};
 use crate::bus::streams::WORKERS_GROUP;
 
 /// One task from the first non-empty queue of `order`, pulled in `group`; never more.
+/// Queues found empty a moment ago are passed over (see [`Emptiness`]).
 pub(super) async fn take_task(
     consumers: &HashMap<Queue, PullConsumer>,
     order: &[Queue],
     group: &Group,
+    empty: &Emptiness,
 ) -> Option<jetstream::Message> {
     for queue in order {
         let Some(consumer) = consumers.get(queue) else {
             continue;
         };
+        if empty.passed_over(queue, Instant::now()) {
+            continue;
+        }
         match pull_one(consumer, Some(group)).await {
             Ok(Pull {
                 message: Some(msg), ..
             }) => return Some(msg),
-            Ok(_) => {}
+            Ok(_) => empty.found_empty(queue, Instant::now()),
             Err(e) => {
                 tracing::warn!(?queue, error = %e, "fetching a task");
                 tokio::time::sleep(Duration::from_millis(200)).await;
