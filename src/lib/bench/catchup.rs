@@ -7,11 +7,11 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use async_nats::jetstream::{self, consumer, stream};
+use async_nats::jetstream::{self, stream};
 use futures::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 
-use super::{Summary, bench_sync, submit_json, tempfile_dir};
+use super::{Summary, bench_sync, publish_stored, raw_consumer, submit_json, tempfile_dir};
 use crate::bus::protocol::{self, Event, EventKind, TaskMessage};
 use crate::bus::publish;
 use crate::config::{Deps, Patience, connect, file_url, wait_for_nats};
@@ -216,25 +216,8 @@ async fn raw_drain(js: &jetstream::Context, count: usize) -> anyhow::Result<Dura
             ..Default::default()
         })
         .await?;
-    let payload = bytes::Bytes::from(vec![b'x'; 160]);
-    for window in (0..count).collect::<Vec<_>>().chunks(1000) {
-        let mut acks = Vec::with_capacity(window.len());
-        for _ in window {
-            acks.push(js.publish("bench.drain", payload.clone()).await?);
-        }
-        for ack in acks {
-            ack.await?;
-        }
-    }
-    let consumer: consumer::PullConsumer = stream
-        .get_or_create_consumer(
-            "raw",
-            consumer::pull::Config {
-                durable_name: Some("raw".into()),
-                ..Default::default()
-            },
-        )
-        .await?;
+    publish_stored(js, "bench.drain", count, vec![b'x'; 160].into()).await?;
+    let consumer = raw_consumer(&stream).await?;
     let t0 = Instant::now();
     let mut left = count;
     while left > 0 {

@@ -4,10 +4,10 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use async_nats::jetstream::{self, consumer, stream};
+use async_nats::jetstream::{self, stream};
 use futures::StreamExt as _;
 
-use super::{BenchFarm, Samples, Summary, ms, print_against, submit_json};
+use super::{BenchFarm, Samples, Summary, ms, print_against, raw_consumer, submit_json};
 use crate::bus::protocol::{self, EventKind};
 
 /// Submit-to-start latency on an idle farm: from publishing a submission to the worker's
@@ -75,15 +75,7 @@ async fn raw_publish_to_pull(js: &jetstream::Context, runs: usize) -> anyhow::Re
             ..Default::default()
         })
         .await?;
-    let consumer: consumer::PullConsumer = stream
-        .get_or_create_consumer(
-            "raw",
-            consumer::pull::Config {
-                durable_name: Some("raw".into()),
-                ..Default::default()
-            },
-        )
-        .await?;
+    let consumer = raw_consumer(&stream).await?;
     let mut samples = Vec::with_capacity(runs);
     for _ in 0..runs {
         let mut batch = consumer

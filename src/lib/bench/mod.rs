@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use async_nats::jetstream;
+use async_nats::jetstream::consumer::PullConsumer;
 use tokio_util::sync::CancellationToken;
 
 use crate::bus::protocol;
@@ -66,6 +67,39 @@ pub async fn all() -> anyhow::Result<()> {
     summary.sort();
     for line in summary {
         println!("  {line}");
+    }
+    Ok(())
+}
+
+/// The durable pull consumer `raw` of a raw baseline's `stream`.
+async fn raw_consumer(stream: &jetstream::stream::Stream) -> anyhow::Result<PullConsumer> {
+    let config = jetstream::consumer::pull::Config {
+        durable_name: Some("raw".into()),
+        ack_wait: Duration::from_secs(30),
+        ..Default::default()
+    };
+    Ok(stream.get_or_create_consumer("raw", config).await?)
+}
+
+/// Publishes `count` copies of `payload` on `subject` and waits until all are stored, in
+/// windows: the client allows a bounded number of unconfirmed publishes.
+async fn publish_stored(
+    js: &jetstream::Context,
+    subject: &'static str,
+    count: usize,
+    payload: bytes::Bytes,
+) -> anyhow::Result<()> {
+    let mut left = count;
+    while left > 0 {
+        let window = left.min(1000);
+        let mut acks = Vec::with_capacity(window);
+        for _ in 0..window {
+            acks.push(js.publish(subject, payload.clone()).await?);
+        }
+        for ack in acks {
+            ack.await?;
+        }
+        left -= window;
     }
     Ok(())
 }

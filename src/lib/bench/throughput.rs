@@ -13,10 +13,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use async_nats::jetstream::{self, consumer, stream};
+use async_nats::jetstream::{self, stream};
 use futures::StreamExt as _;
 
-use super::{BenchFarm, Samples, Summary, bench_worker, ms, submit_json, tempfile_dir};
+use super::{
+    BenchFarm, Samples, Summary, bench_worker, ms, publish_stored, raw_consumer, submit_json,
+    tempfile_dir,
+};
 use crate::bus::protocol::{self, EventKind};
 
 /// Pullers of the raw loop (two workers × eight slots).
@@ -161,26 +164,8 @@ async fn raw_loop(js: &jetstream::Context, tasks: usize) -> anyhow::Result<Durat
         ..Default::default()
     })
     .await?;
-    let consumer: consumer::PullConsumer = work
-        .get_or_create_consumer(
-            "raw",
-            consumer::pull::Config {
-                durable_name: Some("raw".into()),
-                ack_wait: Duration::from_secs(30),
-                ..Default::default()
-            },
-        )
-        .await?;
-    // Published in windows: the client allows a bounded number of unconfirmed publishes.
-    for window in (0..tasks).collect::<Vec<_>>().chunks(1000) {
-        let mut acks = Vec::with_capacity(window.len());
-        for i in window {
-            acks.push(js.publish("bench.tp.task", i.to_string().into()).await?);
-        }
-        for ack in acks {
-            ack.await?;
-        }
-    }
+    let consumer = raw_consumer(&work).await?;
+    publish_stored(js, "bench.tp.task", tasks, "task".into()).await?;
     let left = Arc::new(AtomicUsize::new(tasks));
     let t0 = Instant::now();
     let mut pullers = tokio::task::JoinSet::new();
