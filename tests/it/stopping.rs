@@ -10,8 +10,8 @@ use tessera::core::job::JobId;
 use tessera::store::keys;
 
 use crate::support::{
-    command_farm, command_job, events_of, eventually, exits_within, output_text, stream_messages,
-    wait_event, wait_events, worker_role,
+    PATIENCE, command_farm, command_job, events_of, eventually, exits_within, output_text,
+    stream_messages, wait_event, wait_events, worker_role,
 };
 
 /// How long a process may take to start or stop when told to.
@@ -114,6 +114,14 @@ async fn sigterm_lets_the_grace_period_run_then_hands_the_task_back_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_that_keeps_failing_a_job_stops_taking_its_tasks() {
     let (farm, deps) = command_farm(2, &[]).await;
+    // Both live before the job: a worker hands a task back only while another live worker
+    // can take it, and w0, failing at once, would otherwise run through the job alone.
+    let never = || "w0 and w1 never both registered".to_string();
+    let both = async || {
+        let live = tessera::bus::registry::live_workers(&deps.js).await.ok()?;
+        (live.len() == 2).then_some(())
+    };
+    eventually(PATIENCE, Duration::from_millis(50), never, both).await;
     // Fails on w0 only: its work folders live in its own cache (`cache-0`).
     let script = "case {outdir} in *cache-0*) exit 1;; esac; sleep 0.2; echo {frame} > {output}";
     let retry = "max_attempts = 6";
@@ -124,12 +132,11 @@ async fn a_worker_that_keeps_failing_a_job_stops_taking_its_tasks() {
         .iter()
         .filter(|e| e.kind == EventKind::TaskStarted && e.worker.as_deref() == Some("w0"))
         .count();
-    // Three, and by design a few more if w1's lease was briefly unseen or unreadable (the
-    // whole suite loading two cores): a worker hands back only while another live worker
-    // can take the task. Without the blocklist w0, failing at once while w1 renders for
-    // 0.2 s, takes most of the job's attempts: well over twelve.
+    // Three, and by design one or two more if w1's lease was briefly unseen (a loaded
+    // machine). Without the blocklist w0, failing at once while w1 renders for 0.2 s,
+    // takes most of the job's attempts: well over twelve.
     assert!(
-        on_w0 <= 8,
+        on_w0 <= 5,
         "w0 started {on_w0} attempts of a job it failed three times"
     );
     for frame in 1..=12 {
