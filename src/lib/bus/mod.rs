@@ -1,8 +1,9 @@
-//! The NATS edge: the protocol's messages and subjects, the JetStream layout, the ledger
-//! in KV, the worker registry, the consuming loop, and the one module that publishes.
+//! The NATS edge: the protocol's messages and subjects, the JetStream layout (and the
+//! upgrade from older ones), the ledger in KV, the worker registry, the consuming loop, and the one module that publishes.
 
 pub mod consume;
 pub mod ledger;
+pub mod legacy;
 pub mod protocol;
 pub mod publish;
 pub mod registry;

@@ -239,7 +239,10 @@ async fn ensure_consumer(
     }
     match stream.create_consumer(config.clone()).await {
         Ok(consumer) => Ok(consumer),
-        Err(e) if stream_name == TASKS_STREAM && remove_legacy_task_consumers(&stream).await? => {
+        Err(e)
+            if stream_name == TASKS_STREAM
+                && super::legacy::remove_legacy_task_consumers(&stream).await? =>
+        {
             tracing::warn!(error = %e, "removed task consumers of an older layout; retrying");
             stream
                 .create_consumer(config)
@@ -263,37 +266,6 @@ fn same_consumer(current: &consumer::Config, wanted: &consumer::pull::Config) ->
         && current.description == wanted.description
 }
 
-/// Deletes task consumers of the layout before the renderer token (filtered on
-/// `tessera.tasks.<class>.<priority>.>`), whose filters overlap today's on the work-queue
-/// stream. Queued tasks stay in the stream. Returns whether any was removed.
-async fn remove_legacy_task_consumers(stream: &jetstream::stream::Stream) -> anyhow::Result<bool> {
-    use futures::TryStreamExt as _;
-    let consumers: Vec<consumer::Info> = stream
-        .consumers()
-        .try_collect()
-        .await
-        .context("listing task consumers")?;
-    let mut removed = false;
-    for info in consumers {
-        let filter = &info.config.filter_subject;
-        if protocol::is_legacy_task_filter(filter) {
-            match stream.delete_consumer(&info.name).await {
-                Ok(_) => {}
-                // Another role removed it meanwhile.
-                Err(e)
-                    if matches!(e.kind(), jetstream::stream::ConsumerErrorKind::JetStream(ref j)
-                        if j.error_code() == jetstream::ErrorCode::CONSUMER_NOT_FOUND) => {}
-                Err(e) => {
-                    return Err(e)
-                        .with_context(|| format!("removing the old task consumer {}", info.name));
-                }
-            }
-            removed = true;
-        }
-    }
-    Ok(removed)
-}
-
 /// The planners' durable consumer.
 pub async fn planner_consumer(js: &jetstream::Context) -> anyhow::Result<consumer::PullConsumer> {
     ensure_consumer(js, PLANNER_CONSUMER, &[], Overrides::default()).await
@@ -310,50 +282,6 @@ pub async fn collector_consumer(
     let fill = [("partition", partition.as_str())];
     ensure_consumer(js, COLLECTOR_CONSUMER, &fill, Overrides::default()).await
 }
-
-/// The one durable consumer of every event of the layout before partitions (`collector`),
-/// if it is still there, narrowed to the events stored under that layout: what it has not
-/// delivered yet is handled before it is removed.
-pub async fn legacy_collector_consumer(
-    js: &jetstream::Context,
-) -> anyhow::Result<Option<consumer::PullConsumer>> {
-    let stream = js.get_stream(EVENTS_STREAM).await?;
-    let Ok(existing) = stream
-        .get_consumer::<consumer::pull::Config>(LEGACY_COLLECTOR)
-        .await
-    else {
-        return Ok(None);
-    };
-    let filter = protocol::UNPARTITIONED_EVENTS.to_string();
-    if existing.cached_info().config.filter_subject == filter {
-        return Ok(Some(existing));
-    }
-    use consumer::FromConsumer as _;
-    let current = existing.cached_info().config.clone();
-    let config = consumer::pull::Config {
-        filter_subject: filter,
-        ..consumer::pull::Config::try_from_consumer_config(current)
-            .map_err(|e| anyhow::anyhow!("the collector consumer's settings: {e}"))?
-    };
-    let narrowed = stream
-        .update_consumer(config)
-        .await
-        .context("narrowing the collector consumer of the layout before partitions")?;
-    Ok(Some(narrowed))
-}
-
-/// Removes the consumer of [`legacy_collector_consumer`] once it has delivered everything.
-pub async fn remove_legacy_collector_consumer(js: &jetstream::Context) -> anyhow::Result<()> {
-    js.get_stream(EVENTS_STREAM)
-        .await?
-        .delete_consumer(LEGACY_COLLECTOR)
-        .await
-        .context("removing the collector consumer of the layout before partitions")?;
-    Ok(())
-}
-
-/// The collector consumer's name before events were partitioned.
-const LEGACY_COLLECTOR: &str = "collector";
 
 /// The collectors' durable consumer of MAX_DELIVERIES advisories.
 pub async fn advisories_consumer(

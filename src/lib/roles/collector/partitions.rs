@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use super::assemble::Stitching;
 use super::events::{Collector, Shared};
 use crate::bus::consume::{self, Puller};
+use crate::bus::legacy;
 use crate::bus::protocol::{self, EVENT_PARTITIONS, LEASE_RENEW, LEASE_TTL};
 use crate::bus::streams::{self, COLLECTORS_BUCKET};
 use crate::config::Deps;
@@ -181,7 +182,7 @@ pub(super) async fn drain_legacy(
     stitching: Shared<Stitching>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let Some(consumer) = streams::legacy_collector_consumer(&deps.js).await? else {
+    let Some(consumer) = legacy::legacy_collector_consumer(&deps.js).await? else {
         return Ok(());
     };
     tracing::warn!("events stored before partitions are waiting: handling them first");
@@ -212,7 +213,7 @@ pub(super) async fn drain_legacy(
     let served = consume::serve(&mut puller, &stop, "an event", &mut collector);
     tokio::join!(watcher, served);
     if !shutdown.is_cancelled() {
-        streams::remove_legacy_collector_consumer(&deps.js).await?;
+        legacy::remove_legacy_collector_consumer(&deps.js).await?;
         tracing::info!("the events stored before partitions are handled");
     }
     Ok(())
