@@ -14,6 +14,7 @@ mod queues;
 mod local_farm;
 // The server version every role requires.
 mod server;
+mod sharing;
 // Killed workers, poison tasks, lost deliveries, restarts, duplicates.
 mod failures;
 // Collectors sharing the event partitions, and taking over a dead one's.

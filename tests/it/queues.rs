@@ -45,7 +45,9 @@ async fn a_paused_queue_keeps_its_tasks_through_a_restart_of_every_role_until_re
         0,
         "a paused queue gave out a task"
     );
-    assert_eq!(stream_messages(&deps.js, TASKS_STREAM).await, 3);
+    // Its window (the one slot that serves the queue) is queued, the other two held.
+    assert_eq!(stream_messages(&deps.js, TASKS_STREAM).await, 1);
+    assert_eq!(farm.status(&job)["tasks"]["queued"], 3);
     let status = farm.status(&job);
     assert!(
         status["message"]
@@ -75,7 +77,7 @@ async fn a_paused_queue_keeps_its_tasks_through_a_restart_of_every_role_until_re
         0,
         "the pause did not survive"
     );
-    assert_eq!(stream_messages(&deps.js, TASKS_STREAM).await, 3);
+    assert_eq!(stream_messages(&deps.js, TASKS_STREAM).await, 1);
 
     let out = farm.cli(&["resume", "--class", "cpu", "--priority", "normal"]);
     assert!(out.status.success(), "{out:?}");
@@ -89,8 +91,16 @@ async fn a_burst_worker_takes_tasks_only_while_enough_wait() {
     let deps = farm.deps().await;
     farm.start_worker(0, &["--renderers", "noop", "--burst", "3"]);
 
-    // Two tasks waiting: fewer than three, so the burst worker leaves them.
-    let small = farm.submit("small", &noop_job("small", 2, 20));
+    // Two tasks waiting: fewer than three, so the burst worker leaves them. (A burst worker
+    // counts the queued tasks: these jobs' windows, as large as their caps, queue them all.)
+    let capped = |id, tasks| {
+        let job = noop_job(id, tasks, 20);
+        job.replace(
+            "renderer = \"noop\"\n",
+            "renderer = \"noop\"\nmax_workers = 10\n",
+        )
+    };
+    let small = farm.submit("small", &capped("small", 2));
     wait_event(&farm, &deps.js, &small, EventKind::JobAccepted).await;
     tokio::time::sleep(QUIET).await;
     assert_eq!(
@@ -100,7 +110,7 @@ async fn a_burst_worker_takes_tasks_only_while_enough_wait() {
     );
 
     // Four more: six wait, so it takes tasks while at least three wait, and stops at two.
-    let big = farm.submit("big", &noop_job("big", 4, 20));
+    let big = farm.submit("big", &capped("big", 4));
     wait_events(&farm, &deps.js, &big, |e| started(e) > 0).await;
     tokio::time::sleep(QUIET).await;
     let taken = started(&events_of(&farm, &small).await) + started(&events_of(&farm, &big).await);

@@ -259,7 +259,10 @@ async fn a_planner_killed_while_queuing_a_large_job_leaves_all_or_nothing_then_q
     let mut farm = Farm::new();
     let deps = farm.deps().await;
     let planner = farm.start("tessera-planner", &[]);
-    let toml = format!("id = \"large\"\nrenderer = \"noop\"\n[frames]\nrange = \"1-{TASKS}\"\n");
+    // Its cap is its size: its window takes every task, queued in one atomic batch.
+    let toml = format!(
+        "id = \"large\"\nrenderer = \"noop\"\nmax_workers = {TASKS}\n[frames]\nrange = \"1-{TASKS}\"\n"
+    );
     let job = farm.submit("large", &toml);
     // The job's record is written just before its tasks are queued: kill the planner then.
     let id = JobId::parse(&job).unwrap();

@@ -13,8 +13,10 @@ pub async fn plan(tasks: u32, runs: usize) -> anyhow::Result<Summary> {
     let mut samples = Vec::with_capacity(runs);
     for run in 0..runs {
         let id = format!("plan-{run}");
-        let body =
-            format!(r#"{{"id": "{id}", "renderer": "noop", "frames": {{"range": "1-{tasks}"}}}}"#);
+        // Capped at its size, the job's window takes every task: all are queued at once.
+        let body = format!(
+            r#"{{"id": "{id}", "renderer": "noop", "max_workers": {tasks}, "frames": {{"range": "1-{tasks}"}}}}"#
+        );
         let job = crate::core::job::JobId::parse(&id).map_err(anyhow::Error::msg)?;
         let t0 = Instant::now();
         submit_json(&deps.js, body).await?;

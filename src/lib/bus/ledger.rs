@@ -114,27 +114,18 @@ impl Ledger {
         }
     }
 
-    /// Creates the task pages of a new job (each only if absent): task `i` starts
-    /// `Waiting` if `waiting(i)`, else `Queued`.
+    /// Creates the task pages of a new job (each only if absent): task `i` starts in
+    /// `state(i)`.
     pub async fn create_pages(
         &self,
         job: &JobId,
         tasks: u32,
-        waiting: impl Fn(u32) -> bool,
+        state: impl Fn(u32) -> TaskState,
     ) -> anyhow::Result<()> {
         for page in 0..page_count(tasks) {
             let first = page * PAGE_SIZE;
             let last = (first + PAGE_SIZE).min(tasks);
-            let slots = (first..last)
-                .map(|i| {
-                    let state = if waiting(i) {
-                        TaskState::Waiting
-                    } else {
-                        TaskState::Queued
-                    };
-                    TaskSlot(state, 0)
-                })
-                .collect();
+            let slots = (first..last).map(|i| TaskSlot(state(i), 0)).collect();
             match self
                 .kv
                 .create(page_key(job, page), Bytes::from(encode(&Page { slots })))

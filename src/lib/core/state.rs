@@ -3,10 +3,10 @@
 //!
 //! Task transitions (`→ _` means unchanged):
 //!
-//! | change \ from | Waiting | Queued | Running(a) | Done | Failed | Canceled |
+//! | change \ from | Waiting, Held | Queued | Running(a) | Done | Failed | Canceled |
 //! | --- | --- | --- | --- | --- | --- | --- |
 //! | `Release` | Queued | _ | _ | _ | _ | _ |
-//! | `Started(b)` | _ | Running(b) | Running(b) if b ≥ a | _ | _ | _ |
+//! | `Started(b)` | Running(b) if Held | Running(b) | Running(b) if b ≥ a | _ | _ | _ |
 //! | `Retry(b)` | _ | _ | Queued if b = a | _ | _ | _ |
 //! | `Done(b)` | Done(b) | Done(b) | Done(b) | _ | _ | _ |
 //! | `Failed(b)` | Failed(b) | Failed(b) | Failed(b) | _ | _ | _ |
@@ -34,6 +34,9 @@ pub const PAGE_SIZE: u32 = 1024;
 pub enum TaskState {
     /// Waits for tasks of another layer.
     Waiting,
+    /// Ready, and held back by its job's window (fair share): queued when the job's
+    /// queued tasks start (see [`Window`]).
+    Held,
     /// In the queue.
     Queued,
     /// A worker is rendering it.
@@ -96,13 +99,14 @@ pub fn apply(slot: TaskSlot, change: Change) -> Option<TaskSlot> {
     use TaskState::*;
     let TaskSlot(state, attempt) = slot;
     let next = match (state, change) {
-        (Waiting, Change::Release) => TaskSlot(Queued, attempt),
-        (Queued, Change::Started(b)) => TaskSlot(Running, b),
+        (Waiting | Held, Change::Release) => TaskSlot(Queued, attempt),
+        // A held task that starts was queued by a release whose ledger write is late.
+        (Held | Queued, Change::Started(b)) => TaskSlot(Running, b),
         (Running, Change::Started(b)) if b >= attempt => TaskSlot(Running, b),
         (Running, Change::Retry(b)) if b == attempt => TaskSlot(Queued, b),
-        (Waiting | Queued | Running, Change::Done(b)) => TaskSlot(Done, b),
-        (Waiting | Queued | Running, Change::Failed(b)) => TaskSlot(Failed, b),
-        (Waiting | Queued | Running, Change::Cancel) => TaskSlot(Canceled, attempt),
+        (Waiting | Held | Queued | Running, Change::Done(b)) => TaskSlot(Done, b),
+        (Waiting | Held | Queued | Running, Change::Failed(b)) => TaskSlot(Failed, b),
+        (Waiting | Held | Queued | Running, Change::Cancel) => TaskSlot(Canceled, attempt),
         (Failed | Canceled, Change::Requeue) => TaskSlot(Queued, attempt),
         _ => return None,
     };
@@ -177,6 +181,10 @@ pub struct JobRecord {
     /// a retry cut short is finished by the next `tessera retry`.
     #[serde(default)]
     pub requeue_pending: bool,
+    /// The job's window: how many of its tasks it keeps queued (with `max_workers`,
+    /// queued or running), the rest held; 0 when every ready task was queued at once.
+    #[serde(default)]
+    pub window: u32,
 }
 
 impl JobRecord {
@@ -184,6 +192,7 @@ impl JobRecord {
     pub fn job(&self) -> Result<Job, crate::core::problem::Invalid> {
         let mut job = self.spec.clone().validate()?;
         job.incarnation = self.incarnation.clone();
+        job.window = self.window;
         Ok(job)
     }
 }
@@ -210,7 +219,7 @@ pub fn page_count(tasks: u32) -> u32 {
 pub struct Counts {
     /// All tasks.
     pub total: u32,
-    /// Queued or waiting for dependencies.
+    /// Queued, held back by the job's window, or waiting for dependencies.
     pub queued: u32,
     /// Rendering.
     pub running: u32,
@@ -236,7 +245,7 @@ impl Counts {
     pub fn add(&mut self, slot: TaskSlot) {
         self.total += 1;
         match slot.state() {
-            TaskState::Waiting | TaskState::Queued => self.queued += 1,
+            TaskState::Waiting | TaskState::Held | TaskState::Queued => self.queued += 1,
             TaskState::Running => self.running += 1,
             TaskState::Done => self.done += 1,
             TaskState::Failed => self.failed += 1,
@@ -247,6 +256,46 @@ impl Counts {
     /// Whether every task has ended.
     pub fn all_ended(&self) -> bool {
         self.done + self.failed + self.canceled == self.total
+    }
+}
+
+/// A job's window on its queue, which is how jobs of one priority share a queue that is
+/// first-in, first-out: each keeps only `size` tasks queued and holds the rest back,
+/// queuing one as each of its queued tasks leaves the queue. A job submitted behind a
+/// large one so waits behind at most `size` of its tasks, and jobs active together get
+/// the queue's slots in proportion to their windows. With `max_workers` the window also
+/// counts the running tasks: a task is queued only when one ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// Tasks kept queued (or queued and running, when `counts_running`).
+    pub size: u32,
+    /// Whether running tasks count (the job has `max_workers`).
+    pub counts_running: bool,
+}
+
+impl Window {
+    /// The window of `job` on a queue served by `slots` slots (at least one): its weight
+    /// times the slots, so that a job behind it starts within about one task's time;
+    /// `max_workers` when the job has it. `None`: the job needs none (its ready tasks
+    /// fit in the window).
+    pub fn of(job: &Job, slots: u32, ready: u32) -> Option<Window> {
+        let window = match job.max_workers {
+            Some(cap) => Window {
+                size: cap,
+                counts_running: true,
+            },
+            None => Window {
+                size: slots.max(1).saturating_mul(job.weight),
+                counts_running: false,
+            },
+        };
+        (ready > window.size).then_some(window)
+    }
+
+    /// How many held tasks to queue now, with `queued` queued and `running` running.
+    pub fn to_release(self, queued: u32, running: u32) -> u32 {
+        let used = queued + if self.counts_running { running } else { 0 };
+        self.size.saturating_sub(used)
     }
 }
 
@@ -264,6 +313,21 @@ mod tests {
                 Some(TaskSlot(Queued, 0)),
             ),
             (TaskSlot(Queued, 0), Change::Release, None),
+            (
+                TaskSlot(Held, 0),
+                Change::Release,
+                Some(TaskSlot(Queued, 0)),
+            ),
+            (
+                TaskSlot(Held, 0),
+                Change::Started(1),
+                Some(TaskSlot(Running, 1)),
+            ),
+            (
+                TaskSlot(Held, 0),
+                Change::Cancel,
+                Some(TaskSlot(Canceled, 0)),
+            ),
             (
                 TaskSlot(Queued, 0),
                 Change::Started(1),
@@ -315,6 +379,48 @@ mod tests {
         ];
         for (slot, change, expect) in cases {
             assert_eq!(apply(slot, change), expect, "{slot:?} + {change:?}");
+        }
+    }
+
+    #[test]
+    fn windows_keep_their_size_queued() {
+        let job = |weight, max_workers| {
+            let mut spec = crate::core::job::JobSpec {
+                id: Some("w".into()),
+                renderer: Some("noop".into()),
+                weight: Some(weight),
+                max_workers,
+                ..Default::default()
+            };
+            spec.frames = Some(crate::core::job::FramesSpec {
+                range: Some("1-100".into()),
+                ..Default::default()
+            });
+            spec.validate().expect("valid")
+        };
+        let plain = Window::of(&job(1, None), 4, 100).expect("a window");
+        assert_eq!(plain.size, 4);
+        assert_eq!(Window::of(&job(3, None), 4, 100).map(|w| w.size), Some(12));
+        assert_eq!(Window::of(&job(1, None), 0, 100).map(|w| w.size), Some(1));
+        assert_eq!(Window::of(&job(1, None), 4, 4), None, "fits: no window");
+        let capped = Window::of(&job(1, Some(1)), 4, 100).expect("a window");
+        assert_eq!((capped.size, capped.counts_running), (1, true));
+        // (queued, running) -> tasks to release
+        let cases = [
+            (plain, 4, 9, 0),
+            (plain, 3, 9, 1),
+            (plain, 0, 0, 4),
+            (plain, 6, 0, 0),
+            (capped, 0, 1, 0),
+            (capped, 1, 0, 0),
+            (capped, 0, 0, 1),
+        ];
+        for (window, queued, running, release) in cases {
+            assert_eq!(
+                window.to_release(queued, running),
+                release,
+                "{window:?} with {queued} queued, {running} running"
+            );
         }
     }
 

@@ -2,6 +2,9 @@
 //! (create-if-absent on the id), publishes its ready tasks and announces `job.accepted` — or
 //! `job.rejected` with every reason, changing nothing else.
 //!
+//! A job with more ready tasks than its window (see [`Window`]) queues only its window;
+//! the rest are recorded as held, and the collector queues them as the queued ones start.
+//!
 //! Planning is idempotent: a redelivered submission (planner killed mid-way) finds the record
 //! and republishes with the same `Nats-Msg-Id`s; a job already published is acked and left.
 //! Stateless: any number of planners may share the durable consumer.
@@ -15,14 +18,16 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bus::consume::{self, Handler, Puller};
 use crate::bus::ledger::Created;
+use crate::bus::protocol::WorkerInfo;
 use crate::bus::protocol::{self, Event, EventKind, TaskMessage};
 use crate::bus::publish::BatchError;
+use crate::bus::registry;
 use crate::bus::{publish, streams};
 use crate::config::{CanvasBudget, Deps};
 use crate::core::job::{self, Job, JobId, MAX_TASKS};
 use crate::core::plan;
 use crate::core::problem::Invalid;
-use crate::core::state::{JobRecord, JobState};
+use crate::core::state::{JobRecord, JobState, TaskState, Window};
 use crate::core::stitch::{PixelKind, canvas_bytes};
 
 /// How a planner runs.
@@ -45,6 +50,7 @@ pub async fn run(
         deps,
         config,
         batch_limit: AtomicUsize::new(MAX_TASKS as usize),
+        workers: FarmSlots::default(),
     };
     consume::serve(&mut submissions, &shutdown, "a submission", &mut planner).await;
     tracing::info!("planner stopped");
@@ -57,11 +63,40 @@ struct Planner {
     config: PlannerConfig,
     /// The most tasks the server takes in one atomic batch, as far as this planner knows.
     batch_limit: AtomicUsize,
+    /// The live workers, for the size of windows.
+    workers: FarmSlots,
+}
+
+/// How long the planner's list of live workers is used before it is read again.
+const WORKERS_FRESH: Duration = Duration::from_secs(5);
+
+/// The live workers as last read (at most every [`WORKERS_FRESH`]).
+#[derive(Default)]
+struct FarmSlots(tokio::sync::Mutex<Option<(tokio::time::Instant, Vec<WorkerInfo>)>>);
+
+impl FarmSlots {
+    /// The slots of the live workers that run `job`'s class and renderer.
+    async fn serving(&self, deps: &Deps, job: &Job) -> anyhow::Result<u32> {
+        let mut read = self.0.lock().await;
+        if read
+            .as_ref()
+            .is_none_or(|(at, _)| at.elapsed() > WORKERS_FRESH)
+        {
+            let workers = registry::live_workers(&deps.js).await?;
+            *read = Some((tokio::time::Instant::now(), workers));
+        }
+        let workers = read.as_ref().map_or(&[][..], |(_, w)| w.as_slice());
+        Ok(workers
+            .iter()
+            .filter(|w| w.classes.contains(&job.class) && w.renderers.contains(&job.renderer))
+            .map(|w| w.slots)
+            .sum())
+    }
 }
 
 impl Handler for Planner {
     async fn handle(&mut self, msg: &jetstream::Message) -> anyhow::Result<()> {
-        handle(&self.deps, &self.config, msg, &self.batch_limit).await
+        handle(self, msg).await
     }
 
     /// A submission that cannot be planned for an hour ends: its job fails (if it was
@@ -121,12 +156,8 @@ fn id_of_rejected(payload: &[u8], json: bool) -> String {
         )
 }
 
-async fn handle(
-    deps: &Deps,
-    config: &PlannerConfig,
-    msg: &jetstream::Message,
-    batch_limit: &AtomicUsize,
-) -> anyhow::Result<()> {
+async fn handle(planner: &Planner, msg: &jetstream::Message) -> anyhow::Result<()> {
+    let (deps, config) = (&planner.deps, &planner.config);
     let json = is_json(msg);
     let mut spec = match job::from_wire(&msg.payload, json) {
         Ok(spec) => spec,
@@ -157,7 +188,7 @@ async fn handle(
     if let Err(invalid) = crate::render::validate::stored_scene(&deps.store, &job).await? {
         return reject(deps, job.id.as_str(), invalid).await;
     }
-    plan_job(deps, msg, job, batch_limit).await
+    plan_job(planner, msg, job).await
 }
 
 /// Room left in a message for its headers (message id, batch headers).
@@ -226,13 +257,18 @@ async fn reject(deps: &Deps, job: &str, invalid: Invalid) -> anyhow::Result<()> 
     publish::event(&deps.js, &event).await
 }
 
-async fn plan_job(
-    deps: &Deps,
-    msg: &jetstream::Message,
-    mut job: Job,
-    batch_limit: &AtomicUsize,
-) -> anyhow::Result<()> {
+async fn plan_job(planner: &Planner, msg: &jetstream::Message, mut job: Job) -> anyhow::Result<()> {
+    let deps = &planner.deps;
     let tasks = plan::task_count(&job);
+    let ready: Vec<plan::TaskPlan> = plan::tasks(&job)
+        .filter(|t| t.waits_for.is_empty())
+        .collect();
+    // The smallest window is the job's weight: a job with no more ready tasks needs none.
+    let mut window = 0;
+    if ready.len() as u64 > u64::from(job.weight) || job.max_workers.is_some() {
+        let slots = planner.workers.serving(deps, &job).await?;
+        window = Window::of(&job, slots, ready.len() as u32).map_or(0, |w| w.size);
+    }
     job.incarnation = nuid::next().to_string();
     let record = JobRecord {
         schema: protocol::SCHEMA,
@@ -247,6 +283,7 @@ async fn plan_job(
         generation: 0,
         incarnation: job.incarnation.clone(),
         requeue_pending: false,
+        window,
     };
     match deps.ledger.create_job(&record).await? {
         Created::New => {}
@@ -267,22 +304,39 @@ async fn plan_job(
         Created::Exists(existing) => {
             tracing::info!(job = %job.id, "resuming an interrupted planning");
             job.incarnation = existing.incarnation;
+            window = existing.window;
         }
     }
+    // The window's first tasks are queued, the other ready ones held.
+    let queued = match window {
+        0 => ready.len(),
+        size => ready.len().min(size as usize),
+    };
+    let first_held = ready.get(queued).map(|t| t.index);
+    let held = ready.len() - queued;
     // The pages are written while the tasks are queued.
     let pages = deps.ledger.create_pages(&job.id, tasks, |i| {
-        !plan::task(&job, i).waits_for.is_empty()
+        if !plan::task(&job, i).waits_for.is_empty() {
+            TaskState::Waiting
+        } else if first_held.is_some_and(|held| i >= held) {
+            TaskState::Held
+        } else {
+            TaskState::Queued
+        }
     });
     let queue = async {
-        let ready: Vec<plan::TaskPlan> = plan::tasks(&job)
-            .filter(|t| t.waits_for.is_empty())
-            .collect();
-        queue_atomically(deps, msg, &job, &ready, batch_limit).await?;
+        let ready = &ready[..queued];
+        queue_atomically(deps, msg, &job, ready, &planner.batch_limit).await?;
         // Announced once its tasks are queued, and before the doorbell wakes a worker, so
         // `job.accepted` precedes every task event. Its Nats-Msg-Id keeps a resumed planning
         // from announcing twice.
         let mut event = Event::new(EventKind::JobAccepted, job.id.as_str());
-        event.message = Some(format!("{tasks} tasks, {} queued", ready.len()));
+        event.message = Some(match held {
+            0 => format!("{tasks} tasks, {queued} queued"),
+            held => format!(
+                "{tasks} tasks, {queued} queued, {held} held back by the job's window of {window}"
+            ),
+        });
         event.incarnation = Some(job.incarnation.clone());
         let msg_id = protocol::accepted_msg_id(&job.id, &job.incarnation);
         let accepted = publish::event_pending(&deps.js, &event, Some(&msg_id)).await?;
@@ -290,13 +344,13 @@ async fn plan_job(
         accepted.confirmed().await?;
         anyhow::Ok(ready.len())
     };
-    let (pages, ready) = tokio::join!(pages, queue);
+    let (pages, queued) = tokio::join!(pages, queue);
     pages?;
-    let ready = ready?;
+    let queued = queued?;
     deps.ledger
         .update_job(&job.id, |r| !std::mem::replace(&mut r.published, true))
         .await?;
-    tracing::info!(job = %job.id, tasks, ready, "job accepted");
+    tracing::info!(job = %job.id, tasks, queued, held, "job accepted");
     Ok(())
 }
 

@@ -31,5 +31,7 @@ pub const MAX_ATTEMPTS: u32 = 10;
 pub const MAX_TASK_PIXELS: u64 = 16_384 * 16_384;
 /// At most this many layers per job.
 pub const MAX_LAYERS: usize = 64;
+/// The largest `weight` of a job.
+pub const MAX_WEIGHT: u32 = 100;
 #[cfg(test)]
 mod tests;

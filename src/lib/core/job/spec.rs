@@ -51,6 +51,13 @@ pub struct JobSpec {
     /// assembled; by default they are removed then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_parts: Option<bool>,
+    /// The job's share of its queue against other jobs of the same priority: 1 by
+    /// default; a job of weight 2 gets about twice the slots of a job of weight 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+    /// Most of the job's tasks running at once (none by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_workers: Option<u32>,
     /// Renderer-specific settings, passed through.
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub settings: serde_json::Map<String, serde_json::Value>,

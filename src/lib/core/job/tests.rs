@@ -134,6 +134,15 @@ fn names_the_field_of_each_problem() {
     check_invalid(r#"scene_manifest = "md5:abc""#, "scene_manifest", "sha256:");
     check_invalid(r#"scene = "a.toml""#, "scene", "tessera submit");
     check_invalid("schema = 7", "schema", "not supported");
+    check_invalid("weight = 0", "weight", "from 1 to 100");
+    check_invalid("weight = 101", "weight", "from 1 to 100");
+    check_invalid("max_workers = 0", "max_workers", "never run a task");
+    let shared = validate(
+        "weight = 3
+max_workers = 2",
+    )
+    .unwrap();
+    assert_eq!((shared.weight, shared.max_workers), (3, Some(2)));
 }
 
 #[test]
@@ -208,6 +217,8 @@ fn json_schema_matches_the_spec_fields() {
             stall: Some("1s".into()),
         }),
         keep_parts: Some(true),
+        weight: Some(2),
+        max_workers: Some(3),
         settings: [("k".to_string(), serde_json::Value::from(1))]
             .into_iter()
             .collect(),

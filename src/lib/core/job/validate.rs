@@ -13,7 +13,9 @@ use super::spec::{JobSpec, LayerSpec, TilesSpec};
 use super::vocab::{
     Blend, Class, FailurePolicy, ImageFormat, JobId, Priority, RendererKind, is_token,
 };
-use super::{JOB_SCHEMA, MAX_ATTEMPTS, MAX_IMAGE_SIDE, MAX_LAYERS, MAX_TASK_PIXELS, MAX_TASKS};
+use super::{
+    JOB_SCHEMA, MAX_ATTEMPTS, MAX_IMAGE_SIDE, MAX_LAYERS, MAX_TASK_PIXELS, MAX_TASKS, MAX_WEIGHT,
+};
 use crate::core::frames::FrameRange;
 use crate::core::paths::parse_manifest_ref;
 use crate::core::problem::{Invalid, Problems};
@@ -97,6 +99,10 @@ pub struct Job {
     pub settings: serde_json::Map<String, serde_json::Value>,
     /// Whether raw task outputs stay after their frame is assembled.
     pub keep_parts: bool,
+    /// Its share of the queue against jobs of the same priority (1 by default).
+    pub weight: u32,
+    /// Most of its tasks running at once.
+    pub max_workers: Option<u32>,
     /// The spec this was validated from, with the id filled in (stored in the job record).
     pub spec: JobSpec,
     /// Which submission of this id the job is: set by the planner when it records the job
@@ -104,6 +110,9 @@ pub struct Job {
     /// a deleted job — a late event, a deduplicated message id — is taken for a new job
     /// submitted under the same id.
     pub incarnation: String,
+    /// The job's window on its queue (see [`Window`](crate::core::state::Window)): set by
+    /// the planner when it records the job; 0 when every ready task was queued at once.
+    pub window: u32,
 }
 
 impl JobSpec {
@@ -311,6 +320,20 @@ impl JobSpec {
             );
         }
 
+        let weight = self.weight.unwrap_or(1);
+        if !(1..=MAX_WEIGHT).contains(&weight) {
+            errors.add(
+                "weight",
+                format!("{weight} is not a weight: use a whole number from 1 to {MAX_WEIGHT}"),
+            );
+        }
+        if self.max_workers == Some(0) {
+            errors.add(
+                "max_workers",
+                "is 0, which would never run a task: leave it out for no cap",
+            );
+        }
+
         let Some(id) = id else {
             return Err(errors
                 .into_result(())
@@ -338,8 +361,11 @@ impl JobSpec {
             },
             settings: self.settings.clone(),
             keep_parts: self.keep_parts.unwrap_or(false),
+            weight,
+            max_workers: self.max_workers,
             spec: self,
             incarnation: String::new(),
+            window: 0,
         })
     }
 }

@@ -9,17 +9,22 @@
 //! fails every event of the write (they come back, and every step is idempotent).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use async_nats::jetstream;
 use futures::StreamExt as _;
 
 use super::ending;
 use super::events::{self, Collector, EndCheck, Prepared, Transition};
-use crate::core::job::JobId;
-use crate::core::state::page_of;
+use super::window::Windows;
+use crate::core::job::{Job, JobId};
+use crate::core::state::{TaskSlot, page_of};
 
 /// The transitions of one job's page in a batch, each with its message's position.
 type Group = Vec<(usize, Transition)>;
+
+/// A windowed job's transitions in a batch (before and after), and their messages.
+type Moved = (Arc<Job>, Vec<(TaskSlot, TaskSlot)>, Vec<usize>);
 
 /// Most untiled transitions whose steps (a frame copied, tasks released) run at once.
 const STEPS_AT_ONCE: usize = 16;
@@ -34,6 +39,8 @@ pub(super) async fn handle(
     // Transitions by job and page, in arrival order within each.
     let mut groups: Vec<((JobId, u32), Group)> = Vec::new();
     let mut ends: HashMap<(JobId, u32), (EndCheck, Vec<usize>)> = HashMap::new();
+    // The transitions applied to each windowed job, and the messages they came from.
+    let mut moved: HashMap<JobId, Moved> = HashMap::new();
     for (i, msg) in msgs.iter().enumerate() {
         let prepared = events::prepare(&deps, &mut collector.jobs, &collector.stitching, msg).await;
         let t = match prepared {
@@ -46,7 +53,7 @@ pub(super) async fn handle(
         };
         if !t.parts.is_empty() {
             let mut stitching = collector.stitching.lock().await;
-            results[i] = alone(&deps, &mut stitching, t).await;
+            results[i] = alone(&deps, &mut stitching, &mut collector.windows, t).await;
             continue;
         }
         let key = (t.job.id.clone(), page_of(t.index).0);
@@ -66,6 +73,13 @@ pub(super) async fn handle(
                 continue;
             }
         };
+        if group[0].1.job.window > 0 {
+            let entry = moved
+                .entry(job.clone())
+                .or_insert_with(|| (group[0].1.job.clone(), Vec::new(), Vec::new()));
+            entry.1.extend(slots.iter().copied());
+            entry.2.extend(group.iter().map(|(i, _)| *i));
+        }
         // An untiled job's steps run side by side (each its own frame); a tiled job's in
         // order, through the frames being stitched.
         let (tiled, untiled): (Vec<_>, Vec<_>) = group
@@ -96,6 +110,13 @@ pub(super) async fn handle(
             }
         }
     }
+    for (job, moves, owners) in moved.into_values() {
+        if let Err(e) = collector.windows.top_up(&deps, &job, &moves).await {
+            for i in owners {
+                results[i] = Err(anyhow::anyhow!("queuing held tasks of {}: {e:#}", job.id));
+            }
+        }
+    }
     for ((job, index), owners) in ends.into_values() {
         if let Err(e) = ending::check_end(&deps, &job, index).await {
             for i in owners {
@@ -110,13 +131,17 @@ pub(super) async fn handle(
 async fn alone(
     deps: &crate::config::Deps,
     stitching: &mut super::assemble::Stitching,
+    windows: &mut Windows,
     t: Transition,
 ) -> anyhow::Result<()> {
     let (before, after) = deps
         .ledger
         .change_task(&t.job.id, t.index, t.change)
         .await?;
-    if let Some((job, index)) = events::finish(deps, Some(stitching), t, before, after).await? {
+    let job = t.job.clone();
+    let end = events::finish(deps, Some(stitching), t, before, after).await?;
+    windows.top_up(deps, &job, &[(before, after)]).await?;
+    if let Some((job, index)) = end {
         ending::check_end(deps, &job, index).await?;
     }
     Ok(())

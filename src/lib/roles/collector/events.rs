@@ -31,6 +31,8 @@ pub(super) struct Collector {
     pub(super) jobs: HashMap<JobId, Arc<Job>>,
     /// Tiled frames being stitched, shared by the partitions this collector serves.
     pub(super) stitching: Shared<Stitching>,
+    /// The counts of windowed jobs.
+    pub(super) windows: super::window::Windows,
 }
 
 impl Handler for Collector {

@@ -16,7 +16,8 @@
 //! - `ending`: the end check;
 //! - `advisories`: tasks JetStream gave up on, failed;
 //! - `leases`: the tasks of a worker whose lease expired, handed back at once;
-//! - `retention`: jobs that ended longer ago than `--keep-jobs`, deleted.
+//! - `retention`: jobs that ended longer ago than `--keep-jobs`, deleted;
+//! - `window`: the held tasks of windowed jobs, queued as their queued ones start.
 
 mod advisories;
 mod assemble;
@@ -26,6 +27,7 @@ mod events;
 mod leases;
 mod partitions;
 mod retention;
+mod window;
 
 use std::sync::Arc;
 use std::time::Duration;

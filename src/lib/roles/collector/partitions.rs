@@ -170,6 +170,7 @@ async fn serve(deps: Deps, partition: u32, stitching: Shared<Stitching>, stop: C
         deps,
         jobs: Default::default(),
         stitching,
+        windows: Default::default(),
     };
     consume::serve(&mut puller, &stop, "an event", &mut collector).await;
 }
@@ -209,6 +210,7 @@ pub(super) async fn drain_legacy(
         deps: deps.clone(),
         jobs: Default::default(),
         stitching,
+        windows: Default::default(),
     };
     let served = consume::serve(&mut puller, &stop, "an event", &mut collector);
     tokio::join!(watcher, served);

@@ -1,0 +1,210 @@
+//! Fair share: a job with a window (see [`Window`]) keeps only that many tasks queued, and
+//! the collector queues its held tasks, in task order, as its queued ones start (or, under
+//! `max_workers`, as its running ones end).
+//!
+//! The collector keeps each such job's count of queued and running tasks, counted from the
+//! task pages when the job is first seen (and again every [`RECOUNT`]) and moved by the
+//! transitions it applies. A held task is published before its slot is marked queued: a
+//! collector killed in between leaves it held, and the event that comes back publishes it
+//! again under the same `Nats-Msg-Id` (deduplicated) before marking it.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::bus::publish;
+use crate::config::Deps;
+use crate::core::job::{Job, JobId};
+use crate::core::plan;
+use crate::core::state::{
+    Change, Counts, PAGE_SIZE, TaskSlot, TaskState, Window, page_count, page_of,
+};
+
+/// How long a job's counts are trusted before they are read from its pages again (another
+/// collector may have moved its tasks meanwhile).
+const RECOUNT: Duration = Duration::from_secs(10);
+
+/// Jobs whose counts a collector keeps.
+const KEPT: usize = 256;
+
+/// A windowed job's tasks as this collector counts them.
+#[derive(Debug)]
+pub(super) struct Tally {
+    /// The job's incarnation: a job deleted and submitted again is counted afresh.
+    incarnation: String,
+    window: Window,
+    queued: u32,
+    running: u32,
+    /// The first task that may still be held; `None` once none is.
+    next_held: Option<u32>,
+    counted: Instant,
+}
+
+impl Tally {
+    /// Counts `job`'s tasks from its pages.
+    async fn count(deps: &Deps, job: &Job, window: Window) -> anyhow::Result<Tally> {
+        let slots = deps.ledger.slots(&job.id, plan::task_count(job)).await?;
+        let state = |s: &TaskSlot| s.state();
+        Ok(Tally {
+            incarnation: job.incarnation.clone(),
+            window,
+            queued: slots
+                .iter()
+                .filter(|s| state(s) == TaskState::Queued)
+                .count() as u32,
+            running: Counts::of(&slots).running,
+            next_held: slots
+                .iter()
+                .position(|s| state(s) == TaskState::Held)
+                .map(|i| i as u32),
+            counted: Instant::now(),
+        })
+    }
+
+    /// Moves the counts by one applied transition.
+    fn apply(&mut self, before: TaskSlot, after: TaskSlot) {
+        if before == after {
+            return;
+        }
+        for (slot, sign) in [(before, -1i64), (after, 1)] {
+            let count = match slot.state() {
+                TaskState::Queued => &mut self.queued,
+                TaskState::Running => &mut self.running,
+                _ => continue,
+            };
+            *count = (i64::from(*count) + sign).max(0) as u32;
+        }
+    }
+}
+
+/// The windowed jobs of one collector.
+#[derive(Default)]
+pub(super) struct Windows(HashMap<JobId, Tally>);
+
+impl Windows {
+    /// After `moves` (the transitions just applied to `job`'s tasks, before and after),
+    /// queues as many of its held tasks as its window has room for.
+    pub(super) async fn top_up(
+        &mut self,
+        deps: &Deps,
+        job: &Job,
+        moves: &[(TaskSlot, TaskSlot)],
+    ) -> anyhow::Result<()> {
+        if job.window == 0 {
+            return Ok(());
+        }
+        let window = Window {
+            size: job.window,
+            counts_running: job.max_workers.is_some(),
+        };
+        let fresh = match self.0.get_mut(&job.id) {
+            Some(tally) if tally.incarnation != job.incarnation => {
+                Some(Tally::count(deps, job, window).await?)
+            }
+            Some(tally) if tally.next_held.is_none() => return Ok(()),
+            Some(tally) if tally.counted.elapsed() < RECOUNT => {
+                for &(before, after) in moves {
+                    tally.apply(before, after);
+                }
+                None
+            }
+            _ => Some(Tally::count(deps, job, window).await?),
+        };
+        if let Some(tally) = fresh {
+            if self.0.len() >= KEPT {
+                self.0.clear();
+            }
+            self.0.insert(job.id.clone(), tally);
+        }
+        let tally = self.0.get_mut(&job.id).expect("just kept");
+        let wanted = tally.window.to_release(tally.queued, tally.running);
+        if wanted == 0 {
+            return Ok(());
+        }
+        let Some(from) = tally.next_held else {
+            return Ok(());
+        };
+        let (held, next) = find_held(deps, job, from, wanted).await?;
+        tally.next_held = next;
+        if held.is_empty() {
+            return Ok(());
+        }
+        let released = release(deps, job, &held).await?;
+        tally.queued += released;
+        Ok(())
+    }
+}
+
+/// Up to `wanted` held tasks of `job` from task `from` on, in task order, and the first
+/// task after them that may still be held (`None`: no task after them is).
+async fn find_held(
+    deps: &Deps,
+    job: &Job,
+    from: u32,
+    wanted: u32,
+) -> anyhow::Result<(Vec<u32>, Option<u32>)> {
+    let tasks = plan::task_count(job);
+    let mut held = Vec::new();
+    let mut page_no = page_of(from).0;
+    while page_no < page_count(tasks) {
+        let first = page_no * PAGE_SIZE;
+        let slots = deps
+            .ledger
+            .slots_of(&job.id, first.max(from)..(first + PAGE_SIZE).min(tasks))
+            .await?;
+        for (offset, slot) in slots.into_iter().enumerate() {
+            let index = first.max(from) + offset as u32;
+            if slot.state() != TaskState::Held {
+                continue;
+            }
+            if held.len() as u32 == wanted {
+                return Ok((held, Some(index)));
+            }
+            held.push(index);
+        }
+        page_no += 1;
+    }
+    Ok((held, None))
+}
+
+/// Publishes held tasks `held` of `job` (each deduplicated by its `Nats-Msg-Id`), then
+/// marks them queued and rings the doorbell; returns how many were still held.
+async fn release(deps: &Deps, job: &Job, held: &[u32]) -> anyhow::Result<u32> {
+    let generation = deps
+        .ledger
+        .job(&job.id)
+        .await?
+        .map_or(0, |(r, _)| r.generation);
+    let mut pending = Vec::with_capacity(held.len());
+    for &index in held {
+        let task = plan::task(job, index);
+        pending.push(publish::task(&deps.js, job, &task, generation, 0).await?);
+    }
+    for confirmation in futures::future::join_all(pending.into_iter().map(|p| p.confirmed())).await
+    {
+        confirmation?;
+    }
+    let mut released = 0;
+    let mut start = 0;
+    while start < held.len() {
+        let page_no = page_of(held[start]).0;
+        let end = start
+            + held[start..]
+                .iter()
+                .take_while(|&&i| page_of(i).0 == page_no)
+                .count();
+        let changes: Vec<_> = held[start..end]
+            .iter()
+            .map(|&i| (i, Change::Release))
+            .collect();
+        let moved = deps.ledger.change_page(&job.id, page_no, &changes).await?;
+        released += moved
+            .iter()
+            .filter(|(before, after)| before.state() == TaskState::Held && after != before)
+            .count() as u32;
+        start = end;
+    }
+    publish::doorbell(&deps.client, &job.class, job.priority, job.renderer).await;
+    Ok(released)
+}

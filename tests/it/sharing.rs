@@ -1,0 +1,156 @@
+//! Sharing the farm: jobs of one priority share their queue's slots (each keeps only its
+//! window queued), a small job behind a large one starts at once, and `max_workers` caps
+//! a job's running tasks — all read from the jobs' own events.
+
+use std::time::Duration;
+
+use tessera::bus::protocol::{Event, EventKind};
+
+use crate::support::{Farm, PATIENCE, events_of, eventually, wait_event};
+
+/// A farm of one worker with two slots, registered before any job is planned (the planner
+/// sizes windows by the live workers' slots).
+async fn two_slots() -> Farm {
+    let mut farm = Farm::with_workers(0);
+    farm.start_worker(0, &["--slots", "2"]);
+    let deps = farm.deps().await;
+    let never = || "the worker never registered".to_string();
+    eventually(PATIENCE, Duration::from_millis(50), never, async || {
+        let live = tessera::bus::registry::live_workers(&deps.js).await.ok()?;
+        (live.len() == 1).then_some(())
+    })
+    .await;
+    farm
+}
+
+/// Submits a noop job of `frames` tasks of 50 ms.
+fn submit(farm: &Farm, id: &str, frames: &str, extra: &str) {
+    let toml = format!(
+        "id = \"{id}\"\nrenderer = \"noop\"\n{extra}\n[frames]\nrange = \"{frames}\"\n[settings]\nsleep_ms = 50\n"
+    );
+    farm.submit(id, &toml);
+}
+
+/// The events of `kind` among `events`, by the time they were sent.
+fn times(events: &[Event], kind: EventKind) -> Vec<u64> {
+    let mut times: Vec<u64> = events
+        .iter()
+        .filter(|e| e.kind == kind)
+        .map(|e| e.time_ms)
+        .collect();
+    times.sort_unstable();
+    times
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_job_behind_a_large_one_starts_at_once_and_ends_long_before_it() {
+    let farm = two_slots().await;
+    let deps = farm.deps().await;
+    submit(&farm, "large", "1-400", "");
+    wait_event(&farm, &deps.js, "large", EventKind::TaskStarted).await;
+    submit(&farm, "small", "1-10", "");
+    wait_event(&farm, &deps.js, "small", EventKind::JobDone).await;
+    let (large, small) = (
+        events_of(&farm, "large").await,
+        events_of(&farm, "small").await,
+    );
+    let accepted = times(&small, EventKind::JobAccepted)[0];
+    let first = times(&small, EventKind::TaskStarted)[0];
+    // Only the large job's window (two tasks, one per slot) was queued ahead of it, plus
+    // what the slots had already pulled: a first-in, first-out queue would have run all
+    // 400 first.
+    let ahead = times(&large, EventKind::TaskStarted)
+        .into_iter()
+        .filter(|&t| t > accepted && t < first)
+        .count();
+    assert!(
+        ahead <= 4,
+        "{ahead} tasks of the large job started between the small job's acceptance and its first task"
+    );
+    let ended = times(&small, EventKind::JobDone)[0];
+    let large_done = times(&large, EventKind::TaskDone)
+        .into_iter()
+        .filter(|&t| t <= ended)
+        .count();
+    assert!(
+        large_done < 100,
+        "the small job ended only when the large one had {large_done} of its 400 tasks done"
+    );
+    tessera::roles::client::cancel(&deps, &tessera::core::job::JobId::parse("large").unwrap())
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_long_jobs_active_together_keep_their_done_counts_close() {
+    let farm = two_slots().await;
+    let deps = farm.deps().await;
+    submit(&farm, "left", "1-60", "");
+    submit(&farm, "right", "1-60", "");
+    wait_event(&farm, &deps.js, "left", EventKind::JobDone).await;
+    wait_event(&farm, &deps.js, "right", EventKind::JobDone).await;
+    let (left, right) = (
+        events_of(&farm, "left").await,
+        events_of(&farm, "right").await,
+    );
+    // Both are active from the first start of the one submitted second; what the first
+    // did before that is its head start, which the window keeps from growing.
+    let both = times(&right, EventKind::TaskStarted)[0];
+    let head_start = times(&left, EventKind::TaskDone)
+        .into_iter()
+        .filter(|&t| t <= both)
+        .count() as u32;
+    let mut dones: Vec<(u64, bool)> = Vec::new();
+    for (events, is_left) in [(&left, true), (&right, false)] {
+        let after = times(events, EventKind::TaskDone)
+            .into_iter()
+            .filter(|&t| t > both);
+        dones.extend(after.map(|t| (t, is_left)));
+    }
+    dones.sort_unstable();
+    // Done since both were active; while both run, neither gets ahead by more than a tenth
+    // (and a task per slot).
+    let (mut left, mut right) = (0u32, 0u32);
+    for (_, is_left) in dones {
+        match is_left {
+            true => left += 1,
+            false => right += 1,
+        }
+        if head_start + left < 60 && right < 60 {
+            assert!(
+                left.abs_diff(right) <= left.max(right) / 10 + 2,
+                "done counts since both were active drifted apart: {left} and {right}"
+            );
+        }
+    }
+    assert!(
+        head_start <= 6,
+        "the first job ran {head_start} tasks alone"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_workers_keeps_a_job_to_one_running_task() {
+    let farm = two_slots().await;
+    let deps = farm.deps().await;
+    submit(&farm, "capped", "1-12", "max_workers = 1");
+    wait_event(&farm, &deps.js, "capped", EventKind::JobDone).await;
+    let events = events_of(&farm, "capped").await;
+    // The tasks' starts and ends in time order (an end before a start of the same
+    // millisecond: the next task is queued only once the last one's end is handled).
+    let mut moves: Vec<(u64, i32)> = events
+        .iter()
+        .filter_map(|e| match e.kind {
+            EventKind::TaskStarted => Some((e.time_ms, 1)),
+            EventKind::TaskDone => Some((e.time_ms, -1)),
+            _ => None,
+        })
+        .collect();
+    moves.sort_unstable();
+    let mut running = 0;
+    for (time, change) in &moves {
+        running += change;
+        assert!(running <= 1, "{running} tasks running at {time}: {moves:?}");
+    }
+    assert_eq!(times(&events, EventKind::TaskDone).len(), 12);
+}
