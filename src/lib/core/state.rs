@@ -259,6 +259,10 @@ impl Counts {
     }
 }
 
+/// How long a release of held tasks takes, from the event of a start to the task queued,
+/// as the window's lead reckons it.
+pub const RELEASE_LEAD: std::time::Duration = std::time::Duration::from_millis(25);
+
 /// A job's window on its queue, which is how jobs of one priority share a queue that is
 /// first-in, first-out: each keeps only `size` tasks queued and holds the rest back,
 /// queuing one as each of its queued tasks leaves the queue. A job submitted behind a
@@ -292,10 +296,16 @@ impl Window {
         (ready > window.size).then_some(window)
     }
 
-    /// How many held tasks to queue now, with `queued` queued and `running` running.
-    pub fn to_release(self, queued: u32, running: u32) -> u32 {
-        let used = queued + if self.counts_running { running } else { 0 };
-        self.size.saturating_sub(used)
+    /// How many held tasks to queue now, with `queued` queued and `running` running, for
+    /// a job starting `starts_per_s` tasks a second: a window without a cap also covers
+    /// what its slots start while a release is on its way ([`RELEASE_LEAD`]), so that
+    /// short tasks do not leave slots waiting for it (a cap is never exceeded).
+    pub fn to_release(self, queued: u32, running: u32, starts_per_s: f64) -> u32 {
+        let (used, lead) = match self.counts_running {
+            true => (queued + running, 0),
+            false => (queued, (starts_per_s * RELEASE_LEAD.as_secs_f64()) as u32),
+        };
+        (self.size + lead).saturating_sub(used)
     }
 }
 
@@ -405,21 +415,24 @@ mod tests {
         assert_eq!(Window::of(&job(1, None), 4, 4), None, "fits: no window");
         let capped = Window::of(&job(1, Some(1)), 4, 100).expect("a window");
         assert_eq!((capped.size, capped.counts_running), (1, true));
-        // (queued, running) -> tasks to release
+        // (queued, running, starts a second) -> tasks to release
         let cases = [
-            (plain, 4, 9, 0),
-            (plain, 3, 9, 1),
-            (plain, 0, 0, 4),
-            (plain, 6, 0, 0),
-            (capped, 0, 1, 0),
-            (capped, 1, 0, 0),
-            (capped, 0, 0, 1),
+            (plain, 4, 9, 0.0, 0),
+            (plain, 3, 9, 0.0, 1),
+            (plain, 0, 0, 0.0, 4),
+            (plain, 6, 0, 0.0, 0),
+            (plain, 4, 9, 30.0, 0),
+            (plain, 4, 9, 1000.0, 25),
+            (capped, 0, 1, 0.0, 0),
+            (capped, 1, 0, 0.0, 0),
+            (capped, 0, 0, 0.0, 1),
+            (capped, 0, 1, 1000.0, 0),
         ];
-        for (window, queued, running, release) in cases {
+        for (window, queued, running, rate, release) in cases {
             assert_eq!(
-                window.to_release(queued, running),
+                window.to_release(queued, running, rate),
                 release,
-                "{window:?} with {queued} queued, {running} running"
+                "{window:?} with {queued} queued, {running} running, {rate} starts/s"
             );
         }
     }

@@ -25,6 +25,9 @@ use crate::core::state::{
 /// collector may have moved its tasks meanwhile).
 const RECOUNT: Duration = Duration::from_secs(10);
 
+/// The period over which a job's rate of starts is measured.
+const RATE_OVER: Duration = Duration::from_secs(1);
+
 /// Jobs whose counts a collector keeps.
 const KEPT: usize = 256;
 
@@ -33,21 +36,33 @@ const KEPT: usize = 256;
 pub(super) struct Tally {
     /// The job's incarnation: a job deleted and submitted again is counted afresh.
     incarnation: String,
+    /// Its retry count when counted (which keys the released tasks' `Nats-Msg-Id`s).
+    generation: u32,
     window: Window,
     queued: u32,
     running: u32,
     /// The first task that may still be held; `None` once none is.
     next_held: Option<u32>,
     counted: Instant,
+    /// Tasks started since `since`, and the rate of starts measured before it.
+    started: u32,
+    since: Instant,
+    starts_per_s: f64,
 }
 
 impl Tally {
     /// Counts `job`'s tasks from its pages.
     async fn count(deps: &Deps, job: &Job, window: Window) -> anyhow::Result<Tally> {
         let slots = deps.ledger.slots(&job.id, plan::task_count(job)).await?;
+        let generation = deps
+            .ledger
+            .job(&job.id)
+            .await?
+            .map_or(0, |(r, _)| r.generation);
         let state = |s: &TaskSlot| s.state();
         Ok(Tally {
             incarnation: job.incarnation.clone(),
+            generation,
             window,
             queued: slots
                 .iter()
@@ -59,13 +74,30 @@ impl Tally {
                 .position(|s| state(s) == TaskState::Held)
                 .map(|i| i as u32),
             counted: Instant::now(),
+            started: 0,
+            since: Instant::now(),
+            starts_per_s: 0.0,
         })
+    }
+
+    /// The rate of starts, measured over about a second.
+    fn rate(&mut self) -> f64 {
+        let elapsed = self.since.elapsed();
+        if elapsed >= RATE_OVER {
+            self.starts_per_s = f64::from(self.started) / elapsed.as_secs_f64();
+            self.started = 0;
+            self.since = Instant::now();
+        }
+        self.starts_per_s
     }
 
     /// Moves the counts by one applied transition.
     fn apply(&mut self, before: TaskSlot, after: TaskSlot) {
         if before == after {
             return;
+        }
+        if after.state() == TaskState::Running && before.state() != TaskState::Running {
+            self.started += 1;
         }
         for (slot, sign) in [(before, -1i64), (after, 1)] {
             let count = match slot.state() {
@@ -118,7 +150,8 @@ impl Windows {
             self.0.insert(job.id.clone(), tally);
         }
         let tally = self.0.get_mut(&job.id).expect("just kept");
-        let wanted = tally.window.to_release(tally.queued, tally.running);
+        let rate = tally.rate();
+        let wanted = tally.window.to_release(tally.queued, tally.running, rate);
         if wanted == 0 {
             return Ok(());
         }
@@ -130,7 +163,7 @@ impl Windows {
         if held.is_empty() {
             return Ok(());
         }
-        let released = release(deps, job, &held).await?;
+        let released = release(deps, job, tally.generation, &held).await?;
         tally.queued += released;
         Ok(())
     }
@@ -170,12 +203,7 @@ async fn find_held(
 
 /// Publishes held tasks `held` of `job` (each deduplicated by its `Nats-Msg-Id`), then
 /// marks them queued and rings the doorbell; returns how many were still held.
-async fn release(deps: &Deps, job: &Job, held: &[u32]) -> anyhow::Result<u32> {
-    let generation = deps
-        .ledger
-        .job(&job.id)
-        .await?
-        .map_or(0, |(r, _)| r.generation);
+async fn release(deps: &Deps, job: &Job, generation: u32, held: &[u32]) -> anyhow::Result<u32> {
     let mut pending = Vec::with_capacity(held.len());
     for &index in held {
         let task = plan::task(job, index);
