@@ -1,6 +1,7 @@
 //! Sharing the farm: jobs of one priority share their queue's slots (each keeps only its
-//! window queued), a small job behind a large one starts at once, and `max_workers` caps
-//! a job's running tasks — all read from the jobs' own events.
+//! window queued), a small job behind a large one starts at once, weights divide the
+//! slots, and `max_workers` caps a job's running tasks — all read from the jobs' own
+//! events.
 
 use std::time::Duration;
 
@@ -153,4 +154,32 @@ async fn max_workers_keeps_a_job_to_one_running_task() {
         assert!(running <= 1, "{running} tasks running at {time}: {moves:?}");
     }
     assert_eq!(times(&events, EventKind::TaskDone).len(), 12);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_of_weight_two_gets_about_twice_the_slots() {
+    let farm = two_slots().await;
+    let deps = farm.deps().await;
+    submit(&farm, "heavy", "1-90", "weight = 2");
+    submit(&farm, "light", "1-90", "");
+    wait_event(&farm, &deps.js, "heavy", EventKind::JobDone).await;
+    let (heavy, light) = (
+        events_of(&farm, "heavy").await,
+        events_of(&farm, "light").await,
+    );
+    // Counted from the first start of the job submitted second until the heavy one ends.
+    let both = times(&light, EventKind::TaskStarted)[0];
+    let end = times(&heavy, EventKind::TaskDone)[89];
+    let done_between = |events: &[Event]| {
+        times(events, EventKind::TaskDone)
+            .into_iter()
+            .filter(|&t| t > both && t <= end)
+            .count() as f64
+    };
+    let (h, l) = (done_between(&heavy), done_between(&light));
+    let ratio = h / l.max(1.0);
+    assert!(
+        (1.5..=2.7).contains(&ratio),
+        "the job of weight 2 did {h} tasks against {l} ({ratio:.2}x)"
+    );
 }
