@@ -342,11 +342,11 @@ async fn plan_job(planner: &Planner, msg: &jetstream::Message, mut job: Job) -> 
         let accepted = publish::event_pending(&deps.js, &event, Some(&msg_id)).await?;
         publish::doorbell(&deps.client, &job.class, job.priority, job.renderer).await;
         accepted.confirmed().await?;
-        anyhow::Ok(ready.len())
+        anyhow::Ok(())
     };
-    let (pages, queued) = tokio::join!(pages, queue);
+    let (pages, queue) = tokio::join!(pages, queue);
     pages?;
-    let queued = queued?;
+    queue?;
     deps.ledger
         .update_job(&job.id, |r| !std::mem::replace(&mut r.published, true))
         .await?;

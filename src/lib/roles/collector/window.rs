@@ -17,9 +17,7 @@ use crate::bus::publish;
 use crate::config::Deps;
 use crate::core::job::{Job, JobId};
 use crate::core::plan;
-use crate::core::state::{
-    Change, Counts, PAGE_SIZE, TaskSlot, TaskState, Window, page_count, page_of,
-};
+use crate::core::state::{Change, PAGE_SIZE, TaskSlot, TaskState, Window, page_count, page_of};
 
 /// How long a job's counts are trusted before they are read from its pages again (another
 /// collector may have moved its tasks meanwhile).
@@ -34,11 +32,10 @@ const KEPT: usize = 256;
 /// A windowed job's tasks as this collector counts them.
 #[derive(Debug)]
 pub(super) struct Tally {
-    /// The job's incarnation: a job deleted and submitted again is counted afresh.
+    /// The job's incarnation, which its counts are of.
     incarnation: String,
     /// Its retry count when counted (which keys the released tasks' `Nats-Msg-Id`s).
     generation: u32,
-    window: Window,
     queued: u32,
     running: u32,
     /// The first task that may still be held; `None` once none is.
@@ -52,26 +49,22 @@ pub(super) struct Tally {
 
 impl Tally {
     /// Counts `job`'s tasks from its pages.
-    async fn count(deps: &Deps, job: &Job, window: Window) -> anyhow::Result<Tally> {
+    async fn count(deps: &Deps, job: &Job) -> anyhow::Result<Tally> {
         let slots = deps.ledger.slots(&job.id, plan::task_count(job)).await?;
         let generation = deps
             .ledger
             .job(&job.id)
             .await?
             .map_or(0, |(r, _)| r.generation);
-        let state = |s: &TaskSlot| s.state();
+        let count = |state| slots.iter().filter(|s| s.state() == state).count() as u32;
         Ok(Tally {
             incarnation: job.incarnation.clone(),
             generation,
-            window,
-            queued: slots
-                .iter()
-                .filter(|s| state(s) == TaskState::Queued)
-                .count() as u32,
-            running: Counts::of(&slots).running,
+            queued: count(TaskState::Queued),
+            running: count(TaskState::Running),
             next_held: slots
                 .iter()
-                .position(|s| state(s) == TaskState::Held)
+                .position(|s| s.state() == TaskState::Held)
                 .map(|i| i as u32),
             counted: Instant::now(),
             started: 0,
@@ -130,10 +123,12 @@ impl Windows {
             size: job.window,
             counts_running: job.max_workers.is_some(),
         };
-        let fresh = match self.0.get_mut(&job.id) {
-            Some(tally) if tally.incarnation != job.incarnation => {
-                Some(Tally::count(deps, job, window).await?)
-            }
+        // A job deleted and submitted again under the same id is counted afresh.
+        let known = self
+            .0
+            .get_mut(&job.id)
+            .filter(|tally| tally.incarnation == job.incarnation);
+        let fresh = match known {
             Some(tally) if tally.next_held.is_none() => return Ok(()),
             Some(tally) if tally.counted.elapsed() < RECOUNT => {
                 for &(before, after) in moves {
@@ -141,7 +136,7 @@ impl Windows {
                 }
                 None
             }
-            _ => Some(Tally::count(deps, job, window).await?),
+            _ => Some(Tally::count(deps, job).await?),
         };
         if let Some(tally) = fresh {
             if self.0.len() >= KEPT {
@@ -151,7 +146,7 @@ impl Windows {
         }
         let tally = self.0.get_mut(&job.id).expect("just kept");
         let rate = tally.rate();
-        let wanted = tally.window.to_release(tally.queued, tally.running, rate);
+        let wanted = window.to_release(tally.queued, tally.running, rate);
         if wanted == 0 {
             return Ok(());
         }
@@ -159,12 +154,12 @@ impl Windows {
             return Ok(());
         };
         let (held, next) = find_held(deps, job, from, wanted).await?;
-        tally.next_held = next;
-        if held.is_empty() {
-            return Ok(());
+        // The cursor moves on only once the release is stored: a failed one is tried again
+        // when its event comes back.
+        if !held.is_empty() {
+            tally.queued += release(deps, job, tally.generation, &held).await?;
         }
-        let released = release(deps, job, tally.generation, &held).await?;
-        tally.queued += released;
+        tally.next_held = next;
         Ok(())
     }
 }
