@@ -141,8 +141,27 @@ enum Command {
     /// Pause task queues: queued tasks stay queued, running ones finish, no worker takes
     /// another until `tessera resume`; the pause survives restarts.
     Pause(QueueArgs),
-    /// Resume paused task queues.
-    Resume(QueueArgs),
+    /// Resume a suspended job (with JOB), or paused task queues.
+    Resume {
+        /// Job id: resume this suspended job (its held tasks are queued again).
+        job: Option<String>,
+        #[command(flatten)]
+        queues: QueueArgs,
+    },
+    /// Suspend a job: its queued tasks are taken out of the queue and kept, running ones
+    /// finish, nothing more starts until `tessera resume JOB`; survives restarts.
+    Suspend {
+        /// Job id.
+        job: String,
+    },
+    /// Give a job another priority (high, normal or low): its remaining tasks are queued
+    /// at it; running ones finish.
+    Priority {
+        /// Job id.
+        job: String,
+        /// high, normal or low.
+        priority: String,
+    },
     /// List the live workers.
     Workers {
         /// Print JSON.
@@ -319,7 +338,40 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{job}: {n} tasks queued again");
         }
         Command::Pause(queues) => pause_queues(&cli.common, &queues, true).await?,
-        Command::Resume(queues) => pause_queues(&cli.common, &queues, false).await?,
+        Command::Resume { job: None, queues } => {
+            pause_queues(&cli.common, &queues, false).await?;
+        }
+        Command::Resume {
+            job: Some(job),
+            queues,
+        } => {
+            if queues.class.is_some() || queues.priority.is_some() {
+                anyhow::bail!(
+                    "resume takes a job or --class/--priority for queues, not both: {job} is a job"
+                );
+            }
+            let deps = connect(&cli.common).await?;
+            let changed = client::resume(&deps, &job_id(&job)?).await?;
+            println!("{job} resumed: {} tasks queued", changed.queued);
+        }
+        Command::Suspend { job } => {
+            let deps = connect(&cli.common).await?;
+            let changed = client::suspend(&deps, &job_id(&job)?).await?;
+            println!(
+                "{job} suspended: {} queued tasks held; running ones finish",
+                changed.withdrawn
+            );
+        }
+        Command::Priority { job, priority } => {
+            let priority = Priority::parse(&priority)
+                .with_context(|| format!("{priority:?} is not high, normal or low"))?;
+            let deps = connect(&cli.common).await?;
+            let changed = client::set_priority(&deps, &job_id(&job)?, priority).await?;
+            println!(
+                "{job} is now {priority}: {} tasks moved, {} queued",
+                changed.withdrawn, changed.queued
+            );
+        }
         Command::Ping { worker_host } => {
             let deps = connect(&cli.common).await?;
             deps.store

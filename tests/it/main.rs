@@ -14,7 +14,10 @@ mod queues;
 mod local_farm;
 // The server version every role requires.
 mod server;
+// Fair share: windows, weights, max_workers.
 mod sharing;
+// Suspending and resuming a job, and changing its priority, while it runs.
+mod changes;
 // Killed workers, poison tasks, lost deliveries, restarts, duplicates.
 mod failures;
 // Collectors sharing the event partitions, and taking over a dead one's.

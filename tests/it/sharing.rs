@@ -11,7 +11,7 @@ use crate::support::{Farm, PATIENCE, events_of, eventually, wait_event};
 
 /// A farm of one worker with two slots, registered before any job is planned (the planner
 /// sizes windows by the live workers' slots).
-async fn two_slots() -> Farm {
+pub(crate) async fn two_slots() -> Farm {
     let mut farm = Farm::with_workers(0);
     farm.start_worker(0, &["--slots", "2"]);
     let deps = farm.deps().await;
@@ -25,7 +25,7 @@ async fn two_slots() -> Farm {
 }
 
 /// Submits a noop job of `frames` tasks of 50 ms.
-fn submit(farm: &Farm, id: &str, frames: &str, extra: &str) {
+pub(crate) fn submit(farm: &Farm, id: &str, frames: &str, extra: &str) {
     let toml = format!(
         "id = \"{id}\"\nrenderer = \"noop\"\n{extra}\n[frames]\nrange = \"{frames}\"\n[settings]\nsleep_ms = 50\n"
     );
@@ -33,7 +33,7 @@ fn submit(farm: &Farm, id: &str, frames: &str, extra: &str) {
 }
 
 /// The events of `kind` among `events`, by the time they were sent.
-fn times(events: &[Event], kind: EventKind) -> Vec<u64> {
+pub(crate) fn times(events: &[Event], kind: EventKind) -> Vec<u64> {
     let mut times: Vec<u64> = events
         .iter()
         .filter(|e| e.kind == kind)

@@ -8,3 +8,4 @@ pub mod protocol;
 pub mod publish;
 pub mod registry;
 pub mod streams;
+pub mod withdraw;

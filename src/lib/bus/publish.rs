@@ -13,6 +13,7 @@ use bytes::Bytes;
 use super::protocol::{self, Event, TaskMessage};
 use crate::core::job::{Class, Job, JobId, JobSpec, Priority, RendererKind};
 use crate::core::plan::TaskPlan;
+use crate::core::state::Round;
 
 /// A message handed to JetStream whose storage is not yet confirmed.
 pub struct Pending {
@@ -26,6 +27,14 @@ impl Pending {
         self.ack
             .await
             .map(drop)
+            .map_err(|e| anyhow::anyhow!("{} was not stored: {e}", self.what))
+    }
+
+    /// Waits until the stream has stored the message; returns its stream sequence.
+    pub async fn stored_at(self) -> anyhow::Result<u64> {
+        self.ack
+            .await
+            .map(|ack| ack.sequence)
             .map_err(|e| anyhow::anyhow!("{} was not stored: {e}", self.what))
     }
 }
@@ -59,22 +68,22 @@ pub async fn event_pending(
     send(js, event.subject(), msg_id, protocol::encode(event), what).await
 }
 
-/// Publishes planned task `task` of `job` without waiting for storage. `generation` is the
-/// job's retry count (it keys the task's `Nats-Msg-Id`, so a republish after a crash is
-/// deduplicated); `attempts_before` is the attempts the task already had (when `tessera
-/// retry` queues it again: its numbering goes on, its budget starts afresh).
+/// Publishes planned task `task` of `job` without waiting for storage. `round` keys the
+/// task's `Nats-Msg-Id`, so a republish after a crash is deduplicated (see [`Round`]);
+/// `attempts_before` is the attempts the task already had (when `tessera retry` queues it
+/// again: its numbering goes on, its budget starts afresh).
 pub async fn task(
     js: &jetstream::Context,
     job: &Job,
     task: &TaskPlan,
-    generation: u32,
+    round: Round,
     attempts_before: u32,
 ) -> anyhow::Result<Pending> {
     let mut message = TaskMessage::new(job, task);
     message.attempts_before = attempts_before;
     message.max_attempts += attempts_before;
     let subject = protocol::task_subject(&job.class, job.priority, &job.id, job.renderer);
-    let msg_id = protocol::task_msg_id(&job.id, &job.incarnation, &task.id, generation);
+    let msg_id = protocol::task_msg_id(&job.id, &job.incarnation, &task.id, round);
     let what = format!("task {}", task.id);
     send(js, subject, Some(&msg_id), protocol::encode(&message), what).await
 }
@@ -86,15 +95,14 @@ pub async fn task_again(
     js: &jetstream::Context,
     job: &Job,
     task: &TaskPlan,
-    generation: u32,
+    round: Round,
     attempt: u32,
 ) -> anyhow::Result<Pending> {
     let mut message = TaskMessage::new(job, task);
     message.attempts_before = attempt;
     message.max_attempts = job.retry.max_attempts.max(attempt + 1);
     let subject = protocol::task_subject(&job.class, job.priority, &job.id, job.renderer);
-    let msg_id =
-        protocol::task_again_msg_id(&job.id, &job.incarnation, &task.id, generation, attempt);
+    let msg_id = protocol::task_again_msg_id(&job.id, &job.incarnation, &task.id, round, attempt);
     let what = format!("task {} again", task.id);
     send(js, subject, Some(&msg_id), protocol::encode(&message), what).await
 }
@@ -125,7 +133,7 @@ pub async fn task_batch(
     js: &jetstream::Context,
     job: &Job,
     tasks: &[TaskPlan],
-    generation: u32,
+    round: Round,
 ) -> Result<(), BatchError> {
     use async_nats::header::{NATS_BATCH_COMMIT, NATS_BATCH_ID, NATS_BATCH_SEQUENCE};
     let Some((last, rest)) = tasks.split_last() else {
@@ -134,7 +142,7 @@ pub async fn task_batch(
     if rest.is_empty() {
         // One message is stored whole or not at all: no batch needed, and a batch commit
         // costs the server about 4 ms more (measured), which a single-frame job would feel.
-        return Ok(task(js, job, last, generation, 0)
+        return Ok(task(js, job, last, round, 0)
             .await?
             .confirmed()
             .await?);
@@ -146,7 +154,7 @@ pub async fn task_batch(
             &job.id,
             &job.incarnation,
             &task.id,
-            generation,
+            round,
         )));
         headers.insert(NATS_BATCH_ID, batch.as_str());
         headers.insert(NATS_BATCH_SEQUENCE, sequence.to_string().as_str());
@@ -250,6 +258,14 @@ pub async fn doorbell(
         .await
     {
         tracing::debug!(error = %e, "ringing the doorbell");
+    }
+}
+
+/// Sends what core NATS publishes are still buffered (doorbells, cancels): a process that
+/// is about to exit (the CLI) calls it, or its last doorbell would never ring.
+pub async fn flush(client: &async_nats::Client) {
+    if let Err(e) = client.flush().await {
+        tracing::debug!(error = %e, "flushing core NATS publishes");
     }
 }
 

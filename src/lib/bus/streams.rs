@@ -283,6 +283,21 @@ pub async fn collector_consumer(
     ensure_consumer(js, COLLECTOR_CONSUMER, &fill, Overrides::default()).await
 }
 
+/// Whether the collectors have handled every event of `job`'s partition up to stream
+/// sequence `sequence` (false while no collector ever opened the partition).
+pub async fn events_handled(
+    js: &jetstream::Context,
+    job: &JobId,
+    sequence: u64,
+) -> anyhow::Result<bool> {
+    let name = protocol::collector_consumer(protocol::event_partition(job.as_str()));
+    let stream = js.get_stream(EVENTS_STREAM).await?;
+    Ok(stream
+        .consumer_info(&name)
+        .await
+        .is_ok_and(|info| info.ack_floor.stream_sequence >= sequence))
+}
+
 /// The collectors' durable consumer of MAX_DELIVERIES advisories.
 pub async fn advisories_consumer(
     js: &jetstream::Context,
@@ -540,6 +555,7 @@ mod tests {
         }
         let (_, config) = consumer_config(COLLECTOR_CONSUMER, &[("partition", "3")]).unwrap();
         assert_eq!(config.durable_name.as_deref(), Some("collector-3"));
+        assert_eq!(protocol::collector_consumer(3), "collector-3");
         assert_eq!(config.filter_subject, protocol::partition_events_filter(3));
     }
 }

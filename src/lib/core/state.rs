@@ -6,6 +6,7 @@
 //! | change \ from | Waiting, Held | Queued | Running(a) | Done | Failed | Canceled |
 //! | --- | --- | --- | --- | --- | --- | --- |
 //! | `Release` | Queued | _ | _ | _ | _ | _ |
+//! | `Withhold` | Held | Held | _ | _ | _ | _ |
 //! | `Started(b)` | Running(b) if Held | Running(b) | Running(b) if b ≥ a | _ | _ | _ |
 //! | `Retry(b)` | _ | _ | Queued if b = a | _ | _ | _ |
 //! | `Done(b)` | Done(b) | Done(b) | Done(b) | _ | _ | _ |
@@ -23,7 +24,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::job::{Job, JobSpec};
+use crate::core::job::{Job, JobSpec, Priority};
 
 /// Task slots per KV page.
 pub const PAGE_SIZE: u32 = 1024;
@@ -78,8 +79,11 @@ impl TaskSlot {
 /// A change to one task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {
-    /// Its dependencies are done.
+    /// Its dependencies are done, or its job's window has room for it.
     Release,
+    /// Its job was suspended or changed priority: a task waiting for its dependencies, or
+    /// one taken back out of the queue, is held until it may be queued (again).
+    Withhold,
     /// Attempt `n` started.
     Started(u32),
     /// Attempt `n` failed and will be retried.
@@ -100,6 +104,7 @@ pub fn apply(slot: TaskSlot, change: Change) -> Option<TaskSlot> {
     let TaskSlot(state, attempt) = slot;
     let next = match (state, change) {
         (Waiting | Held, Change::Release) => TaskSlot(Queued, attempt),
+        (Waiting | Queued, Change::Withhold) => TaskSlot(Held, attempt),
         // A held task that starts was queued by a release whose ledger write is late.
         (Held | Queued, Change::Started(b)) => TaskSlot(Running, b),
         (Running, Change::Started(b)) if b >= attempt => TaskSlot(Running, b),
@@ -185,16 +190,52 @@ pub struct JobRecord {
     /// queued or running), the rest held; 0 when every ready task was queued at once.
     #[serde(default)]
     pub window: u32,
+    /// `tessera suspend`: none of its tasks is queued until `tessera resume`.
+    #[serde(default)]
+    pub suspended: bool,
+    /// How often its queued tasks were taken back out of the queue (`tessera suspend`, a
+    /// priority change), which keys the message ids of the tasks queued after (see
+    /// [`Round`]).
+    #[serde(default)]
+    pub withdrawals: u32,
+    /// The priority `tessera priority` gave it, in place of its spec's.
+    #[serde(default)]
+    pub priority: Option<Priority>,
 }
 
 impl JobRecord {
-    /// The recorded job, validated again, with its incarnation.
+    /// The recorded job, validated again, with its incarnation, window and suspension.
     pub fn job(&self) -> Result<Job, crate::core::problem::Invalid> {
         let mut job = self.spec.clone().validate()?;
         job.incarnation = self.incarnation.clone();
         job.window = self.window;
+        job.suspended = self.suspended;
+        if let Some(priority) = self.priority {
+            job.priority = priority;
+        }
         Ok(job)
     }
+
+    /// The round its tasks are queued in now.
+    pub fn round(&self) -> Round {
+        Round {
+            generation: self.generation,
+            withdrawals: self.withdrawals,
+        }
+    }
+}
+
+/// Which queuing of a job's tasks a task message belongs to: the job's retry count and how
+/// often its queued tasks were withdrawn. It keys the task's `Nats-Msg-Id`, so a task
+/// published twice in one round (a step repeated after a crash) is stored once, while a
+/// task queued again in a later round (after `tessera retry`, `tessera resume`, a priority
+/// change) is not taken for a duplicate of its earlier message.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Round {
+    /// `tessera retry`s so far.
+    pub generation: u32,
+    /// Withdrawals so far.
+    pub withdrawals: u32,
 }
 
 /// One page of task slots (KV key `<job>.p<n>`): tasks `n*PAGE_SIZE ..`.
@@ -386,6 +427,19 @@ mod tests {
                 Some(TaskSlot(Queued, 3)),
             ),
             (TaskSlot(Done, 3), Change::Requeue, None),
+            (
+                TaskSlot(Queued, 2),
+                Change::Withhold,
+                Some(TaskSlot(Held, 2)),
+            ),
+            (
+                TaskSlot(Waiting, 0),
+                Change::Withhold,
+                Some(TaskSlot(Held, 0)),
+            ),
+            (TaskSlot(Running, 1), Change::Withhold, None),
+            (TaskSlot(Held, 0), Change::Withhold, None),
+            (TaskSlot(Done, 1), Change::Withhold, None),
         ];
         for (slot, change, expect) in cases {
             assert_eq!(apply(slot, change), expect, "{slot:?} + {change:?}");

@@ -27,7 +27,7 @@ use crate::config::{CanvasBudget, Deps};
 use crate::core::job::{self, Job, JobId, MAX_TASKS};
 use crate::core::plan;
 use crate::core::problem::Invalid;
-use crate::core::state::{JobRecord, JobState, TaskState, Window};
+use crate::core::state::{JobRecord, JobState, Round, TaskState, Window};
 use crate::core::stitch::{PixelKind, canvas_bytes};
 
 /// How a planner runs.
@@ -284,6 +284,9 @@ async fn plan_job(planner: &Planner, msg: &jetstream::Message, mut job: Job) -> 
         incarnation: job.incarnation.clone(),
         requeue_pending: false,
         window,
+        suspended: false,
+        withdrawals: 0,
+        priority: None,
     };
     match deps.ledger.create_job(&record).await? {
         Created::New => {}
@@ -372,7 +375,7 @@ async fn queue_atomically(
     while start < ready.len() {
         let limit = batch_limit.load(Ordering::Relaxed).max(1);
         let end = (start + limit).min(ready.len());
-        match publish::task_batch(&deps.client, &deps.js, job, &ready[start..end], 0).await {
+        match publish::task_batch(&deps.client, &deps.js, job, &ready[start..end], Round::default()).await {
             Ok(()) | Err(BatchError::AlreadyQueued) => start = end,
             Err(BatchError::TooLarge(max)) => {
                 tracing::warn!(

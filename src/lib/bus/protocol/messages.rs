@@ -129,6 +129,9 @@ pub enum EventKind {
     /// `tessera retry` queued the job's failed tasks again.
     #[serde(rename = "job.retried")]
     JobRetried,
+    /// The job was suspended, resumed or given another priority; `message` says which.
+    #[serde(rename = "job.changed")]
+    JobChanged,
 }
 
 impl EventKind {
@@ -146,6 +149,7 @@ impl EventKind {
             EventKind::JobFailed => "job.failed",
             EventKind::JobCanceled => "job.canceled",
             EventKind::JobRetried => "job.retried",
+            EventKind::JobChanged => "job.changed",
         }
     }
 

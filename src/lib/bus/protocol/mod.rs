@@ -110,8 +110,18 @@ mod tests {
             job_record_subjects("tessera-jobs", &job),
             ["$KV.tessera-jobs.j1", "$KV.tessera-jobs.j1.>"]
         );
-        let id = task_msg_id(&job, "inc", &crate::core::plan::TaskId("f0001".into()), 2);
-        assert_eq!(id, "j1:inc:f0001:r2");
+        let task = crate::core::plan::TaskId("f0001".into());
+        let round = |generation, withdrawals| crate::core::state::Round {
+            generation,
+            withdrawals,
+        };
+        assert_eq!(task_msg_id(&job, "inc", &task, round(0, 0)), "j1:inc:f0001");
+        assert_eq!(task_msg_id(&job, "inc", &task, round(2, 0)), "j1:inc:f0001:r2");
+        assert_eq!(task_msg_id(&job, "inc", &task, round(0, 1)), "j1:inc:f0001:w1");
+        assert_eq!(
+            task_msg_id(&job, "inc", &task, round(2, 3)),
+            "j1:inc:f0001:r2:w3"
+        );
         assert_eq!(job_tasks_filter(&job), "tessera.tasks.*.*.j1.*");
         assert_eq!(
             parse_task_subject(&subject),

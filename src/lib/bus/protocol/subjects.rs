@@ -4,6 +4,7 @@
 use super::messages::EventKind;
 use crate::core::job::{Class, JobId, Priority, RendererKind};
 use crate::core::plan::TaskId;
+use crate::core::state::Round;
 
 /// The subject jobs are submitted on.
 pub const SUBMIT_SUBJECT: &str = "tessera.jobs.submit";
@@ -132,6 +133,12 @@ pub fn event_partition(job: &str) -> u32 {
     hash % EVENT_PARTITIONS
 }
 
+/// The collectors' durable consumer of partition `partition` (as
+/// `streams/consumer-collector.json` names it).
+pub fn collector_consumer(partition: u32) -> String {
+    format!("collector-{partition}")
+}
+
 /// Every event stored in partition `partition`.
 pub fn partition_events_filter(partition: u32) -> String {
     format!("tessera.events.{partition}.>")
@@ -165,24 +172,32 @@ pub fn task_again_msg_id(
     job: &JobId,
     incarnation: &str,
     task: &TaskId,
-    generation: u32,
+    round: Round,
     attempt: u32,
 ) -> String {
-    format!(
-        "{}:a{attempt}",
-        task_msg_id(job, incarnation, task, generation)
-    )
+    format!("{}:a{attempt}", task_msg_id(job, incarnation, task, round))
 }
 
-/// The `Nats-Msg-Id` of a task message: the same task of the same generation (0 when
-/// planned, n after the n-th `tessera retry`) of the same incarnation of the job is
-/// deduplicated within the window; a job deleted and submitted again is a new incarnation.
-pub fn task_msg_id(job: &JobId, incarnation: &str, task: &TaskId, generation: u32) -> String {
-    if generation == 0 {
-        format!("{job}:{incarnation}:{task}")
-    } else {
-        format!("{job}:{incarnation}:{task}:r{generation}")
+/// The `Nats-Msg-Id` of a task message: the same task of the same [`Round`] (0 and 0 when
+/// planned; the generation is n after the n-th `tessera retry`, the withdrawals m after
+/// the m-th suspend or priority change) of the same incarnation of the job is deduplicated
+/// within the window; a job deleted and submitted again is a new incarnation.
+pub fn task_msg_id(job: &JobId, incarnation: &str, task: &TaskId, round: Round) -> String {
+    let mut id = format!("{job}:{incarnation}:{task}");
+    if round.generation > 0 {
+        id.push_str(&format!(":r{}", round.generation));
     }
+    if round.withdrawals > 0 {
+        id.push_str(&format!(":w{}", round.withdrawals));
+    }
+    id
+}
+
+/// The `Nats-Msg-Id` of the announcement of `job`'s change number `withdrawals` (a
+/// suspend, resume or priority change): a change finished by running it again announces
+/// it once.
+pub fn changed_msg_id(job: &JobId, incarnation: &str, withdrawals: u32, what: &str) -> String {
+    format!("{job}:{incarnation}:job.changed:{withdrawals}:{what}")
 }
 
 /// Parses a doorbell hint.

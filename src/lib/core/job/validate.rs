@@ -113,6 +113,8 @@ pub struct Job {
     /// The job's window on its queue (see [`Window`](crate::core::state::Window)): set by
     /// the planner when it records the job; 0 when every ready task was queued at once.
     pub window: u32,
+    /// Whether the job is suspended (`tessera suspend`): set from its record.
+    pub suspended: bool,
 }
 
 impl JobSpec {
@@ -366,6 +368,7 @@ impl JobSpec {
             spec: self,
             incarnation: String::new(),
             window: 0,
+            suspended: false,
         })
     }
 }

@@ -1,4 +1,5 @@
-//! Changing a job from the CLI: `tessera retry`, `tessera cancel` and `tessera delete`.
+//! Changing a job from the CLI: `tessera retry`, `tessera cancel`, `tessera delete`,
+//! `tessera suspend`, `tessera resume` and `tessera priority`.
 
 use anyhow::Context as _;
 
@@ -7,8 +8,8 @@ use crate::bus::publish;
 use crate::bus::streams::{self, TaskQueue};
 use crate::config::Deps;
 use crate::core::job::{Class, JobId, Priority};
-use crate::core::state::{JobState, TaskState};
-use crate::lifecycle;
+use crate::core::state::{Change, JobState, TaskState};
+use crate::lifecycle::{self, held};
 
 /// Queues a failed or canceled job's failed and canceled tasks again, with fresh attempts
 /// (their numbering goes on). Returns how many tasks were queued.
@@ -73,7 +74,7 @@ pub async fn retry(deps: &Deps, id: &JobId) -> anyhow::Result<usize> {
             .all(|&d| slots[d as usize].state() == TaskState::Done);
         if ready {
             let attempts_before = slots[index as usize].attempt();
-            publish::task(&deps.js, &job, &task, record.generation, attempts_before)
+            publish::task(&deps.js, &job, &task, record.round(), attempts_before)
                 .await?
                 .confirmed()
                 .await?;
@@ -83,6 +84,7 @@ pub async fn retry(deps: &Deps, id: &JobId) -> anyhow::Result<usize> {
         .update_job(id, |r| std::mem::replace(&mut r.requeue_pending, false))
         .await?;
     publish::doorbell(&deps.client, &job.class, job.priority, job.renderer).await;
+    publish::flush(&deps.client).await;
     Ok(queued.len())
 }
 
@@ -184,6 +186,209 @@ pub async fn pause(
         for queue in &changed {
             publish::doorbell(&deps.client, &queue.class, queue.priority, queue.renderer).await;
         }
+        publish::flush(&deps.client).await;
     }
     Ok(changed)
+}
+
+/// How long a change of a job waits for the collectors to have read its announcement
+/// before it takes tasks out of the queue (a farm with no collector up goes on without).
+const COLLECTORS_READ: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What suspending a job or changing its priority did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Changed {
+    /// Queued tasks taken out of the queue (and held).
+    pub withdrawn: usize,
+    /// Held tasks queued (again).
+    pub queued: u32,
+}
+
+/// Suspends a job: its queued tasks are taken out of the queue and held, running ones
+/// finish, and nothing of it is queued until `tessera resume`; the suspension is in the
+/// job's record, so it survives restarts. A suspend cut short is finished by running it
+/// again.
+pub async fn suspend(deps: &Deps, id: &JobId) -> anyhow::Result<Changed> {
+    let (record, _) = deps
+        .ledger
+        .update_job(id, |r| {
+            if r.state.is_terminal() || r.suspended {
+                return false;
+            }
+            r.suspended = true;
+            r.withdrawals += 1;
+            true
+        })
+        .await?;
+    let job = active(id, &record)?;
+    announce(deps, &job, &record, "suspended").await?;
+    let withdrawn = withdraw(deps, &job, &[job.priority]).await?;
+    Ok(Changed {
+        withdrawn,
+        queued: 0,
+    })
+}
+
+/// Resumes a suspended job: its held tasks are queued again (as many as its window
+/// takes; the collector queues the rest as they start). Run on a job that is not
+/// suspended, it queues what a change cut short left held.
+pub async fn resume(deps: &Deps, id: &JobId) -> anyhow::Result<Changed> {
+    let (record, _) = deps
+        .ledger
+        .update_job(id, |r| !r.state.is_terminal() && std::mem::take(&mut r.suspended))
+        .await?;
+    let job = active(id, &record)?;
+    announce(deps, &job, &record, "resumed").await?;
+    let queued = queue_held(deps, &job, &record).await?;
+    Ok(Changed {
+        withdrawn: 0,
+        queued,
+    })
+}
+
+/// Gives a job another priority: its remaining tasks are queued at `priority` (those
+/// queued at another are taken out and queued again, unless the job is suspended);
+/// running ones finish where they are. A change cut short is finished by running it
+/// again.
+pub async fn set_priority(deps: &Deps, id: &JobId, priority: Priority) -> anyhow::Result<Changed> {
+    let (record, _) = deps
+        .ledger
+        .update_job(id, |r| {
+            let current = r.priority.or_else(|| {
+                r.spec
+                    .priority
+                    .as_deref()
+                    .and_then(Priority::parse)
+                    .or(Some(Priority::Normal))
+            });
+            if r.state.is_terminal() || current == Some(priority) {
+                return false;
+            }
+            r.priority = Some(priority);
+            r.withdrawals += 1;
+            true
+        })
+        .await?;
+    let job = active(id, &record)?;
+    announce(deps, &job, &record, &format!("priority {priority}")).await?;
+    let others: Vec<Priority> = Priority::ALL
+        .into_iter()
+        .filter(|&p| p != priority)
+        .collect();
+    let withdrawn = withdraw(deps, &job, &others).await?;
+    let queued = match record.suspended {
+        true => 0,
+        false => queue_held(deps, &job, &record).await?,
+    };
+    Ok(Changed { withdrawn, queued })
+}
+
+/// The job of `record`, which must not have ended.
+fn active(id: &JobId, record: &crate::core::state::JobRecord) -> anyhow::Result<crate::core::job::Job> {
+    if record.state.is_terminal() {
+        anyhow::bail!("job {id} has already ended ({})", record.state.as_str());
+    }
+    record
+        .job()
+        .map_err(|e| anyhow::anyhow!("stored job {id}: {e}"))
+}
+
+/// Announces a change of `job` (`job.changed`, saying `what`) and waits until the
+/// collectors have read it: from then on, they read the job afresh and queue nothing of
+/// it that the change holds back.
+async fn announce(
+    deps: &Deps,
+    job: &crate::core::job::Job,
+    record: &crate::core::state::JobRecord,
+    what: &str,
+) -> anyhow::Result<()> {
+    let mut event = Event::new(EventKind::JobChanged, job.id.as_str());
+    event.message = Some(what.to_string());
+    event.incarnation = Some(job.incarnation.clone());
+    let msg_id = crate::bus::protocol::changed_msg_id(
+        &job.id,
+        &job.incarnation,
+        record.withdrawals,
+        what,
+    );
+    let sequence = publish::event_pending(&deps.js, &event, Some(&msg_id))
+        .await?
+        .stored_at()
+        .await?;
+    let deadline = tokio::time::Instant::now() + COLLECTORS_READ;
+    while !streams::events_handled(&deps.js, &job.id, sequence).await? {
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(job = %job.id, "no collector has read the change yet; going on");
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+/// Takes `job`'s queued tasks out of its queues of `priorities` and holds them; returns
+/// how many. A task the ledger does not show queued (a worker's hand-back on its way) is
+/// left in the queue.
+async fn withdraw(
+    deps: &Deps,
+    job: &crate::core::job::Job,
+    priorities: &[Priority],
+) -> anyhow::Result<usize> {
+    use crate::bus::withdraw::{self, JobQueue};
+    let mut withdrawn = 0;
+    for &priority in priorities {
+        let queue = JobQueue {
+            job: &job.id,
+            class: &job.class,
+            priority,
+            renderer: job.renderer,
+        };
+        let mut paused = withdraw::pause_and_find(&deps.js, queue).await?;
+        paused.queued.sort_by_key(|&(_, index)| index);
+        let indices: Vec<u32> = paused.queued.iter().map(|&(_, index)| index).collect();
+        let moved = match held::change_pages(deps, job, &indices, Change::Withhold).await {
+            Ok(moved) => moved,
+            Err(e) => {
+                paused.resume().await;
+                return Err(e);
+            }
+        };
+        // Only what is now held leaves the queue.
+        let kept: Vec<(u64, u32)> = paused
+            .queued
+            .iter()
+            .zip(&moved)
+            .filter(|(_, (_, after))| after.state() == TaskState::Held)
+            .map(|(&found, _)| found)
+            .collect();
+        withdrawn += kept.len();
+        paused.queued = kept;
+        paused.take().await?;
+    }
+    Ok(withdrawn)
+}
+
+/// Queues `job`'s held tasks (in task order): as many as its window has room for, every
+/// one when it has none.
+async fn queue_held(
+    deps: &Deps,
+    job: &crate::core::job::Job,
+    record: &crate::core::state::JobRecord,
+) -> anyhow::Result<u32> {
+    let wanted = match job.window {
+        0 => u32::MAX,
+        size => {
+            let slots = deps.ledger.slots(&job.id, record.tasks).await?;
+            let count = |state| slots.iter().filter(|s| s.state() == state).count() as u32;
+            let window = crate::core::state::Window {
+                size,
+                counts_running: job.max_workers.is_some(),
+            };
+            window.to_release(count(TaskState::Queued), count(TaskState::Running), 0.0)
+        }
+    };
+    let (found, _) = held::find(deps, job, 0, wanted).await?;
+    let queued = held::release(deps, job, record.round(), &found).await?;
+    publish::flush(&deps.client).await;
+    Ok(queued)
 }

@@ -5,14 +5,14 @@
 //! - [`submit`](mod@submit): preparing and submitting a job file;
 //! - [`follow`]: a job's events, and waiting for its end;
 //! - [`report`]: status, workers, fetch;
-//! - [`control`]: retry, cancel, pause and resume.
+//! - [`control`]: retry, cancel, delete, suspend, resume, priority; pausing queues.
 
 pub mod control;
 pub mod follow;
 pub mod report;
 pub mod submit;
 
-pub use control::{cancel, delete, pause, retry};
+pub use control::{cancel, delete, pause, resume, retry, set_priority, suspend};
 pub use follow::{events, wait};
 pub use report::{Status, explain_waits, fetch, status, why_job_waits, why_waiting, workers};
 pub use submit::{Prepared, Submitted, new_job_id, prepare, submit};

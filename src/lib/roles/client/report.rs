@@ -26,9 +26,12 @@ pub struct Status {
     pub tasks: Counts,
     /// Object keys of the assembled outputs.
     pub outputs: Vec<String>,
-    /// Why it failed, was canceled or rejected.
+    /// Why it failed, was canceled or rejected, or why its tasks wait.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Whether it is suspended (`tessera suspend`).
+    #[serde(default)]
+    pub suspended: bool,
 }
 
 /// The live workers of the registry, by id.
@@ -68,7 +71,12 @@ pub async fn why_job_waits(deps: &Deps, job: &JobId) -> anyhow::Result<Option<St
     if record.state.is_terminal() {
         return Ok(None);
     }
-    let Ok(valid) = record.spec.clone().validate() else {
+    if record.suspended {
+        return Ok(Some(format!(
+            "waiting: the job is suspended; `tessera resume {job}` queues its tasks again"
+        )));
+    }
+    let Ok(valid) = record.job() else {
         return Ok(None);
     };
     let tasks = deps.ledger.counts(job, record.tasks).await?;
@@ -121,6 +129,7 @@ pub async fn status(deps: &Deps, job: &JobId) -> anyhow::Result<Status> {
                 tasks: Counts::default(),
                 outputs: Vec::new(),
                 message: event.message,
+                suspended: false,
             });
         }
         anyhow::bail!("no job {job}");
@@ -128,9 +137,14 @@ pub async fn status(deps: &Deps, job: &JobId) -> anyhow::Result<Status> {
     let tasks = deps.ledger.counts(job, record.tasks).await?;
     let outputs = deps.store.list(&keys::output_prefix(job)).await?;
     let mut message = record.message.clone();
-    if !record.state.is_terminal()
+    if record.suspended && !record.state.is_terminal() {
+        message = Some(format!(
+            "suspended: `tessera resume {job}` queues its {} waiting tasks again",
+            tasks.queued
+        ));
+    } else if !record.state.is_terminal()
         && tasks.queued > 0
-        && let Ok(valid) = record.spec.clone().validate()
+        && let Ok(valid) = record.job()
     {
         let queues = streams::task_queues(&deps.js).await?;
         message = why_waiting(&valid, &workers(deps).await?, &queues).or(message);
@@ -142,6 +156,7 @@ pub async fn status(deps: &Deps, job: &JobId) -> anyhow::Result<Status> {
         tasks,
         outputs,
         message,
+        suspended: record.suspended,
     })
 }
 

@@ -45,6 +45,10 @@ pub(super) async fn handle(
         let prepared = events::prepare(&deps, &mut collector.jobs, &collector.stitching, msg).await;
         let t = match prepared {
             Ok(Prepared::Settled) => continue,
+            Ok(Prepared::Changed(job)) => {
+                collector.windows.forget(&job);
+                continue;
+            }
             Err(e) => {
                 results[i] = Err(e);
                 continue;

@@ -15,7 +15,7 @@ use crate::bus::publish;
 use crate::config::Deps;
 use crate::core::job::{FailurePolicy, Job, JobId};
 use crate::core::plan;
-use crate::core::state::{Change, JobState, TaskSlot, TaskState};
+use crate::core::state::{Change, JobState, Round, TaskSlot, TaskState};
 use crate::lifecycle;
 
 /// What the partitions a collector serves share.
@@ -123,6 +123,9 @@ pub(super) struct Transition {
 pub(super) enum Prepared {
     /// Nothing more to do (a job-level event, an event to drop, a bad part handled).
     Settled,
+    /// The job was suspended, resumed or given another priority: what is kept of it is
+    /// read again.
+    Changed(JobId),
     /// A transition to apply, then its steps.
     Transition(Box<Transition>),
 }
@@ -155,6 +158,13 @@ pub(super) async fn prepare(
                 jobs.remove(&id);
             }
             return Ok(Prepared::Settled);
+        }
+        EventKind::JobChanged => {
+            let Ok(id) = JobId::parse(&event.job) else {
+                return Ok(Prepared::Settled);
+            };
+            jobs.remove(&id);
+            return Ok(Prepared::Changed(id));
         }
         _ => return Ok(Prepared::Settled),
     };
@@ -313,13 +323,9 @@ async fn bad_part(
         return Ok(()); // the task moved on (another attempt is running)
     }
     publish::event(&deps.js, &report(EventKind::TaskRetry)).await?;
-    let generation = deps
-        .ledger
-        .job(&job.id)
-        .await?
-        .map_or(0, |(r, _)| r.generation);
+    let round = round_of(deps, job).await?;
     // Queued again with this attempt counted; a second try of this step is deduplicated.
-    publish::task_again(&deps.js, job, &task, generation, attempt)
+    publish::task_again(&deps.js, job, &task, round, attempt)
         .await?
         .confirmed()
         .await?;
@@ -327,17 +333,24 @@ async fn bad_part(
     Ok(())
 }
 
-/// Queues the tasks that waited for task `index` once all they wait for is done.
+/// The round `job`'s tasks are queued in now, from its record.
+async fn round_of(deps: &Deps, job: &Job) -> anyhow::Result<Round> {
+    Ok(deps
+        .ledger
+        .job(&job.id)
+        .await?
+        .map(|(r, _)| r.round())
+        .unwrap_or_default())
+}
+
+/// Queues the tasks that waited for task `index` once all they wait for is done (holds
+/// them, while the job is suspended: `tessera resume` queues them).
 async fn release_dependents(deps: &Deps, job: &Job, index: u32) -> anyhow::Result<()> {
     let dependents = plan::dependents(job, index);
     if dependents.is_empty() {
         return Ok(());
     }
-    let generation = deps
-        .ledger
-        .job(&job.id)
-        .await?
-        .map_or(0, |(r, _)| r.generation);
+    let round = round_of(deps, job).await?;
     let mut released = false;
     for dependent in dependents {
         let task = plan::task(job, dependent);
@@ -346,6 +359,12 @@ async fn release_dependents(deps: &Deps, job: &Job, index: u32) -> anyhow::Resul
             .slots_of(&job.id, task.waits_for.iter().copied())
             .await?;
         if slots.iter().all(|s| s.state() == TaskState::Done) {
+            if job.suspended {
+                deps.ledger
+                    .change_task(&job.id, dependent, Change::Withhold)
+                    .await?;
+                continue;
+            }
             let (before, after) = deps
                 .ledger
                 .change_task(&job.id, dependent, Change::Release)
@@ -353,7 +372,7 @@ async fn release_dependents(deps: &Deps, job: &Job, index: u32) -> anyhow::Resul
             if before != after || after.state() == TaskState::Queued {
                 // Republishing after a crash is deduplicated by the task's Nats-Msg-Id. A
                 // task queued again by `tessera retry` goes on with its attempt numbers.
-                publish::task(&deps.js, job, &task, generation, after.attempt())
+                publish::task(&deps.js, job, &task, round, after.attempt())
                     .await?
                     .confirmed()
                     .await?;

@@ -3,21 +3,21 @@
 //! `max_workers`, as its running ones end).
 //!
 //! The collector keeps each such job's count of queued and running tasks, counted from the
-//! task pages when the job is first seen (and again every [`RECOUNT`]) and moved by the
-//! transitions it applies. A held task is published before its slot is marked queued: a
-//! collector killed in between leaves it held, and the event that comes back publishes it
-//! again under the same `Nats-Msg-Id` (deduplicated) before marking it.
+//! task pages when the job is first seen (and again every [`RECOUNT`], or when a
+//! `job.changed` event drops them) and moved by the transitions it applies. A suspended
+//! job queues nothing. Held tasks are found and queued by [`held`], which `tessera resume`
+//! shares.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::bus::publish;
 use crate::config::Deps;
 use crate::core::job::{Job, JobId};
 use crate::core::plan;
-use crate::core::state::{Change, PAGE_SIZE, TaskSlot, TaskState, Window, page_count, page_of};
+use crate::core::state::{Round, TaskSlot, TaskState, Window};
+use crate::lifecycle::held;
 
 /// How long a job's counts are trusted before they are read from its pages again (another
 /// collector may have moved its tasks meanwhile).
@@ -34,8 +34,10 @@ const KEPT: usize = 256;
 pub(super) struct Tally {
     /// The job's incarnation, which its counts are of.
     incarnation: String,
-    /// Its retry count when counted (which keys the released tasks' `Nats-Msg-Id`s).
-    generation: u32,
+    /// Its round when counted (which keys the released tasks' `Nats-Msg-Id`s).
+    round: Round,
+    /// Whether it was suspended when counted.
+    suspended: bool,
     queued: u32,
     running: u32,
     /// The first task that may still be held; `None` once none is.
@@ -51,15 +53,14 @@ impl Tally {
     /// Counts `job`'s tasks from its pages.
     async fn count(deps: &Deps, job: &Job) -> anyhow::Result<Tally> {
         let slots = deps.ledger.slots(&job.id, plan::task_count(job)).await?;
-        let generation = deps
-            .ledger
-            .job(&job.id)
-            .await?
-            .map_or(0, |(r, _)| r.generation);
+        let record = deps.ledger.job(&job.id).await?.map(|(r, _)| r);
+        let round = record.as_ref().map(|r| r.round()).unwrap_or_default();
+        let suspended = record.is_some_and(|r| r.suspended);
         let count = |state| slots.iter().filter(|s| s.state() == state).count() as u32;
         Ok(Tally {
             incarnation: job.incarnation.clone(),
-            generation,
+            round,
+            suspended,
             queued: count(TaskState::Queued),
             running: count(TaskState::Running),
             next_held: slots
@@ -145,6 +146,9 @@ impl Windows {
             self.0.insert(job.id.clone(), tally);
         }
         let tally = self.0.get_mut(&job.id).expect("just kept");
+        if tally.suspended {
+            return Ok(());
+        }
         let rate = tally.rate();
         let wanted = window.to_release(tally.queued, tally.running, rate);
         if wanted == 0 {
@@ -153,81 +157,16 @@ impl Windows {
         let Some(from) = tally.next_held else {
             return Ok(());
         };
-        let (held, next) = find_held(deps, job, from, wanted).await?;
+        let (found, next) = held::find(deps, job, from, wanted).await?;
         // The cursor moves on only once the release is stored: a failed one is tried again
         // when its event comes back.
-        if !held.is_empty() {
-            tally.queued += release(deps, job, tally.generation, &held).await?;
-        }
+        tally.queued += held::release(deps, job, tally.round, &found).await?;
         tally.next_held = next;
         Ok(())
     }
-}
 
-/// Up to `wanted` held tasks of `job` from task `from` on, in task order, and the first
-/// task after them that may still be held (`None`: no task after them is).
-async fn find_held(
-    deps: &Deps,
-    job: &Job,
-    from: u32,
-    wanted: u32,
-) -> anyhow::Result<(Vec<u32>, Option<u32>)> {
-    let tasks = plan::task_count(job);
-    let mut held = Vec::new();
-    let mut page_no = page_of(from).0;
-    while page_no < page_count(tasks) {
-        let first = page_no * PAGE_SIZE;
-        let slots = deps
-            .ledger
-            .slots_of(&job.id, first.max(from)..(first + PAGE_SIZE).min(tasks))
-            .await?;
-        for (offset, slot) in slots.into_iter().enumerate() {
-            let index = first.max(from) + offset as u32;
-            if slot.state() != TaskState::Held {
-                continue;
-            }
-            if held.len() as u32 == wanted {
-                return Ok((held, Some(index)));
-            }
-            held.push(index);
-        }
-        page_no += 1;
+    /// Forgets `job`'s counts (it was suspended, resumed or changed): counted afresh.
+    pub(super) fn forget(&mut self, job: &JobId) {
+        self.0.remove(job);
     }
-    Ok((held, None))
-}
-
-/// Publishes held tasks `held` of `job` (each deduplicated by its `Nats-Msg-Id`), then
-/// marks them queued and rings the doorbell; returns how many were still held.
-async fn release(deps: &Deps, job: &Job, generation: u32, held: &[u32]) -> anyhow::Result<u32> {
-    let mut pending = Vec::with_capacity(held.len());
-    for &index in held {
-        let task = plan::task(job, index);
-        pending.push(publish::task(&deps.js, job, &task, generation, 0).await?);
-    }
-    for confirmation in futures::future::join_all(pending.into_iter().map(|p| p.confirmed())).await
-    {
-        confirmation?;
-    }
-    let mut released = 0;
-    let mut start = 0;
-    while start < held.len() {
-        let page_no = page_of(held[start]).0;
-        let end = start
-            + held[start..]
-                .iter()
-                .take_while(|&&i| page_of(i).0 == page_no)
-                .count();
-        let changes: Vec<_> = held[start..end]
-            .iter()
-            .map(|&i| (i, Change::Release))
-            .collect();
-        let moved = deps.ledger.change_page(&job.id, page_no, &changes).await?;
-        released += moved
-            .iter()
-            .filter(|(before, after)| before.state() == TaskState::Held && after != before)
-            .count() as u32;
-        start = end;
-    }
-    publish::doorbell(&deps.client, &job.class, job.priority, job.renderer).await;
-    Ok(released)
 }

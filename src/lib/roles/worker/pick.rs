@@ -70,30 +70,42 @@ pub const RECHECK: Duration = Duration::from_secs(2);
 
 /// The queues a worker lately found empty. A slot passes them over for [`RECHECK`], so that
 /// taking a task costs one pull, not one per empty queue before it; a doorbell for a queue
-/// makes it worth a pull again at once.
+/// makes it worth a pull again at once — also one that rang while a pull that found it
+/// empty was on its way (the pull may have been answered before the tasks were queued).
 #[derive(Debug, Default)]
-pub struct Emptiness(Mutex<HashMap<Queue, Instant>>);
+pub struct Emptiness(Mutex<HashMap<Queue, Looked>>);
+
+/// When a queue was last asked and found empty, and when its doorbell last rang.
+#[derive(Debug, Clone, Copy, Default)]
+struct Looked {
+    empty: Option<Instant>,
+    rung: Option<Instant>,
+}
 
 impl Emptiness {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Queue, Instant>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Queue, Looked>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Whether `queue` was found empty less than [`RECHECK`] before `now`.
+    /// Whether `queue` was found empty less than [`RECHECK`] before `now`, and its
+    /// doorbell has not rung since it was asked.
     pub fn passed_over(&self, queue: &Queue, now: Instant) -> bool {
-        self.lock()
-            .get(queue)
-            .is_some_and(|at| now.saturating_duration_since(*at) < RECHECK)
+        self.lock().get(queue).is_some_and(|looked| {
+            looked.empty.is_some_and(|at| {
+                now.saturating_duration_since(at) < RECHECK
+                    && looked.rung.is_none_or(|rung| rung < at)
+            })
+        })
     }
 
-    /// `queue` had no task for us at `now`.
-    pub fn found_empty(&self, queue: &Queue, now: Instant) {
-        self.lock().insert(queue.clone(), now);
+    /// `queue` had no task for us when we asked, at `asked`.
+    pub fn found_empty(&self, queue: &Queue, asked: Instant) {
+        self.lock().entry(queue.clone()).or_default().empty = Some(asked);
     }
 
     /// Tasks were queued on `queue` (a doorbell).
     pub fn rung(&self, queue: &Queue) {
-        self.lock().remove(queue);
+        self.lock().entry(queue.clone()).or_default().rung = Some(Instant::now());
     }
 }
 
@@ -123,6 +135,16 @@ mod tests {
         assert!(!empty.passed_over(&other, t0));
         empty.rung(&queue);
         assert!(!empty.passed_over(&queue, t0));
+        // A pull asked before the doorbell rang and answered empty after it: the ring
+        // still counts.
+        let asked = Instant::now();
+        std::thread::sleep(Duration::from_millis(2));
+        empty.rung(&queue);
+        empty.found_empty(&queue, asked);
+        assert!(!empty.passed_over(&queue, Instant::now()));
+        // Asked after the ring and found empty: passed over.
+        empty.found_empty(&queue, Instant::now());
+        assert!(empty.passed_over(&queue, Instant::now()));
     }
 
     #[test]

@@ -22,14 +22,16 @@ pub(super) async fn take_task(
         let Some(consumer) = consumers.get(queue) else {
             continue;
         };
-        if empty.passed_over(queue, Instant::now()) {
+        let asked = Instant::now();
+        if empty.passed_over(queue, asked) {
             continue;
         }
         match pull_one(consumer, Some(group)).await {
             Ok(Pull {
                 message: Some(msg), ..
             }) => return Some(msg),
-            Ok(_) => empty.found_empty(queue, Instant::now()),
+            // As of when it asked: a doorbell that rang meanwhile still counts.
+            Ok(_) => empty.found_empty(queue, asked),
             Err(e) => {
                 tracing::warn!(?queue, error = %e, "fetching a task");
                 tokio::time::sleep(Duration::from_millis(200)).await;

@@ -1,7 +1,10 @@
 //! The steps of a job's life that more than one role takes: ending it — by the collector
 //! when its last task ends or one fails under policy `fail`, by the client on
 //! `tessera cancel` — and deleting it — by the client on `tessera delete`, by the
-//! collector's retention. They live below the roles so that neither imports the other.
+//! collector's retention — and queuing held tasks ([`held`]), by the collector and by
+//! `tessera resume`. They live below the roles so that neither imports the other.
+
+pub mod held;
 
 use crate::bus::protocol::{self, Event, EventKind};
 use crate::bus::{publish, streams};

@@ -1,0 +1,103 @@
+//! Held tasks (see [`TaskState::Held`]): found in task order and queued — by the
+//! collector as a windowed job's queued tasks start, and by `tessera resume` and a
+//! priority change, which queue what a suspend or the change held back.
+//!
+//! A held task is published before its slot is marked queued: a step killed in between
+//! leaves it held, and the step run again publishes it under the same `Nats-Msg-Id`
+//! (deduplicated) before marking it.
+
+use crate::bus::publish;
+use crate::config::Deps;
+use crate::core::job::Job;
+use crate::core::plan;
+use crate::core::state::{Change, PAGE_SIZE, Round, TaskState, page_count, page_of};
+
+/// A held task: its index and the attempts it had.
+pub type HeldTask = (u32, u32);
+
+/// Up to `wanted` held tasks of `job` from task `from` on, in task order, and the first
+/// task after them that may still be held (`None`: no task after them is).
+pub async fn find(
+    deps: &Deps,
+    job: &Job,
+    from: u32,
+    wanted: u32,
+) -> anyhow::Result<(Vec<HeldTask>, Option<u32>)> {
+    let tasks = plan::task_count(job);
+    let mut held = Vec::new();
+    let mut page_no = page_of(from).0;
+    while page_no < page_count(tasks) {
+        let first = (page_no * PAGE_SIZE).max(from);
+        let slots = deps
+            .ledger
+            .slots_of(&job.id, first..((page_no + 1) * PAGE_SIZE).min(tasks))
+            .await?;
+        for (offset, slot) in slots.into_iter().enumerate() {
+            let index = first + offset as u32;
+            if slot.state() != TaskState::Held {
+                continue;
+            }
+            if held.len() as u32 == wanted {
+                return Ok((held, Some(index)));
+            }
+            held.push((index, slot.attempt()));
+        }
+        page_no += 1;
+    }
+    Ok((held, None))
+}
+
+/// Publishes held tasks `held` of `job` in `round` (each deduplicated by its
+/// `Nats-Msg-Id`; a task that had attempts goes on with their numbering), then marks them
+/// queued and rings the doorbell; returns how many were still held.
+pub async fn release(
+    deps: &Deps,
+    job: &Job,
+    round: Round,
+    held: &[HeldTask],
+) -> anyhow::Result<u32> {
+    if held.is_empty() {
+        return Ok(0);
+    }
+    let mut pending = Vec::with_capacity(held.len());
+    for &(index, attempts_before) in held {
+        let task = plan::task(job, index);
+        pending.push(publish::task(&deps.js, job, &task, round, attempts_before).await?);
+    }
+    for confirmation in futures::future::join_all(pending.into_iter().map(|p| p.confirmed())).await
+    {
+        confirmation?;
+    }
+    let indices: Vec<u32> = held.iter().map(|&(index, _)| index).collect();
+    let moved = change_pages(deps, job, &indices, Change::Release).await?;
+    let released = moved
+        .iter()
+        .filter(|(before, after)| before.state() == TaskState::Held && after != before)
+        .count() as u32;
+    publish::doorbell(&deps.client, &job.class, job.priority, job.renderer).await;
+    Ok(released)
+}
+
+/// Applies `change` to tasks `indices` of `job` (in task order), one compare-and-swap per
+/// page; returns each task's slot before and after.
+pub async fn change_pages(
+    deps: &Deps,
+    job: &Job,
+    indices: &[u32],
+    change: Change,
+) -> anyhow::Result<Vec<(crate::core::state::TaskSlot, crate::core::state::TaskSlot)>> {
+    let mut moved = Vec::with_capacity(indices.len());
+    let mut start = 0;
+    while start < indices.len() {
+        let page_no = page_of(indices[start]).0;
+        let end = start
+            + indices[start..]
+                .iter()
+                .take_while(|&&i| page_of(i).0 == page_no)
+                .count();
+        let changes: Vec<_> = indices[start..end].iter().map(|&i| (i, change)).collect();
+        moved.extend(deps.ledger.change_page(&job.id, page_no, &changes).await?);
+        start = end;
+    }
+    Ok(moved)
+}
