@@ -12,8 +12,13 @@ use crate::support::{Farm, PATIENCE, events_of, eventually, wait_event};
 /// A farm of one worker with two slots, registered before any job is planned (the planner
 /// sizes windows by the live workers' slots).
 pub(crate) async fn two_slots() -> Farm {
+    one_worker_of(2).await
+}
+
+/// A farm of one worker with `slots` slots, registered before any job is planned.
+pub(crate) async fn one_worker_of(slots: u32) -> Farm {
     let mut farm = Farm::with_workers(0);
-    farm.start_worker(0, &["--slots", "2"]);
+    farm.start_worker(0, &["--slots", &slots.to_string()]);
     let deps = farm.deps().await;
     let never = || "the worker never registered".to_string();
     eventually(PATIENCE, Duration::from_millis(50), never, async || {
@@ -182,4 +187,38 @@ async fn a_job_of_weight_two_gets_about_twice_the_slots() {
         (1.5..=2.7).contains(&ratio),
         "the job of weight 2 did {h} tasks against {l} ({ratio:.2}x)"
     );
+}
+
+/// The frames of `events`' task starts, in the order they started (one-frame tasks).
+fn frames_started(events: &[Event]) -> Vec<u32> {
+    let mut starts: Vec<(u64, u32)> = events
+        .iter()
+        .filter(|e| e.kind == EventKind::TaskStarted)
+        .filter_map(|e| Some((e.time_ms, e.index? + 1)))
+        .collect();
+    starts.sort_unstable();
+    starts.into_iter().map(|(_, frame)| frame).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_frames_start_first_in_preview_order_or_as_listed() {
+    let farm = one_worker_of(1).await;
+    let deps = farm.deps().await;
+    let job = |id: &str, order: &str| {
+        format!(
+            "id = \"{id}\"\nrenderer = \"noop\"\n[frames]\nrange = \"1-48\"\n{order}\n[settings]\nsleep_ms = 20\n"
+        )
+    };
+    farm.submit("preview", &job("preview", "order = \"preview\""));
+    wait_event(&farm, &deps.js, "preview", EventKind::JobDone).await;
+    let started = frames_started(&events_of(&farm, "preview").await);
+    assert_eq!(started[..7], [1, 48, 24, 12, 36, 6, 18], "{started:?}");
+    let mut all = started.clone();
+    all.sort_unstable();
+    assert_eq!(all, (1..=48).collect::<Vec<_>>(), "every frame once");
+
+    farm.submit("listed", &job("listed", "first = \"30,5\""));
+    wait_event(&farm, &deps.js, "listed", EventKind::JobDone).await;
+    let started = frames_started(&events_of(&farm, "listed").await);
+    assert_eq!(started[..4], [30, 5, 1, 2], "{started:?}");
 }

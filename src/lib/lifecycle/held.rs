@@ -15,15 +15,33 @@ use crate::core::state::{Change, PAGE_SIZE, Round, TaskState, page_count, page_o
 /// A held task: its index and the attempts it had.
 pub type HeldTask = (u32, u32);
 
-/// Up to `wanted` held tasks of `job` from task `from` on, in task order, and the first
-/// task after them that may still be held (`None`: no task after them is).
+/// Up to `wanted` held tasks of `job` from place `from` on of its queue order (`order`,
+/// from [`queue_order`](crate::core::order::queue_order); task order when `None`, and
+/// then a place is a task index), and the first place after them that may still hold a
+/// held task (`None`: none after them does).
 pub async fn find(
     deps: &Deps,
     job: &Job,
+    order: Option<&[u32]>,
     from: u32,
     wanted: u32,
 ) -> anyhow::Result<(Vec<HeldTask>, Option<u32>)> {
     let tasks = plan::task_count(job);
+    if let Some(order) = order {
+        let slots = deps.ledger.slots(&job.id, tasks).await?;
+        let mut held = Vec::new();
+        for (place, &index) in order.iter().enumerate().skip(from as usize) {
+            let slot = slots[index as usize];
+            if slot.state() != TaskState::Held {
+                continue;
+            }
+            if held.len() as u32 == wanted {
+                return Ok((held, Some(place as u32)));
+            }
+            held.push((index, slot.attempt()));
+        }
+        return Ok((held, None));
+    }
     let mut held = Vec::new();
     let mut page_no = page_of(from).0;
     while page_no < page_count(tasks) {
@@ -68,7 +86,8 @@ pub async fn release(
     {
         confirmation?;
     }
-    let indices: Vec<u32> = held.iter().map(|&(index, _)| index).collect();
+    let mut indices: Vec<u32> = held.iter().map(|&(index, _)| index).collect();
+    indices.sort_unstable();
     let moved = change_pages(deps, job, &indices, Change::Release).await?;
     let released = moved
         .iter()

@@ -260,7 +260,13 @@ async fn reject(deps: &Deps, job: &str, invalid: Invalid) -> anyhow::Result<()> 
 async fn plan_job(planner: &Planner, msg: &jetstream::Message, mut job: Job) -> anyhow::Result<()> {
     let deps = &planner.deps;
     let tasks = plan::task_count(&job);
-    let ready: Vec<plan::TaskPlan> = plan::tasks(&job)
+    // In the job's queue order: key frames first, when it asks.
+    let ready: Vec<plan::TaskPlan> = match crate::core::order::queue_order(&job) {
+        Some(order) => order.into_iter().map(|i| plan::task(&job, i)).collect(),
+        None => plan::tasks(&job).collect(),
+    };
+    let ready: Vec<plan::TaskPlan> = ready
+        .into_iter()
         .filter(|t| t.waits_for.is_empty())
         .collect();
     // The smallest window is the job's weight: a job with no more ready tasks needs none.
@@ -315,18 +321,18 @@ async fn plan_job(planner: &Planner, msg: &jetstream::Message, mut job: Job) -> 
         0 => ready.len(),
         size => ready.len().min(size as usize),
     };
-    let first_held = ready.get(queued).map(|t| t.index);
     let held = ready.len() - queued;
+    let mut state = vec![TaskState::Waiting; tasks as usize];
+    for (place, task) in ready.iter().enumerate() {
+        state[task.index as usize] = match place < queued {
+            true => TaskState::Queued,
+            false => TaskState::Held,
+        };
+    }
     // The pages are written while the tasks are queued.
-    let pages = deps.ledger.create_pages(&job.id, tasks, |i| {
-        if !plan::task(&job, i).waits_for.is_empty() {
-            TaskState::Waiting
-        } else if first_held.is_some_and(|held| i >= held) {
-            TaskState::Held
-        } else {
-            TaskState::Queued
-        }
-    });
+    let pages = deps
+        .ledger
+        .create_pages(&job.id, tasks, |i| state[i as usize]);
     let queue = async {
         let ready = &ready[..queued];
         queue_atomically(deps, msg, &job, ready, &planner.batch_limit).await?;

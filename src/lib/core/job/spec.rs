@@ -91,6 +91,13 @@ pub struct FramesSpec {
     /// Frames per task; 1 by default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chunk: Option<u32>,
+    /// `sequence` (default: in frame order) or `preview` (first, last, middle, then
+    /// halving the gaps), the order frames are queued in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<String>,
+    /// Frames queued before all others, in this order: `"1,48,24"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first: Option<String>,
 }
 
 /// `[tiles]`.

@@ -199,6 +199,8 @@ fn json_schema_matches_the_spec_fields() {
         frames: Some(FramesSpec {
             range: Some("1".into()),
             chunk: Some(1),
+            order: Some("preview".into()),
+            first: Some("1".into()),
         }),
         tiles: Some(TilesSpec {
             grid: Some([1, 1]),

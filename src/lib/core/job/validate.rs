@@ -17,6 +17,7 @@ use super::{
     JOB_SCHEMA, MAX_ATTEMPTS, MAX_IMAGE_SIDE, MAX_LAYERS, MAX_TASK_PIXELS, MAX_TASKS, MAX_WEIGHT,
 };
 use crate::core::frames::FrameRange;
+use crate::core::order::FrameOrder;
 use crate::core::paths::parse_manifest_ref;
 use crate::core::problem::{Invalid, Problems};
 
@@ -89,6 +90,8 @@ pub struct Job {
     pub frames: FrameRange,
     /// Frames per task.
     pub chunk: u32,
+    /// The order its frames are queued in.
+    pub order: FrameOrder,
     /// Tile segmentation.
     pub tiles: Option<Tiles>,
     /// Layer segmentation (empty: one unnamed layer).
@@ -264,6 +267,17 @@ impl JobSpec {
             errors.add("frames.chunk", "must be at least 1");
         }
         let chunk = chunk.max(1);
+        let order = FrameOrder::parse(
+            frames_spec.order.as_deref(),
+            frames_spec.first.as_deref(),
+            &frames,
+        )
+        .unwrap_or_else(|problems| {
+            for (field, message) in problems {
+                errors.add(field, message);
+            }
+            FrameOrder::default()
+        });
 
         let tiles = self
             .tiles
@@ -353,6 +367,7 @@ impl JobSpec {
             image,
             frames,
             chunk,
+            order,
             tiles,
             layers,
             retry: Retry {

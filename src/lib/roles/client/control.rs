@@ -387,7 +387,8 @@ async fn queue_held(
             window.to_release(count(TaskState::Queued), count(TaskState::Running), 0.0)
         }
     };
-    let (found, _) = held::find(deps, job, 0, wanted).await?;
+    let order = crate::core::order::queue_order(job);
+    let (found, _) = held::find(deps, job, order.as_deref(), 0, wanted).await?;
     let queued = held::release(deps, job, record.round(), &found).await?;
     publish::flush(&deps.client).await;
     Ok(queued)

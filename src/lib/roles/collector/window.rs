@@ -9,6 +9,7 @@
 //! shares.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -40,7 +41,9 @@ pub(super) struct Tally {
     suspended: bool,
     queued: u32,
     running: u32,
-    /// The first task that may still be held; `None` once none is.
+    /// The job's queue order (`None`: task order).
+    order: Option<Arc<Vec<u32>>>,
+    /// The first place in it that may still be held; `None` once none is.
     next_held: Option<u32>,
     counted: Instant,
     /// Tasks started since `since`, and the rate of starts measured before it.
@@ -57,16 +60,20 @@ impl Tally {
         let round = record.as_ref().map(|r| r.round()).unwrap_or_default();
         let suspended = record.is_some_and(|r| r.suspended);
         let count = |state| slots.iter().filter(|s| s.state() == state).count() as u32;
+        let order = crate::core::order::queue_order(job).map(Arc::new);
+        let held = |&i: &u32| slots[i as usize].state() == TaskState::Held;
+        let next_held = match &order {
+            Some(order) => order.iter().position(held),
+            None => (0..slots.len() as u32).position(|i| held(&i)),
+        };
         Ok(Tally {
             incarnation: job.incarnation.clone(),
             round,
             suspended,
             queued: count(TaskState::Queued),
             running: count(TaskState::Running),
-            next_held: slots
-                .iter()
-                .position(|s| s.state() == TaskState::Held)
-                .map(|i| i as u32),
+            order,
+            next_held: next_held.map(|place| place as u32),
             counted: Instant::now(),
             started: 0,
             since: Instant::now(),
@@ -157,7 +164,8 @@ impl Windows {
         let Some(from) = tally.next_held else {
             return Ok(());
         };
-        let (found, next) = held::find(deps, job, from, wanted).await?;
+        let order = tally.order.as_deref().map(Vec::as_slice);
+        let (found, next) = held::find(deps, job, order, from, wanted).await?;
         // The cursor moves on only once the release is stored: a failed one is tried again
         // when its event comes back.
         tally.queued += held::release(deps, job, tally.round, &found).await?;
