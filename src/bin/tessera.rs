@@ -162,6 +162,10 @@ enum Command {
         /// high, normal or low.
         priority: String,
     },
+    /// Limits: named farm-wide counts of tokens (renderer licences) that jobs' tasks hold
+    /// while queued or running (`limits = ["NAME"]` in a job).
+    #[command(subcommand)]
+    Limit(LimitCommand),
     /// List the live workers.
     Workers {
         /// Print JSON.
@@ -181,6 +185,23 @@ enum Command {
         job: String,
         /// Only this task.
         task: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum LimitCommand {
+    /// Set a limit's tokens, making it if it is new.
+    Set {
+        /// Its name, as jobs name it.
+        name: String,
+        /// How many tasks may hold a token at once.
+        tokens: u32,
+    },
+    /// List the limits: tokens, in use, jobs waiting.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -353,6 +374,30 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let deps = connect(&cli.common).await?;
             let changed = client::resume(&deps, &job_id(&job)?).await?;
             println!("{job} resumed: {} tasks queued", changed.queued);
+        }
+        Command::Limit(LimitCommand::Set { name, tokens }) => {
+            let deps = connect(&cli.common).await?;
+            let limit = client::set_limit(&deps, &name, tokens).await?;
+            println!(
+                "limit {name}: {} tokens, {} in use",
+                limit.max, limit.in_use
+            );
+        }
+        Command::Limit(LimitCommand::List { json }) => {
+            let deps = connect(&cli.common).await?;
+            let limits = client::list_limits(&deps).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&limits)?);
+            }
+            for limit in limits.iter().filter(|_| !json) {
+                println!(
+                    "{}: {} of {} in use, {} jobs waiting",
+                    limit.name,
+                    limit.in_use,
+                    limit.max,
+                    limit.waiting.len()
+                );
+            }
         }
         Command::Suspend { job } => {
             let deps = connect(&cli.common).await?;

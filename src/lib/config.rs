@@ -321,6 +321,8 @@ pub struct Deps {
     pub store: Store,
     /// Job records.
     pub ledger: Ledger,
+    /// Limits and their tokens.
+    pub limits: crate::bus::limits::Limits,
 }
 
 impl Deps {
@@ -345,11 +347,13 @@ impl Deps {
             .await
             .context("applying the JetStream layout")?;
         let ledger = Ledger::new(streams::jobs_bucket(&js).await?);
+        let limits = crate::bus::limits::Limits::open(&js).await?;
         Ok(Deps {
             client,
             js,
             store,
             ledger,
+            limits,
         })
     }
 }

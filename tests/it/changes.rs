@@ -26,7 +26,10 @@ async fn a_suspended_job_keeps_its_tasks_through_a_restart_of_every_role_until_r
 
     let out = farm.cli(&["suspend", "shot"]);
     let said = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && said.contains("suspended"), "{said} {out:?}");
+    assert!(
+        out.status.success() && said.contains("suspended"),
+        "{said} {out:?}"
+    );
     let at_suspend = count(&events_of(&farm, "shot").await, EventKind::TaskStarted);
     tokio::time::sleep(QUIET).await;
     // What the two slots held when it was suspended (a task each, and the next one each
@@ -101,7 +104,10 @@ async fn a_job_given_a_higher_priority_has_its_remaining_tasks_queued_at_it() {
 
     let out = farm.cli(&["priority", "late", "high"]);
     let said = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && said.contains("is now high"), "{said} {out:?}");
+    assert!(
+        out.status.success() && said.contains("is now high"),
+        "{said} {out:?}"
+    );
     // Nothing of it waits in the low queue any more: what was queued there moved (what
     // a worker already holds finishes where it is).
     let stream = deps.js.get_stream(TASKS_STREAM).await.unwrap();
@@ -110,7 +116,10 @@ async fn a_job_given_a_higher_priority_has_its_remaining_tasks_queued_at_it() {
     farm.wait_done("late");
     // At low, it would have waited for the normal job's 60 tasks; at high it runs first.
     let normal_done = count(&events_of(&farm, "normal").await, EventKind::TaskDone);
-    assert!(normal_done < 50, "the normal job did {normal_done} of 60 first");
+    assert!(
+        normal_done < 50,
+        "the normal job did {normal_done} of 60 first"
+    );
     let late = events_of(&farm, "late").await;
     assert_eq!(count(&late, EventKind::TaskDone), 20);
     assert!(!times(&late, EventKind::JobDone).is_empty());

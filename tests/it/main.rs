@@ -16,6 +16,8 @@ mod local_farm;
 mod server;
 // Fair share: windows, weights, max_workers.
 mod sharing;
+// Limits: tokens held across workers and jobs, none lost to a dead worker.
+mod limits;
 // Suspending and resuming a job, and changing its priority, while it runs.
 mod changes;
 // Killed workers, poison tasks, lost deliveries, restarts, duplicates.

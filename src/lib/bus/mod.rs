@@ -4,6 +4,7 @@
 pub mod consume;
 pub mod ledger;
 pub mod legacy;
+pub mod limits;
 pub mod protocol;
 pub mod publish;
 pub mod registry;

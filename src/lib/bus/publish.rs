@@ -142,10 +142,7 @@ pub async fn task_batch(
     if rest.is_empty() {
         // One message is stored whole or not at all: no batch needed, and a batch commit
         // costs the server about 4 ms more (measured), which a single-frame job would feel.
-        return Ok(task(js, job, last, round, 0)
-            .await?
-            .confirmed()
-            .await?);
+        return Ok(task(js, job, last, round, 0).await?.confirmed().await?);
     }
     let batch = nuid::next().to_string();
     let subject = protocol::task_subject(&job.class, job.priority, &job.id, job.renderer);

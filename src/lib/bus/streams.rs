@@ -32,6 +32,8 @@ pub const JOBS_BUCKET: &str = "tessera-jobs";
 pub const WORKERS_BUCKET: &str = "tessera-workers";
 /// Collector leases (who shares the event partitions).
 pub const COLLECTORS_BUCKET: &str = "tessera-collectors";
+/// Limits and their tokens.
+pub const LIMITS_BUCKET: &str = "tessera-limits";
 /// The priority group every task pull names (the task consumers' overflow group).
 pub const WORKERS_GROUP: &str = "workers";
 /// JetStream's MAX_DELIVERIES advisories about tasks, kept until a collector handles them.
@@ -55,7 +57,7 @@ const STREAM_FILES: [(&str, &str); 4] = [
         include_str!("../../../streams/TESSERA_ADVISORIES.json"),
     ),
 ];
-const BUCKET_FILES: [(&str, &str); 3] = [
+const BUCKET_FILES: [(&str, &str); 4] = [
     (
         "kv-tessera-jobs.json",
         include_str!("../../../streams/kv-tessera-jobs.json"),
@@ -67,6 +69,10 @@ const BUCKET_FILES: [(&str, &str); 3] = [
     (
         "kv-tessera-workers.json",
         include_str!("../../../streams/kv-tessera-workers.json"),
+    ),
+    (
+        "kv-tessera-limits.json",
+        include_str!("../../../streams/kv-tessera-limits.json"),
     ),
 ];
 const PLANNER_CONSUMER: &str = include_str!("../../../streams/consumer-planner.json");
@@ -515,6 +521,7 @@ mod tests {
         assert_eq!(buckets[0].bucket, JOBS_BUCKET);
         assert_eq!(buckets[1].bucket, COLLECTORS_BUCKET);
         assert_eq!(buckets[2].bucket, WORKERS_BUCKET);
+        assert_eq!(buckets[3].bucket, LIMITS_BUCKET);
         // Leases expire on their own and leave a marker that watchers see.
         assert!(buckets[1].limit_markers.is_some());
         assert!(buckets[2].limit_markers.is_some());

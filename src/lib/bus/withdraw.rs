@@ -62,11 +62,9 @@ pub async fn pause_and_find<'a>(
     let mut paused_here = None;
     if let Ok(info) = stream.consumer_info(&name).await {
         if !info.paused {
-            let until = async_nats::datetime::add_std_duration(
-                async_nats::datetime::now(),
-                PAUSE_AT_MOST,
-            )
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let until =
+                async_nats::datetime::add_std_duration(async_nats::datetime::now(), PAUSE_AT_MOST)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
             stream
                 .pause_consumer(&name, until)
                 .await
@@ -116,7 +114,12 @@ async fn find(
         let message = match message {
             Ok(message) => message,
             Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => return Ok(queued),
-            Err(e) => return Err(anyhow::anyhow!("reading the queued tasks of {}: {e}", queue.job)),
+            Err(e) => {
+                return Err(anyhow::anyhow!(
+                    "reading the queued tasks of {}: {e}",
+                    queue.job
+                ));
+            }
         };
         // A message that is not a task of the job is left where it is.
         if let Ok(task) = protocol::decode::<TaskMessage>(&message.payload)
@@ -138,7 +141,10 @@ impl Paused<'_> {
                     Ok(_) => Ok(()),
                     // Taken meanwhile (a job end's purge): gone all the same.
                     Err(e) if e.to_string().contains("no message found") => Ok(()),
-                    Err(e) => Err(anyhow::anyhow!("withdrawing a task of {}: {e}", self.queue.job)),
+                    Err(e) => Err(anyhow::anyhow!(
+                        "withdrawing a task of {}: {e}",
+                        self.queue.job
+                    )),
                 }
             })
             .buffer_unordered(DELETES_AT_ONCE)

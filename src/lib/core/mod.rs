@@ -5,6 +5,7 @@
 
 pub mod frames;
 pub mod job;
+pub mod limits;
 pub mod order;
 pub mod outputs;
 pub mod paths;

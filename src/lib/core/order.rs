@@ -51,10 +51,9 @@ impl FrameOrder {
                     "frames.first",
                     format!("frame {frame} is not in the job's frames ({frames})"),
                 )),
-                Ok(frame) if listed.contains(&frame) => problems.push((
-                    "frames.first",
-                    format!("frame {frame} is named twice"),
-                )),
+                Ok(frame) if listed.contains(&frame) => {
+                    problems.push(("frames.first", format!("frame {frame} is named twice")))
+                }
                 Ok(frame) => listed.push(frame),
                 Err(_) => problems.push((
                     "frames.first",
@@ -177,7 +176,14 @@ mod tests {
     #[test]
     fn first_and_order_are_checked_naming_the_field() {
         let frames = FrameRange::parse("1-48").unwrap();
-        let cases: [(Option<&str>, Option<&str>, Result<(Vec<u32>, bool), &str>); 7] = [
+        /// (order, first) -> the frames first and whether in preview order, or the field
+        /// of the problem.
+        type Case<'a> = (
+            Option<&'a str>,
+            Option<&'a str>,
+            Result<(Vec<u32>, bool), &'a str>,
+        );
+        let cases: [Case; 7] = [
             (None, None, Ok((vec![], false))),
             (Some("preview"), None, Ok((vec![], true))),
             (None, Some("1, 48,24"), Ok((vec![1, 48, 24], false))),
@@ -208,9 +214,8 @@ mod tests {
     #[test]
     fn key_frames_go_first_with_their_chunk() {
         let job = |extra: &str| {
-            let text = format!(
-                "id = \"o\"\nrenderer = \"noop\"\n[frames]\nrange = \"1-8\"\n{extra}"
-            );
+            let text =
+                format!("id = \"o\"\nrenderer = \"noop\"\n[frames]\nrange = \"1-8\"\n{extra}");
             crate::core::job::from_toml(&text)
                 .expect("parses")
                 .validate()

@@ -67,13 +67,22 @@ pub async fn find(
 
 /// Publishes held tasks `held` of `job` in `round` (each deduplicated by its
 /// `Nats-Msg-Id`; a task that had attempts goes on with their numbering), then marks them
-/// queued and rings the doorbell; returns how many were still held.
+/// queued and rings the doorbell; returns how many were still held. A job with limits
+/// queues only the tasks that get a token of each ([`tokens::take`]).
 pub async fn release(
     deps: &Deps,
     job: &Job,
     round: Round,
     held: &[HeldTask],
 ) -> anyhow::Result<u32> {
+    let granted;
+    let held = match job.limits.is_empty() {
+        true => held,
+        false => {
+            granted = super::tokens::take(deps, job, held).await?;
+            &granted[..]
+        }
+    };
     if held.is_empty() {
         return Ok(0);
     }

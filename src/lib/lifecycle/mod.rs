@@ -1,10 +1,12 @@
 //! The steps of a job's life that more than one role takes: ending it — by the collector
 //! when its last task ends or one fails under policy `fail`, by the client on
 //! `tessera cancel` — and deleting it — by the client on `tessera delete`, by the
-//! collector's retention — and queuing held tasks ([`held`]), by the collector and by
-//! `tessera resume`. They live below the roles so that neither imports the other.
+//! collector's retention — queuing held tasks ([`held`]), by the planner, the collector
+//! and `tessera resume`, and the tokens of limits they take and give back ([`tokens`]).
+//! They live below the roles so that neither imports the other.
 
 pub mod held;
+pub mod tokens;
 
 use crate::bus::protocol::{self, Event, EventKind};
 use crate::bus::{publish, streams};
@@ -48,6 +50,8 @@ pub async fn end_job(
             .await?;
         publish::stop_renders(&deps.client, &job.id).await?;
     }
+    // Its tokens go to the jobs waiting for them.
+    tokens::give_back(deps, job, None).await?;
     let kind = match state {
         JobState::Done => EventKind::JobDone,
         JobState::Canceled => EventKind::JobCanceled,

@@ -29,6 +29,7 @@ use crate::core::plan;
 use crate::core::problem::Invalid;
 use crate::core::state::{JobRecord, JobState, Round, TaskState, Window};
 use crate::core::stitch::{PixelKind, canvas_bytes};
+use crate::lifecycle::held;
 
 /// How a planner runs.
 #[derive(Debug, Clone, Copy, Default, clap::Args)]
@@ -188,6 +189,9 @@ async fn handle(planner: &Planner, msg: &jetstream::Message) -> anyhow::Result<(
     if let Err(invalid) = crate::render::validate::stored_scene(&deps.store, &job).await? {
         return reject(deps, job.id.as_str(), invalid).await;
     }
+    if let Err(invalid) = limits_are_set(deps, &job).await? {
+        return reject(deps, job.id.as_str(), invalid).await;
+    }
     plan_job(planner, msg, job).await
 }
 
@@ -216,6 +220,20 @@ fn fits_the_server(deps: &Deps, job: &Job) -> Result<(), Invalid> {
             "a task would be a {size}-byte message, more than the NATS server's max_payload of {limit} bytes (less {HEADER_ROOM} for headers): {fix}"
         ),
     ))
+}
+
+/// Checks that every limit the job names was set (`tessera limit set`).
+async fn limits_are_set(deps: &Deps, job: &Job) -> anyhow::Result<Result<(), Invalid>> {
+    let mut problems = crate::core::problem::Problems::default();
+    for (i, name) in job.limits.iter().enumerate() {
+        if deps.limits.get(name).await?.is_none() {
+            problems.add(
+                format!("limits[{i}]"),
+                format!("no limit {name:?} is set on this farm: `tessera limit set {name} N` makes one of N tokens"),
+            );
+        }
+    }
+    Ok(problems.into_result(()))
 }
 
 /// Checks that a tiled frame of the job can be stitched within the farm's canvas budget.
@@ -270,10 +288,17 @@ async fn plan_job(planner: &Planner, msg: &jetstream::Message, mut job: Job) -> 
         .filter(|t| t.waits_for.is_empty())
         .collect();
     // The smallest window is the job's weight: a job with no more ready tasks needs none.
+    // A job with limits always has one: its tasks are queued as they get tokens.
+    let limited = !job.limits.is_empty();
     let mut window = 0;
-    if ready.len() as u64 > u64::from(job.weight) || job.max_workers.is_some() {
+    if ready.len() as u64 > u64::from(job.weight) || job.max_workers.is_some() || limited {
         let slots = planner.workers.serving(deps, &job).await?;
-        window = Window::of(&job, slots, ready.len() as u32).map_or(0, |w| w.size);
+        let ready = ready.len() as u32;
+        window = match Window::of(&job, slots, ready) {
+            Some(window) => window.size,
+            None if limited => ready.max(1),
+            None => 0,
+        };
     }
     job.incarnation = nuid::next().to_string();
     let record = JobRecord {
@@ -316,8 +341,10 @@ async fn plan_job(planner: &Planner, msg: &jetstream::Message, mut job: Job) -> 
             window = existing.window;
         }
     }
-    // The window's first tasks are queued, the other ready ones held.
+    // The window's first tasks are queued, the other ready ones held; a job with limits
+    // queues its first ones once they have tokens, after it is announced.
     let queued = match window {
+        _ if limited => 0,
         0 => ready.len(),
         size => ready.len().min(size as usize),
     };
@@ -356,6 +383,11 @@ async fn plan_job(planner: &Planner, msg: &jetstream::Message, mut job: Job) -> 
     let (pages, queue) = tokio::join!(pages, queue);
     pages?;
     queue?;
+    if limited {
+        let order = crate::core::order::queue_order(&job);
+        let (first, _) = held::find(deps, &job, order.as_deref(), 0, window).await?;
+        held::release(deps, &job, Round::default(), &first).await?;
+    }
     deps.ledger
         .update_job(&job.id, |r| !std::mem::replace(&mut r.published, true))
         .await?;
@@ -381,7 +413,15 @@ async fn queue_atomically(
     while start < ready.len() {
         let limit = batch_limit.load(Ordering::Relaxed).max(1);
         let end = (start + limit).min(ready.len());
-        match publish::task_batch(&deps.client, &deps.js, job, &ready[start..end], Round::default()).await {
+        match publish::task_batch(
+            &deps.client,
+            &deps.js,
+            job,
+            &ready[start..end],
+            Round::default(),
+        )
+        .await
+        {
             Ok(()) | Err(BatchError::AlreadyQueued) => start = end,
             Err(BatchError::TooLarge(max)) => {
                 tracing::warn!(

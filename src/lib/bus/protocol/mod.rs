@@ -116,8 +116,14 @@ mod tests {
             withdrawals,
         };
         assert_eq!(task_msg_id(&job, "inc", &task, round(0, 0)), "j1:inc:f0001");
-        assert_eq!(task_msg_id(&job, "inc", &task, round(2, 0)), "j1:inc:f0001:r2");
-        assert_eq!(task_msg_id(&job, "inc", &task, round(0, 1)), "j1:inc:f0001:w1");
+        assert_eq!(
+            task_msg_id(&job, "inc", &task, round(2, 0)),
+            "j1:inc:f0001:r2"
+        );
+        assert_eq!(
+            task_msg_id(&job, "inc", &task, round(0, 1)),
+            "j1:inc:f0001:w1"
+        );
         assert_eq!(
             task_msg_id(&job, "inc", &task, round(2, 3)),
             "j1:inc:f0001:r2:w3"

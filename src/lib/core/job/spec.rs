@@ -58,6 +58,10 @@ pub struct JobSpec {
     /// Most of the job's tasks running at once (none by default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_workers: Option<u32>,
+    /// Limits each task holds a token of while it is queued or running
+    /// (`["blender-license"]`; `tessera limit set` says how many tokens each has).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub limits: Vec<String>,
     /// Renderer-specific settings, passed through.
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub settings: serde_json::Map<String, serde_json::Value>,

@@ -221,6 +221,7 @@ fn json_schema_matches_the_spec_fields() {
         keep_parts: Some(true),
         weight: Some(2),
         max_workers: Some(3),
+        limits: vec!["lic".into()],
         settings: [("k".to_string(), serde_json::Value::from(1))]
             .into_iter()
             .collect(),

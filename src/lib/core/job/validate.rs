@@ -106,6 +106,8 @@ pub struct Job {
     pub weight: u32,
     /// Most of its tasks running at once.
     pub max_workers: Option<u32>,
+    /// The limits each of its tasks holds a token of.
+    pub limits: Vec<String>,
     /// The spec this was validated from, with the id filled in (stored in the job record).
     pub spec: JobSpec,
     /// Which submission of this id the job is: set by the planner when it records the job
@@ -343,6 +345,23 @@ impl JobSpec {
                 format!("{weight} is not a weight: use a whole number from 1 to {MAX_WEIGHT}"),
             );
         }
+        for (i, name) in self.limits.iter().enumerate() {
+            if let Err(e) = crate::core::limits::check_name(name) {
+                errors.add(format!("limits[{i}]"), e);
+            } else if self.limits[..i].contains(name) {
+                errors.add(format!("limits[{i}]"), format!("{name:?} is named twice"));
+            }
+        }
+        if self.limits.len() > crate::core::limits::MAX_JOB_LIMITS {
+            errors.add(
+                "limits",
+                format!(
+                    "names {} limits; at most {}",
+                    self.limits.len(),
+                    crate::core::limits::MAX_JOB_LIMITS
+                ),
+            );
+        }
         if self.max_workers == Some(0) {
             errors.add(
                 "max_workers",
@@ -380,6 +399,7 @@ impl JobSpec {
             keep_parts: self.keep_parts.unwrap_or(false),
             weight,
             max_workers: self.max_workers,
+            limits: self.limits.clone(),
             spec: self,
             incarnation: String::new(),
             window: 0,

@@ -65,8 +65,23 @@ pub async fn retry(deps: &Deps, id: &JobId) -> anyhow::Result<usize> {
         .await?
         .confirmed()
         .await?;
+    if !job.limits.is_empty() {
+        // Queued as they get tokens, like the job's first tasks.
+        let ready: Vec<u32> = queued
+            .iter()
+            .copied()
+            .filter(|&i| {
+                let task = crate::core::plan::task(&job, i);
+                task.waits_for
+                    .iter()
+                    .all(|&d| slots[d as usize].state() == TaskState::Done)
+            })
+            .collect();
+        held::change_pages(deps, &job, &ready, Change::Withhold).await?;
+        queue_held(deps, &job, &record).await?;
+    }
     // A task whose dependencies are not done waits: the collector queues it when they are.
-    for &index in &queued {
+    for &index in queued.iter().filter(|_| job.limits.is_empty()) {
         let task = crate::core::plan::task(&job, index);
         let ready = task
             .waits_for
@@ -235,7 +250,9 @@ pub async fn suspend(deps: &Deps, id: &JobId) -> anyhow::Result<Changed> {
 pub async fn resume(deps: &Deps, id: &JobId) -> anyhow::Result<Changed> {
     let (record, _) = deps
         .ledger
-        .update_job(id, |r| !r.state.is_terminal() && std::mem::take(&mut r.suspended))
+        .update_job(id, |r| {
+            !r.state.is_terminal() && std::mem::take(&mut r.suspended)
+        })
         .await?;
     let job = active(id, &record)?;
     announce(deps, &job, &record, "resumed").await?;
@@ -284,7 +301,10 @@ pub async fn set_priority(deps: &Deps, id: &JobId, priority: Priority) -> anyhow
 }
 
 /// The job of `record`, which must not have ended.
-fn active(id: &JobId, record: &crate::core::state::JobRecord) -> anyhow::Result<crate::core::job::Job> {
+fn active(
+    id: &JobId,
+    record: &crate::core::state::JobRecord,
+) -> anyhow::Result<crate::core::job::Job> {
     if record.state.is_terminal() {
         anyhow::bail!("job {id} has already ended ({})", record.state.as_str());
     }
@@ -305,12 +325,8 @@ async fn announce(
     let mut event = Event::new(EventKind::JobChanged, job.id.as_str());
     event.message = Some(what.to_string());
     event.incarnation = Some(job.incarnation.clone());
-    let msg_id = crate::bus::protocol::changed_msg_id(
-        &job.id,
-        &job.incarnation,
-        record.withdrawals,
-        what,
-    );
+    let msg_id =
+        crate::bus::protocol::changed_msg_id(&job.id, &job.incarnation, record.withdrawals, what);
     let sequence = publish::event_pending(&deps.js, &event, Some(&msg_id))
         .await?
         .stored_at()

@@ -23,8 +23,8 @@ use crate::core::state::{TaskSlot, page_of};
 /// The transitions of one job's page in a batch, each with its message's position.
 type Group = Vec<(usize, Transition)>;
 
-/// A windowed job's transitions in a batch (before and after), and their messages.
-type Moved = (Arc<Job>, Vec<(TaskSlot, TaskSlot)>, Vec<usize>);
+/// A windowed job's transitions in a batch (task, before and after), and their messages.
+type Moved = (Arc<Job>, Vec<(u32, TaskSlot, TaskSlot)>, Vec<usize>);
 
 /// Most untiled transitions whose steps (a frame copied, tasks released) run at once.
 const STEPS_AT_ONCE: usize = 16;
@@ -81,7 +81,12 @@ pub(super) async fn handle(
             let entry = moved
                 .entry(job.clone())
                 .or_insert_with(|| (group[0].1.job.clone(), Vec::new(), Vec::new()));
-            entry.1.extend(slots.iter().copied());
+            let tasks = group.iter().map(|(_, t)| t.index);
+            entry.1.extend(
+                tasks
+                    .zip(&slots)
+                    .map(|(i, &(before, after))| (i, before, after)),
+            );
             entry.2.extend(group.iter().map(|(i, _)| *i));
         }
         // An untiled job's steps run side by side (each its own frame); a tiled job's in
@@ -142,9 +147,11 @@ async fn alone(
         .ledger
         .change_task(&t.job.id, t.index, t.change)
         .await?;
-    let job = t.job.clone();
+    let (job, index) = (t.job.clone(), t.index);
     let end = events::finish(deps, Some(stitching), t, before, after).await?;
-    windows.top_up(deps, &job, &[(before, after)]).await?;
+    windows
+        .top_up(deps, &job, &[(index, before, after)])
+        .await?;
     if let Some((job, index)) = end {
         ending::check_end(deps, &job, index).await?;
     }

@@ -359,10 +359,16 @@ async fn release_dependents(deps: &Deps, job: &Job, index: u32) -> anyhow::Resul
             .slots_of(&job.id, task.waits_for.iter().copied())
             .await?;
         if slots.iter().all(|s| s.state() == TaskState::Done) {
-            if job.suspended {
-                deps.ledger
+            if job.suspended || !job.limits.is_empty() {
+                // Held: `tessera resume` queues it, or it is queued once it has a token.
+                let (_, after) = deps
+                    .ledger
                     .change_task(&job.id, dependent, Change::Withhold)
                     .await?;
+                if !job.suspended && after.state() == TaskState::Held {
+                    let held = [(dependent, after.attempt())];
+                    crate::lifecycle::held::release(deps, job, round, &held).await?;
+                }
                 continue;
             }
             let (before, after) = deps

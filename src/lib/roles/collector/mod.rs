@@ -17,7 +17,11 @@
 //! - `advisories`: tasks JetStream gave up on, failed;
 //! - `leases`: the tasks of a worker whose lease expired, handed back at once;
 //! - `retention`: jobs that ended longer ago than `--keep-jobs`, deleted;
-//! - `window`: the held tasks of windowed jobs, queued as their queued ones start.
+//! - `window`: the held tasks of windowed jobs, queued as their queued ones start (and
+//!   the tokens of a job's limits given back as its tasks end);
+//! - every [`LIMITS_SWEEP`], tokens of tasks that ended without giving them back return,
+//!   and free ones go to the jobs waiting in line
+//!   ([`tokens::sweep`](crate::lifecycle::tokens::sweep)).
 
 mod advisories;
 mod assemble;
@@ -37,6 +41,9 @@ use tokio_util::sync::CancellationToken;
 use crate::bus::consume::{self, Puller};
 use crate::bus::streams;
 use crate::config::Deps;
+
+/// How often a collector sweeps the limits.
+const LIMITS_SWEEP: Duration = Duration::from_secs(2);
 
 /// How a collector runs.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -75,8 +82,20 @@ pub async fn run(
             retention::run(deps.clone(), keep, shutdown.clone()).await;
         }
     };
-    let (legacy, events, advisories, (), ()) =
-        tokio::join!(legacy, events, advisories, leases, retention);
+    let limits = async {
+        let mut every = tokio::time::interval(LIMITS_SWEEP);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = every.tick() => {}
+            }
+            if let Err(e) = crate::lifecycle::tokens::sweep(&deps).await {
+                tracing::warn!(error = %e, "sweeping the limits");
+            }
+        }
+    };
+    let (legacy, events, advisories, (), (), ()) =
+        tokio::join!(legacy, events, advisories, leases, retention, limits);
     tracing::info!("collector stopped");
     legacy.and(events).and(advisories)
 }

@@ -18,7 +18,7 @@ use crate::config::Deps;
 use crate::core::job::{Job, JobId};
 use crate::core::plan;
 use crate::core::state::{Round, TaskSlot, TaskState, Window};
-use crate::lifecycle::held;
+use crate::lifecycle::{held, tokens};
 
 /// How long a job's counts are trusted before they are read from its pages again (another
 /// collector may have moved its tasks meanwhile).
@@ -116,16 +116,28 @@ impl Tally {
 pub(super) struct Windows(HashMap<JobId, Tally>);
 
 impl Windows {
-    /// After `moves` (the transitions just applied to `job`'s tasks, before and after),
-    /// queues as many of its held tasks as its window has room for.
+    /// After `moves` (the transitions just applied to `job`'s tasks: task, before and
+    /// after), gives back the tokens of the tasks that ended (a job with limits) and queues
+    /// as many of its held tasks as its window has room for.
     pub(super) async fn top_up(
         &mut self,
         deps: &Deps,
         job: &Job,
-        moves: &[(TaskSlot, TaskSlot)],
+        moves: &[(u32, TaskSlot, TaskSlot)],
     ) -> anyhow::Result<()> {
         if job.window == 0 {
             return Ok(());
+        }
+        if !job.limits.is_empty() {
+            // Also when the task had ended before: a step cut short gives them back now.
+            let ended: Vec<u32> = moves
+                .iter()
+                .filter(|(_, _, after)| after.state().is_terminal())
+                .map(|&(task, _, _)| task)
+                .collect();
+            if !ended.is_empty() {
+                tokens::give_back(deps, job, Some(&ended)).await?;
+            }
         }
         let window = Window {
             size: job.window,
@@ -139,7 +151,7 @@ impl Windows {
         let fresh = match known {
             Some(tally) if tally.next_held.is_none() => return Ok(()),
             Some(tally) if tally.counted.elapsed() < RECOUNT => {
-                for &(before, after) in moves {
+                for &(_, before, after) in moves {
                     tally.apply(before, after);
                 }
                 None
@@ -168,8 +180,12 @@ impl Windows {
         let (found, next) = held::find(deps, job, order, from, wanted).await?;
         // The cursor moves on only once the release is stored: a failed one is tried again
         // when its event comes back.
-        tally.queued += held::release(deps, job, tally.round, &found).await?;
-        tally.next_held = next;
+        let released = held::release(deps, job, tally.round, &found).await?;
+        tally.queued += released;
+        // Tasks refused a token stay held where they are: the cursor stays for them.
+        if (released as usize) == found.len() {
+            tally.next_held = next;
+        }
         Ok(())
     }
 
