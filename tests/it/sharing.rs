@@ -222,3 +222,51 @@ async fn key_frames_start_first_in_preview_order_or_as_listed() {
     let started = frames_started(&events_of(&farm, "listed").await);
     assert_eq!(started[..4], [30, 5, 1, 2], "{started:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_chunks_start_as_single_frames_and_grow_to_the_target_time() {
+    let farm = two_slots().await;
+    let deps = farm.deps().await;
+    // Frames of 50 ms and a target of one second: bundles of about 20 frames.
+    let toml = "id = \"auto\"\nrenderer = \"noop\"\n[frames]\nrange = \"1-160\"\nchunk = \"auto\"\ntarget_task_time = \"1s\"\n[settings]\nframe_ms = 50\n";
+    farm.submit("auto", toml);
+    wait_event(&farm, &deps.js, "auto", EventKind::JobDone).await;
+    let events = events_of(&farm, "auto").await;
+    // Messages in the order they started: a bundle's tasks start together, naming it.
+    let mut starts: Vec<(u64, String)> = Vec::new();
+    let mut sizes: std::collections::HashMap<String, usize> = Default::default();
+    for e in events.iter().filter(|e| e.kind == EventKind::TaskStarted) {
+        let message = e
+            .bundle
+            .clone()
+            .or(e.task.clone())
+            .map(|t| format!("{t}/{}", e.attempt.unwrap_or(0)))
+            .unwrap();
+        if !sizes.contains_key(&message) {
+            starts.push((e.time_ms, message.clone()));
+        }
+        *sizes.entry(message).or_default() += 1;
+    }
+    starts.sort();
+    let in_order: Vec<usize> = starts.iter().map(|(_, m)| sizes[m]).collect();
+    eprintln!("auto chunk sizes in start order: {in_order:?}");
+    assert_eq!(
+        in_order[0], 1,
+        "the first task is a single frame: {in_order:?}"
+    );
+    // Once timed, every bundle but the last holds about a second of frames.
+    let grown = &in_order[in_order.iter().position(|&n| n > 1).unwrap()..in_order.len() - 1];
+    assert!(grown.len() >= 4, "{in_order:?}");
+    assert!(
+        grown.iter().all(|&n| (15..=24).contains(&n)),
+        "bundles should hold about 20 frames: {in_order:?}"
+    );
+    // Every frame rendered once, each with its own event.
+    let mut done: Vec<u32> = events
+        .iter()
+        .filter(|e| e.kind == EventKind::TaskDone)
+        .filter_map(|e| e.index)
+        .collect();
+    done.sort_unstable();
+    assert_eq!(done, (0..160).collect::<Vec<_>>());
+}

@@ -88,6 +88,29 @@ pub async fn task(
     send(js, subject, Some(&msg_id), protocol::encode(&message), what).await
 }
 
+/// Publishes tasks `tasks` of `job` (consecutive single frames of a `chunk = "auto"` job)
+/// as one bundle, rendered at once (see [`TaskMessage::bundle`]), without waiting for
+/// storage; deduplicated like [`task`], by its first task and its size.
+pub async fn bundle(
+    js: &jetstream::Context,
+    job: &Job,
+    tasks: &[TaskPlan],
+    round: Round,
+    attempts_before: u32,
+) -> anyhow::Result<Pending> {
+    if tasks.len() == 1 {
+        return task(js, job, &tasks[0], round, attempts_before).await;
+    }
+    let mut message = TaskMessage::bundle(job, tasks);
+    message.attempts_before = attempts_before;
+    message.max_attempts += attempts_before;
+    let subject = protocol::task_subject(&job.class, job.priority, &job.id, job.renderer);
+    let lead = protocol::task_msg_id(&job.id, &job.incarnation, &tasks[0].id, round);
+    let msg_id = format!("{lead}:b{}", tasks.len());
+    let what = format!("bundle {}", message.task);
+    send(js, subject, Some(&msg_id), protocol::encode(&message), what).await
+}
+
 /// Publishes task `task` of `job` again after its attempt `attempt` ended without a usable
 /// result that its worker could not see (the collector found its output bad): the next
 /// attempt is `attempt + 1`. Deduplicated per attempt, so a repeated step queues it once.

@@ -158,6 +158,12 @@ pub fn frame_file_name(frame: u32, extension: &str) -> String {
     format!("frame_{frame:04}.{extension}")
 }
 
+/// The frame a file named by [`frame_file_name`] holds (`frame_0012.png` is frame 12).
+pub fn frame_of_file_name(name: &str) -> Option<u32> {
+    let digits = name.strip_prefix("frame_")?.split('.').next()?;
+    digits.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,5 +225,8 @@ mod tests {
     fn names_frame_files() {
         assert_eq!(frame_file_name(1, "png"), "frame_0001.png");
         assert_eq!(frame_file_name(12345, "exr"), "frame_12345.exr");
+        assert_eq!(frame_of_file_name("frame_0012.png"), Some(12));
+        assert_eq!(frame_of_file_name("frame_12345.exr"), Some(12345));
+        assert_eq!(frame_of_file_name("beauty.png"), None);
     }
 }

@@ -3,6 +3,7 @@
 //! Nothing here imports tokio, async-nats, object_store or a renderer (the tidy test checks
 //! it), so every function is deterministic and tested by tables beside it.
 
+pub mod bundle;
 pub mod frames;
 pub mod job;
 pub mod limits;

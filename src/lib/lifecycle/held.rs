@@ -75,6 +75,18 @@ pub async fn release(
     round: Round,
     held: &[HeldTask],
 ) -> anyhow::Result<u32> {
+    release_in_bundles(deps, job, round, held, 1).await
+}
+
+/// [`release`], with consecutive tasks queued in bundles of up to `size` (a
+/// `chunk = "auto"` job's; see [`crate::core::bundle`]).
+pub async fn release_in_bundles(
+    deps: &Deps,
+    job: &Job,
+    round: Round,
+    held: &[HeldTask],
+    size: u32,
+) -> anyhow::Result<u32> {
     let granted;
     let held = match job.limits.is_empty() {
         true => held,
@@ -87,9 +99,19 @@ pub async fn release(
         return Ok(0);
     }
     let mut pending = Vec::with_capacity(held.len());
-    for &(index, attempts_before) in held {
-        let task = plan::task(job, index);
-        pending.push(publish::task(&deps.js, job, &task, round, attempts_before).await?);
+    let mut sorted = held.to_vec();
+    sorted.sort_unstable();
+    let runs = match size {
+        0 | 1 => held.iter().map(|&t| vec![t]).collect(),
+        size => crate::core::bundle::runs(&sorted, size),
+    };
+    for run in runs {
+        let tasks: Vec<_> = run
+            .iter()
+            .map(|&(index, _)| plan::task(job, index))
+            .collect();
+        let attempts_before = run.iter().map(|&(_, a)| a).max().unwrap_or(0);
+        pending.push(publish::bundle(&deps.js, job, &tasks, round, attempts_before).await?);
     }
     for confirmation in futures::future::join_all(pending.into_iter().map(|p| p.confirmed())).await
     {

@@ -1,5 +1,5 @@
-//! The `noop` renderer: sleeps `settings.sleep_ms` (default 0) and writes nothing. For
-//! benchmarks and tests; `settings.fail = true` makes every attempt fail, and
+//! The `noop` renderer: sleeps `settings.sleep_ms` (default 0), plus `settings.frame_ms`
+//! for each frame of the task, and writes nothing. For benchmarks and tests; `settings.fail = true` makes every attempt fail, and
 //! `settings.fail_attempts = N` fails the first N attempts.
 
 use std::time::Duration;
@@ -16,6 +16,8 @@ const MAX_SLEEP_MS: u64 = 86_400_000;
 pub struct Settings {
     /// How long each attempt sleeps (`sleep_ms`, up to a day).
     pub sleep_ms: u64,
+    /// How much longer it sleeps for each of its frames (`frame_ms`, up to a day).
+    pub frame_ms: u64,
     /// Every attempt fails (`fail`).
     pub fail: bool,
     /// The first this many attempts fail (`fail_attempts`).
@@ -34,6 +36,15 @@ impl Settings {
                 Some(ms) if ms <= MAX_SLEEP_MS => parsed.sleep_ms = ms,
                 _ => problems.add(
                     "settings.sleep_ms",
+                    format!("{value} is not a whole number of milliseconds up to one day"),
+                ),
+            }
+        }
+        if let Some(value) = settings.get("frame_ms") {
+            match value.as_u64() {
+                Some(ms) if ms <= MAX_SLEEP_MS => parsed.frame_ms = ms,
+                _ => problems.add(
+                    "settings.frame_ms",
                     format!("{value} is not a whole number of milliseconds up to one day"),
                 ),
             }
@@ -72,11 +83,14 @@ impl Renderer for Noop {
     fn render(&self, request: Request) -> BoxFuture<'_, Result<Vec<Output>, RenderError>> {
         Box::pin(async move {
             let Settings {
-                sleep_ms: sleep,
+                sleep_ms,
+                frame_ms,
                 fail: fail_all,
                 fail_attempts: fail_first,
             } = Settings::parse(&request.task.settings)
                 .map_err(|e| RenderError::Permanent(e.to_string()))?;
+            let frames = request.task.frames.len() as u64;
+            let sleep = sleep_ms + frame_ms.saturating_mul(frames);
             request.log.line(format!("noop: sleeping {sleep} ms"));
             tokio::select! {
                 () = tokio::time::sleep(Duration::from_millis(sleep)) => {}

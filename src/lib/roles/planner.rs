@@ -289,14 +289,16 @@ async fn plan_job(planner: &Planner, msg: &jetstream::Message, mut job: Job) -> 
         .collect();
     // The smallest window is the job's weight: a job with no more ready tasks needs none.
     // A job with limits always has one: its tasks are queued as they get tokens.
+    // So does a `chunk = "auto"` job: its held tasks are queued in bundles.
     let limited = !job.limits.is_empty();
+    let forced = limited || job.auto_chunk.is_some();
     let mut window = 0;
-    if ready.len() as u64 > u64::from(job.weight) || job.max_workers.is_some() || limited {
+    if ready.len() as u64 > u64::from(job.weight) || job.max_workers.is_some() || forced {
         let slots = planner.workers.serving(deps, &job).await?;
         let ready = ready.len() as u32;
         window = match Window::of(&job, slots, ready) {
             Some(window) => window.size,
-            None if limited => ready.max(1),
+            None if forced => ready.max(1),
             None => 0,
         };
     }

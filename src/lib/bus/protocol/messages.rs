@@ -91,6 +91,21 @@ pub struct TaskMessage {
     /// [`Job::incarnation`](crate::core::job::Job::incarnation)); its events carry it back.
     #[serde(default)]
     pub incarnation: String,
+    /// A bundle (`chunk = "auto"`): the tasks it renders at once, each of its own frames,
+    /// events and output keys. Empty: the message is task `index` alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bundle: Vec<Bundled>,
+}
+
+/// One task of a bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bundled {
+    /// Its index.
+    pub index: u32,
+    /// Its id.
+    pub task: TaskId,
+    /// Its frames.
+    pub frames: Vec<u32>,
 }
 
 /// What happened; the last subject tokens of an event.
@@ -207,6 +222,12 @@ pub struct Event {
     /// drops a task event of an incarnation that is not the job's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub incarnation: Option<String>,
+    /// The bundle the task was rendered in (`chunk = "auto"`), if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle: Option<TaskId>,
+    /// `task.done`: how long each of its frames took to render, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frame_ms: Option<u64>,
 }
 
 impl Event {
@@ -227,6 +248,8 @@ impl Event {
             reasons: Vec::new(),
             progress: None,
             incarnation: None,
+            bundle: None,
+            frame_ms: None,
         }
     }
 
@@ -240,6 +263,24 @@ impl Event {
             incarnation: Some(task.incarnation.clone()),
             ..Event::new(kind, task.job.as_str())
         }
+    }
+
+    /// Events of `kind` about attempt `attempt` of every task of `task` (each task of a
+    /// bundle, naming the bundle; else the task alone).
+    pub fn tasks(kind: EventKind, task: &TaskMessage, attempt: u32, worker: &str) -> Vec<Event> {
+        let one = Event::task(kind, task, attempt, worker);
+        if task.bundle.is_empty() {
+            return vec![one];
+        }
+        task.bundle
+            .iter()
+            .map(|b| Event {
+                task: Some(b.task.clone()),
+                index: Some(b.index),
+                bundle: Some(task.task.clone()),
+                ..one.clone()
+            })
+            .collect()
     }
 
     /// The subject this event is published on.
@@ -276,7 +317,44 @@ impl TaskMessage {
             attempts_before: 0,
             handbacks: 0,
             incarnation: job.incarnation.clone(),
+            bundle: Vec::new(),
         }
+    }
+
+    /// One message for the planned tasks `plans` of `job` (consecutive single frames of a
+    /// `chunk = "auto"` job), rendered at once: task id `f0005-0012`, every frame; a
+    /// single task is its own message.
+    pub fn bundle(
+        job: &crate::core::job::Job,
+        plans: &[crate::core::plan::TaskPlan],
+    ) -> TaskMessage {
+        let mut message = TaskMessage::new(job, &plans[0]);
+        if plans.len() == 1 {
+            return message;
+        }
+        message.frames = plans
+            .iter()
+            .flat_map(|p| p.frames.iter().copied())
+            .collect();
+        let (first, last) = (message.frames[0], message.frames[message.frames.len() - 1]);
+        message.task = TaskId(format!("f{first:04}-{last:04}"));
+        message.bundle = plans
+            .iter()
+            .map(|p| Bundled {
+                index: p.index,
+                task: p.id.clone(),
+                frames: p.frames.clone(),
+            })
+            .collect();
+        message
+    }
+
+    /// The task of this message that renders `frame` (one of a bundle's, or this one).
+    pub fn task_of(&self, frame: u32) -> &TaskId {
+        self.bundle
+            .iter()
+            .find(|b| b.frames.contains(&frame))
+            .map_or(&self.task, |b| &b.task)
     }
 
     /// Checks what a worker relies on, for a message that came off the wire.

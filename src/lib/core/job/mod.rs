@@ -12,7 +12,7 @@ pub mod validate;
 pub mod vocab;
 pub mod wire;
 
-pub use spec::{FramesSpec, ImageSpec, JobSpec, LayerSpec, RetrySpec, TilesSpec};
+pub use spec::{ChunkSpec, FramesSpec, ImageSpec, JobSpec, LayerSpec, RetrySpec, TilesSpec};
 pub use validate::{Image, Job, Layer, Retry, Tiles};
 pub use vocab::{
     Blend, Class, FailurePolicy, ImageFormat, JobId, Priority, RendererKind, is_token,

@@ -92,9 +92,13 @@ pub struct FramesSpec {
     /// `"1-48"`, `"1-48x2"`, `"1,5,10-20"`; frame 1 when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub range: Option<String>,
-    /// Frames per task; 1 by default.
+    /// Frames per task: a number (1 by default), or `"auto"`: single frames first, then
+    /// chunks sized from the measured frame times toward `target_task_time`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub chunk: Option<u32>,
+    pub chunk: Option<ChunkSpec>,
+    /// With `chunk = "auto"`: how long a task should take (`"5m"` by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_task_time: Option<String>,
     /// `sequence` (default: in frame order) or `preview` (first, last, middle, then
     /// halving the gaps), the order frames are queued in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -102,6 +106,16 @@ pub struct FramesSpec {
     /// Frames queued before all others, in this order: `"1,48,24"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first: Option<String>,
+}
+
+/// `frames.chunk`: a number of frames, or a word (`"auto"`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ChunkSpec {
+    /// Frames per task.
+    Frames(u32),
+    /// `"auto"`.
+    Word(String),
 }
 
 /// `[tiles]`.

@@ -198,7 +198,8 @@ fn json_schema_matches_the_spec_fields() {
         }),
         frames: Some(FramesSpec {
             range: Some("1".into()),
-            chunk: Some(1),
+            chunk: Some(crate::core::job::ChunkSpec::Frames(1)),
+            target_task_time: Some("1m".into()),
             order: Some("preview".into()),
             first: Some("1".into()),
         }),

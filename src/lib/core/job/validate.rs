@@ -9,7 +9,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use super::spec::{JobSpec, LayerSpec, TilesSpec};
+use super::spec::{ChunkSpec, JobSpec, LayerSpec, TilesSpec};
 use super::vocab::{
     Blend, Class, FailurePolicy, ImageFormat, JobId, Priority, RendererKind, is_token,
 };
@@ -88,8 +88,11 @@ pub struct Job {
     pub image: Image,
     /// Frames to render.
     pub frames: FrameRange,
-    /// Frames per task.
+    /// Frames per task (1 with `chunk = "auto"`, whose tasks are bundled as they are
+    /// queued).
     pub chunk: u32,
+    /// `chunk = "auto"`: the time a bundle of its tasks should take.
+    pub auto_chunk: Option<Duration>,
     /// The order its frames are queued in.
     pub order: FrameOrder,
     /// Tile segmentation.
@@ -264,11 +267,40 @@ impl JobSpec {
                 FrameRange::single(1)
             }),
         };
-        let chunk = frames_spec.chunk.unwrap_or(1);
+        let (chunk, auto) = match &frames_spec.chunk {
+            None => (1, false),
+            Some(ChunkSpec::Frames(n)) => (*n, false),
+            Some(ChunkSpec::Word(word)) if word == "auto" => (1, true),
+            Some(ChunkSpec::Word(word)) => {
+                errors.add(
+                    "frames.chunk",
+                    format!("{word:?} is not a chunk: use a number of frames or \"auto\""),
+                );
+                (1, false)
+            }
+        };
         if chunk == 0 {
             errors.add("frames.chunk", "must be at least 1");
         }
         let chunk = chunk.max(1);
+        let target = duration_field(
+            &frames_spec.target_task_time,
+            "frames.target_task_time",
+            &mut errors,
+        );
+        if target.is_some() && !auto {
+            errors.add(
+                "frames.target_task_time",
+                "goes with chunk = \"auto\" (a fixed chunk takes what its frames take)",
+            );
+        }
+        let auto_chunk = auto.then(|| target.unwrap_or(DEFAULT_TARGET_TASK_TIME));
+        if auto && (self.tiles.is_some() || !self.layers.is_empty() || !self.limits.is_empty()) {
+            errors.add(
+                "frames.chunk",
+                "\"auto\" is for jobs without tiles, layers or limits (give those a fixed chunk)",
+            );
+        }
         let order = FrameOrder::parse(
             frames_spec.order.as_deref(),
             frames_spec.first.as_deref(),
@@ -386,6 +418,7 @@ impl JobSpec {
             image,
             frames,
             chunk,
+            auto_chunk,
             order,
             tiles,
             layers,
@@ -407,6 +440,9 @@ impl JobSpec {
         })
     }
 }
+
+/// `frames.target_task_time` when `chunk = "auto"` names none.
+pub const DEFAULT_TARGET_TASK_TIME: Duration = Duration::from_secs(300);
 
 fn duration_field(text: &Option<String>, field: &str, errors: &mut Problems) -> Option<Duration> {
     let text = text.as_deref()?;

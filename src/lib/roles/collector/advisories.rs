@@ -45,16 +45,15 @@ async fn handle_advisory(deps: &Deps, msg: &jetstream::Message) -> anyhow::Resul
     match protocol::decode::<protocol::TaskMessage>(&raw.payload) {
         Ok(task) => {
             let attempt = task.attempts_before + advisory.deliveries as u32;
-            let mut event = Event::new(EventKind::TaskFailed, task.job.as_str());
-            event.task = Some(task.task.clone());
-            event.index = Some(task.index);
-            event.attempt = Some(attempt);
-            event.incarnation = Some(task.incarnation.clone());
-            event.message = Some(format!(
-                "attempt {attempt} was lost with its worker, and JetStream gives up after {} deliveries",
-                advisory.deliveries
-            ));
-            publish::event(&deps.js, &event).await?;
+            // Every task of a bundle fails with it.
+            for mut event in Event::tasks(EventKind::TaskFailed, &task, attempt, "") {
+                event.worker = None;
+                event.message = Some(format!(
+                    "attempt {attempt} was lost with its worker, and JetStream gives up after {} deliveries",
+                    advisory.deliveries
+                ));
+                publish::event(&deps.js, &event).await?;
+            }
             tracing::warn!(job = %task.job, task = %task.task, attempt, "task lost on its last delivery; failed");
         }
         Err(e) => {

@@ -17,6 +17,7 @@ use futures::StreamExt as _;
 use super::ending;
 use super::events::{self, Collector, EndCheck, Prepared, Transition};
 use super::window::Windows;
+use crate::bus::protocol::EventKind;
 use crate::core::job::{Job, JobId};
 use crate::core::state::{TaskSlot, page_of};
 
@@ -55,6 +56,14 @@ pub(super) async fn handle(
             }
             Ok(Prepared::Transition(t)) => *t,
         };
+        if t.job.auto_chunk.is_some()
+            && let Some(ms) = t
+                .event
+                .frame_ms
+                .filter(|_| t.event.kind == EventKind::TaskDone)
+        {
+            collector.windows.timed(&t.job.id, ms);
+        }
         if !t.parts.is_empty() {
             let mut stitching = collector.stitching.lock().await;
             results[i] = alone(&deps, &mut stitching, &mut collector.windows, t).await;

@@ -15,6 +15,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::config::Deps;
+use crate::core::bundle::FrameTime;
 use crate::core::job::{Job, JobId};
 use crate::core::plan;
 use crate::core::state::{Round, TaskSlot, TaskState, Window};
@@ -111,9 +112,13 @@ impl Tally {
     }
 }
 
-/// The windowed jobs of one collector.
+/// The windowed jobs of one collector, and how long the frames of its `chunk = "auto"`
+/// jobs took.
 #[derive(Default)]
-pub(super) struct Windows(HashMap<JobId, Tally>);
+pub(super) struct Windows {
+    tallies: HashMap<JobId, Tally>,
+    times: HashMap<JobId, FrameTime>,
+}
 
 impl Windows {
     /// After `moves` (the transitions just applied to `job`'s tasks: task, before and
@@ -145,7 +150,7 @@ impl Windows {
         };
         // A job deleted and submitted again under the same id is counted afresh.
         let known = self
-            .0
+            .tallies
             .get_mut(&job.id)
             .filter(|tally| tally.incarnation == job.incarnation);
         let fresh = match known {
@@ -159,17 +164,33 @@ impl Windows {
             _ => Some(Tally::count(deps, job).await?),
         };
         if let Some(tally) = fresh {
-            if self.0.len() >= KEPT {
-                self.0.clear();
+            if self.tallies.len() >= KEPT {
+                self.tallies.clear();
+                self.times.clear();
             }
-            self.0.insert(job.id.clone(), tally);
+            self.tallies.insert(job.id.clone(), tally);
         }
-        let tally = self.0.get_mut(&job.id).expect("just kept");
+        let tally = self.tallies.get_mut(&job.id).expect("just kept");
         if tally.suspended {
             return Ok(());
         }
         let rate = tally.rate();
-        let wanted = window.to_release(tally.queued, tally.running, rate);
+        // A `chunk = "auto"` job's window holds bundles, each of `bundle` tasks.
+        let bundle = match job.auto_chunk {
+            Some(target) => self
+                .times
+                .get(&job.id)
+                .copied()
+                .unwrap_or_default()
+                .bundle_size(target),
+            None => 1,
+        };
+        let window = Window {
+            size: window.size.saturating_mul(bundle),
+            ..window
+        };
+        // Whole bundles only (the last may be short: fewer are held).
+        let wanted = window.to_release(tally.queued, tally.running, rate) / bundle * bundle;
         if wanted == 0 {
             return Ok(());
         }
@@ -180,7 +201,7 @@ impl Windows {
         let (found, next) = held::find(deps, job, order, from, wanted).await?;
         // The cursor moves on only once the release is stored: a failed one is tried again
         // when its event comes back.
-        let released = held::release(deps, job, tally.round, &found).await?;
+        let released = held::release_in_bundles(deps, job, tally.round, &found, bundle).await?;
         tally.queued += released;
         // Tasks refused a token stay held where they are: the cursor stays for them.
         if (released as usize) == found.len() {
@@ -191,6 +212,11 @@ impl Windows {
 
     /// Forgets `job`'s counts (it was suspended, resumed or changed): counted afresh.
     pub(super) fn forget(&mut self, job: &JobId) {
-        self.0.remove(job);
+        self.tallies.remove(job);
+    }
+
+    /// A frame of `chunk = "auto"` job `job` took `ms` milliseconds to render.
+    pub(super) fn timed(&mut self, job: &JobId, ms: u64) {
+        self.times.entry(job.clone()).or_default().add(ms as f64);
     }
 }

@@ -206,7 +206,10 @@ pub(super) async fn run(
             .await
             .map_err(|e| failed(format!("reading output {}: {e}", file.path.display())))?;
         check_output(task, &file.name, size, &head).map_err(failed)?;
-        let key = keys::attempt_output(&task.job, &task.task, attempt, &file.name);
+        // A bundle's frames go to their own tasks' folders.
+        let owner = crate::core::frames::frame_of_file_name(&file.name)
+            .map_or(&task.task, |frame| task.task_of(frame));
+        let key = keys::attempt_output(&task.job, owner, attempt, &file.name);
         shared
             .deps
             .store

@@ -125,6 +125,7 @@ pub(super) async fn run(shared: &Arc<Shared>, msg: jetstream::Message) -> Ran {
             message: Some("this worker failed the job's tasks too often".into()),
             log: None,
             outputs: Vec::new(),
+            frame_ms: None,
         };
         finish(shared, &msg, &task, report).await;
         return Ran::HandedBack;
@@ -166,8 +167,11 @@ async fn render(
     // slot into one write; `task.started` goes out without waiting, and its storage is
     // confirmed before the attempt is reported (both take a round trip off every task).
     shared.lease_changed.notify_one();
-    let started = Event::task(EventKind::TaskStarted, task, attempt, &shared.config.id);
-    let started = publish::event_pending(&shared.deps.js, &started, None).await;
+    let mut started = Vec::new();
+    for event in Event::tasks(EventKind::TaskStarted, task, attempt, &shared.config.id) {
+        started.push(publish::event_pending(&shared.deps.js, &event, None).await);
+    }
+    let began = std::time::Instant::now();
 
     let log = Log::default();
     let work = shared.config.cache_dir.join("work").join(format!(
@@ -189,6 +193,7 @@ async fn render(
         },
     )
     .await;
+    let frame_ms = (began.elapsed().as_millis() as u64) / task.frames.len().max(1) as u64;
     shared.attempts.end(&task.job, running);
     shared.lease_changed.notify_one();
     let (outcome, message, outputs) = match result {
@@ -204,6 +209,7 @@ async fn render(
     Rendered {
         attempt,
         started,
+        frame_ms,
         log,
         work,
         outcome,
@@ -215,7 +221,8 @@ async fn render(
 /// A rendered attempt, to be reported.
 struct Rendered {
     attempt: u32,
-    started: anyhow::Result<Pending>,
+    started: Vec<anyhow::Result<Pending>>,
+    frame_ms: u64,
     log: Log,
     work: std::path::PathBuf,
     outcome: Outcome,
@@ -230,23 +237,31 @@ impl Rendered {
         let Rendered {
             attempt,
             started,
+            frame_ms,
             log,
             work,
             outcome,
             message,
             outputs,
         } = self;
-        if let Err(e) = async { started?.confirmed().await }.await {
-            tracing::warn!(error = %e, "publishing task.started");
+        for started in started {
+            if let Err(e) = async { started?.confirmed().await }.await {
+                tracing::warn!(error = %e, "publishing task.started");
+            }
         }
+        // Each task of a bundle keeps its own log.
         let log_key = keys::attempt_log(&task.job, &task.task, attempt);
-        if let Err(e) = shared
-            .deps
-            .store
-            .put(&log_key, Bytes::from(log.text()))
-            .await
-        {
-            tracing::warn!(error = %e, "uploading the log");
+        let text = Bytes::from(log.text());
+        let mut keys = vec![log_key.clone()];
+        keys.extend(
+            task.bundle
+                .iter()
+                .map(|b| keys::attempt_log(&task.job, &b.task, attempt)),
+        );
+        for key in keys {
+            if let Err(e) = shared.deps.store.put(&key, text.clone()).await {
+                tracing::warn!(error = %e, "uploading the log");
+            }
         }
         let _ = tokio::fs::remove_dir_all(&work).await;
         let disposition = disposition(outcome, attempt, task.max_attempts);
@@ -263,6 +278,7 @@ impl Rendered {
             message,
             log: Some(log_key),
             outputs,
+            frame_ms: Some(frame_ms),
         };
         finish(&shared, &msg, &task, report).await;
     }

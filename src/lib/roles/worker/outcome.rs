@@ -9,6 +9,7 @@ use async_nats::jetstream::{self, AckKind};
 use super::Shared;
 use crate::bus::protocol::{self, Event, EventKind, TaskMessage};
 use crate::bus::publish;
+use crate::store::keys;
 
 /// What the worker tells JetStream about one delivery of a task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +74,8 @@ pub(super) struct Report {
     pub(super) log: Option<String>,
     /// The keys of the attempt's outputs.
     pub(super) outputs: Vec<String>,
+    /// How long each frame took to render.
+    pub(super) frame_ms: Option<u64>,
 }
 
 impl Report {
@@ -85,6 +88,7 @@ impl Report {
             message: Some(message),
             log: None,
             outputs: Vec::new(),
+            frame_ms: None,
         }
     }
 }
@@ -117,16 +121,37 @@ pub(super) async fn finish(
     report: Report,
 ) {
     if let Some(kind) = report.event {
-        let mut event = Event::task(kind, task, report.attempt, &shared.config.id);
-        event.outputs = report.outputs;
-        event.log = report.log;
-        event.message = report.message.clone();
-        if let Err(e) = publish::event(&shared.deps.js, &event).await {
-            tracing::error!(error = %e, "publishing {}; the task will be redelivered", kind.as_str());
-            let _ = msg
-                .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-                .await;
-            return;
+        // One event per task (each of a bundle's, with its own outputs and log), then the
+        // one disposal of the message.
+        let mut pending = Vec::new();
+        for mut event in Event::tasks(kind, task, report.attempt, &shared.config.id) {
+            let id = event.task.clone().unwrap_or_else(|| task.task.clone());
+            let folder = keys::attempt_output(&task.job, &id, report.attempt, "");
+            event.outputs = match task.bundle.is_empty() {
+                true => report.outputs.clone(),
+                false => report
+                    .outputs
+                    .iter()
+                    .filter(|k| k.starts_with(&folder))
+                    .cloned()
+                    .collect(),
+            };
+            event.log = report
+                .log
+                .as_ref()
+                .map(|_| keys::attempt_log(&task.job, &id, report.attempt));
+            event.message = report.message.clone();
+            event.frame_ms = report.frame_ms.filter(|_| kind == EventKind::TaskDone);
+            pending.push(publish::event_pending(&shared.deps.js, &event, None).await);
+        }
+        for sent in pending {
+            if let Err(e) = async { sent?.confirmed().await }.await {
+                tracing::error!(error = %e, "publishing {}; the task will be redelivered", kind.as_str());
+                let _ = msg
+                    .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                    .await;
+                return;
+            }
         }
     }
     let ack = match report.disposition {
