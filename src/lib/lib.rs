@@ -16,7 +16,8 @@
 //!   cache.
 //! - [`render`] — the renderer trait, each renderer with its typed settings, and the
 //!   validation of a job by its renderer.
-//! - [`lifecycle`] — what two roles share: ending a job.
+//! - [`lifecycle`] — what two roles share: ending and deleting a job, queuing held tasks,
+//!   the tokens of limits.
 //! - [`roles`] — the planner, the worker, the collector and the CLI's client, each
 //!   `run(deps, [config,] shutdown)`; a role never imports another.
 //! - [`farm`] (`tessera up`) and [`bench`](mod@bench) — above the roles.

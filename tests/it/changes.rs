@@ -7,7 +7,7 @@ use std::time::Duration;
 use tessera::bus::protocol::{Event, EventKind};
 use tessera::bus::streams::TASKS_STREAM;
 
-use crate::sharing::{submit, times, two_slots};
+use crate::sharing::{done_tasks, one_behind_another, submit, times, two_slots};
 use crate::support::{events_of, stream_messages, tasks_done, wait_event};
 
 fn count(events: &[Event], kind: EventKind) -> usize {
@@ -75,13 +75,7 @@ async fn a_suspended_job_keeps_its_tasks_through_a_restart_of_every_role_until_r
     let status = farm.status("shot");
     assert_eq!(status["suspended"], false, "{status}");
     // Every frame was rendered, none twice.
-    let mut done: Vec<u32> = events
-        .iter()
-        .filter(|e| e.kind == EventKind::TaskDone)
-        .filter_map(|e| e.index)
-        .collect();
-    done.sort_unstable();
-    assert_eq!(done, (0..40).collect::<Vec<_>>());
+    assert_eq!(done_tasks(&events), (0..40).collect::<Vec<_>>());
     // Suspended, then resumed, announced in that order.
     let changes: Vec<_> = events
         .iter()
@@ -95,11 +89,8 @@ async fn a_suspended_job_keeps_its_tasks_through_a_restart_of_every_role_until_r
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_given_a_higher_priority_has_its_remaining_tasks_queued_at_it() {
-    let farm = two_slots().await;
-    let deps = farm.deps().await;
-    submit(&farm, "normal", "1-60", "");
-    wait_event(&farm, &deps.js, "normal", EventKind::TaskStarted).await;
-    submit(&farm, "late", "1-20", "priority = \"low\"");
+    let late = ("late", "1-20", "priority = \"low\"");
+    let (farm, deps) = one_behind_another(("normal", "1-60"), late).await;
     wait_event(&farm, &deps.js, "late", EventKind::JobAccepted).await;
 
     let out = farm.cli(&["priority", "late", "high"]);

@@ -48,13 +48,23 @@ pub(crate) fn times(events: &[Event], kind: EventKind) -> Vec<u64> {
     times
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_small_job_behind_a_large_one_starts_at_once_and_ends_long_before_it() {
+/// A two-slot farm running job `first` of `frames`, and job `second` (of `its_frames`,
+/// with `extra` fields) submitted once `first` has started.
+pub(crate) async fn one_behind_another(
+    (first, frames): (&str, &str),
+    (second, its_frames, extra): (&str, &str, &str),
+) -> (Farm, tessera::config::Deps) {
     let farm = two_slots().await;
     let deps = farm.deps().await;
-    submit(&farm, "large", "1-400", "");
-    wait_event(&farm, &deps.js, "large", EventKind::TaskStarted).await;
-    submit(&farm, "small", "1-10", "");
+    submit(&farm, first, frames, "");
+    wait_event(&farm, &deps.js, first, EventKind::TaskStarted).await;
+    submit(&farm, second, its_frames, extra);
+    (farm, deps)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_job_behind_a_large_one_starts_at_once_and_ends_long_before_it() {
+    let (farm, deps) = one_behind_another(("large", "1-400"), ("small", "1-10", "")).await;
     wait_event(&farm, &deps.js, "small", EventKind::JobDone).await;
     let (large, small) = (
         events_of(&farm, "large").await,
@@ -262,11 +272,16 @@ async fn auto_chunks_start_as_single_frames_and_grow_to_the_target_time() {
         "bundles should hold about 20 frames: {in_order:?}"
     );
     // Every frame rendered once, each with its own event.
+    assert_eq!(done_tasks(&events), (0..160).collect::<Vec<_>>());
+}
+
+/// The tasks of `events`' `task.done`s, ascending (a task done twice, twice).
+pub(crate) fn done_tasks(events: &[Event]) -> Vec<u32> {
     let mut done: Vec<u32> = events
         .iter()
         .filter(|e| e.kind == EventKind::TaskDone)
         .filter_map(|e| e.index)
         .collect();
     done.sort_unstable();
-    assert_eq!(done, (0..160).collect::<Vec<_>>());
+    done
 }

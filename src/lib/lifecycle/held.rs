@@ -68,7 +68,7 @@ pub async fn find(
 /// Publishes held tasks `held` of `job` in `round` (each deduplicated by its
 /// `Nats-Msg-Id`; a task that had attempts goes on with their numbering), then marks them
 /// queued and rings the doorbell; returns how many were still held. A job with limits
-/// queues only the tasks that get a token of each ([`tokens::take`]).
+/// queues only the tasks that get a token of each ([`super::tokens::take`]).
 pub async fn release(
     deps: &Deps,
     job: &Job,

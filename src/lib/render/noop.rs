@@ -31,24 +31,19 @@ impl Settings {
     ) -> Result<Settings, Invalid> {
         let mut problems = Problems::default();
         let mut parsed = Settings::default();
-        if let Some(value) = settings.get("sleep_ms") {
-            match value.as_u64() {
-                Some(ms) if ms <= MAX_SLEEP_MS => parsed.sleep_ms = ms,
-                _ => problems.add(
-                    "settings.sleep_ms",
-                    format!("{value} is not a whole number of milliseconds up to one day"),
-                ),
+        let mut millis = |name: &str, into: &mut u64| {
+            if let Some(value) = settings.get(name) {
+                match value.as_u64() {
+                    Some(ms) if ms <= MAX_SLEEP_MS => *into = ms,
+                    _ => problems.add(
+                        format!("settings.{name}"),
+                        format!("{value} is not a whole number of milliseconds up to one day"),
+                    ),
+                }
             }
-        }
-        if let Some(value) = settings.get("frame_ms") {
-            match value.as_u64() {
-                Some(ms) if ms <= MAX_SLEEP_MS => parsed.frame_ms = ms,
-                _ => problems.add(
-                    "settings.frame_ms",
-                    format!("{value} is not a whole number of milliseconds up to one day"),
-                ),
-            }
-        }
+        };
+        millis("sleep_ms", &mut parsed.sleep_ms);
+        millis("frame_ms", &mut parsed.frame_ms);
         if let Some(value) = settings.get("fail") {
             match value.as_bool() {
                 Some(fail) => parsed.fail = fail,

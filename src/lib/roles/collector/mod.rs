@@ -19,7 +19,7 @@
 //! - `retention`: jobs that ended longer ago than `--keep-jobs`, deleted;
 //! - `window`: the held tasks of windowed jobs, queued as their queued ones start (and
 //!   the tokens of a job's limits given back as its tasks end);
-//! - every [`LIMITS_SWEEP`], tokens of tasks that ended without giving them back return,
+//! - every 2 s, tokens of tasks that ended without giving them back return,
 //!   and free ones go to the jobs waiting in line
 //!   ([`tokens::sweep`](crate::lifecycle::tokens::sweep)).
 
