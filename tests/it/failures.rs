@@ -11,8 +11,8 @@ use tessera::core::job::JobId;
 use tessera::store::keys;
 
 use crate::support::{
-    Farm, PATIENCE, command_farm, command_job, events_of, eventually, output_text, stream_messages,
-    tasks_done, wait_event, wait_events, worker_role,
+    Farm, PATIENCE, attempt_logs, command_farm, command_job, events_of, eventually, output_text,
+    stream_messages, tasks_done, wait_event, wait_events, worker_role,
 };
 
 /// The task consumers' ack deadline (the default of `streams/consumer-tasks.json`): the
@@ -105,12 +105,7 @@ async fn a_poison_task_fails_after_max_attempts_with_a_log_each_and_the_rest_com
         .count();
     assert_eq!(retries, 2);
 
-    let id = JobId::parse(&job).unwrap();
-    let logs = deps
-        .store
-        .list(&format!("{}f0002/", keys::logs_prefix(&id)))
-        .await
-        .unwrap();
+    let logs = attempt_logs(&deps, &job, "f0002").await;
     assert_eq!(logs.len(), 3, "{logs:?}");
     for (n, key) in logs.iter().enumerate() {
         assert!(key.ends_with(&format!("attempt-{}.log", n + 1)));

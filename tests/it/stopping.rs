@@ -10,8 +10,8 @@ use tessera::core::job::JobId;
 use tessera::store::keys;
 
 use crate::support::{
-    PATIENCE, command_farm, command_job, events_of, eventually, exits_within, output_text,
-    stream_messages, wait_event, wait_events, worker_role,
+    Farm, PATIENCE, attempt_logs, command_farm, command_job, events_of, eventually, exits_within,
+    output_text, stream_messages, wait_event, wait_events, worker_role,
 };
 
 /// How long a process may take to start or stop when told to.
@@ -171,32 +171,43 @@ async fn timeouts_and_hangs_kill_the_whole_process_group() {
     assert_eq!(processes_with(&hung_sleep), Vec::<String>::new());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retry_queues_the_failed_tasks_again_with_fresh_attempts() {
+/// A one-worker command farm and job `id` of frames 1-3 whose frame 2 fails its first
+/// `attempts` attempts, all it has: the job has failed (policy continue) when this returns.
+async fn frame_two_fails_its_attempts(
+    id: &str,
+    attempts: u32,
+) -> (Farm, tessera::config::Deps, String) {
     let (farm, deps) = command_farm(1, &[]).await;
-    // Frame 2 fails its first three attempts, then works.
-    let script =
-        "if [ {frame} = 2 ] && [ {attempt} -le 3 ]; then exit 1; fi; echo {frame} > {output}";
-    let retry = "max_attempts = 3\non_failure = \"continue\"";
-    let job = command_job(&farm, "second-chance", "1-3", script, retry);
+    let script = format!(
+        "if [ {{frame}} = 2 ] && [ {{attempt}} -le {attempts} ]; then exit 1; fi; echo {{frame}} > {{output}}"
+    );
+    let retry = format!("max_attempts = {attempts}\non_failure = \"continue\"");
+    let job = command_job(&farm, id, "1-3", &script, &retry);
     wait_event(&farm, &deps.js, &job, EventKind::JobFailed).await;
-    let out = farm.cli(&["retry", &job]);
+    (farm, deps, job)
+}
+
+/// `tessera retry` of `job` says it queued its one failed task again; the job ends done.
+fn retry_queues_one_and_the_job_ends_done(farm: &Farm, job: &str) {
+    let out = farm.cli(&["retry", job]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("1 tasks queued again"));
-    farm.wait_done(&job);
+    farm.wait_done(job);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_queues_the_failed_tasks_again_with_fresh_attempts() {
+    // Frame 2 fails its first three attempts, then works.
+    let (farm, deps, job) = frame_two_fails_its_attempts("second-chance", 3).await;
+    retry_queues_one_and_the_job_ends_done(&farm, &job);
     for frame in 1..=3 {
         assert_eq!(output_text(&farm, &job, frame).await, format!("{frame}\n"));
     }
-    let id = JobId::parse(&job).unwrap();
-    let logs = deps
-        .store
-        .list(&format!("{}f0002/", keys::logs_prefix(&id)))
-        .await
-        .unwrap();
+    let logs = attempt_logs(&deps, &job, "f0002").await;
     assert_eq!(
         logs.len(),
         4,
@@ -210,12 +221,7 @@ async fn retry_queues_the_failed_tasks_again_with_fresh_attempts() {
 /// leaves a mark on the record; the next `tessera retry` finishes the job's retry.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_cut_short_is_finished_by_the_next_one() {
-    let (farm, deps) = command_farm(1, &[]).await;
-    let script =
-        "if [ {frame} = 2 ] && [ {attempt} -le 2 ]; then exit 1; fi; echo {frame} > {output}";
-    let retry = "max_attempts = 2\non_failure = \"continue\"";
-    let job = command_job(&farm, "cut-short", "1-3", script, retry);
-    wait_event(&farm, &deps.js, &job, EventKind::JobFailed).await;
+    let (farm, deps, job) = frame_two_fails_its_attempts("cut-short", 2).await;
     let id = JobId::parse(&job).unwrap();
     // What the first step of a retry stores, and all it stored before the CLI died.
     deps.ledger
@@ -229,14 +235,7 @@ async fn a_retry_cut_short_is_finished_by_the_next_one() {
         .await
         .unwrap();
     assert_eq!(farm.status(&job)["state"], "running");
-    let out = farm.cli(&["retry", &job]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("1 tasks queued again"));
-    farm.wait_done(&job);
+    retry_queues_one_and_the_job_ends_done(&farm, &job);
     assert_eq!(output_text(&farm, &job, 2).await, "2\n");
     // Attempt 3 followed the first two: numbering goes on across the retry.
     let log = keys::attempt_log(&id, &tessera::core::plan::TaskId("f0002".into()), 3);

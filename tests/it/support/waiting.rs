@@ -123,3 +123,14 @@ pub(crate) async fn stream_messages(js: &jetstream::Context, stream: &str) -> u6
         .state
         .messages
 }
+
+/// The keys of task `task`'s attempt logs in `job`, in order.
+pub(crate) async fn attempt_logs(
+    deps: &tessera::config::Deps,
+    job: &str,
+    task: &str,
+) -> Vec<String> {
+    let id = tessera::core::job::JobId::parse(job).unwrap();
+    let prefix = format!("{}{task}/", tessera::store::keys::logs_prefix(&id));
+    deps.store.list(&prefix).await.unwrap()
+}

@@ -234,24 +234,15 @@ impl Rendered {
     /// Stores the log, then publishes the attempt's event and disposes of the delivery;
     /// `task.started` is confirmed stored first.
     async fn send(self, shared: Arc<Shared>, msg: jetstream::Message, task: TaskMessage) {
-        let Rendered {
-            attempt,
-            started,
-            frame_ms,
-            log,
-            work,
-            outcome,
-            message,
-            outputs,
-        } = self;
-        for started in started {
+        let attempt = self.attempt;
+        for started in self.started {
             if let Err(e) = async { started?.confirmed().await }.await {
                 tracing::warn!(error = %e, "publishing task.started");
             }
         }
         // Each task of a bundle keeps its own log.
         let log_key = keys::attempt_log(&task.job, &task.task, attempt);
-        let text = Bytes::from(log.text());
+        let text = Bytes::from(self.log.text());
         let mut keys = vec![log_key.clone()];
         keys.extend(
             task.bundle
@@ -263,9 +254,9 @@ impl Rendered {
                 tracing::warn!(error = %e, "uploading the log");
             }
         }
-        let _ = tokio::fs::remove_dir_all(&work).await;
-        let disposition = disposition(outcome, attempt, task.max_attempts);
-        let event = match (outcome, disposition) {
+        let _ = tokio::fs::remove_dir_all(&self.work).await;
+        let disposition = disposition(self.outcome, attempt, task.max_attempts);
+        let event = match (self.outcome, disposition) {
             (Outcome::Canceled, _) => None,
             (_, Disposition::Ack) => Some(EventKind::TaskDone),
             (_, Disposition::Retry { .. } | Disposition::HandBack) => Some(EventKind::TaskRetry),
@@ -275,10 +266,10 @@ impl Rendered {
             attempt,
             disposition,
             event,
-            message,
+            message: self.message,
             log: Some(log_key),
-            outputs,
-            frame_ms: Some(frame_ms),
+            outputs: self.outputs,
+            frame_ms: Some(self.frame_ms),
         };
         finish(&shared, &msg, &task, report).await;
     }
