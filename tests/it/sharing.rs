@@ -285,3 +285,38 @@ pub(crate) fn done_tasks(events: &[Event]) -> Vec<u32> {
     done.sort_unstable();
     done
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_chunks_stay_single_frames_while_a_worker_from_before_bundles_serves_the_queue() {
+    let farm = two_slots().await;
+    let deps = farm.deps().await;
+    // A live worker whose lease says nothing of bundles (one from before them): it would
+    // report only a bundle's first task. It never pulls; its lease is kept alive here.
+    let live = tessera::bus::registry::live_workers(&deps.js)
+        .await
+        .unwrap();
+    let mut old = serde_json::to_value(&live[0]).unwrap();
+    old["id"] = "old".into();
+    old.as_object_mut().unwrap().remove("bundles");
+    let old: tessera::bus::protocol::WorkerInfo = serde_json::from_value(old).unwrap();
+    assert!(!old.bundles);
+    let lease = tessera::bus::registry::Entry::bind(&deps.js, "old")
+        .await
+        .unwrap();
+    let renewing = tokio::spawn(async move {
+        loop {
+            lease.renew(&old).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let toml = "id = \"careful\"\nrenderer = \"noop\"\n[frames]\nrange = \"1-40\"\nchunk = \"auto\"\ntarget_task_time = \"1s\"\n[settings]\nframe_ms = 20\n";
+    farm.submit("careful", toml);
+    wait_event(&farm, &deps.js, "careful", EventKind::JobDone).await;
+    renewing.abort();
+    let events = events_of(&farm, "careful").await;
+    assert!(
+        events.iter().all(|e| e.bundle.is_none()),
+        "a bundle went to a queue an old worker serves"
+    );
+    assert_eq!(done_tasks(&events), (0..40).collect::<Vec<_>>());
+}

@@ -455,6 +455,11 @@ pub struct WorkerInfo {
     /// A burst worker's threshold: it takes work only while this many tasks wait.
     #[serde(default)]
     pub burst: Option<usize>,
+    /// Whether it renders bundles (`chunk = "auto"`): a worker from before them would
+    /// report only a bundle's first task, so bundles go to a queue only while every live
+    /// worker serving it says so.
+    #[serde(default)]
+    pub bundles: bool,
     /// When it started (ms since the epoch).
     pub started_ms: u64,
     /// When it last refreshed this entry.

@@ -118,6 +118,34 @@ impl Tally {
 pub(super) struct Windows {
     tallies: HashMap<JobId, Tally>,
     times: HashMap<JobId, FrameTime>,
+    bundlers: Bundlers,
+}
+
+/// How long the list of live workers is trusted for [`Bundlers`].
+const WORKERS_FRESH: Duration = Duration::from_secs(5);
+
+/// The live workers as last read (at most every [`WORKERS_FRESH`]), for whether a queue
+/// may get bundles.
+#[derive(Default)]
+struct Bundlers(Option<(Instant, Vec<crate::bus::protocol::WorkerInfo>)>);
+
+impl Bundlers {
+    /// Whether every live worker that serves `job`'s class and renderer renders bundles.
+    async fn all_render_bundles(&mut self, deps: &Deps, job: &Job) -> anyhow::Result<bool> {
+        if self
+            .0
+            .as_ref()
+            .is_none_or(|(at, _)| at.elapsed() > WORKERS_FRESH)
+        {
+            let workers = crate::bus::registry::live_workers(&deps.js).await?;
+            self.0 = Some((Instant::now(), workers));
+        }
+        let workers = self.0.as_ref().map_or(&[][..], |(_, w)| w.as_slice());
+        Ok(workers
+            .iter()
+            .filter(|w| w.classes.contains(&job.class) && w.renderers.contains(&job.renderer))
+            .all(|w| w.bundles))
+    }
 }
 
 impl Windows {
@@ -175,15 +203,16 @@ impl Windows {
             return Ok(());
         }
         let rate = tally.rate();
-        // A `chunk = "auto"` job's window holds bundles, each of `bundle` tasks.
+        // A `chunk = "auto"` job's window holds bundles, each of `bundle` tasks (single
+        // frames while a live worker of its queue could not render a bundle).
         let bundle = match job.auto_chunk {
-            Some(target) => self
+            Some(target) if self.bundlers.all_render_bundles(deps, job).await? => self
                 .times
                 .get(&job.id)
                 .copied()
                 .unwrap_or_default()
                 .bundle_size(target),
-            None => 1,
+            _ => 1,
         };
         let window = Window {
             size: window.size.saturating_mul(bundle),

@@ -113,6 +113,7 @@ impl Lease {
             deliveries: shared.attempts.deliveries(),
             blocklist: shared.failures.blocklist(),
             burst: shared.config.burst,
+            bundles: true,
             started_ms: shared.started_ms,
             heartbeat_ms: protocol::now_ms(),
         };
