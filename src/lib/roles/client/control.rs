@@ -65,35 +65,30 @@ pub async fn retry(deps: &Deps, id: &JobId) -> anyhow::Result<usize> {
         .await?
         .confirmed()
         .await?;
-    if !job.limits.is_empty() {
-        // Queued as they get tokens, like the job's first tasks.
-        let ready: Vec<u32> = queued
-            .iter()
-            .copied()
-            .filter(|&i| {
-                let task = crate::core::plan::task(&job, i);
-                task.waits_for
-                    .iter()
-                    .all(|&d| slots[d as usize].state() == TaskState::Done)
-            })
-            .collect();
-        held::change_pages(deps, &job, &ready, Change::Withhold).await?;
-        queue_held(deps, &job, &record).await?;
-    }
     // A task whose dependencies are not done waits: the collector queues it when they are.
-    for &index in queued.iter().filter(|_| job.limits.is_empty()) {
-        let task = crate::core::plan::task(&job, index);
-        let ready = task
-            .waits_for
-            .iter()
-            .all(|&d| slots[d as usize].state() == TaskState::Done);
-        if ready {
+    let ready: Vec<u32> = queued
+        .iter()
+        .copied()
+        .filter(|&i| {
+            crate::core::plan::task(&job, i)
+                .waits_for
+                .iter()
+                .all(|&d| slots[d as usize].state() == TaskState::Done)
+        })
+        .collect();
+    if job.limits.is_empty() {
+        for &index in &ready {
+            let task = crate::core::plan::task(&job, index);
             let attempts_before = slots[index as usize].attempt();
             publish::task(&deps.js, &job, &task, record.round(), attempts_before)
                 .await?
                 .confirmed()
                 .await?;
         }
+    } else {
+        // Queued as they get tokens, like the job's first tasks.
+        held::change_pages(deps, &job, &ready, Change::Withhold).await?;
+        queue_held(deps, &job, &record).await?;
     }
     deps.ledger
         .update_job(id, |r| std::mem::replace(&mut r.requeue_pending, false))
