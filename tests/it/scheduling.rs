@@ -156,11 +156,11 @@ async fn a_task_no_worker_can_render_stays_queued_and_status_says_why_and_dead_w
         message.contains("no live worker") && message.contains("builtin"),
         "{message}"
     );
-    // Queued: its window of one (no live slot serves it) in the stream, two held.
+    // Queued, whole: it was alone in its queue.
     assert_eq!(
         stream_messages(&deps.js, TASKS_STREAM).await,
-        1,
-        "the window is still queued"
+        3,
+        "the job is still queued"
     );
     let events = tessera::roles::client::events(&deps.js, "needs-builtin")
         .await

@@ -92,14 +92,70 @@ async fn a_small_job_behind_a_large_one_starts_at_once_and_ends_long_before_it()
         large_done < 100,
         "the small job ended only when the large one had {large_done} of its 400 tasks done"
     );
+    // Planned alone, it had queued far more than its window: the small job cut it.
+    let cut = large
+        .iter()
+        .find(|e| e.kind == EventKind::JobChanged)
+        .and_then(|e| e.message.clone())
+        .unwrap_or_default();
+    assert!(cut.contains("another job shares its queue"), "{cut:?}");
     tessera::roles::client::cancel(&deps, &tessera::core::job::JobId::parse("large").unwrap())
         .await
         .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_task_job_behind_a_large_one_planned_alone_starts_at_once() {
+    // One task needs no window: it is queued at once, behind the large job's, and then
+    // cuts the large one, whose tasks past its window leave the queue.
+    let (farm, deps) = one_behind_another(("large", "1-100"), ("single", "1", "")).await;
+    wait_event(&farm, &deps.js, "single", EventKind::JobDone).await;
+    wait_event(&farm, &deps.js, "large", EventKind::JobDone).await;
+    let (large, single) = (
+        events_of(&farm, "large").await,
+        events_of(&farm, "single").await,
+    );
+    let accepted = times(&single, EventKind::JobAccepted)[0];
+    let start = times(&single, EventKind::TaskStarted)[0];
+    let ahead = times(&large, EventKind::TaskStarted)
+        .into_iter()
+        .filter(|&t| t > accepted && t < start)
+        .count();
+    // Its window of two and what the slots had pulled, and one that may start before
+    // the cut pauses the queue; not the rest of the 100 the large job queued alone.
+    assert!(
+        ahead <= 6,
+        "{ahead} tasks of the large job started between the one-task job's acceptance and its start"
+    );
+    // The cut lost and doubled nothing: each of the large job's tasks was done once.
+    let mut done: Vec<_> = large
+        .iter()
+        .filter(|e| e.kind == EventKind::TaskDone)
+        .filter_map(|e| e.task.clone())
+        .collect();
+    assert_eq!(done.len(), 100);
+    done.sort_unstable();
+    done.dedup();
+    assert_eq!(done.len(), 100, "a task of the large job was done twice");
+    assert!(large.iter().any(|e| e.kind == EventKind::JobChanged));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_long_jobs_active_together_keep_their_done_counts_close() {
-    let farm = two_slots().await;
+    keep_close(two_slots().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_long_jobs_planned_by_two_planners_at_once_keep_their_done_counts_close() {
+    // Each planner may find the queue empty and plan its job alone; the one that finds
+    // the other's tasks once its own are queued cuts both to their fair windows.
+    let mut farm = two_slots().await;
+    farm.start("tessera-planner", &[]);
+    keep_close(farm).await;
+}
+
+/// Submits two 60-task jobs together and checks that, once both run, neither gets ahead.
+async fn keep_close(farm: Farm) {
     let deps = farm.deps().await;
     submit(&farm, "left", "1-60", "");
     submit(&farm, "right", "1-60", "");

@@ -134,19 +134,20 @@ async fn find(
 impl Paused<'_> {
     /// Deletes the queued tasks found, then resumes the queue (if this paused it).
     pub async fn take(self) -> anyhow::Result<()> {
-        let stream = &self.stream;
-        let deleted: Vec<_> = futures::stream::iter(&self.queued)
-            .map(|&(sequence, _)| async move {
+        let job = self.queue.job.clone();
+        let sequences: Vec<u64> = self.queued.iter().map(|&(sequence, _)| sequence).collect();
+        let deletes = sequences.into_iter().map(|sequence| {
+            let (stream, job) = (self.stream.clone(), job.clone());
+            async move {
                 match stream.delete_message(sequence).await {
                     Ok(_) => Ok(()),
                     // Taken meanwhile (a job end's purge): gone all the same.
                     Err(e) if e.to_string().contains("no message found") => Ok(()),
-                    Err(e) => Err(anyhow::anyhow!(
-                        "withdrawing a task of {}: {e}",
-                        self.queue.job
-                    )),
+                    Err(e) => Err(anyhow::anyhow!("withdrawing a task of {job}: {e}")),
                 }
-            })
+            }
+        });
+        let deleted: Vec<anyhow::Result<()>> = futures::stream::iter(deletes)
             .buffer_unordered(DELETES_AT_ONCE)
             .collect()
             .await;

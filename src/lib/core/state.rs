@@ -201,6 +201,10 @@ pub struct JobRecord {
     /// The priority `tessera priority` gave it, in place of its spec's.
     #[serde(default)]
     pub priority: Option<Priority>,
+    /// Planned as the only job in its queue, with [`Window::alone`]'s large window: the
+    /// next job planned into the queue cuts it to its fair window.
+    #[serde(default)]
+    pub alone: bool,
 }
 
 impl JobRecord {
@@ -304,6 +308,9 @@ impl Counts {
 /// as the window's lead reckons it.
 pub const RELEASE_LEAD: std::time::Duration = std::time::Duration::from_millis(25);
 
+/// The window of a job planned alone in its queue (see [`Window::alone`]).
+pub const ALONE_WINDOW: u32 = 256;
+
 /// A job's window on its queue, which is how jobs of one priority share a queue that is
 /// first-in, first-out: each keeps only `size` tasks queued and holds the rest back,
 /// queuing one as each of its queued tasks leaves the queue. A job submitted behind a
@@ -337,6 +344,30 @@ impl Window {
         (ready > window.size).then_some(window)
     }
 
+    /// The window of `job` when it is the only job in its queue: at least
+    /// [`ALONE_WINDOW`], so that its tasks are queued in large batches rather than one per
+    /// start (the job it would share with is not there yet: the next one planned into the
+    /// queue cuts it to [`Window::of`]); `None` when it needs no window at all. A cap
+    /// (`max_workers`) stays a cap.
+    pub fn alone(job: &Job, slots: u32, ready: u32) -> Option<Window> {
+        Window::of(job, slots, ready).map(|window| match window.counts_running {
+            true => window,
+            false => Window {
+                size: window.size.max(ALONE_WINDOW),
+                ..window
+            },
+        })
+    }
+
+    /// The fewest tasks a window without a cap queues at once: an eighth of it, so that a
+    /// large window is topped up in batches and a small one task by task.
+    fn batch(self) -> u32 {
+        match self.counts_running {
+            true => 1,
+            false => (self.size / 8).max(1),
+        }
+    }
+
     /// How many held tasks to queue now, with `queued` queued and `running` running, for
     /// a job starting `starts_per_s` tasks a second: a window without a cap also covers
     /// what its slots start while a release is on its way ([`RELEASE_LEAD`]), so that
@@ -346,7 +377,11 @@ impl Window {
             true => (queued + running, 0),
             false => (queued, (starts_per_s * RELEASE_LEAD.as_secs_f64()) as u32),
         };
-        (self.size + lead).saturating_sub(used)
+        let room = (self.size + lead).saturating_sub(used);
+        match room >= self.batch() {
+            true => room,
+            false => 0,
+        }
     }
 }
 
@@ -469,6 +504,17 @@ mod tests {
         assert_eq!(Window::of(&job(1, None), 4, 4), None, "fits: no window");
         let capped = Window::of(&job(1, Some(1)), 4, 100).expect("a window");
         assert_eq!((capped.size, capped.counts_running), (1, true));
+        let alone = Window::alone(&job(1, None), 4, 1000).expect("a window");
+        assert_eq!(alone.size, ALONE_WINDOW);
+        // Queued whole, and cut to its fair window when another job comes.
+        assert_eq!(Window::alone(&job(1, None), 4, 100), Some(alone));
+        assert_eq!(Window::alone(&job(1, None), 4, 4), None, "fits: no window");
+        assert_eq!(
+            Window::alone(&job(1, Some(2)), 4, 1000).map(|w| w.size),
+            Some(2)
+        );
+        let wide = Window::of(&job(2, None), 16, 100).expect("a window");
+        assert_eq!(wide.size, 32);
         // (queued, running, starts a second) -> tasks to release
         let cases = [
             (plain, 4, 9, 0.0, 0),
@@ -481,6 +527,12 @@ mod tests {
             (capped, 1, 0, 0.0, 0),
             (capped, 0, 0, 0.0, 1),
             (capped, 0, 1, 1000.0, 0),
+            // A large window waits for an eighth of it to be free.
+            (alone, 225, 9, 0.0, 0),
+            (alone, 224, 9, 0.0, 32),
+            (alone, 0, 0, 0.0, 256),
+            (wide, 29, 0, 0.0, 0),
+            (wide, 28, 0, 0.0, 4),
         ];
         for (window, queued, running, rate, release) in cases {
             assert_eq!(

@@ -2,9 +2,11 @@
 //! when its last task ends or one fails under policy `fail`, by the client on
 //! `tessera cancel` — and deleting it — by the client on `tessera delete`, by the
 //! collector's retention — queuing held tasks ([`held`]), by the planner, the collector
-//! and `tessera resume`, and the tokens of limits they take and give back ([`tokens`]).
+//! and `tessera resume`, a job planned alone in its queue cut to its fair window when
+//! another comes ([`alone`]), by the planner, and the tokens of limits they take and give back ([`tokens`]).
 //! They live below the roles so that neither imports the other.
 
+pub mod alone;
 pub mod held;
 pub mod tokens;
 

@@ -29,7 +29,7 @@ use crate::core::plan;
 use crate::core::problem::Invalid;
 use crate::core::state::{JobRecord, JobState, Round, TaskState, Window};
 use crate::core::stitch::{PixelKind, canvas_bytes};
-use crate::lifecycle::held;
+use crate::lifecycle::{alone, held};
 
 /// How a planner runs.
 #[derive(Debug, Clone, Copy, Default, clap::Args)]
@@ -293,10 +293,23 @@ async fn plan_job(planner: &Planner, msg: &jetstream::Message, mut job: Job) -> 
     let limited = !job.limits.is_empty();
     let forced = limited || job.auto_chunk.is_some();
     let mut window = 0;
-    if ready.len() as u64 > u64::from(job.weight) || job.max_workers.is_some() || forced {
+    let mut planned_alone = false;
+    let windowed =
+        ready.len() as u64 > u64::from(job.weight) || job.max_workers.is_some() || forced;
+    if windowed {
         let slots = planner.workers.serving(deps, &job).await?;
         let ready = ready.len() as u32;
-        window = match Window::of(&job, slots, ready) {
+        // A job planned into a queue that holds a job planned alone cuts that one first,
+        // so that it waits behind no more than its fair window.
+        let others = alone::others_in_queue(deps, &job).await?;
+        cut_the_alone(planner, &others).await?;
+        planned_alone = others.is_empty() && !forced && job.max_workers.is_none();
+        let fair = match planned_alone {
+            true => Window::alone(&job, slots, ready),
+            false => Window::of(&job, slots, ready),
+        };
+        planned_alone &= fair.is_some();
+        window = match fair {
             Some(window) => window.size,
             None if forced => ready.max(1),
             None => 0,
@@ -320,6 +333,7 @@ async fn plan_job(planner: &Planner, msg: &jetstream::Message, mut job: Job) -> 
         suspended: false,
         withdrawals: 0,
         priority: None,
+        alone: planned_alone,
     };
     match deps.ledger.create_job(&record).await? {
         Created::New => {}
@@ -341,6 +355,7 @@ async fn plan_job(planner: &Planner, msg: &jetstream::Message, mut job: Job) -> 
             tracing::info!(job = %job.id, "resuming an interrupted planning");
             job.incarnation = existing.incarnation;
             window = existing.window;
+            planned_alone = existing.alone;
         }
     }
     // The window's first tasks are queued, the other ready ones held; a job with limits
@@ -385,6 +400,16 @@ async fn plan_job(planner: &Planner, msg: &jetstream::Message, mut job: Job) -> 
     let (pages, queue) = tokio::join!(pages, queue);
     pages?;
     queue?;
+    // A job planned alone ahead of it, by another planner meanwhile or (a job queued
+    // whole) at any time, is cut now; so is this one if it was planned alone and has
+    // company after all.
+    let mut others = alone::others_in_queue(deps, &job).await?;
+    if !others.is_empty() {
+        if planned_alone {
+            others.push(job.id.clone());
+        }
+        cut_the_alone(planner, &others).await?;
+    }
     if limited {
         let order = crate::core::order::queue_order(&job);
         let (first, _) = held::find(deps, &job, order.as_deref(), 0, window).await?;
@@ -394,6 +419,24 @@ async fn plan_job(planner: &Planner, msg: &jetstream::Message, mut job: Job) -> 
         .update_job(&job.id, |r| !std::mem::replace(&mut r.published, true))
         .await?;
     tracing::info!(job = %job.id, tasks, queued, held, "job accepted");
+    Ok(())
+}
+
+/// Cuts each of `others` that was planned alone in its queue to its fair window.
+async fn cut_the_alone(planner: &Planner, others: &[JobId]) -> anyhow::Result<()> {
+    let deps = &planner.deps;
+    for other in others {
+        let Some((record, _)) = deps.ledger.job(other).await? else {
+            continue;
+        };
+        if !record.alone || record.state.is_terminal() {
+            continue;
+        }
+        let Ok(job) = record.job() else { continue };
+        let slots = planner.workers.serving(deps, &job).await?;
+        let fair = Window::of(&job, slots, u32::MAX).map_or(1, |w| w.size);
+        alone::cut(deps, other, fair).await?;
+    }
     Ok(())
 }
 

@@ -134,6 +134,8 @@ mod tests {
             Some((cpu.clone(), Priority::High))
         );
         assert_eq!(parse_task_subject("tessera.events.j1.task.done"), None);
+        assert_eq!(parse_task_job(&subject), Some(job.clone()));
+        assert_eq!(parse_task_job("tessera.events.j1.task.done"), None);
         assert_eq!(
             parse_doorbell_hint(doorbell_hint(Priority::Low, noop).as_bytes()),
             Some((Priority::Low, noop))

@@ -28,6 +28,12 @@ pub fn parse_task_subject(subject: &str) -> Option<(Class, Priority)> {
     Some((class, priority))
 }
 
+/// The job of a task subject.
+pub fn parse_task_job(subject: &str) -> Option<JobId> {
+    let mut tokens = subject.strip_prefix("tessera.tasks.")?.split('.');
+    JobId::parse(tokens.nth(2)?).ok()
+}
+
 /// The queue of a task subject: its class, priority and renderer.
 pub fn parse_task_queue(subject: &str) -> Option<(Class, Priority, RendererKind)> {
     let (class, priority) = parse_task_subject(subject)?;
