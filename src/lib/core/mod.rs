@@ -4,6 +4,7 @@
 //! it), so every function is deterministic and tested by tables beside it.
 
 pub mod bundle;
+pub mod composite;
 pub mod frames;
 pub mod job;
 pub mod limits;
