@@ -50,9 +50,10 @@ pub async fn cut(deps: &Deps, id: &JobId, size: u32) -> anyhow::Result<usize> {
             if !r.alone || r.state.is_terminal() {
                 return false;
             }
-            r.alone = false;
+            // The tasks taken out are queued again later under new message ids. The job
+            // stays marked alone until they are out, so that a cut cut short (the
+            // planner's submission comes back) is made again.
             r.window = size;
-            // The tasks taken out are queued again later under new message ids.
             r.withdrawals += 1;
             true
         })
@@ -90,6 +91,9 @@ pub async fn cut(deps: &Deps, id: &JobId, size: u32) -> anyhow::Result<usize> {
         .collect();
     let withdrawn = paused.queued.len();
     paused.take().await?;
+    deps.ledger
+        .update_job(id, |r| std::mem::take(&mut r.alone))
+        .await?;
     let mut event = Event::new(EventKind::JobChanged, job.id.as_str());
     event.message = Some(format!(
         "another job shares its queue: {withdrawn} queued tasks held back, window of {size}"
