@@ -339,6 +339,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 if let Some(message) = &status.message {
                     println!("{message}");
                 }
+                match (status.window, status.alone) {
+                    (0, _) => {}
+                    (window, true) => println!(
+                        "window: {window} tasks queued at most (alone in its queue; the next job cuts it to its share)"
+                    ),
+                    (window, false) => println!("window: {window} tasks queued at most"),
+                }
                 println!("{} outputs", status.outputs.len());
             }
         }

@@ -99,6 +99,12 @@ async fn a_small_job_behind_a_large_one_starts_at_once_and_ends_long_before_it()
         .and_then(|e| e.message.clone())
         .unwrap_or_default();
     assert!(cut.contains("another job shares its queue"), "{cut:?}");
+    let status = farm.status("large");
+    assert_eq!(
+        (&status["window"], &status["alone"]),
+        (&2.into(), &false.into()),
+        "{status}"
+    );
     tessera::roles::client::cancel(&deps, &tessera::core::job::JobId::parse("large").unwrap())
         .await
         .unwrap();
@@ -108,7 +114,23 @@ async fn a_small_job_behind_a_large_one_starts_at_once_and_ends_long_before_it()
 async fn a_one_task_job_behind_a_large_one_planned_alone_starts_at_once() {
     // One task needs no window: it is queued at once, behind the large job's, and then
     // cuts the large one, whose tasks past its window leave the queue.
-    let (farm, deps) = one_behind_another(("large", "1-100"), ("single", "1", "")).await;
+    let farm = two_slots().await;
+    let deps = farm.deps().await;
+    submit(&farm, "large", "1-100", "");
+    wait_event(&farm, &deps.js, "large", EventKind::TaskStarted).await;
+    let status = farm.status("large");
+    assert_eq!(
+        (&status["window"], &status["alone"]),
+        (&256.into(), &true.into()),
+        "{status}"
+    );
+    let out = farm.cli(&["status", "large"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("window: 256 tasks queued at most (alone"),
+        "{said}"
+    );
+    submit(&farm, "single", "1", "");
     wait_event(&farm, &deps.js, "single", EventKind::JobDone).await;
     wait_event(&farm, &deps.js, "large", EventKind::JobDone).await;
     let (large, single) = (

@@ -32,6 +32,14 @@ pub struct Status {
     /// Whether it is suspended (`tessera suspend`).
     #[serde(default)]
     pub suspended: bool,
+    /// Its window (fair share): how many of its tasks it keeps queued; 0 when every
+    /// ready task was queued at once.
+    #[serde(default)]
+    pub window: u32,
+    /// Whether it was planned alone in its queue, with the large window the next job
+    /// planned into the queue cuts.
+    #[serde(default)]
+    pub alone: bool,
 }
 
 /// The live workers of the registry, by id.
@@ -130,6 +138,8 @@ pub async fn status(deps: &Deps, job: &JobId) -> anyhow::Result<Status> {
                 outputs: Vec::new(),
                 message: event.message,
                 suspended: false,
+                window: 0,
+                alone: false,
             });
         }
         anyhow::bail!("no job {job}");
@@ -157,6 +167,8 @@ pub async fn status(deps: &Deps, job: &JobId) -> anyhow::Result<Status> {
         outputs,
         message,
         suspended: record.suspended,
+        window: record.window,
+        alone: record.alone,
     })
 }
 
