@@ -48,6 +48,17 @@ pub(crate) fn times(events: &[Event], kind: EventKind) -> Vec<u64> {
     times
 }
 
+/// How many tasks of job `first` (its events) started between job `second`'s acceptance
+/// and its first start.
+fn started_ahead(first: &[Event], second: &[Event]) -> usize {
+    let accepted = times(second, EventKind::JobAccepted)[0];
+    let start = times(second, EventKind::TaskStarted)[0];
+    times(first, EventKind::TaskStarted)
+        .into_iter()
+        .filter(|&t| t > accepted && t < start)
+        .count()
+}
+
 /// A two-slot farm running job `first` of `frames`, and job `second` (of `its_frames`,
 /// with `extra` fields) submitted once `first` has started.
 pub(crate) async fn one_behind_another(
@@ -70,15 +81,10 @@ async fn a_small_job_behind_a_large_one_starts_at_once_and_ends_long_before_it()
         events_of(&farm, "large").await,
         events_of(&farm, "small").await,
     );
-    let accepted = times(&small, EventKind::JobAccepted)[0];
-    let first = times(&small, EventKind::TaskStarted)[0];
     // Only the large job's window (two tasks, one per slot) was queued ahead of it, plus
     // what the slots had already pulled: a first-in, first-out queue would have run all
     // 400 first.
-    let ahead = times(&large, EventKind::TaskStarted)
-        .into_iter()
-        .filter(|&t| t > accepted && t < first)
-        .count();
+    let ahead = started_ahead(&large, &small);
     assert!(
         ahead <= 4,
         "{ahead} tasks of the large job started between the small job's acceptance and its first task"
@@ -137,12 +143,7 @@ async fn a_one_task_job_behind_a_large_one_planned_alone_starts_at_once() {
         events_of(&farm, "large").await,
         events_of(&farm, "single").await,
     );
-    let accepted = times(&single, EventKind::JobAccepted)[0];
-    let start = times(&single, EventKind::TaskStarted)[0];
-    let ahead = times(&large, EventKind::TaskStarted)
-        .into_iter()
-        .filter(|&t| t > accepted && t < start)
-        .count();
+    let ahead = started_ahead(&large, &single);
     // Its window of two and what the slots had pulled, and one that may start before
     // the cut pauses the queue; not the rest of the 100 the large job queued alone.
     assert!(

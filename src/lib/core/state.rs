@@ -201,8 +201,8 @@ pub struct JobRecord {
     /// The priority `tessera priority` gave it, in place of its spec's.
     #[serde(default)]
     pub priority: Option<Priority>,
-    /// Planned as the only job in its queue, with [`Window::alone`]'s large window: the
-    /// next job planned into the queue cuts it to its fair window.
+    /// Planned as the only job in its queue, with the large window of [`Window::alone`]:
+    /// the next job planned into the queue cuts it to its fair window.
     #[serde(default)]
     pub alone: bool,
 }
@@ -344,18 +344,14 @@ impl Window {
         (ready > window.size).then_some(window)
     }
 
-    /// The window of `job` when it is the only job in its queue: at least
+    /// This window widened for a job that is the only one in its queue: at least
     /// [`ALONE_WINDOW`], so that its tasks are queued in large batches rather than one per
     /// start (the job it would share with is not there yet: the next one planned into the
-    /// queue cuts it to [`Window::of`]); `None` when it needs no window at all. A cap
-    /// (`max_workers`) stays a cap.
-    pub fn alone(job: &Job, slots: u32, ready: u32) -> Option<Window> {
-        Window::of(job, slots, ready).map(|window| match window.counts_running {
-            true => window,
-            false => Window {
-                size: window.size.max(ALONE_WINDOW),
-                ..window
-            },
+    /// queue cuts it back to this one). `None` for a cap (`max_workers`), which stays.
+    pub fn alone(self) -> Option<Window> {
+        (!self.counts_running).then(|| Window {
+            size: self.size.max(ALONE_WINDOW),
+            ..self
         })
     }
 
@@ -504,15 +500,9 @@ mod tests {
         assert_eq!(Window::of(&job(1, None), 4, 4), None, "fits: no window");
         let capped = Window::of(&job(1, Some(1)), 4, 100).expect("a window");
         assert_eq!((capped.size, capped.counts_running), (1, true));
-        let alone = Window::alone(&job(1, None), 4, 1000).expect("a window");
+        let alone = plain.alone().expect("no cap");
         assert_eq!(alone.size, ALONE_WINDOW);
-        // Queued whole, and cut to its fair window when another job comes.
-        assert_eq!(Window::alone(&job(1, None), 4, 100), Some(alone));
-        assert_eq!(Window::alone(&job(1, None), 4, 4), None, "fits: no window");
-        assert_eq!(
-            Window::alone(&job(1, Some(2)), 4, 1000).map(|w| w.size),
-            Some(2)
-        );
+        assert_eq!(capped.alone(), None, "a cap stays a cap");
         let wide = Window::of(&job(2, None), 16, 100).expect("a window");
         assert_eq!(wide.size, 32);
         // (queued, running, starts a second) -> tasks to release

@@ -3,21 +3,21 @@
 //! A fair window costs the collector a release for every few starts: it is what lets a
 //! job planned behind a large one start at once, but while a job is alone in its queue
 //! nobody waits behind it. So the planner gives a job that finds its queue empty a large
-//! window ([`Window::alone`](crate::core::state::Window::alone)), which the collector tops up in large batches; the next job
-//! planned into the queue first cuts it to its fair window ([`Window::of`](crate::core::state::Window::of)): the tasks
-//! queued past that are taken back out and held, and its collector queues them as its
-//! tasks start, as for any windowed job.
+//! window ([`Window::alone`]), which the collector tops up in large batches; the next job
+//! planned into the queue first cuts it to its fair window ([`Window::of`]): the tasks
+//! queued past that are taken back out and held ([`held::withhold`](super::held::withhold)),
+//! and its collector queues them as its tasks start, as for any windowed job.
+//!
+//! [`Window::alone`]: crate::core::state::Window::alone
+//! [`Window::of`]: crate::core::state::Window::of
 
 use anyhow::Context as _;
 use futures::TryStreamExt as _;
 
-use crate::bus::protocol::{self, Event, EventKind};
-use crate::bus::publish;
+use crate::bus::protocol;
 use crate::bus::streams::TASKS_STREAM;
-use crate::bus::withdraw::{self, JobQueue};
 use crate::config::Deps;
 use crate::core::job::{Job, JobId};
-use crate::core::state::{Change, TaskState};
 
 /// The jobs other than `job` with tasks in `job`'s queue (queued, or held by workers).
 pub async fn others_in_queue(deps: &Deps, job: &Job) -> anyhow::Result<Vec<JobId>> {
@@ -64,46 +64,15 @@ pub async fn cut(deps: &Deps, id: &JobId, size: u32) -> anyhow::Result<usize> {
     let job = record
         .job()
         .map_err(|e| anyhow::anyhow!("stored job {id}: {e}"))?;
-    let queue = JobQueue {
-        job: &job.id,
-        class: &job.class,
-        priority: job.priority,
-        renderer: job.renderer,
-    };
-    let mut paused = withdraw::pause_and_find(&deps.js, queue).await?;
-    // The first `size` in the queue stay; the rest are held, in task order.
-    let mut past: Vec<(u64, u32)> = paused.queued.iter().skip(size as usize).copied().collect();
-    past.sort_by_key(|&(_, index)| index);
-    let indices: Vec<u32> = past.iter().map(|&(_, index)| index).collect();
-    let moved = match super::held::change_pages(deps, &job, &indices, Change::Withhold).await {
-        Ok(moved) => moved,
-        Err(e) => {
-            paused.resume().await;
-            return Err(e);
-        }
-    };
-    // Only what is now held leaves the queue (a task whose hand-back is on its way stays).
-    paused.queued = past
-        .iter()
-        .zip(&moved)
-        .filter(|(_, (_, after))| after.state() == TaskState::Held)
-        .map(|(&found, _)| found)
-        .collect();
-    let withdrawn = paused.queued.len();
-    paused.take().await?;
+    // The first `size` in the queue stay.
+    let withdrawn = super::held::withhold(deps, &job, job.priority, size as usize).await?;
     deps.ledger
         .update_job(id, |r| std::mem::take(&mut r.alone))
         .await?;
-    let mut event = Event::new(EventKind::JobChanged, job.id.as_str());
-    event.message = Some(format!(
+    let message = format!(
         "another job shares its queue: {withdrawn} queued tasks held back, window of {size}"
-    ));
-    event.incarnation = Some(job.incarnation.clone());
-    let msg_id = protocol::changed_msg_id(&job.id, &job.incarnation, record.withdrawals, "cut");
-    publish::event_pending(&deps.js, &event, Some(&msg_id))
-        .await?
-        .confirmed()
-        .await?;
+    );
+    super::announce_change(deps, &job, record.withdrawals, "cut", message).await?;
     tracing::info!(job = %job.id, withdrawn, window = size, "job cut to its fair window");
     Ok(withdrawn)
 }

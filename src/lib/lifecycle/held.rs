@@ -1,14 +1,17 @@
 //! Held tasks (see [`TaskState::Held`]): found in task order and queued — by the
 //! collector as a windowed job's queued tasks start, and by `tessera resume` and a
-//! priority change, which queue what a suspend or the change held back.
+//! priority change, which queue what a suspend or the change held back — and queued
+//! tasks taken back out of the queue and held ([`withhold`]: a suspend, a priority
+//! change, a job planned alone cut to its fair window).
 //!
 //! A held task is published before its slot is marked queued: a step killed in between
 //! leaves it held, and the step run again publishes it under the same `Nats-Msg-Id`
 //! (deduplicated) before marking it.
 
 use crate::bus::publish;
+use crate::bus::withdraw::{self, JobQueue};
 use crate::config::Deps;
-use crate::core::job::Job;
+use crate::core::job::{Job, Priority};
 use crate::core::plan;
 use crate::core::state::{Change, PAGE_SIZE, Round, TaskState, page_count, page_of};
 
@@ -150,4 +153,42 @@ pub async fn change_pages(
         start = end;
     }
     Ok(moved)
+}
+
+/// Takes `job`'s queued tasks in its queue of `priority` out of the queue and holds them,
+/// all but the first `keep` in the queue; returns how many. A task the ledger does not
+/// show queued (a worker's hand-back on its way) is left in the queue.
+pub async fn withhold(
+    deps: &Deps,
+    job: &Job,
+    priority: Priority,
+    keep: usize,
+) -> anyhow::Result<usize> {
+    let queue = JobQueue {
+        job: &job.id,
+        class: &job.class,
+        priority,
+        renderer: job.renderer,
+    };
+    let mut paused = withdraw::pause_and_find(&deps.js, queue).await?;
+    let mut past = paused.queued.split_off(keep.min(paused.queued.len()));
+    past.sort_by_key(|&(_, index)| index);
+    let indices: Vec<u32> = past.iter().map(|&(_, index)| index).collect();
+    let moved = match change_pages(deps, job, &indices, Change::Withhold).await {
+        Ok(moved) => moved,
+        Err(e) => {
+            paused.resume().await;
+            return Err(e);
+        }
+    };
+    // Only what is now held leaves the queue.
+    paused.queued = past
+        .iter()
+        .zip(&moved)
+        .filter(|(_, (_, after))| after.state() == TaskState::Held)
+        .map(|(&found, _)| found)
+        .collect();
+    let withheld = paused.queued.len();
+    paused.take().await?;
+    Ok(withheld)
 }

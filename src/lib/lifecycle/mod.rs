@@ -85,6 +85,27 @@ pub async fn end_job(
     Ok(())
 }
 
+/// Announces a change of `job` made in its record's round `withdrawals` (`job.changed`,
+/// saying `message`; `what` names the change in the event's message id, so that one
+/// change is announced once); returns the event's stream sequence. Collectors that read
+/// it count the job afresh.
+pub async fn announce_change(
+    deps: &Deps,
+    job: &Job,
+    withdrawals: u32,
+    what: &str,
+    message: String,
+) -> anyhow::Result<u64> {
+    let mut event = Event::new(EventKind::JobChanged, job.id.as_str());
+    event.message = Some(message);
+    event.incarnation = Some(job.incarnation.clone());
+    let msg_id = protocol::changed_msg_id(&job.id, &job.incarnation, withdrawals, what);
+    publish::event_pending(&deps.js, &event, Some(&msg_id))
+        .await?
+        .stored_at()
+        .await
+}
+
 /// What deleting a job found and removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Deleted {

@@ -303,13 +303,12 @@ async fn plan_job(planner: &Planner, msg: &jetstream::Message, mut job: Job) -> 
         // so that it waits behind no more than its fair window.
         let others = alone::others_in_queue(deps, &job).await?;
         cut_the_alone(planner, &others).await?;
-        planned_alone = others.is_empty() && !forced && job.max_workers.is_none();
-        let fair = match planned_alone {
-            true => Window::alone(&job, slots, ready),
-            false => Window::of(&job, slots, ready),
-        };
-        planned_alone &= fair.is_some();
-        window = match fair {
+        let fair = Window::of(&job, slots, ready);
+        let wide = fair
+            .filter(|_| others.is_empty() && !forced)
+            .and_then(Window::alone);
+        planned_alone = wide.is_some();
+        window = match wide.or(fair) {
             Some(window) => window.size,
             None if forced => ready.max(1),
             None => 0,

@@ -317,15 +317,9 @@ async fn announce(
     record: &crate::core::state::JobRecord,
     what: &str,
 ) -> anyhow::Result<()> {
-    let mut event = Event::new(EventKind::JobChanged, job.id.as_str());
-    event.message = Some(what.to_string());
-    event.incarnation = Some(job.incarnation.clone());
-    let msg_id =
-        crate::bus::protocol::changed_msg_id(&job.id, &job.incarnation, record.withdrawals, what);
-    let sequence = publish::event_pending(&deps.js, &event, Some(&msg_id))
-        .await?
-        .stored_at()
-        .await?;
+    let sequence =
+        crate::lifecycle::announce_change(deps, job, record.withdrawals, what, what.to_string())
+            .await?;
     let deadline = tokio::time::Instant::now() + COLLECTORS_READ;
     while !streams::events_handled(&deps.js, &job.id, sequence).await? {
         if tokio::time::Instant::now() >= deadline {
@@ -338,43 +332,15 @@ async fn announce(
 }
 
 /// Takes `job`'s queued tasks out of its queues of `priorities` and holds them; returns
-/// how many. A task the ledger does not show queued (a worker's hand-back on its way) is
-/// left in the queue.
+/// how many.
 async fn withdraw(
     deps: &Deps,
     job: &crate::core::job::Job,
     priorities: &[Priority],
 ) -> anyhow::Result<usize> {
-    use crate::bus::withdraw::{self, JobQueue};
     let mut withdrawn = 0;
     for &priority in priorities {
-        let queue = JobQueue {
-            job: &job.id,
-            class: &job.class,
-            priority,
-            renderer: job.renderer,
-        };
-        let mut paused = withdraw::pause_and_find(&deps.js, queue).await?;
-        paused.queued.sort_by_key(|&(_, index)| index);
-        let indices: Vec<u32> = paused.queued.iter().map(|&(_, index)| index).collect();
-        let moved = match held::change_pages(deps, job, &indices, Change::Withhold).await {
-            Ok(moved) => moved,
-            Err(e) => {
-                paused.resume().await;
-                return Err(e);
-            }
-        };
-        // Only what is now held leaves the queue.
-        let kept: Vec<(u64, u32)> = paused
-            .queued
-            .iter()
-            .zip(&moved)
-            .filter(|(_, (_, after))| after.state() == TaskState::Held)
-            .map(|(&found, _)| found)
-            .collect();
-        withdrawn += kept.len();
-        paused.queued = kept;
-        paused.take().await?;
+        withdrawn += held::withhold(deps, job, priority, 0).await?;
     }
     Ok(withdrawn)
 }
