@@ -7,7 +7,7 @@ use std::time::Duration;
 use tessera::bus::protocol::{Event, EventKind};
 use tessera::bus::streams::TASKS_STREAM;
 
-use crate::sharing::{done_tasks, one_behind_another, submit, times, two_slots};
+use crate::sharing::{done_tasks, submit, times, two_slots};
 use crate::support::{events_of, stream_messages, tasks_done, wait_event};
 
 fn count(events: &[Event], kind: EventKind) -> usize {
@@ -21,7 +21,12 @@ const QUIET: Duration = Duration::from_millis(1500);
 async fn a_suspended_job_keeps_its_tasks_through_a_restart_of_every_role_until_resumed() {
     let mut farm = two_slots().await;
     let deps = farm.deps().await;
-    submit(&farm, "shot", "1-40", "");
+    // Ten key frames: some are still queued in the key queue when it is suspended.
+    let first = "40,36,32,28,24,20,16,12,8,4";
+    let shot = format!(
+        "id = \"shot\"\nrenderer = \"noop\"\n[frames]\nrange = \"1-40\"\nfirst = \"{first}\"\n[settings]\nsleep_ms = 50\n"
+    );
+    farm.submit("shot", &shot);
     tasks_done(&farm, &deps.js, "shot", 4).await;
 
     let out = farm.cli(&["suspend", "shot"]);
@@ -89,8 +94,13 @@ async fn a_suspended_job_keeps_its_tasks_through_a_restart_of_every_role_until_r
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_given_a_higher_priority_has_its_remaining_tasks_queued_at_it() {
-    let late = ("late", "1-20", "priority = \"low\"");
-    let (farm, deps) = one_behind_another(("normal", "1-60"), late).await;
+    let farm = two_slots().await;
+    let deps = farm.deps().await;
+    submit(&farm, "normal", "1-60", "");
+    wait_event(&farm, &deps.js, "normal", EventKind::TaskStarted).await;
+    // Its first frames are key tasks, queued in the low queue's key consumer.
+    let late = "id = \"late\"\nrenderer = \"noop\"\npriority = \"low\"\n[frames]\nrange = \"1-20\"\nfirst = \"20,10\"\n[settings]\nsleep_ms = 50\n";
+    farm.submit("late", late);
     wait_event(&farm, &deps.js, "late", EventKind::JobAccepted).await;
 
     let out = farm.cli(&["priority", "late", "high"]);
@@ -102,8 +112,13 @@ async fn a_job_given_a_higher_priority_has_its_remaining_tasks_queued_at_it() {
     // Nothing of it waits in the low queue any more: what was queued there moved (what
     // a worker already holds finishes where it is).
     let stream = deps.js.get_stream(TASKS_STREAM).await.unwrap();
-    let low = stream.consumer_info("tasks-cpu-low-noop").await.unwrap();
-    assert_eq!(low.num_pending, 0, "tasks left queued at the old priority");
+    for queue in ["tasks-cpu-low-noop", "keys-cpu-low-noop"] {
+        let low = stream.consumer_info(queue).await.unwrap();
+        assert_eq!(
+            low.num_pending, 0,
+            "tasks left queued at the old priority in {queue}"
+        );
+    }
     farm.wait_done("late");
     // At low, it would have waited for the normal job's 60 tasks; at high it runs first.
     let normal_done = count(&events_of(&farm, "normal").await, EventKind::TaskDone);

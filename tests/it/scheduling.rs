@@ -223,6 +223,7 @@ async fn a_queue_whose_tasks_were_purged_answers_pulls_at_once_again() {
         &Class::parse("cpu").unwrap(),
         Priority::Normal,
         RendererKind::Command,
+        false,
         Default::default(),
     )
     .await

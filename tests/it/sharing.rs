@@ -313,6 +313,58 @@ async fn key_frames_start_first_in_preview_order_or_as_listed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_frames_go_to_the_fastest_idle_workers() {
+    use tessera::bus::protocol::key_consumer;
+    use tessera::core::job::{Class, Priority, RendererKind};
+    let mut farm = Farm::with_workers(0);
+    // w1 is 8 times as fast as the usual machine, w2 twice, w0 the usual one.
+    for (i, speed) in ["1", "8", "2"].into_iter().enumerate() {
+        farm.start_worker(i, &["--slots", "3", "--speed", speed]);
+    }
+    let deps = farm.deps().await;
+    let keys = key_consumer(&Class::cpu(), Priority::Normal, RendererKind::Noop);
+    let waiting = || "the idle workers never waited for key tasks".to_string();
+    eventually(PATIENCE, Duration::from_millis(50), waiting, async || {
+        let stream = deps.js.get_stream("TESSERA_TASKS").await.ok()?;
+        let info = stream.consumer_info(&keys).await.ok()?;
+        (info.num_waiting == 3).then_some(())
+    })
+    .await;
+    let toml = "id = \"keys\"\nrenderer = \"noop\"\n[frames]\nrange = \"1-30\"\nfirst = \"5,10,15,20,25,30\"\n[settings]\nsleep_ms = 300\n";
+    farm.submit("keys", toml);
+    wait_event(&farm, &deps.js, "keys", EventKind::JobDone).await;
+    let events = events_of(&farm, "keys").await;
+    let worker_of = |frame: u32| {
+        let started = events
+            .iter()
+            .find(|e| e.kind == EventKind::TaskStarted && e.index == Some(frame - 1));
+        started.and_then(|e| e.worker.clone()).unwrap_or_default()
+    };
+    let keys: Vec<(u32, String)> = [5, 10, 15, 20, 25, 30]
+        .into_iter()
+        .map(|frame| (frame, worker_of(frame)))
+        .collect();
+    // The fastest takes as many as it has slots, in the order asked; the next fastest
+    // the rest; the usual machine none.
+    let expected: Vec<(u32, String)> = [(5, "w1"), (10, "w1"), (15, "w1")]
+        .into_iter()
+        .chain([(20, "w2"), (25, "w2"), (30, "w2")])
+        .map(|(frame, worker)| (frame, worker.to_string()))
+        .collect();
+    assert_eq!(keys, expected);
+    let done = events
+        .iter()
+        .filter(|e| e.kind == EventKind::TaskDone)
+        .count();
+    assert_eq!(done, 30, "every frame once");
+    let by_w0 = events
+        .iter()
+        .filter(|e| e.kind == EventKind::TaskStarted && e.worker.as_deref() == Some("w0"))
+        .count();
+    assert!(by_w0 > 0, "the rest are shared by every worker");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_chunks_start_as_single_frames_and_grow_to_the_target_time() {
     let farm = two_slots().await;
     let deps = farm.deps().await;

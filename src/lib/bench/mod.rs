@@ -167,6 +167,7 @@ pub fn bench_worker(cache: std::path::PathBuf) -> WorkerConfig {
         idle_poll: Duration::from_millis(500),
         max_deliver: None,
         burst: None,
+        speed: 1.0,
     }
 }
 

@@ -12,6 +12,7 @@ use bytes::Bytes;
 
 use super::protocol::{self, Event, TaskMessage};
 use crate::core::job::{Class, Job, JobId, JobSpec, Priority, RendererKind};
+use crate::core::order;
 use crate::core::plan::TaskPlan;
 use crate::core::state::Round;
 
@@ -82,7 +83,7 @@ pub async fn task(
     let mut message = TaskMessage::new(job, task);
     message.attempts_before = attempts_before;
     message.max_attempts += attempts_before;
-    let subject = protocol::task_subject(&job.class, job.priority, &job.id, job.renderer);
+    let subject = task_subject(job, std::slice::from_ref(task));
     let msg_id = protocol::task_msg_id(&job.id, &job.incarnation, &task.id, round);
     let what = format!("task {}", task.id);
     send(js, subject, Some(&msg_id), protocol::encode(&message), what).await
@@ -104,7 +105,7 @@ pub async fn bundle(
     let mut message = TaskMessage::bundle(job, tasks);
     message.attempts_before = attempts_before;
     message.max_attempts += attempts_before;
-    let subject = protocol::task_subject(&job.class, job.priority, &job.id, job.renderer);
+    let subject = task_subject(job, tasks);
     let lead = protocol::task_msg_id(&job.id, &job.incarnation, &tasks[0].id, round);
     let msg_id = format!("{lead}:b{}", tasks.len());
     let what = format!("bundle {}", message.task);
@@ -124,10 +125,17 @@ pub async fn task_again(
     let mut message = TaskMessage::new(job, task);
     message.attempts_before = attempt;
     message.max_attempts = job.retry.max_attempts.max(attempt + 1);
-    let subject = protocol::task_subject(&job.class, job.priority, &job.id, job.renderer);
+    let subject = task_subject(job, std::slice::from_ref(task));
     let msg_id = protocol::task_again_msg_id(&job.id, &job.incarnation, &task.id, round, attempt);
     let what = format!("task {} again", task.id);
     send(js, subject, Some(&msg_id), protocol::encode(&message), what).await
+}
+
+/// The subject of a message carrying `tasks` of `job`: a key task's when any renders a key
+/// frame ([`order::is_key`]).
+fn task_subject(job: &Job, tasks: &[TaskPlan]) -> String {
+    let key = tasks.iter().any(|task| order::is_key(job, task));
+    protocol::task_subject(&job.class, job.priority, &job.id, job.renderer, key)
 }
 
 /// Why a batch of tasks was not queued.
@@ -168,7 +176,6 @@ pub async fn task_batch(
         return Ok(task(js, job, last, round, 0).await?.confirmed().await?);
     }
     let batch = nuid::next().to_string();
-    let subject = protocol::task_subject(&job.class, job.priority, &job.id, job.renderer);
     let headers = |task: &TaskPlan, sequence: usize| {
         let mut headers = protocol::headers(Some(&protocol::task_msg_id(
             &job.id,
@@ -182,8 +189,9 @@ pub async fn task_batch(
     };
     for (i, task) in rest.iter().enumerate() {
         let payload = protocol::encode(&TaskMessage::new(job, task));
+        let subject = task_subject(job, std::slice::from_ref(task));
         client
-            .publish_with_headers(subject.clone(), headers(task, i + 1), payload.into())
+            .publish_with_headers(subject, headers(task, i + 1), payload.into())
             .await
             .map_err(|e| anyhow::anyhow!("publishing task {}: {e}", task.id))?;
     }
@@ -191,7 +199,11 @@ pub async fn task_batch(
     commit.insert(NATS_BATCH_COMMIT, "1");
     let payload = protocol::encode(&TaskMessage::new(job, last));
     let ack = js
-        .publish_with_headers(subject, commit, payload.into())
+        .publish_with_headers(
+            task_subject(job, std::slice::from_ref(last)),
+            commit,
+            payload.into(),
+        )
         .await
         .map_err(|e| anyhow::anyhow!("committing the tasks of {}: {e}", job.id))?
         .await;
@@ -265,14 +277,16 @@ pub async fn submission(js: &jetstream::Context, id: &JobId, spec: &JobSpec) -> 
 }
 
 /// Rings the doorbell of `class`: idle workers of the class pull at once, trying the queue
-/// of (`priority`, `renderer`) first.
+/// of (`priority`, `renderer`) first; `key` says key tasks were among those queued (see
+/// [`order::is_key`]).
 pub async fn doorbell(
     client: &async_nats::Client,
     class: &Class,
     priority: Priority,
     renderer: RendererKind,
+    key: bool,
 ) {
-    let hint = protocol::doorbell_hint(priority, renderer);
+    let hint = protocol::doorbell_hint(priority, renderer, key);
     if let Err(e) = client
         .publish(protocol::doorbell_subject(class), hint.into())
         .await

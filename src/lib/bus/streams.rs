@@ -78,6 +78,7 @@ const BUCKET_FILES: [(&str, &str); 4] = [
 const PLANNER_CONSUMER: &str = include_str!("../../../streams/consumer-planner.json");
 const COLLECTOR_CONSUMER: &str = include_str!("../../../streams/consumer-collector.json");
 const TASKS_CONSUMER: &str = include_str!("../../../streams/consumer-tasks.json");
+const KEYS_CONSUMER: &str = include_str!("../../../streams/consumer-keys.json");
 const ADVISORIES_CONSUMER: &str = include_str!("../../../streams/consumer-advisories.json");
 
 /// The stream definitions, parsed.
@@ -320,17 +321,19 @@ pub struct Overrides {
     pub max_deliver: Option<i64>,
 }
 
-/// The workers' durable consumer for (`class`, `priority`, `renderer`).
+/// The workers' durable consumer for (`class`, `priority`, `renderer`), or with `key` the
+/// queue's key consumer (its key tasks, in prioritized pulls).
 pub async fn task_consumer(
     js: &jetstream::Context,
     class: &Class,
     priority: Priority,
     renderer: RendererKind,
+    key: bool,
     overrides: Overrides,
 ) -> anyhow::Result<consumer::PullConsumer> {
     ensure_consumer(
         js,
-        TASKS_CONSUMER,
+        if key { KEYS_CONSUMER } else { TASKS_CONSUMER },
         &[
             ("class", class.as_str()),
             ("priority", priority.as_str()),
@@ -453,7 +456,7 @@ pub async fn pause_task_queues(
                     .iter()
                     .any(|q| q.class == *class && q.priority == p && q.renderer == renderer);
                 if !known {
-                    task_consumer(js, class, p, renderer, Overrides::default()).await?;
+                    task_consumer(js, class, p, renderer, false, Overrides::default()).await?;
                 }
             }
         }
@@ -470,18 +473,22 @@ pub async fn pause_task_queues(
         {
             continue;
         }
-        let name = protocol::task_consumer(&queue.class, queue.priority, queue.renderer);
-        let response = if pause {
-            stream.pause_consumer(&name, until).await
-        } else {
-            stream.resume_consumer(&name).await
-        };
-        response.with_context(|| {
-            format!(
-                "{} queue {name}",
-                if pause { "pausing" } else { "resuming" }
-            )
-        })?;
+        // The queue's key consumer goes with it (created first, so that a worker opening
+        // it later finds it paused too).
+        let (c, p, r) = (&queue.class, queue.priority, queue.renderer);
+        let keys = protocol::key_consumer(c, p, r);
+        if stream.consumer_info(&keys).await.is_err() {
+            task_consumer(js, c, p, r, true, Overrides::default()).await?;
+        }
+        for name in [keys, protocol::task_consumer(c, p, r)] {
+            let response = if pause {
+                stream.pause_consumer(&name, until).await
+            } else {
+                stream.resume_consumer(&name).await
+            };
+            let doing = if pause { "pausing" } else { "resuming" };
+            response.with_context(|| format!("{doing} queue {name}"))?;
+        }
         queue.paused = pause;
         changed.push(queue);
     }
@@ -557,6 +564,18 @@ mod tests {
         assert_eq!(config.ack_wait, Duration::from_secs(30));
         assert_eq!(config.priority_policy, consumer::PriorityPolicy::Overflow);
         assert_eq!(config.priority_groups, [WORKERS_GROUP]);
+        let (stream, keys) = consumer_config(KEYS_CONSUMER, &fill).unwrap();
+        assert_eq!(stream, TASKS_STREAM);
+        assert_eq!(keys.durable_name.as_deref(), Some("keys-gpu-high-povray"));
+        let gpu = Class::parse("gpu").unwrap();
+        let key_filter = protocol::key_filter(&gpu, Priority::High, RendererKind::Povray);
+        assert_eq!(keys.filter_subject, key_filter);
+        assert_eq!(keys.priority_policy, consumer::PriorityPolicy::Prioritized);
+        assert_eq!(keys.priority_groups, [WORKERS_GROUP]);
+        assert_eq!(
+            (keys.ack_wait, keys.max_deliver),
+            (config.ack_wait, config.max_deliver)
+        );
         for text in [PLANNER_CONSUMER, ADVISORIES_CONSUMER] {
             consumer_config(text, &[]).unwrap();
         }

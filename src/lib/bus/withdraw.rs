@@ -38,6 +38,8 @@ pub struct JobQueue<'a> {
     pub priority: Priority,
     /// Renderer.
     pub renderer: RendererKind,
+    /// Its key tasks (the key consumer's), or the rest.
+    pub key: bool,
 }
 
 /// The queue paused for a withdrawal: what it found queued, to be taken out with
@@ -56,7 +58,11 @@ pub async fn pause_and_find<'a>(
     queue: JobQueue<'a>,
 ) -> anyhow::Result<Paused<'a>> {
     let stream = js.get_stream(TASKS_STREAM).await?;
-    let name = protocol::task_consumer(queue.class, queue.priority, queue.renderer);
+    let (class, priority, renderer) = (queue.class, queue.priority, queue.renderer);
+    let name = match queue.key {
+        true => protocol::key_consumer(class, priority, renderer),
+        false => protocol::task_consumer(class, priority, renderer),
+    };
     // A queue no worker has opened has delivered nothing: everything in it is queued.
     let mut delivered = 0;
     let mut paused_here = None;
@@ -102,7 +108,8 @@ async fn find(
     queue: JobQueue<'_>,
     mut from: u64,
 ) -> anyhow::Result<Vec<(u64, u32)>> {
-    let subject = protocol::task_subject(queue.class, queue.priority, queue.job, queue.renderer);
+    let (class, priority, renderer) = (queue.class, queue.priority, queue.renderer);
+    let subject = protocol::task_subject(class, priority, queue.job, renderer, queue.key);
     let mut queued = Vec::new();
     loop {
         let message = stream

@@ -3,6 +3,10 @@
 //! middle, then the middles of the gaps, halving them, so that an artist sees the whole
 //! shot coarsely early and finer as it renders). Pure: the planner queues a job's first
 //! tasks in this order and the collector releases the held ones in it.
+//!
+//! The frames a job asks for first are its key frames ([`is_key`]): those `frames.first`
+//! names, else with `order = "preview"` the first, last and middle frame. Their tasks go
+//! to the fastest idle workers (see the worker's key waits).
 
 use crate::core::frames::FrameRange;
 use crate::core::job::Job;
@@ -80,6 +84,25 @@ impl FrameOrder {
     pub fn is_sequence(&self) -> bool {
         self.first.is_empty() && !self.preview
     }
+}
+
+/// Whether `task` of `job` renders a key frame: one of those `frames.first` names, or
+/// without `first` and with `order = "preview"`, the first, the last or the middle frame
+/// (the preview's first three).
+pub fn is_key(job: &Job, task: &plan::TaskPlan) -> bool {
+    let order = &job.order;
+    if !order.first.is_empty() {
+        return task.frames.iter().any(|f| order.first.contains(f));
+    }
+    if !order.preview {
+        return false;
+    }
+    let frames = job.frames.frames();
+    let Some(last) = frames.len().checked_sub(1) else {
+        return false;
+    };
+    let keys = [frames[0], frames[last / 2], frames[last]];
+    task.frames.iter().any(|f| keys.contains(f))
 }
 
 /// The positions `0..n` of a frame list in preview order: first, last, middle, then the
@@ -235,5 +258,30 @@ mod tests {
             queue_order(&job("chunk = 3\nfirst = \"8\"")),
             Some(vec![2, 0, 1])
         );
+    }
+
+    #[test]
+    fn key_tasks_are_the_frames_asked_for_first() {
+        let job = |extra: &str| {
+            let text =
+                format!("id = \"o\"\nrenderer = \"noop\"\n[frames]\nrange = \"1-9\"\n{extra}");
+            crate::core::job::from_toml(&text)
+                .expect("parses")
+                .validate()
+                .expect("valid")
+        };
+        let keys = |extra: &str| {
+            let job = job(extra);
+            plan::tasks(&job)
+                .filter(|task| is_key(&job, task))
+                .map(|task| task.frames[0])
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(keys(""), Vec::<u32>::new());
+        assert_eq!(keys("order = \"preview\""), [1, 5, 9]);
+        assert_eq!(keys("first = \"7,2\""), [2, 7]);
+        assert_eq!(keys("first = \"7\"\norder = \"preview\""), [7]);
+        // A chunk is a key task when any of its frames is a key frame.
+        assert_eq!(keys("chunk = 4\nfirst = \"6\""), [5]);
     }
 }

@@ -22,7 +22,8 @@ use crate::core::job::{Job, JobId};
 /// The jobs other than `job` with tasks in `job`'s queue (queued, or held by workers).
 pub async fn others_in_queue(deps: &Deps, job: &Job) -> anyhow::Result<Vec<JobId>> {
     let stream = deps.js.get_stream(TASKS_STREAM).await?;
-    let filter = protocol::task_filter(&job.class, job.priority, job.renderer);
+    // Key tasks too: the class and priority's subjects, narrowed to the renderer below.
+    let filter = protocol::priority_tasks_filter(&job.class, job.priority);
     let subjects: Vec<(String, usize)> = stream
         .info_with_subjects(&filter)
         .await
@@ -30,12 +31,22 @@ pub async fn others_in_queue(deps: &Deps, job: &Job) -> anyhow::Result<Vec<JobId
         .try_collect()
         .await
         .with_context(|| format!("reading the jobs in queue {filter}"))?;
-    Ok(subjects
+    let mut others: Vec<JobId> = Vec::new();
+    let found = subjects
         .into_iter()
         .filter(|&(_, count)| count > 0)
+        .filter(|(subject, _)| {
+            protocol::parse_task_queue(subject).is_some_and(|(_, _, r)| r == job.renderer)
+        })
         .filter_map(|(subject, _)| protocol::parse_task_job(&subject))
-        .filter(|other| *other != job.id)
-        .collect())
+        .filter(|other| *other != job.id);
+    for other in found {
+        // A job with key tasks has two subjects in the queue.
+        if !others.contains(&other) {
+            others.push(other);
+        }
+    }
+    Ok(others)
 }
 
 /// Cuts job `id`, if it was planned alone in its queue, to its fair window of `size`

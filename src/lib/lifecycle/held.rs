@@ -108,11 +108,15 @@ pub async fn release_in_bundles(
         0 | 1 => held.iter().map(|&t| vec![t]).collect(),
         size => crate::core::bundle::runs(&sorted, size),
     };
+    let mut key = false;
     for run in runs {
         let tasks: Vec<_> = run
             .iter()
             .map(|&(index, _)| plan::task(job, index))
             .collect();
+        key |= tasks
+            .iter()
+            .any(|task| crate::core::order::is_key(job, task));
         let attempts_before = run.iter().map(|&(_, a)| a).max().unwrap_or(0);
         pending.push(publish::bundle(&deps.js, job, &tasks, round, attempts_before).await?);
     }
@@ -127,7 +131,7 @@ pub async fn release_in_bundles(
         .iter()
         .filter(|(before, after)| before.state() == TaskState::Held && after != before)
         .count() as u32;
-    publish::doorbell(&deps.client, &job.class, job.priority, job.renderer).await;
+    publish::doorbell(&deps.client, &job.class, job.priority, job.renderer, key).await;
     Ok(released)
 }
 
@@ -156,22 +160,42 @@ pub async fn change_pages(
 }
 
 /// Takes `job`'s queued tasks in its queue of `priority` out of the queue and holds them,
-/// all but the first `keep` in the queue; returns how many. A task the ledger does not
-/// show queued (a worker's hand-back on its way) is left in the queue.
+/// all but the first `keep` in the queue (its key tasks first); returns how many. A task
+/// the ledger does not show queued (a worker's hand-back on its way) is left in the queue.
 pub async fn withhold(
     deps: &Deps,
     job: &Job,
     priority: Priority,
     keep: usize,
 ) -> anyhow::Result<usize> {
-    let queue = JobQueue {
-        job: &job.id,
-        class: &job.class,
-        priority,
-        renderer: job.renderer,
-    };
+    let mut keep = keep;
+    let mut withheld = 0;
+    for key in [true, false] {
+        let queue = JobQueue {
+            job: &job.id,
+            class: &job.class,
+            priority,
+            renderer: job.renderer,
+            key,
+        };
+        let (out, kept) = withhold_in(deps, job, queue, keep).await?;
+        withheld += out;
+        keep -= kept;
+    }
+    Ok(withheld)
+}
+
+/// [`withhold`] in one of the job's queues; returns how many it took out and how many it
+/// kept.
+async fn withhold_in(
+    deps: &Deps,
+    job: &Job,
+    queue: JobQueue<'_>,
+    keep: usize,
+) -> anyhow::Result<(usize, usize)> {
     let mut paused = withdraw::pause_and_find(&deps.js, queue).await?;
     let mut past = paused.queued.split_off(keep.min(paused.queued.len()));
+    let kept = paused.queued.len();
     past.sort_by_key(|&(_, index)| index);
     let indices: Vec<u32> = past.iter().map(|&(_, index)| index).collect();
     let moved = match change_pages(deps, job, &indices, Change::Withhold).await {
@@ -190,5 +214,5 @@ pub async fn withhold(
         .collect();
     let withheld = paused.queued.len();
     paused.take().await?;
-    Ok(withheld)
+    Ok((withheld, kept))
 }

@@ -392,7 +392,10 @@ async fn plan_job(planner: &Planner, msg: &jetstream::Message, mut job: Job) -> 
         event.incarnation = Some(job.incarnation.clone());
         let msg_id = protocol::accepted_msg_id(&job.id, &job.incarnation);
         let accepted = publish::event_pending(&deps.js, &event, Some(&msg_id)).await?;
-        publish::doorbell(&deps.client, &job.class, job.priority, job.renderer).await;
+        let key = ready
+            .iter()
+            .any(|task| crate::core::order::is_key(&job, task));
+        publish::doorbell(&deps.client, &job.class, job.priority, job.renderer, key).await;
         accepted.confirmed().await?;
         anyhow::Ok(())
     };

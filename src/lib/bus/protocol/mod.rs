@@ -68,8 +68,29 @@ mod tests {
         let job = JobId::parse("j1").unwrap();
         let cpu = Class::cpu();
         let noop = RendererKind::Noop;
-        let subject = task_subject(&cpu, Priority::High, &job, noop);
+        let subject = task_subject(&cpu, Priority::High, &job, noop, false);
         assert_eq!(subject, "tessera.tasks.cpu.high.j1.noop");
+        let key = task_subject(&cpu, Priority::High, &job, noop, true);
+        assert_eq!(key, "tessera.tasks.cpu.high.j1.noop.key");
+        assert!(is_key_task_subject(&key) && !is_key_task_subject(&subject));
+        assert_eq!(
+            key_filter(&cpu, Priority::High, noop),
+            "tessera.tasks.cpu.high.*.noop.key"
+        );
+        for s in [&subject, &key] {
+            assert_eq!(
+                parse_task_queue(s),
+                Some((cpu.clone(), Priority::High, noop))
+            );
+            assert_eq!(parse_task_job(s), Some(job.clone()));
+        }
+        let keys = key_consumer(&cpu, Priority::Normal, noop);
+        assert_eq!(keys, "keys-cpu-normal-noop");
+        assert_eq!(parse_task_consumer(&keys), None);
+        assert_eq!(
+            parse_any_task_consumer(&keys),
+            Some((cpu.clone(), Priority::Normal, noop))
+        );
         let filter = task_filter(&cpu, Priority::Low, noop);
         assert_eq!(filter, "tessera.tasks.cpu.low.*.noop");
         let consumer = task_consumer(&cpu, Priority::Normal, noop);
@@ -89,6 +110,8 @@ mod tests {
         assert!(is_task_ack_subject(ack, "TESSERA_TASKS"));
         let v2 = "$JS.ACK.hub.ACCHASH.TESSERA_TASKS.tasks-cpu-normal-noop.1.42.7.1764440000.3.tok";
         assert!(is_task_ack_subject(v2, "TESSERA_TASKS"));
+        let key_ack = "$JS.ACK.TESSERA_TASKS.keys-cpu-normal-noop.1.42.7.1764440000000000000.3";
+        assert!(is_task_ack_subject(key_ack, "TESSERA_TASKS"));
         for bad in [
             "tessera.jobs.submit",
             "$JS.ACK.TESSERA_JOBS.planner.1.2.3.4.0",
@@ -128,7 +151,7 @@ mod tests {
             task_msg_id(&job, "inc", &task, round(2, 3)),
             "j1:inc:f0001:r2:w3"
         );
-        assert_eq!(job_tasks_filter(&job), "tessera.tasks.*.*.j1.*");
+        assert_eq!(job_tasks_filter(&job), "tessera.tasks.*.*.j1.>");
         assert_eq!(
             parse_task_subject(&subject),
             Some((cpu.clone(), Priority::High))
@@ -136,10 +159,13 @@ mod tests {
         assert_eq!(parse_task_subject("tessera.events.j1.task.done"), None);
         assert_eq!(parse_task_job(&subject), Some(job.clone()));
         assert_eq!(parse_task_job("tessera.events.j1.task.done"), None);
-        assert_eq!(
-            parse_doorbell_hint(doorbell_hint(Priority::Low, noop).as_bytes()),
-            Some((Priority::Low, noop))
-        );
+        for key in [false, true] {
+            assert_eq!(
+                parse_doorbell_hint(doorbell_hint(Priority::Low, noop, key).as_bytes()),
+                Some((Priority::Low, noop, key))
+            );
+        }
+        assert_eq!(doorbell_hint(Priority::Low, noop, true), "low.noop.key");
         assert_eq!(parse_doorbell_hint(b"urgent.noop"), None);
     }
 

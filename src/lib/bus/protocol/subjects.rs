@@ -10,14 +10,18 @@ use crate::core::state::Round;
 pub const SUBMIT_SUBJECT: &str = "tessera.jobs.submit";
 
 /// `tessera.tasks.<class>.<priority>.<job>.<renderer>`: the design's subject plus the
-/// renderer, so that each worker pulls only what it can run.
+/// renderer, so that each worker pulls only what it can run; a key task (a frame the job
+/// asks for first) has `.key` after it, so that it goes through the queue's key consumer,
+/// whose prioritized pulls give it to the fastest idle workers.
 pub fn task_subject(
     class: &Class,
     priority: Priority,
     job: &JobId,
     renderer: RendererKind,
+    key: bool,
 ) -> String {
-    format!("tessera.tasks.{class}.{priority}.{job}.{renderer}")
+    let key = if key { ".key" } else { "" };
+    format!("tessera.tasks.{class}.{priority}.{job}.{renderer}{key}")
 }
 
 /// The class and priority of a task subject.
@@ -37,8 +41,15 @@ pub fn parse_task_job(subject: &str) -> Option<JobId> {
 /// The queue of a task subject: its class, priority and renderer.
 pub fn parse_task_queue(subject: &str) -> Option<(Class, Priority, RendererKind)> {
     let (class, priority) = parse_task_subject(subject)?;
-    let renderer = RendererKind::parse(subject.rsplit('.').next()?)?;
+    let renderer = RendererKind::parse(subject.strip_prefix("tessera.tasks.")?.split('.').nth(3)?)?;
     Some((class, priority, renderer))
+}
+
+/// Whether a task subject is a key task's (see [`task_subject`]).
+pub fn is_key_task_subject(subject: &str) -> bool {
+    subject
+        .strip_prefix("tessera.tasks.")
+        .is_some_and(|rest| rest.split('.').nth(4) == Some("key"))
 }
 
 /// The filter of the consumer serving (`class`, `priority`, `renderer`).
@@ -46,9 +57,21 @@ pub fn task_filter(class: &Class, priority: Priority, renderer: RendererKind) ->
     format!("tessera.tasks.{class}.{priority}.*.{renderer}")
 }
 
-/// Every task subject of `job`, whatever its class, priority and renderer (for purging).
+/// The filter of the key consumer serving (`class`, `priority`, `renderer`): its key
+/// tasks, one token longer than [`task_filter`]'s, so the two never overlap.
+pub fn key_filter(class: &Class, priority: Priority, renderer: RendererKind) -> String {
+    format!("tessera.tasks.{class}.{priority}.*.{renderer}.key")
+}
+
+/// Every task of (`class`, `priority`), key tasks too, of every job and renderer.
+pub fn priority_tasks_filter(class: &Class, priority: Priority) -> String {
+    format!("tessera.tasks.{class}.{priority}.>")
+}
+
+/// Every task subject of `job`, whatever its class, priority and renderer, key tasks too
+/// (for purging).
 pub fn job_tasks_filter(job: &JobId) -> String {
-    format!("tessera.tasks.*.*.{job}.*")
+    format!("tessera.tasks.*.*.{job}.>")
 }
 
 /// The durable consumer serving (`class`, `priority`, `renderer`):
@@ -57,9 +80,24 @@ pub fn task_consumer(class: &Class, priority: Priority, renderer: RendererKind) 
     format!("tasks-{class}-{priority}-{renderer}")
 }
 
+/// The durable key consumer serving (`class`, `priority`, `renderer`):
+/// `keys-<class>-<priority>-<renderer>`.
+pub fn key_consumer(class: &Class, priority: Priority, renderer: RendererKind) -> String {
+    format!("keys-{class}-{priority}-{renderer}")
+}
+
 /// The queue a task consumer serves, from its name (the inverse of [`task_consumer`]).
 pub fn parse_task_consumer(name: &str) -> Option<(Class, Priority, RendererKind)> {
-    let rest = name.strip_prefix("tasks-")?;
+    parse_queue_consumer(name, "tasks-")
+}
+
+/// The queue a task or key consumer serves, from its name.
+pub fn parse_any_task_consumer(name: &str) -> Option<(Class, Priority, RendererKind)> {
+    parse_task_consumer(name).or_else(|| parse_queue_consumer(name, "keys-"))
+}
+
+fn parse_queue_consumer(name: &str, prefix: &str) -> Option<(Class, Priority, RendererKind)> {
+    let rest = name.strip_prefix(prefix)?;
     let (rest, renderer) = rest.rsplit_once('-')?;
     let (class, priority) = rest.rsplit_once('-')?;
     Some((
@@ -69,9 +107,11 @@ pub fn parse_task_consumer(name: &str) -> Option<(Class, Priority, RendererKind)
     ))
 }
 
-/// The doorbell hint: which queue just got tasks (`<priority>.<renderer>`).
-pub fn doorbell_hint(priority: Priority, renderer: RendererKind) -> String {
-    format!("{priority}.{renderer}")
+/// The doorbell hint: which queue just got tasks (`<priority>.<renderer>`), and `.key`
+/// after it when key tasks were among them.
+pub fn doorbell_hint(priority: Priority, renderer: RendererKind, key: bool) -> String {
+    let key = if key { ".key" } else { "" };
+    format!("{priority}.{renderer}{key}")
 }
 
 /// `tessera.events.<job>.<kind>`.
@@ -206,11 +246,19 @@ pub fn changed_msg_id(job: &JobId, incarnation: &str, withdrawals: u32, what: &s
     format!("{job}:{incarnation}:job.changed:{withdrawals}:{what}")
 }
 
-/// Parses a doorbell hint.
-pub fn parse_doorbell_hint(payload: &[u8]) -> Option<(Priority, RendererKind)> {
+/// Parses a doorbell hint: the queue, and whether key tasks were among those queued.
+pub fn parse_doorbell_hint(payload: &[u8]) -> Option<(Priority, RendererKind, bool)> {
     let text = std::str::from_utf8(payload).ok()?;
-    let (priority, renderer) = text.split_once('.')?;
-    Some((Priority::parse(priority)?, RendererKind::parse(renderer)?))
+    let (priority, rest) = text.split_once('.')?;
+    let (renderer, key) = match rest.strip_suffix(".key") {
+        Some(renderer) => (renderer, true),
+        None => (rest, false),
+    };
+    Some((
+        Priority::parse(priority)?,
+        RendererKind::parse(renderer)?,
+        key,
+    ))
 }
 
 /// The subject a worker's lease is written to: its key in the `tessera-workers` bucket
@@ -232,7 +280,7 @@ pub fn is_task_ack_subject(reply: &str, stream: &str) -> bool {
         && tokens
             .windows(2)
             .skip(2)
-            .any(|w| w[0] == stream && parse_task_consumer(w[1]).is_some())
+            .any(|w| w[0] == stream && parse_any_task_consumer(w[1]).is_some())
 }
 
 /// The key that one collector creates to claim the hand-back of a lease that expired at

@@ -93,7 +93,7 @@ pub async fn retry(deps: &Deps, id: &JobId) -> anyhow::Result<usize> {
     deps.ledger
         .update_job(id, |r| std::mem::replace(&mut r.requeue_pending, false))
         .await?;
-    publish::doorbell(&deps.client, &job.class, job.priority, job.renderer).await;
+    publish::doorbell(&deps.client, &job.class, job.priority, job.renderer, false).await;
     publish::flush(&deps.client).await;
     Ok(queued.len())
 }
@@ -194,7 +194,14 @@ pub async fn pause(
     let changed = streams::pause_task_queues(&deps.js, class, priority, pause).await?;
     if !pause {
         for queue in &changed {
-            publish::doorbell(&deps.client, &queue.class, queue.priority, queue.renderer).await;
+            publish::doorbell(
+                &deps.client,
+                &queue.class,
+                queue.priority,
+                queue.renderer,
+                false,
+            )
+            .await;
         }
         publish::flush(&deps.client).await;
     }

@@ -329,7 +329,7 @@ async fn bad_part(
         .await?
         .confirmed()
         .await?;
-    publish::doorbell(&deps.client, &job.class, job.priority, job.renderer).await;
+    publish::doorbell(&deps.client, &job.class, job.priority, job.renderer, false).await;
     Ok(())
 }
 
@@ -387,7 +387,7 @@ async fn release_dependents(deps: &Deps, job: &Job, index: u32) -> anyhow::Resul
         }
     }
     if released {
-        publish::doorbell(&deps.client, &job.class, job.priority, job.renderer).await;
+        publish::doorbell(&deps.client, &job.class, job.priority, job.renderer, false).await;
     }
     Ok(())
 }

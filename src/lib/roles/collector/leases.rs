@@ -94,7 +94,7 @@ async fn expired(
         queues.extend(protocol::parse_task_queue(&delivery.subject));
     }
     for (class, priority, renderer) in queues {
-        publish::doorbell(&deps.client, &class, priority, renderer).await;
+        publish::doorbell(&deps.client, &class, priority, renderer, false).await;
     }
     tracing::warn!(
         worker,

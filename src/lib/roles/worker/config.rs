@@ -41,6 +41,9 @@ pub struct WorkerConfig {
     pub max_deliver: Option<i64>,
     /// A burst worker takes a task only while at least this many wait in its queue.
     pub burst: Option<usize>,
+    /// How fast the machine renders, relative to the farm's usual one (1): key tasks go to
+    /// the fastest idle workers first.
+    pub speed: f64,
 }
 
 /// A worker's flags (also taken by `tessera up` for its workers).
@@ -103,6 +106,10 @@ pub struct WorkerArgs {
     /// or spot machines, workstations at night: they help only when the farm is behind).
     #[arg(long, env = "TESSERA_BURST", value_name = "N")]
     pub burst: Option<usize>,
+    /// How fast this machine renders relative to the farm's usual one, e.g. "2" for twice
+    /// as fast: the frames a job asks for first go to the fastest idle workers.
+    #[arg(long, env = "TESSERA_SPEED", default_value_t = 1.0)]
+    pub speed: f64,
 }
 
 fn duration(flag: &str, text: &str) -> anyhow::Result<Duration> {
@@ -224,6 +231,10 @@ impl TryFrom<&WorkerArgs> for WorkerConfig {
             burst: match args.burst {
                 Some(0) => anyhow::bail!("--burst must be at least 1 (or absent)"),
                 other => other,
+            },
+            speed: match args.speed {
+                s if s.is_finite() && (1e-3..=1e3).contains(&s) => s,
+                s => anyhow::bail!("--speed {s}: give a factor from 0.001 to 1000 (1: usual)"),
             },
         })
     }

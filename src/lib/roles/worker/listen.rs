@@ -24,11 +24,12 @@ pub(super) async fn doorbells(
             () = stop.cancelled() => break,
             msg = bell.next() => match msg { Some(msg) => msg, None => break },
         };
-        if let Some((priority, renderer)) = protocol::parse_doorbell_hint(&msg.payload) {
+        if let Some((priority, renderer, key)) = protocol::parse_doorbell_hint(&msg.payload) {
             let queue = Queue {
                 class: class.clone(),
                 priority,
                 renderer,
+                key,
             };
             shared.empty.rung(&queue);
             let _ = shared.doorbell.send(queue);

@@ -9,6 +9,7 @@
 //! - [`config`]: flags and the validated configuration;
 //! - [`pick`]: which queue a slot looks at first (pure);
 //! - [`pull`]: taking one task, in the task consumers' priority group;
+//! - [`keys`]: key tasks to the fastest idle workers (prioritized waiting pulls);
 //! - `delivery`: one delivery from message to disposition, and the blocklist;
 //! - `attempt`: one attempt: scene, renderer, keep-alive, timeout, upload;
 //! - [`outcome`]: what JetStream is told after an attempt (pure [`disposition`]);
@@ -21,6 +22,7 @@
 mod attempt;
 pub mod config;
 mod delivery;
+pub mod keys;
 mod listen;
 pub mod outcome;
 pub mod pick;
@@ -56,6 +58,11 @@ use running::Attempts;
 /// an idle poll may fall just after a task is queued).
 const BURST_DEFER: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// How long an idle slot that hears key tasks were queued gives them to come through its
+/// worker's wait before it pulls the rest (they come within a millisecond or two when the
+/// server chose this worker; otherwise they went to a faster one).
+const KEY_GRACE: std::time::Duration = std::time::Duration::from_millis(25);
+
 /// What the slots and listeners of one worker share.
 struct Shared {
     deps: Deps,
@@ -63,10 +70,14 @@ struct Shared {
     cache: Cache,
     /// The renderers it runs.
     renderers: HashMap<RendererKind, Box<dyn Renderer>>,
-    /// One consumer per (class, priority, renderer) served.
+    /// Two consumers per (class, priority, renderer) served: its key tasks and the rest.
     consumers: HashMap<Queue, PullConsumer>,
     /// The priority group the slots pull in (with the burst threshold, if any).
     group: pull::Group,
+    /// The priority group of the key consumers, at this worker's priority.
+    key_group: pull::Group,
+    /// Key tasks handed to the slots, and the slots idle.
+    keys: keys::Keys,
     /// Doorbell hints: a queue that just got tasks.
     doorbell: broadcast::Sender<Queue>,
     /// The queues lately found empty.
@@ -109,14 +120,18 @@ pub async fn run(
                     ack_wait: Some(config.ack_wait),
                     max_deliver: config.max_deliver,
                 };
-                let consumer =
-                    streams::task_consumer(&deps.js, class, priority, renderer, overrides).await?;
-                let queue = Queue {
-                    class: class.clone(),
-                    priority,
-                    renderer,
-                };
-                consumers.insert(queue, consumer);
+                for key in [true, false] {
+                    let consumer =
+                        streams::task_consumer(&deps.js, class, priority, renderer, key, overrides)
+                            .await?;
+                    let queue = Queue {
+                        class: class.clone(),
+                        priority,
+                        renderer,
+                        key,
+                    };
+                    consumers.insert(queue, consumer);
+                }
             }
         }
     }
@@ -131,6 +146,8 @@ pub async fn run(
         renderers,
         consumers,
         group: pull::Group::workers(config.burst),
+        key_group: pull::Group::keys(keys::pull_priority(config.speed)),
+        keys: keys::Keys::new(config.slots),
         doorbell: broadcast::channel(64).0,
         empty: Default::default(),
         attempts: Attempts::default(),
@@ -173,12 +190,14 @@ pub async fn run(
         stop_listening.clone(),
     ));
     listeners.spawn(listen::heartbeat(shared.clone(), stop_listening.clone()));
+    listeners.spawn(keys::wait(shared.clone(), shutdown.clone()));
 
     tracing::info!(
         worker = %shared.config.id,
         classes = ?shared.config.classes.iter().map(Class::as_str).collect::<Vec<_>>(),
         slots = shared.config.slots,
         renderers = ?shared.config.renderers,
+        speed = shared.config.speed,
         "worker ready"
     );
     let slots = TaskTracker::new();
@@ -213,15 +232,33 @@ async fn slot_loop(shared: Arc<Shared>, slot: usize, shutdown: CancellationToken
     // The report of the attempt this slot rendered last, sent while it takes the next task
     // (one at a time: a slot never has two reports in flight).
     let mut reporting: Option<tokio::task::JoinHandle<()>> = None;
+    // A key task handed to this slot while it was idle.
+    let mut handed: Option<async_nats::jetstream::Message> = None;
+    // Held from when the slot finds nothing to do until it takes a task.
+    let mut idle = None;
     'slot: while !shutdown.is_cancelled() {
-        let order = pick_order(
+        let mut order = pick_order(
             &shared.config.classes,
             &shared.config.renderers,
             priority_order(picks),
             hint.take().as_ref(),
         );
-        match pull::take_task(&shared.consumers, &order, &shared.group, &shared.empty).await {
+        // A key queue this worker waits on comes through the wait, in order.
+        order.retain(|queue| !(queue.key && shared.keys.waits_on(queue)));
+        let msg = match handed.take().or_else(|| shared.keys.try_take()) {
+            Some(msg) => Some(msg),
+            None => {
+                let groups = (&shared.group, &shared.key_group);
+                let taken = pull::take_task(&shared.consumers, &order, groups, &shared.empty).await;
+                if taken.is_some() {
+                    shared.keys.took_elsewhere();
+                }
+                taken
+            }
+        };
+        match msg {
             Some(msg) => {
+                idle = None;
                 picks += 1;
                 match delivery::run(&shared, msg).await {
                     Ran::Handled => {}
@@ -236,12 +273,31 @@ async fn slot_loop(shared: Arc<Shared>, slot: usize, shutdown: CancellationToken
                 }
             }
             None => {
-                // Idle: wait for a doorbell or the idle poll, and for a burst worker also
-                // for a backlog that lasts.
+                // Idle: wait for a key task, a doorbell or the idle poll, and for a burst
+                // worker also for a backlog that lasts.
+                if idle.is_none() {
+                    idle = Some(shared.keys.idle());
+                }
                 loop {
                     tokio::select! {
                         () = shutdown.cancelled() => break 'slot,
-                        rung = bell.recv() => hint = rung.ok(),
+                        msg = shared.keys.take() => {
+                            handed = msg;
+                            break;
+                        }
+                        rung = bell.recv() => {
+                            hint = rung.ok();
+                            // Key tasks were queued, and may be on their way to this
+                            // worker's wait: they go before the rest.
+                            if let Some(queue) = hint.as_ref().filter(|q| q.key)
+                                && shared.keys.waits_on(queue)
+                            {
+                                tokio::select! {
+                                    msg = shared.keys.take() => handed = msg,
+                                    () = tokio::time::sleep(KEY_GRACE) => {}
+                                }
+                            }
+                        }
                         () = tokio::time::sleep(shared.config.idle_poll) => {}
                     }
                     let Some(threshold) = shared.config.burst else {

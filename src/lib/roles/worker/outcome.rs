@@ -106,6 +106,7 @@ fn recheck_after(shared: &Shared, msg: &jetstream::Message, delay: Duration) {
         class,
         priority,
         renderer,
+        key: protocol::is_key_task_subject(&msg.subject),
     };
     let empty = shared.empty.clone();
     tokio::spawn(async move {
@@ -206,7 +207,8 @@ async fn hand_back(
         .await
         .map_err(|e| anyhow::anyhow!("terminating the handed-back delivery: {e}"))?;
     if let Some((class, priority)) = protocol::parse_task_subject(&msg.subject) {
-        publish::doorbell(&shared.deps.client, &class, priority, task.renderer).await;
+        let key = protocol::is_key_task_subject(&msg.subject);
+        publish::doorbell(&shared.deps.client, &class, priority, task.renderer, key).await;
     }
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! Which queue a free slot looks at first: classes in the worker's preference order, then
-//! priorities with a starvation guard, then renderers — and a queue whose doorbell just
-//! rang ahead of all of them.
+//! priorities with a starvation guard, then renderers, each queue's key tasks before the
+//! rest — and a queue whose doorbell just rang ahead of all of them.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -17,6 +17,18 @@ pub struct Queue {
     pub priority: Priority,
     /// Renderer.
     pub renderer: RendererKind,
+    /// Its key tasks (the key consumer), or the rest.
+    pub key: bool,
+}
+
+impl Queue {
+    /// The queue's key tasks, or with `key` false the rest.
+    pub fn with_key(&self, key: bool) -> Queue {
+        Queue {
+            key,
+            ..self.clone()
+        }
+    }
 }
 
 /// The order in which a slot's `pick`-th pick looks at the priorities — the starvation
@@ -34,15 +46,24 @@ pub fn priority_order(pick: u64) -> [Priority; 3] {
 }
 
 /// Every queue of the worker in the order a pick looks at them: classes in preference
-/// order, then priorities in `order`, then renderers — with `hint` (a queue whose doorbell
-/// just rang while the slot was idle) first.
+/// order, then priorities in `order`, then renderers, each queue's key tasks before the
+/// rest — with `hint` (a queue whose doorbell just rang while the slot was idle, key tasks
+/// and the rest) first.
 pub fn pick_order(
     classes: &[Class],
     renderers: &[RendererKind],
     order: [Priority; 3],
     hint: Option<&Queue>,
 ) -> Vec<Queue> {
-    let mut queues: Vec<Queue> = hint.into_iter().cloned().collect();
+    let hint = hint.map(|queue| queue.with_key(false));
+    let mut queues: Vec<Queue> = Vec::new();
+    let mut add = |queue: Queue| {
+        queues.push(queue.with_key(true));
+        queues.push(queue);
+    };
+    if let Some(hint) = &hint {
+        add(hint.clone());
+    }
     for class in classes {
         for priority in order {
             for &renderer in renderers {
@@ -50,9 +71,10 @@ pub fn pick_order(
                     class: class.clone(),
                     priority,
                     renderer,
+                    key: false,
                 };
-                if Some(&queue) != hint {
-                    queues.push(queue);
+                if Some(&queue) != hint.as_ref() {
+                    add(queue);
                 }
             }
         }
@@ -103,9 +125,13 @@ impl Emptiness {
         self.lock().entry(queue.clone()).or_default().empty = Some(asked);
     }
 
-    /// Tasks were queued on `queue` (a doorbell).
+    /// Tasks were queued on `queue` (a doorbell): its key tasks or the rest.
     pub fn rung(&self, queue: &Queue) {
-        self.lock().entry(queue.clone()).or_default().rung = Some(Instant::now());
+        let now = Some(Instant::now());
+        let mut looked = self.lock();
+        for key in [true, false] {
+            looked.entry(queue.with_key(key)).or_default().rung = now;
+        }
     }
 }
 
@@ -119,6 +145,7 @@ mod tests {
             class: Class::cpu(),
             priority: Priority::High,
             renderer: RendererKind::Noop,
+            key: false,
         };
         let other = Queue {
             priority: Priority::Low,
@@ -133,8 +160,12 @@ mod tests {
             assert_eq!(empty.passed_over(&queue, now), passed, "{after} ms");
         }
         assert!(!empty.passed_over(&other, t0));
+        // A doorbell rings for the queue's key tasks and the rest alike.
+        let keys = queue.with_key(true);
+        empty.found_empty(&keys, t0);
         empty.rung(&queue);
         assert!(!empty.passed_over(&queue, t0));
+        assert!(!empty.passed_over(&keys, t0));
         // A pull asked before the doorbell rang and answered empty after it: the ring
         // still counts.
         let asked = Instant::now();
@@ -178,16 +209,29 @@ mod tests {
         );
         let names: Vec<String> = order
             .iter()
-            .map(|q| format!("{}-{}", q.class, q.priority))
+            .map(|q| {
+                format!(
+                    "{}-{}{}",
+                    q.class,
+                    q.priority,
+                    if q.key { "-key" } else { "" }
+                )
+            })
             .collect();
         assert_eq!(
             names,
             [
+                "gpu-high-key",
                 "gpu-high",
+                "gpu-normal-key",
                 "gpu-normal",
+                "gpu-low-key",
                 "gpu-low",
+                "cpu-high-key",
                 "cpu-high",
+                "cpu-normal-key",
                 "cpu-normal",
+                "cpu-low-key",
                 "cpu-low"
             ]
         );
@@ -195,6 +239,7 @@ mod tests {
             class: cpu,
             priority: Priority::Low,
             renderer: RendererKind::Noop,
+            key: false,
         };
         let order = pick_order(
             &[gpu],
@@ -202,7 +247,7 @@ mod tests {
             priority_order(0),
             Some(&hint),
         );
-        assert_eq!(order[0], hint);
-        assert_eq!(order.len(), 4);
+        assert_eq!(order[..2], [hint.with_key(true), hint.clone()]);
+        assert_eq!(order.len(), 8);
     }
 }

@@ -10,12 +10,13 @@ use futures::StreamExt;
 use super::pick::{Emptiness, Queue};
 use crate::bus::streams::WORKERS_GROUP;
 
-/// One task from the first non-empty queue of `order`, pulled in `group`; never more.
-/// Queues found empty a moment ago are passed over (see [`Emptiness`]).
+/// One task from the first non-empty queue of `order`, pulled in `group` (a key queue in
+/// `key_group`); never more. Queues found empty a moment ago are passed over (see
+/// [`Emptiness`]).
 pub(super) async fn take_task(
     consumers: &HashMap<Queue, PullConsumer>,
     order: &[Queue],
-    group: &Group,
+    (group, key_group): (&Group, &Group),
     empty: &Emptiness,
 ) -> Option<jetstream::Message> {
     for queue in order {
@@ -26,6 +27,7 @@ pub(super) async fn take_task(
         if empty.passed_over(queue, asked) {
             continue;
         }
+        let group = if queue.key { key_group } else { group };
         match pull_one(consumer, Some(group)).await {
             Ok(Pull {
                 message: Some(msg), ..
@@ -64,6 +66,8 @@ pub struct Group {
     pub name: String,
     /// Take a task only while at least this many wait in the queue (overflow).
     pub min_pending: Option<usize>,
+    /// The pull's priority, 0 first (prioritized: the key consumers).
+    pub priority: Option<usize>,
 }
 
 impl Group {
@@ -72,6 +76,16 @@ impl Group {
         Group {
             name: WORKERS_GROUP.to_string(),
             min_pending: burst,
+            priority: None,
+        }
+    }
+
+    /// The key consumers' group, pulled at `priority`.
+    pub fn keys(priority: usize) -> Group {
+        Group {
+            name: WORKERS_GROUP.to_string(),
+            min_pending: None,
+            priority: Some(priority),
         }
     }
 }
@@ -91,6 +105,9 @@ pub async fn pull_one(consumer: &PullConsumer, group: Option<&Group>) -> anyhow:
         fetch = fetch.group(group.name.clone());
         if let Some(n) = group.min_pending {
             fetch = fetch.min_pending(n);
+        }
+        if let Some(n) = group.priority {
+            fetch = fetch.priority(n);
         }
     }
     let no_wait = async {
