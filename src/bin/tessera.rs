@@ -478,10 +478,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     let paused = paused_for(&w).join(",");
                     let classes: Vec<&str> = w.classes.iter().map(|c| c.as_str()).collect();
                     let renderers: Vec<&str> = w.renderers.iter().map(|r| r.as_str()).collect();
-                    let slots = match w.burst {
+                    let mut slots = match w.burst {
                         Some(n) => format!("{} burst>={n}", w.slots),
                         None => w.slots.to_string(),
                     };
+                    if w.speed != 1.0 {
+                        slots.push_str(&format!(" speed {}", w.speed));
+                    }
                     println!(
                         "{:<24} {:<16} {:<12} {:<20} {:>5} {:>8} {:>7.1}s  {}",
                         w.id,

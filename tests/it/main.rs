@@ -36,6 +36,8 @@ mod bad_outputs;
 mod retention;
 // Tiled frames stitched exactly, feathered without seams, animated tiles.
 mod tiles;
+// Layers composited after stitching: light passes added, over with an opacity.
+mod composite;
 // NATS with TLS and a custom CA, user and password, token: accepted and refused.
 mod security;
 // compose.yaml and the Dockerfile against the real binaries' flags, images and ports.

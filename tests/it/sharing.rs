@@ -323,6 +323,14 @@ async fn key_frames_go_to_the_fastest_idle_workers() {
     }
     let deps = farm.deps().await;
     let keys = key_consumer(&Class::cpu(), Priority::Normal, RendererKind::Noop);
+    let listed = || "tessera workers never listed w1's speed".to_string();
+    eventually(PATIENCE, Duration::from_millis(100), listed, async || {
+        let out = farm.cli(&["workers", "--json"]);
+        let workers: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        let w1 = workers.as_array()?.iter().find(|w| w["id"] == "w1")?;
+        (w1["speed"] == 8.0).then_some(())
+    })
+    .await;
     let waiting = || "the idle workers never waited for key tasks".to_string();
     eventually(PATIENCE, Duration::from_millis(50), waiting, async || {
         let stream = deps.js.get_stream("TESSERA_TASKS").await.ok()?;

@@ -16,9 +16,61 @@
 //! where `L′` is the layer's colour with exposure but before opacity: `multiply` blends
 //! toward the product, `o` of the way. `add` keeps alpha a union (light passes of one
 //! render, each opaque, add up to the beauty with alpha 1, not 3). Pure: the collector
-//! decodes the layers, calls [`composite`] and encodes the result.
+//! decodes the layers ([`to_linear`]), calls [`composite`] and encodes the result
+//! ([`encode`]).
 
-use image::Rgba32FImage;
+use image::{DynamicImage, ImageBuffer, Rgba, Rgba32FImage};
+
+use crate::core::job::ImageFormat;
+use crate::core::raster::{self, ImageError};
+
+/// A stored frame as linear, premultiplied RGBA: an EXR as it is (opaque without alpha);
+/// a PNG's colour through the inverse sRGB curve, its alpha multiplied in.
+pub fn to_linear(image: DynamicImage, format: ImageFormat) -> Rgba32FImage {
+    let mut out = image.into_rgba32f();
+    if format == ImageFormat::Png {
+        for pixel in out.pixels_mut() {
+            let [r, g, b, a] = pixel.0;
+            let linear = |v: f32| raster::srgb_to_linear(v) * a;
+            pixel.0 = [linear(r), linear(g), linear(b), a];
+        }
+    }
+    out
+}
+
+/// `image` (linear, premultiplied) as a file: an RGBA float EXR, or a PNG of `depth` 8 or
+/// 16 bits with straight alpha and sRGB colour.
+pub fn encode(image: &Rgba32FImage, format: ImageFormat, depth: u8) -> Result<Vec<u8>, ImageError> {
+    let straight = |p: &Rgba<f32>| {
+        let [r, g, b, a] = p.0;
+        let colour = |v: f32| match a > 0.0 {
+            true => raster::linear_to_srgb(v / a),
+            false => 0.0,
+        };
+        [colour(r), colour(g), colour(b), a.clamp(0.0, 1.0)]
+    };
+    let (width, height) = image.dimensions();
+    let file = match format {
+        ImageFormat::Exr => DynamicImage::ImageRgba32F(image.clone()),
+        ImageFormat::Png if depth == 16 => {
+            let flat = image
+                .pixels()
+                .flat_map(straight)
+                .map(|v| (v * 65535.0 + 0.5) as u16);
+            let buffer = ImageBuffer::from_raw(width, height, flat.collect());
+            DynamicImage::ImageRgba16(buffer.ok_or(ImageError::Size)?)
+        }
+        ImageFormat::Png => {
+            let flat = image
+                .pixels()
+                .flat_map(straight)
+                .map(|v| (v * 255.0 + 0.5) as u8);
+            let buffer = ImageBuffer::from_raw(width, height, flat.collect());
+            DynamicImage::ImageRgba8(buffer.ok_or(ImageError::Size)?)
+        }
+    };
+    raster::encode_image(&file, format)
+}
 
 /// How a layer combines with what is below it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -236,6 +288,32 @@ mod tests {
         let layers: Vec<_> = images.iter().map(|i| (i, Step::plain(Op::Add))).collect();
         let out = composite(&layers).expect("same sizes");
         assert!(close(out.get_pixel(0, 0).0, [0.75, 0.75, 0.9, 1.0]));
+    }
+
+    #[test]
+    fn png_layers_are_composited_in_linear_light_and_written_back_in_srgb() {
+        // Mid-grey in sRGB (188) is about 0.5 in linear light; two of them added make
+        // white, and 0.5 linear alone comes back as 188.
+        let grey = DynamicImage::ImageRgb8(ImageBuffer::from_pixel(2, 1, image::Rgb([188; 3])));
+        let layer = to_linear(grey, ImageFormat::Png);
+        assert!(
+            (layer.get_pixel(0, 0).0[0] - 0.5).abs() < 0.01,
+            "{:?}",
+            layer.get_pixel(0, 0)
+        );
+        assert_eq!(layer.get_pixel(0, 0).0[3], 1.0);
+        let again = raster::decode(&encode(&layer, ImageFormat::Png, 8).unwrap()).unwrap();
+        assert_eq!(again.to_rgba8().get_pixel(1, 0).0, [188, 188, 188, 255]);
+        let sum = composite(&[
+            (&layer, Step::plain(Op::Add)),
+            (&layer, Step::plain(Op::Add)),
+        ]);
+        let white = raster::decode(&encode(&sum.unwrap(), ImageFormat::Png, 16).unwrap());
+        assert_eq!(white.unwrap().to_rgba16().get_pixel(0, 0).0, [65535; 4]);
+        // EXR keeps the floats, alpha included.
+        let exr = encode(&flat([2.0, 0.25, 0.0, 0.5]), ImageFormat::Exr, 32).unwrap();
+        let back = to_linear(raster::decode(&exr).unwrap(), ImageFormat::Exr);
+        assert_eq!(back.get_pixel(0, 0).0, [2.0, 0.25, 0.0, 0.5]);
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! The names of a job's assembled outputs: `frame_0001.png`, or `<layer>/frame_0001.png`
-//! for a layered job, and which of them a job whose tasks stand as they do must have.
+//! for a layered job, `<composite>/frame_0001.exr` for its composite, and which of them a
+//! job whose tasks stand as they do must have.
 
 use crate::core::frames::frame_file_name;
-use crate::core::job::{Job, RendererKind};
+use crate::core::job::{Composite, ImageFormat, Job, RendererKind};
 use crate::core::plan;
 use crate::core::state::{TaskSlot, TaskState};
 
@@ -15,16 +16,31 @@ pub fn output_name(job: &Job, layer: Option<usize>, frame: u32) -> String {
     }
 }
 
+/// The output name of `composite`'s frame `frame` in `format` (`composite/frame_0001.exr`).
+pub fn composite_name(composite: &Composite, frame: u32, format: ImageFormat) -> String {
+    format!(
+        "{}/{}",
+        composite.name,
+        frame_file_name(frame, format.extension())
+    )
+}
+
 /// The output names of every frame group whose tasks are all done, given the job's slots
-/// by task index. A renderer that writes nothing (`noop`) is expected to store nothing.
+/// by task index, and of the composite of every frame whose composited layers are all
+/// done. A renderer that writes nothing (`noop`) is expected to store nothing.
 pub fn expected_outputs(job: &Job, slots: &[TaskSlot]) -> Vec<String> {
     if job.renderer == RendererKind::Noop {
         return Vec::new();
     }
     let tiles = plan::frame_group(job, 0).len().max(1);
+    let done = |group: usize| {
+        slots
+            .get(group * tiles..(group + 1) * tiles)
+            .is_some_and(|tasks| tasks.iter().all(|s| s.state() == TaskState::Done))
+    };
     let mut names = Vec::new();
-    for (group, tasks) in slots.chunks(tiles).enumerate() {
-        if tasks.iter().any(|s| s.state() != TaskState::Done) {
+    for group in 0..slots.len() / tiles {
+        if !done(group) {
             continue;
         }
         let first = plan::task(job, (group * tiles) as u32);
@@ -34,6 +50,24 @@ pub fn expected_outputs(job: &Job, slots: &[TaskSlot]) -> Vec<String> {
                 .iter()
                 .map(|&frame| output_name(job, first.layer, frame)),
         );
+    }
+    let Some(composite) = &job.composite else {
+        return names;
+    };
+    let layers = job.layers.len().max(1);
+    for chunk in 0..slots.len() / (tiles * layers) {
+        if !composite
+            .layers
+            .iter()
+            .all(|&(layer, _)| done(chunk * layers + layer))
+        {
+            continue;
+        }
+        for &frame in &plan::task(job, (chunk * layers * tiles) as u32).frames {
+            for &format in &composite.formats {
+                names.push(composite_name(composite, frame, format));
+            }
+        }
     }
     names
 }
@@ -82,5 +116,28 @@ mod tests {
         // A renderer that writes nothing is expected to store nothing.
         let noop = job("id = \"n\"\nrenderer = \"noop\"\n[frames]\nrange = \"1-2\"");
         assert!(expected_outputs(&noop, &[done(1), done(1)]).is_empty());
+        // A composite of a frame once every layer it names is done, in each format.
+        let comp = job(
+            "id = \"c\"\n[frames]\nrange = \"1-2\"\n[[layers]]\nname = \"a\"\n[[layers]]\nname = \"b\"\n[[layers]]\nname = \"c\"\n[composite]\nformats = [\"png\", \"exr\"]\n[[composite.layers]]\nlayer = \"a\"\n[[composite.layers]]\nlayer = \"c\"",
+        );
+        // Frame 1: a, b and c done; frame 2: a done, b failed, c still running.
+        let slots = [done(1), done(1), done(1), done(1), failed, running];
+        assert_eq!(
+            expected_outputs(&comp, &slots),
+            [
+                "a/frame_0001.png",
+                "b/frame_0001.png",
+                "c/frame_0001.png",
+                "a/frame_0002.png",
+                "composite/frame_0001.png",
+                "composite/frame_0001.exr"
+            ]
+        );
+        let slots = [done(1), failed, done(1), done(1), failed, done(1)];
+        let names = expected_outputs(&comp, &slots);
+        assert!(
+            names.contains(&"composite/frame_0002.exr".to_string()),
+            "{names:?}"
+        );
     }
 }

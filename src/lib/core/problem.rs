@@ -104,6 +104,11 @@ impl Problems {
         self.0.is_empty()
     }
 
+    /// How many problems were filed.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
     /// `Ok(value)` when nothing was filed, else every problem.
     pub fn into_result<T>(self, value: T) -> Result<T, Invalid> {
         if self.0.is_empty() {

@@ -61,6 +61,16 @@ pub fn linear_to_srgb(v: f32) -> f32 {
     }
 }
 
+/// sRGB to linear transfer (the inverse of [`linear_to_srgb`] on [0, 1]).
+pub fn srgb_to_linear(v: f32) -> f32 {
+    let v = v.clamp(0.0, 1.0);
+    if v <= 0.040_45 {
+        v / 12.92
+    } else {
+        ((v + 0.055) / 1.055).powf(2.4)
+    }
+}
+
 /// How PNG values are stored: colour through the sRGB curve, data (normals, depth,
 /// occlusion) as is. EXR is always linear.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -460,10 +460,18 @@ pub struct WorkerInfo {
     /// worker serving it says so.
     #[serde(default)]
     pub bundles: bool,
+    /// How fast it renders relative to the farm's usual machine (`--speed`): key tasks go
+    /// to the fastest idle workers.
+    #[serde(default = "usual_speed")]
+    pub speed: f64,
     /// When it started (ms since the epoch).
     pub started_ms: u64,
     /// When it last refreshed this entry.
     pub heartbeat_ms: u64,
+}
+
+fn usual_speed() -> f64 {
+    1.0
 }
 
 /// A task delivery a worker holds: what a collector needs to hand it back.

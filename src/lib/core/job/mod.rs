@@ -5,13 +5,16 @@
 //! - [`spec`]: the wire and file contract, every field optional;
 //! - [`vocab`]: the closed types a job is made of, each with its parser;
 //! - [`wire`]: decoding a spec from TOML, JSON or msgpack, naming the field of an error;
-//! - [`validate`]: the checks, every problem reported at once with its field.
+//! - [`validate`]: the checks, every problem reported at once with its field;
+//! - [`composite`]: `[composite]`, how a layered job's layers are combined, and its checks.
 
+pub mod composite;
 pub mod spec;
 pub mod validate;
 pub mod vocab;
 pub mod wire;
 
+pub use composite::{Composite, CompositeLayerSpec, CompositeSpec};
 pub use spec::{ChunkSpec, FramesSpec, ImageSpec, JobSpec, LayerSpec, RetrySpec, TilesSpec};
 pub use validate::{Image, Job, Layer, Retry, Tiles};
 pub use vocab::{

@@ -44,6 +44,9 @@ pub struct JobSpec {
     /// Layer-based segmentation.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub layers: Vec<LayerSpec>,
+    /// How the layers are composited into one more frame output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub composite: Option<super::composite::CompositeSpec>,
     /// Attempts and timeouts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetrySpec>,

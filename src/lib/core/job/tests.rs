@@ -213,6 +213,16 @@ fn json_schema_matches_the_spec_fields() {
             name: "a".into(),
             after: vec!["b".into()],
         }],
+        composite: Some(crate::core::job::CompositeSpec {
+            name: Some("comp".into()),
+            formats: vec!["exr".into()],
+            layers: vec![crate::core::job::CompositeLayerSpec {
+                layer: "a".into(),
+                op: Some("add".into()),
+                opacity: Some(1.0),
+                exposure: Some(0.0),
+            }],
+        }),
         retry: Some(RetrySpec {
             max_attempts: Some(1),
             timeout: Some("1s".into()),
@@ -229,7 +239,7 @@ fn json_schema_matches_the_spec_fields() {
     };
     let json = serde_json::to_value(&full).unwrap();
     assert_eq!(keys(&json), keys(props));
-    for section in ["image", "frames", "tiles", "retry"] {
+    for section in ["image", "frames", "tiles", "retry", "composite"] {
         assert_eq!(
             keys(&json[section]),
             keys(&props[section]["properties"]),
@@ -240,6 +250,85 @@ fn json_schema_matches_the_spec_fields() {
         keys(&json["layers"][0]),
         keys(&props["layers"]["items"]["properties"])
     );
+    assert_eq!(
+        keys(&json["composite"]["layers"][0]),
+        keys(&props["composite"]["properties"]["layers"]["items"]["properties"])
+    );
+}
+
+#[test]
+fn a_composite_is_checked_against_the_layers_naming_each_field() {
+    let job = |composite: &str| {
+        let text = format!(
+            "id = \"c\"\n[[layers]]\nname = \"diffuse\"\n[[layers]]\nname = \"specular\"\n{composite}"
+        );
+        from_toml(&text).unwrap().validate()
+    };
+    let ok = job("[composite]\nformats = [\"exr\", \"png\"]\n[[composite.layers]]\nlayer = \"diffuse\"\nop = \"add\"\n[[composite.layers]]\nlayer = \"specular\"\nop = \"add\"\nopacity = 0.5\nexposure = -1\n")
+        .unwrap();
+    let composite = ok.composite.expect("a composite");
+    assert_eq!(composite.name, "composite");
+    assert_eq!(composite.formats, [ImageFormat::Exr, ImageFormat::Png]);
+    let steps: Vec<_> = composite
+        .layers
+        .iter()
+        .map(|(i, s)| (*i, s.opacity, s.exposure))
+        .collect();
+    assert_eq!(steps, [(0, 1.0, 0.0), (1, 0.5, -1.0)]);
+    // (the [composite] section, the field of the problem, part of its message)
+    let cases = [
+        ("[composite]\n", "composite.layers", "at least one"),
+        (
+            "[composite]\n[[composite.layers]]\nlayer = \"albedo\"\n",
+            "composite.layers[0].layer",
+            "diffuse, specular",
+        ),
+        (
+            "[composite]\n[[composite.layers]]\nlayer = \"diffuse\"\nop = \"burn\"\n",
+            "composite.layers[0].op",
+            "over, add, multiply, screen",
+        ),
+        (
+            "[composite]\n[[composite.layers]]\nlayer = \"diffuse\"\nopacity = 1.5\n",
+            "composite.layers[0].opacity",
+            "0 to 1",
+        ),
+        (
+            "[composite]\n[[composite.layers]]\nlayer = \"diffuse\"\nexposure = 99\n",
+            "composite.layers[0].exposure",
+            "stops",
+        ),
+        (
+            "[composite]\nname = \"diffuse\"\n[[composite.layers]]\nlayer = \"diffuse\"\n",
+            "composite.name",
+            "a layer's name",
+        ),
+        (
+            "[composite]\nname = \"../x\"\n[[composite.layers]]\nlayer = \"diffuse\"\n",
+            "composite.name",
+            "letters, digits",
+        ),
+        (
+            "[composite]\nformats = [\"tiff\"]\n[[composite.layers]]\nlayer = \"diffuse\"\n",
+            "composite.formats[0]",
+            "png or exr",
+        ),
+        (
+            "[composite]\nformats = [\"png\", \"png\"]\n[[composite.layers]]\nlayer = \"diffuse\"\n",
+            "composite.formats[1]",
+            "twice",
+        ),
+    ];
+    for (section, field, needle) in cases {
+        let err = job(section).unwrap_err();
+        assert!(err.says(field, needle), "{section}: {err}");
+    }
+    let unlayered =
+        from_toml("id = \"u\"\n[composite]\n[[composite.layers]]\nlayer = \"beauty\"\n")
+            .unwrap()
+            .validate()
+            .unwrap_err();
+    assert!(unlayered.says("composite", "[[layers]]"), "{unlayered}");
 }
 
 #[test]

@@ -9,6 +9,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use super::composite::{self, Composite};
 use super::spec::{ChunkSpec, JobSpec, LayerSpec, TilesSpec};
 use super::vocab::{
     Blend, Class, FailurePolicy, ImageFormat, JobId, Priority, RendererKind, is_token,
@@ -99,6 +100,8 @@ pub struct Job {
     pub tiles: Option<Tiles>,
     /// Layer segmentation (empty: one unnamed layer).
     pub layers: Vec<Layer>,
+    /// How the layers are composited into one more frame output, if they are.
+    pub composite: Option<Composite>,
     /// Attempts and timeouts.
     pub retry: Retry,
     /// Renderer settings.
@@ -319,6 +322,9 @@ impl JobSpec {
             .and_then(|t| validate_tiles(t, image, &mut errors));
 
         let layers = validate_layers(&self.layers, &mut errors);
+        let composite = self.composite.as_ref();
+        let composite =
+            composite::validate(composite, &layers, renderer, image.format, &mut errors);
 
         let retry_spec = self.retry.clone().unwrap_or_default();
         let max_attempts = retry_spec.max_attempts.unwrap_or(3);
@@ -422,6 +428,7 @@ impl JobSpec {
             order,
             tiles,
             layers,
+            composite,
             retry: Retry {
                 max_attempts,
                 timeout,

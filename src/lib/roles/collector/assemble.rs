@@ -2,7 +2,8 @@
 //! `task.done` arrives (with a preview of the frame so far), and a frame group whose tasks
 //! are all done is written to `output/` — stitched, or for an untiled frame copied on the
 //! store's side. Tiles a canvas lacks (a restart, another collector, an evicted canvas)
-//! are read back from the store, so the in-memory state is only ever a speed-up.
+//! are read back from the store, so the in-memory state is only ever a speed-up. A frame
+//! stored completes its composite, if it has one (`composite`).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -284,6 +285,14 @@ pub(super) async fn assemble(
             write_preview(deps, job, &name, preview),
         )?;
         remove_parts(deps, job, group.clone(), &slots, frame).await?;
+    }
+    // Its frames are stored: a composite they complete is made now.
+    let composited =
+        |c: &crate::core::job::Composite| c.layers.iter().any(|&(l, _)| Some(l) == first.layer);
+    if job.composite.as_ref().is_some_and(composited) {
+        for &frame in &first.frames {
+            super::composite::composite_frame(deps, job, frame).await?;
+        }
     }
     Ok(())
 }

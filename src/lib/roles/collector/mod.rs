@@ -13,6 +13,7 @@
 //! - `events`: one event's transition and the steps after it;
 //! - `batch`: the events at hand, one page write for many transitions;
 //! - `assemble`: tiles stitched as they land, frames written when their group is done;
+//! - `composite`: a frame's layers composited once they are all stored;
 //! - `ending`: the end check;
 //! - `advisories`: tasks JetStream gave up on, failed;
 //! - `leases`: the tasks of a worker whose lease expired, handed back at once;
@@ -26,6 +27,7 @@
 mod advisories;
 mod assemble;
 mod batch;
+mod composite;
 mod ending;
 mod events;
 mod leases;

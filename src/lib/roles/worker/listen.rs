@@ -115,6 +115,7 @@ impl Lease {
             blocklist: shared.failures.blocklist(),
             burst: shared.config.burst,
             bundles: true,
+            speed: shared.config.speed,
             started_ms: shared.started_ms,
             heartbeat_ms: protocol::now_ms(),
         };
