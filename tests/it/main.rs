@@ -20,6 +20,8 @@ mod sharing;
 mod limits;
 // Suspending and resuming a job, and changing its priority, while it runs.
 mod changes;
+// Jobs that run after others: held until those are done, failed when they fail.
+mod after;
 // Killed workers, poison tasks, lost deliveries, restarts, duplicates.
 mod failures;
 // Collectors sharing the event partitions, and taking over a dead one's.

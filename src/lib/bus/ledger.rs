@@ -35,10 +35,44 @@ fn page_key(job: &JobId, page: u32) -> String {
     format!("{job}.p{page}")
 }
 
+/// The key that says `waiter` runs after `job` (`after = [...]`): `<job>.after.<waiter>`,
+/// beside `job`'s record, so that it goes when `job`'s records are purged.
+fn waiter_key(job: &JobId, waiter: &JobId) -> String {
+    format!("{job}.after.{waiter}")
+}
+
 impl Ledger {
     /// Wraps the bucket.
     pub fn new(kv: kv::Store) -> Ledger {
         Ledger { kv }
+    }
+
+    /// Files that `waiter` runs after `job` (which may not exist yet).
+    pub async fn add_waiter(&self, job: &JobId, waiter: &JobId) -> anyhow::Result<()> {
+        self.kv
+            .put(waiter_key(job, waiter), Bytes::new())
+            .await
+            .with_context(|| format!("filing that {waiter} runs after {job}"))?;
+        Ok(())
+    }
+
+    /// The jobs filed as running after `job`: one request, whatever else the bucket holds.
+    pub async fn waiters(&self, job: &JobId) -> anyhow::Result<Vec<JobId>> {
+        use futures::TryStreamExt as _;
+        let filter = format!("{}{job}.after.*", self.kv.prefix);
+        let subjects: Vec<(String, usize)> = self
+            .kv
+            .stream
+            .info_with_subjects(&filter)
+            .await
+            .with_context(|| format!("reading the jobs after {job}"))?
+            .try_collect()
+            .await
+            .with_context(|| format!("reading the jobs after {job}"))?;
+        Ok(subjects
+            .into_iter()
+            .filter_map(|(subject, _)| JobId::parse(subject.rsplit('.').next()?).ok())
+            .collect())
     }
 
     /// Creates the record unless the id exists.

@@ -205,15 +205,21 @@ pub struct JobRecord {
     /// the next job planned into the queue cuts it to its fair window.
     #[serde(default)]
     pub alone: bool,
+    /// The jobs of its `after` not done yet: none of its tasks is queued until there are
+    /// none.
+    #[serde(default)]
+    pub waiting_for: Vec<crate::core::job::JobId>,
 }
 
 impl JobRecord {
-    /// The recorded job, validated again, with its incarnation, window and suspension.
+    /// The recorded job, validated again, with its incarnation, window and suspension (or
+    /// wait for other jobs).
     pub fn job(&self) -> Result<Job, crate::core::problem::Invalid> {
         let mut job = self.spec.clone().validate()?;
         job.incarnation = self.incarnation.clone();
         job.window = self.window;
-        job.suspended = self.suspended;
+        // A job waiting for others holds its tasks as a suspended one does.
+        job.suspended = self.suspended || !self.waiting_for.is_empty();
         if let Some(priority) = self.priority {
             job.priority = priority;
         }

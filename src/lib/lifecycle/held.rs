@@ -13,7 +13,7 @@ use crate::bus::withdraw::{self, JobQueue};
 use crate::config::Deps;
 use crate::core::job::{Job, Priority};
 use crate::core::plan;
-use crate::core::state::{Change, PAGE_SIZE, Round, TaskState, page_count, page_of};
+use crate::core::state::{Change, JobRecord, PAGE_SIZE, Round, TaskState, page_count, page_of};
 
 /// A held task: its index and the attempts it had.
 pub type HeldTask = (u32, u32);
@@ -215,4 +215,29 @@ async fn withhold_in(
     let withheld = paused.queued.len();
     paused.take().await?;
     Ok((withheld, kept))
+}
+
+/// Queues `job`'s held tasks (in its queue order): as many as its window has room for,
+/// every one when it has none; none while `record` says the job waits for other jobs.
+pub async fn queue_held(deps: &Deps, job: &Job, record: &JobRecord) -> anyhow::Result<u32> {
+    if !record.waiting_for.is_empty() {
+        return Ok(0);
+    }
+    let wanted = match job.window {
+        0 => u32::MAX,
+        size => {
+            let slots = deps.ledger.slots(&job.id, record.tasks).await?;
+            let count = |state| slots.iter().filter(|s| s.state() == state).count() as u32;
+            let window = crate::core::state::Window {
+                size,
+                counts_running: job.max_workers.is_some(),
+            };
+            window.to_release(count(TaskState::Queued), count(TaskState::Running), 0.0)
+        }
+    };
+    let order = crate::core::order::queue_order(job);
+    let (found, _) = find(deps, job, order.as_deref(), 0, wanted).await?;
+    let queued = release(deps, job, record.round(), &found).await?;
+    publish::flush(&deps.client).await;
+    Ok(queued)
 }

@@ -3,9 +3,11 @@
 //! `tessera cancel` — and deleting it — by the client on `tessera delete`, by the
 //! collector's retention — queuing held tasks ([`held`]), by the planner, the collector
 //! and `tessera resume`, a job planned alone in its queue cut to its fair window when
-//! another comes ([`alone`]), by the planner, and the tokens of limits they take and give back ([`tokens`]).
+//! another comes ([`alone`]), by the planner, the tokens of limits they take and give back
+//! ([`tokens`]), and jobs that run after others, settled as those end ([`after`]).
 //! They live below the roles so that neither imports the other.
 
+pub mod after;
 pub mod alone;
 pub mod held;
 pub mod tokens;
@@ -82,6 +84,8 @@ pub async fn end_job(
     if changed {
         tracing::info!(job = %job.id, state = state.as_str(), "job ended");
     }
+    // The jobs that run after it go on, or fail.
+    after::upstream_ended(deps, &job.id, state).await?;
     Ok(())
 }
 

@@ -29,7 +29,7 @@ use crate::core::plan;
 use crate::core::problem::Invalid;
 use crate::core::state::{JobRecord, JobState, Round, TaskState, Window};
 use crate::core::stitch::{PixelKind, canvas_bytes};
-use crate::lifecycle::{alone, held};
+use crate::lifecycle::{after, alone, held};
 
 /// How a planner runs.
 #[derive(Debug, Clone, Copy, Default, clap::Args)]
@@ -304,8 +304,10 @@ async fn plan_job(planner: &Planner, msg: &jetstream::Message, mut job: Job) -> 
         let others = alone::others_in_queue(deps, &job).await?;
         cut_the_alone(planner, &others).await?;
         let fair = Window::of(&job, slots, ready);
+        // A job that waits for others is queued later, perhaps beside others: fair.
+        let waits = !job.after.is_empty();
         let wide = fair
-            .filter(|_| others.is_empty() && !forced)
+            .filter(|_| others.is_empty() && !forced && !waits)
             .and_then(Window::alone);
         planned_alone = wide.is_some();
         window = match wide.or(fair) {
@@ -333,6 +335,7 @@ async fn plan_job(planner: &Planner, msg: &jetstream::Message, mut job: Job) -> 
         withdrawals: 0,
         priority: None,
         alone: planned_alone,
+        waiting_for: job.after.clone(),
     };
     match deps.ledger.create_job(&record).await? {
         Created::New => {}
@@ -359,8 +362,9 @@ async fn plan_job(planner: &Planner, msg: &jetstream::Message, mut job: Job) -> 
     }
     // The window's first tasks are queued, the other ready ones held; a job with limits
     // queues its first ones once they have tokens, after it is announced.
+    let waiting = !job.after.is_empty();
     let queued = match window {
-        _ if limited => 0,
+        _ if limited || waiting => 0,
         0 => ready.len(),
         size => ready.len().min(size as usize),
     };
@@ -384,6 +388,10 @@ async fn plan_job(planner: &Planner, msg: &jetstream::Message, mut job: Job) -> 
         // from announcing twice.
         let mut event = Event::new(EventKind::JobAccepted, job.id.as_str());
         event.message = Some(match held {
+            _ if waiting => {
+                let names: Vec<&str> = job.after.iter().map(JobId::as_str).collect();
+                format!("{tasks} tasks, held until job {} is done", names.join(", "))
+            }
             0 => format!("{tasks} tasks, {queued} queued"),
             held => format!(
                 "{tasks} tasks, {queued} queued, {held} held back by the job's window of {window}"
@@ -412,7 +420,10 @@ async fn plan_job(planner: &Planner, msg: &jetstream::Message, mut job: Job) -> 
         }
         cut_the_alone(planner, &others).await?;
     }
-    if limited {
+    if waiting {
+        // Queued once the jobs it runs after are done (now, if they are already).
+        after::wait_for(deps, &job).await?;
+    } else if limited {
         let order = crate::core::order::queue_order(&job);
         let (first, _) = held::find(deps, &job, order.as_deref(), 0, window).await?;
         held::release(deps, &job, Round::default(), &first).await?;

@@ -6,8 +6,10 @@
 //! - [`vocab`]: the closed types a job is made of, each with its parser;
 //! - [`wire`]: decoding a spec from TOML, JSON or msgpack, naming the field of an error;
 //! - [`validate`]: the checks, every problem reported at once with its field;
-//! - [`composite`]: `[composite]`, how a layered job's layers are combined, and its checks.
+//! - [`composite`]: `[composite]`, how a layered job's layers are combined, and its checks;
+//! - [`after`]: `after`, the jobs a job runs after, and its check.
 
+pub mod after;
 pub mod composite;
 pub mod spec;
 pub mod validate;

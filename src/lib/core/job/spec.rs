@@ -23,6 +23,10 @@ pub struct JobSpec {
     /// Hardware class token; `cpu` by default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub class: Option<String>,
+    /// Jobs (by id) that must be done before this one is queued; one that does not exist
+    /// yet is waited for, and one that fails or is canceled fails this one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<String>,
     /// Which renderer runs the tasks; `builtin` by default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub renderer: Option<String>,

@@ -188,6 +188,7 @@ fn json_schema_matches_the_spec_fields() {
         priority: Some("high".into()),
         class: Some("cpu".into()),
         renderer: Some("noop".into()),
+        after: vec!["b".into()],
         scene: Some("s".into()),
         scene_manifest: Some("m".into()),
         image: Some(ImageSpec {

@@ -9,6 +9,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use super::after;
 use super::composite::{self, Composite};
 use super::spec::{ChunkSpec, JobSpec, LayerSpec, TilesSpec};
 use super::vocab::{
@@ -102,6 +103,8 @@ pub struct Job {
     pub layers: Vec<Layer>,
     /// How the layers are composited into one more frame output, if they are.
     pub composite: Option<Composite>,
+    /// The jobs that must be done before this one is queued.
+    pub after: Vec<JobId>,
     /// Attempts and timeouts.
     pub retry: Retry,
     /// Renderer settings.
@@ -153,6 +156,7 @@ impl JobSpec {
             }
         };
         let id_text = self.id.clone().unwrap_or_default();
+        let after = after::validate(&self.after, id.as_ref(), &mut errors);
 
         let name = self.name.clone().unwrap_or(id_text);
         if name.chars().count() > 256 {
@@ -429,6 +433,7 @@ impl JobSpec {
             tiles,
             layers,
             composite,
+            after,
             retry: Retry {
                 max_attempts,
                 timeout,

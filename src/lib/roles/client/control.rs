@@ -33,6 +33,8 @@ pub async fn retry(deps: &Deps, id: &JobId) -> anyhow::Result<usize> {
             r.finished_ms = None;
             r.generation += 1;
             r.requeue_pending = true;
+            // Retried by hand: it runs whether or not the jobs it waited for are done.
+            r.waiting_for.clear();
             true
         })
         .await?;
@@ -88,12 +90,13 @@ pub async fn retry(deps: &Deps, id: &JobId) -> anyhow::Result<usize> {
     } else {
         // Queued as they get tokens, like the job's first tasks.
         held::change_pages(deps, &job, &ready, Change::Withhold).await?;
-        queue_held(deps, &job, &record).await?;
+        held::queue_held(deps, &job, &record).await?;
     }
     deps.ledger
         .update_job(id, |r| std::mem::replace(&mut r.requeue_pending, false))
         .await?;
-    publish::doorbell(&deps.client, &job.class, job.priority, job.renderer, false).await;
+    let key = !job.order.is_sequence();
+    publish::doorbell(&deps.client, &job.class, job.priority, job.renderer, key).await;
     publish::flush(&deps.client).await;
     Ok(queued.len())
 }
@@ -199,7 +202,7 @@ pub async fn pause(
                 &queue.class,
                 queue.priority,
                 queue.renderer,
-                false,
+                true,
             )
             .await;
         }
@@ -258,7 +261,7 @@ pub async fn resume(deps: &Deps, id: &JobId) -> anyhow::Result<Changed> {
         .await?;
     let job = active(id, &record)?;
     announce(deps, &job, &record, "resumed").await?;
-    let queued = queue_held(deps, &job, &record).await?;
+    let queued = held::queue_held(deps, &job, &record).await?;
     Ok(Changed {
         withdrawn: 0,
         queued,
@@ -297,7 +300,7 @@ pub async fn set_priority(deps: &Deps, id: &JobId, priority: Priority) -> anyhow
     let withdrawn = withdraw(deps, &job, &others).await?;
     let queued = match record.suspended {
         true => 0,
-        false => queue_held(deps, &job, &record).await?,
+        false => held::queue_held(deps, &job, &record).await?,
     };
     Ok(Changed { withdrawn, queued })
 }
@@ -350,30 +353,4 @@ async fn withdraw(
         withdrawn += held::withhold(deps, job, priority, 0).await?;
     }
     Ok(withdrawn)
-}
-
-/// Queues `job`'s held tasks (in task order): as many as its window has room for, every
-/// one when it has none.
-async fn queue_held(
-    deps: &Deps,
-    job: &crate::core::job::Job,
-    record: &crate::core::state::JobRecord,
-) -> anyhow::Result<u32> {
-    let wanted = match job.window {
-        0 => u32::MAX,
-        size => {
-            let slots = deps.ledger.slots(&job.id, record.tasks).await?;
-            let count = |state| slots.iter().filter(|s| s.state() == state).count() as u32;
-            let window = crate::core::state::Window {
-                size,
-                counts_running: job.max_workers.is_some(),
-            };
-            window.to_release(count(TaskState::Queued), count(TaskState::Running), 0.0)
-        }
-    };
-    let order = crate::core::order::queue_order(job);
-    let (found, _) = held::find(deps, job, order.as_deref(), 0, wanted).await?;
-    let queued = held::release(deps, job, record.round(), &found).await?;
-    publish::flush(&deps.client).await;
-    Ok(queued)
 }

@@ -40,6 +40,25 @@ pub struct Status {
     /// planned into the queue cuts.
     #[serde(default)]
     pub alone: bool,
+    /// The jobs of its `after` not done yet (none of its tasks is queued until then).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waiting_for: Vec<String>,
+}
+
+/// What a job waiting for `jobs` is waiting for, with where each stands.
+async fn waiting_for(deps: &Deps, jobs: &[JobId]) -> anyhow::Result<String> {
+    let mut each = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let stands = match deps.ledger.job(job).await? {
+            Some((record, _)) => record.state.as_str().to_string(),
+            None => "not submitted yet".into(),
+        };
+        each.push(format!("{job} ({stands})"));
+    }
+    Ok(format!(
+        "waiting: held until job {} is done",
+        each.join(", ")
+    ))
 }
 
 /// The live workers of the registry, by id.
@@ -83,6 +102,9 @@ pub async fn why_job_waits(deps: &Deps, job: &JobId) -> anyhow::Result<Option<St
         return Ok(Some(format!(
             "waiting: the job is suspended; `tessera resume {job}` queues its tasks again"
         )));
+    }
+    if !record.waiting_for.is_empty() {
+        return Ok(Some(waiting_for(deps, &record.waiting_for).await?));
     }
     let Ok(valid) = record.job() else {
         return Ok(None);
@@ -140,6 +162,7 @@ pub async fn status(deps: &Deps, job: &JobId) -> anyhow::Result<Status> {
                 suspended: false,
                 window: 0,
                 alone: false,
+                waiting_for: Vec::new(),
             });
         }
         anyhow::bail!("no job {job}");
@@ -152,6 +175,8 @@ pub async fn status(deps: &Deps, job: &JobId) -> anyhow::Result<Status> {
             "suspended: `tessera resume {job}` queues its {} waiting tasks again",
             tasks.queued
         ));
+    } else if !record.state.is_terminal() && !record.waiting_for.is_empty() {
+        message = Some(waiting_for(deps, &record.waiting_for).await?);
     } else if !record.state.is_terminal()
         && tasks.queued > 0
         && let Ok(valid) = record.job()
@@ -169,6 +194,7 @@ pub async fn status(deps: &Deps, job: &JobId) -> anyhow::Result<Status> {
         suspended: record.suspended,
         window: record.window,
         alone: record.alone,
+        waiting_for: record.waiting_for.iter().map(JobId::to_string).collect(),
     })
 }
 

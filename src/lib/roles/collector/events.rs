@@ -329,7 +329,8 @@ async fn bad_part(
         .await?
         .confirmed()
         .await?;
-    publish::doorbell(&deps.client, &job.class, job.priority, job.renderer, false).await;
+    let key = crate::core::order::is_key(job, &task);
+    publish::doorbell(&deps.client, &job.class, job.priority, job.renderer, key).await;
     Ok(())
 }
 
@@ -352,6 +353,7 @@ async fn release_dependents(deps: &Deps, job: &Job, index: u32) -> anyhow::Resul
     }
     let round = round_of(deps, job).await?;
     let mut released = false;
+    let mut key = false;
     for dependent in dependents {
         let task = plan::task(job, dependent);
         let slots = deps
@@ -383,11 +385,12 @@ async fn release_dependents(deps: &Deps, job: &Job, index: u32) -> anyhow::Resul
                     .confirmed()
                     .await?;
                 released = true;
+                key |= crate::core::order::is_key(job, &task);
             }
         }
     }
     if released {
-        publish::doorbell(&deps.client, &job.class, job.priority, job.renderer, false).await;
+        publish::doorbell(&deps.client, &job.class, job.priority, job.renderer, key).await;
     }
     Ok(())
 }

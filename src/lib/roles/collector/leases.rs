@@ -91,10 +91,12 @@ async fn expired(
             delivery.attempt
         ));
         publish::event(&deps.js, &event).await?;
-        queues.extend(protocol::parse_task_queue(&delivery.subject));
+        let key = protocol::is_key_task_subject(&delivery.subject);
+        let queue = protocol::parse_task_queue(&delivery.subject);
+        queues.extend(queue.map(|(class, priority, renderer)| (class, priority, renderer, key)));
     }
-    for (class, priority, renderer) in queues {
-        publish::doorbell(&deps.client, &class, priority, renderer, false).await;
+    for (class, priority, renderer, key) in queues {
+        publish::doorbell(&deps.client, &class, priority, renderer, key).await;
     }
     tracing::warn!(
         worker,

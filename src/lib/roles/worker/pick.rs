@@ -125,12 +125,14 @@ impl Emptiness {
         self.lock().entry(queue.clone()).or_default().empty = Some(asked);
     }
 
-    /// Tasks were queued on `queue` (a doorbell): its key tasks or the rest.
+    /// Tasks were queued on `queue` (a doorbell): the rest of the queue, and with
+    /// `queue.key` its key tasks too (the doorbell said key tasks were among them).
     pub fn rung(&self, queue: &Queue) {
         let now = Some(Instant::now());
         let mut looked = self.lock();
-        for key in [true, false] {
-            looked.entry(queue.with_key(key)).or_default().rung = now;
+        looked.entry(queue.with_key(false)).or_default().rung = now;
+        if queue.key {
+            looked.entry(queue.clone()).or_default().rung = now;
         }
     }
 }
@@ -160,11 +162,16 @@ mod tests {
             assert_eq!(empty.passed_over(&queue, now), passed, "{after} ms");
         }
         assert!(!empty.passed_over(&other, t0));
-        // A doorbell rings for the queue's key tasks and the rest alike.
+        // A doorbell that says key tasks came rings for the queue's key tasks too.
         let keys = queue.with_key(true);
         empty.found_empty(&keys, t0);
         empty.rung(&queue);
         assert!(!empty.passed_over(&queue, t0));
+        assert!(
+            empty.passed_over(&keys, t0),
+            "no key tasks were said to come"
+        );
+        empty.rung(&keys);
         assert!(!empty.passed_over(&keys, t0));
         // A pull asked before the doorbell rang and answered empty after it: the ring
         // still counts.
