@@ -37,7 +37,8 @@ mod tests {
     fn after_names_other_jobs_once_each() {
         let me = JobId::parse("comp").unwrap();
         // (after, the jobs, or the field of the problem)
-        let cases: [(&[&str], Result<&[&str], &str>); 5] = [
+        type Case<'a> = (&'a [&'a str], Result<&'a [&'a str], &'a str>);
+        let cases: [Case; 5] = [
             (&[], Ok(&[])),
             (&["sim", "render"], Ok(&["sim", "render"])),
             (&["sim", "sim"], Err("after[1]")),
