@@ -58,18 +58,10 @@ impl Ledger {
 
     /// The jobs filed as running after `job`: one request, whatever else the bucket holds.
     pub async fn waiters(&self, job: &JobId) -> anyhow::Result<Vec<JobId>> {
-        use futures::TryStreamExt as _;
         let filter = format!("{}{job}.after.*", self.kv.prefix);
-        let subjects: Vec<(String, usize)> = self
-            .kv
-            .stream
-            .info_with_subjects(&filter)
-            .await
-            .with_context(|| format!("reading the jobs after {job}"))?
-            .try_collect()
-            .await
-            .with_context(|| format!("reading the jobs after {job}"))?;
+        let subjects = super::streams::subjects(&self.kv.stream, &filter).await;
         Ok(subjects
+            .with_context(|| format!("reading the jobs after {job}"))?
             .into_iter()
             .filter_map(|(subject, _)| JobId::parse(subject.rsplit('.').next()?).ok())
             .collect())

@@ -358,6 +358,18 @@ pub fn default_task_ack_wait() -> Duration {
     .unwrap_or(Duration::from_secs(5))
 }
 
+/// The subjects of `stream` that match `filter`, each with its message count: one request
+/// however much else the stream holds.
+pub async fn subjects(
+    stream: &jetstream::stream::Stream,
+    filter: &str,
+) -> anyhow::Result<Vec<(String, usize)>> {
+    use futures::TryStreamExt as _;
+    let what = || format!("reading the subjects {filter}");
+    let listed = stream.info_with_subjects(filter).await.with_context(what)?;
+    listed.try_collect().await.with_context(what)
+}
+
 /// Removes every queued task of `job`, whatever its class, priority and renderer.
 ///
 /// The purge is by the job's subjects, `tessera.tasks.*.*.<job>.*`, never per consumer: the

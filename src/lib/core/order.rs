@@ -234,16 +234,17 @@ mod tests {
         }
     }
 
+    /// A noop job of frames `range`, with `extra` in its `[frames]`.
+    fn job_of(range: &str, extra: &str) -> Job {
+        let text =
+            format!("id = \"o\"\nrenderer = \"noop\"\n[frames]\nrange = \"{range}\"\n{extra}");
+        let spec = crate::core::job::from_toml(&text).expect("parses");
+        spec.validate().expect("valid")
+    }
+
     #[test]
     fn key_frames_go_first_with_their_chunk() {
-        let job = |extra: &str| {
-            let text =
-                format!("id = \"o\"\nrenderer = \"noop\"\n[frames]\nrange = \"1-8\"\n{extra}");
-            crate::core::job::from_toml(&text)
-                .expect("parses")
-                .validate()
-                .expect("valid")
-        };
+        let job = |extra: &str| job_of("1-8", extra);
         assert_eq!(queue_order(&job("")), None);
         assert_eq!(
             queue_order(&job("order = \"preview\"")),
@@ -262,16 +263,8 @@ mod tests {
 
     #[test]
     fn key_tasks_are_the_frames_asked_for_first() {
-        let job = |extra: &str| {
-            let text =
-                format!("id = \"o\"\nrenderer = \"noop\"\n[frames]\nrange = \"1-9\"\n{extra}");
-            crate::core::job::from_toml(&text)
-                .expect("parses")
-                .validate()
-                .expect("valid")
-        };
         let keys = |extra: &str| {
-            let job = job(extra);
+            let job = job_of("1-9", extra);
             plan::tasks(&job)
                 .filter(|task| is_key(&job, task))
                 .map(|task| task.frames[0])

@@ -11,11 +11,8 @@
 //! [`Window::alone`]: crate::core::state::Window::alone
 //! [`Window::of`]: crate::core::state::Window::of
 
-use anyhow::Context as _;
-use futures::TryStreamExt as _;
-
 use crate::bus::protocol;
-use crate::bus::streams::TASKS_STREAM;
+use crate::bus::streams::{self, TASKS_STREAM};
 use crate::config::Deps;
 use crate::core::job::{Job, JobId};
 
@@ -24,13 +21,7 @@ pub async fn others_in_queue(deps: &Deps, job: &Job) -> anyhow::Result<Vec<JobId
     let stream = deps.js.get_stream(TASKS_STREAM).await?;
     // Key tasks too: the class and priority's subjects, narrowed to the renderer below.
     let filter = protocol::priority_tasks_filter(&job.class, job.priority);
-    let subjects: Vec<(String, usize)> = stream
-        .info_with_subjects(&filter)
-        .await
-        .with_context(|| format!("reading the jobs in queue {filter}"))?
-        .try_collect()
-        .await
-        .with_context(|| format!("reading the jobs in queue {filter}"))?;
+    let subjects = streams::subjects(&stream, &filter).await?;
     let mut others: Vec<JobId> = Vec::new();
     let found = subjects
         .into_iter()

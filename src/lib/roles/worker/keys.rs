@@ -88,6 +88,14 @@ impl Keys {
         self.lock_waits().contains(queue)
     }
 
+    /// Drops from `order` the key queues this worker waits on now (one lock per pick).
+    pub(super) fn pass_over_waited(&self, order: &mut Vec<Queue>) {
+        let waits = self.lock_waits();
+        if !waits.is_empty() {
+            order.retain(|queue| !(queue.key && waits.contains(queue)));
+        }
+    }
+
     fn lock_waits(&self) -> std::sync::MutexGuard<'_, HashSet<Queue>> {
         self.waits.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -244,7 +244,7 @@ async fn slot_loop(shared: Arc<Shared>, slot: usize, shutdown: CancellationToken
             hint.take().as_ref(),
         );
         // A key queue this worker waits on comes through the wait, in order.
-        order.retain(|queue| !(queue.key && shared.keys.waits_on(queue)));
+        shared.keys.pass_over_waited(&mut order);
         let msg = match handed.take().or_else(|| shared.keys.try_take()) {
             Some(msg) => Some(msg),
             None => {
