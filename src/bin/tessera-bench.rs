@@ -14,7 +14,7 @@ struct Args {
 #[derive(Subcommand)]
 enum Bench {
     /// Every benchmark of the README's performance table in one run (throughput, dispatch,
-    /// failover, tile assembly, utilisation, planning, collector catch-up), then their
+    /// failover, tile assembly, utilisation, planning, collector catch-up, dependencies), then their
     /// summary. Build every binary first (failover starts tessera-worker processes).
     All,
     /// Submit-to-start latency on an idle local farm.
@@ -77,6 +77,16 @@ enum Bench {
         #[arg(long, default_value_t = 2)]
         collectors: usize,
     },
+    /// Dependencies: N frames x 3 chained layers and a job after it frame by frame, at N
+    /// and 2N frames; the collector's time spent releasing dependents.
+    Chain {
+        /// Frames of each job (the second round has twice as many).
+        #[arg(long, default_value_t = 1000)]
+        frames: u32,
+        /// Rounds of each size.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// Soak: render and delete many small jobs; the store, the jobs bucket, the streams
     /// and every process's memory at each checkpoint (separate role processes: build every
     /// binary first).
@@ -112,6 +122,7 @@ async fn main() -> std::process::ExitCode {
         Bench::Throughput { tasks, runs } => bench::throughput(tasks, runs).await.map(drop),
         Bench::Utilisation { waves, runs } => bench::utilisation(waves, runs).await.map(drop),
         Bench::Catchup { tasks, collectors } => bench::catchup(tasks, collectors).await.map(drop),
+        Bench::Chain { frames, runs } => bench::chain(frames, runs).await.map(drop),
         Bench::Soak { jobs, every } => bench::soak(jobs, every.max(1)).await,
     };
     tessera::telemetry::exit(result)

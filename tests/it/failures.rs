@@ -454,3 +454,43 @@ async fn a_worker_frozen_past_its_lease_and_resumed_leaves_one_right_output_per_
     assert_eq!(status["state"], "done");
     assert_eq!(status["tasks"]["done"], 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_restarted_under_its_id_hands_back_at_once_what_its_last_run_held() {
+    let mut farm = crate::sharing::one_worker_of(1).await;
+    let deps = farm.deps().await;
+    let job = "id = \"restarted\"\nrenderer = \"noop\"\n[frames]\nrange = \"1\"\n[settings]\nsleep_ms = 3000\n";
+    farm.submit("restarted", job);
+    let first = wait_event(&farm, &deps.js, "restarted", EventKind::TaskStarted).await;
+    let victim = first.worker.clone().unwrap();
+    // Killed and started again at once, under the same id, before its lease runs out.
+    farm.roles[worker_role(&victim)].kill();
+    let killed_at = now_ms();
+    farm.start_worker(0, &["--slots", "1"]);
+
+    wait_event(&farm, &deps.js, "restarted", EventKind::JobDone).await;
+    let events = events_of(&farm, "restarted").await;
+    let retry = events
+        .iter()
+        .find(|e| e.kind == EventKind::TaskRetry)
+        .unwrap_or_else(|| panic!("no task.retry: {events:#?}"));
+    let said = retry.message.as_deref().unwrap_or_default();
+    assert!(
+        said.contains(&format!("worker {victim} restarted")),
+        "{retry:?}"
+    );
+    let again = events
+        .iter()
+        .find(|e| e.kind == EventKind::TaskStarted && e.attempt == Some(2))
+        .unwrap_or_else(|| panic!("the task never started again: {events:#?}"));
+    let moved = again.time_ms.saturating_sub(killed_at);
+    assert!(
+        moved < ACK_WAIT_MS / 3,
+        "started again {moved} ms after the kill, with an ack deadline of {ACK_WAIT_MS} ms"
+    );
+    let done = events
+        .iter()
+        .filter(|e| e.kind == EventKind::TaskDone)
+        .count();
+    assert_eq!(done, 1, "{events:#?}");
+}

@@ -22,6 +22,8 @@ mod limits;
 mod changes;
 // Jobs that run after others: held until those are done, failed when they fail.
 mod after;
+// Jobs that run after another frame by frame: frame N after frame N, failures frame by frame.
+mod frames;
 // Killed workers, poison tasks, lost deliveries, restarts, duplicates.
 mod failures;
 // Collectors sharing the event partitions, and taking over a dead one's.

@@ -1,10 +1,11 @@
 //! Benchmarks run by `tessera-bench`: each starts what it measures (a private nats-server,
 //! a local farm) and prints medians next to a raw baseline measured in the same run, so
-//! figures from a noisy machine can be compared as ratios. [`all`] runs the seven that
+//! figures from a noisy machine can be compared as ratios. [`all`] runs the eight that
 //! make the performance table in one go and ends with their summary. The real renderers'
 //! benchmark is [`fn@programs`].
 
 mod catchup;
+mod chain;
 mod dispatch;
 mod failover;
 mod plan;
@@ -16,6 +17,7 @@ mod throughput;
 mod utilisation;
 
 pub use catchup::catchup;
+pub use chain::chain;
 pub use dispatch::dispatch;
 pub use failover::failover;
 pub use plan::plan;
@@ -62,6 +64,8 @@ pub async fn all() -> anyhow::Result<()> {
     summary.extend(plan(100_000, 3).await?);
     println!();
     summary.extend(catchup(20_000, 2).await?);
+    println!();
+    summary.extend(chain(1000, 1).await?);
     println!();
     println!("summary (medians; ratios within this run):");
     summary.sort();

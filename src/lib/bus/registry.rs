@@ -7,14 +7,15 @@
 //! [`LEASE_TTL`]: super::protocol::LEASE_TTL
 //! [`LEASE_RENEW`]: super::protocol::LEASE_RENEW
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use anyhow::Context as _;
 use async_nats::header::{self, HeaderMap};
 use async_nats::jetstream::{self, kv};
 use futures::{Stream, StreamExt};
 
-use super::protocol::{self, LEASE_TTL, WorkerInfo};
+use super::protocol::{self, Delivery, Event, EventKind, LEASE_TTL, WorkerInfo};
+use super::publish;
 use super::streams::{self, WORKERS_BUCKET};
 
 /// How long the claim on an expired lease's hand-back is kept.
@@ -52,6 +53,19 @@ impl Entry {
             .await
             .with_context(|| format!("the lease of {} was not stored", self.id))?;
         Ok(())
+    }
+
+    /// The lease a previous run of this worker (the same id) left, if it is still live:
+    /// read before this run's first renewal, it lists what that run held when it died.
+    pub async fn previous(&self) -> anyhow::Result<Option<WorkerInfo>> {
+        let entry = self
+            .kv
+            .entry(&self.id)
+            .await
+            .with_context(|| format!("reading the lease of {}", self.id))?;
+        Ok(entry
+            .filter(|e| e.operation == kv::Operation::Put)
+            .and_then(|e| protocol::decode(&e.value).ok()))
     }
 
     /// Gives the lease up (the worker stops): no hand-back follows.
@@ -149,6 +163,45 @@ pub async fn watch(
         };
         std::future::ready(lease)
     }))
+}
+
+/// Hands back `deliveries`, which `worker` held and will not finish: a negative
+/// acknowledgement on each one's reply subject (the server redelivers it at once), a
+/// `task.retry` event saying `why` of it, then the doorbell of each queue they came from.
+pub async fn hand_back(
+    client: &async_nats::Client,
+    js: &jetstream::Context,
+    worker: &str,
+    deliveries: &[Delivery],
+    why: impl Fn(&Delivery) -> String,
+) -> anyhow::Result<()> {
+    let mut queues = BTreeSet::new();
+    for delivery in deliveries {
+        if !protocol::is_task_ack_subject(&delivery.reply, streams::TASKS_STREAM) {
+            tracing::warn!(
+                worker,
+                reply = delivery.reply,
+                "a lease lists a delivery that is not a task's; ignoring it"
+            );
+            continue;
+        }
+        publish::nak_delivery(client, &delivery.reply).await?;
+        let mut event = Event::new(EventKind::TaskRetry, delivery.job.as_str());
+        event.task = Some(delivery.task.clone());
+        event.index = Some(delivery.index);
+        event.attempt = Some(delivery.attempt);
+        event.worker = Some(worker.to_string());
+        event.incarnation = Some(delivery.incarnation.clone());
+        event.message = Some(why(delivery));
+        publish::event(js, &event).await?;
+        let key = protocol::is_key_task_subject(&delivery.subject);
+        let queue = protocol::parse_task_queue(&delivery.subject);
+        queues.extend(queue.map(|(class, priority, renderer)| (class, priority, renderer, key)));
+    }
+    for (class, priority, renderer, key) in queues {
+        publish::doorbell(client, &class, priority, renderer, key).await;
+    }
+    Ok(())
 }
 
 /// Claims the hand-back of `worker`'s lease that expired at `revision`: true for exactly

@@ -156,6 +156,32 @@ pub fn frame_group(job: &Job, index: u32) -> std::ops::Range<u32> {
     first..first + tiles
 }
 
+/// The tasks of chunk `chunk` (every layer and tile), ascending.
+pub fn chunk_tasks(job: &Job, chunk: u32) -> std::ops::Range<u32> {
+    let per_chunk = layer_count(job) * tile_count(job);
+    chunk * per_chunk..(chunk + 1) * per_chunk
+}
+
+/// The chunk that renders `frame`, if the job renders it.
+pub fn chunk_of_frame(job: &Job, frame: u32) -> Option<u32> {
+    let place = job.frames.frames().binary_search(&frame).ok()?;
+    Some(place as u32 / job.chunk.max(1))
+}
+
+/// The tasks of `job` that render any of `frames` (every layer and tile of their chunks),
+/// ascending: those of a job running after this one frame by frame wait for.
+pub fn tasks_of_frames(job: &Job, frames: &[u32]) -> Vec<u32> {
+    let mut chunks: Vec<u32> = frames
+        .iter()
+        .filter_map(|&f| chunk_of_frame(job, f))
+        .collect();
+    chunks.dedup();
+    chunks
+        .into_iter()
+        .flat_map(|c| chunk_tasks(job, c))
+        .collect()
+}
+
 /// The tasks that wait for task `index` (same chunk and tile, a layer listing its layer).
 pub fn dependents(job: &Job, index: u32) -> Vec<u32> {
     let at = coordinates(job, index);
@@ -190,6 +216,8 @@ mod tests {
     #[test]
     fn plans_frame_chunks() {
         let job = job("[frames]\nrange = \"1-10\"\nchunk = 4");
+        assert_eq!(chunk_of_frame(&job, 6), Some(1));
+        assert_eq!(tasks_of_frames(&job, &[5, 6, 10]), vec![1, 2]);
         let ids: Vec<String> = tasks(&job).map(|t| t.id.0).collect();
         assert_eq!(ids, ["f0001-0004", "f0005-0008", "f0009-0010"]);
         assert_eq!(task(&job, 2).frames, vec![9, 10]);
@@ -207,6 +235,11 @@ mod tests {
         assert_eq!(t.waits_for, vec![2]);
         assert_eq!(task(&job, 2).id.as_str(), "f0001.t00-01.beauty");
         assert_eq!(dependents(&job, 2), vec![6]);
+        // Frame 2 is chunk 1 (of one frame): its 2 layers × 4 tiles.
+        assert_eq!(chunk_of_frame(&job, 2), Some(1));
+        assert_eq!(chunk_of_frame(&job, 9), None);
+        assert_eq!(chunk_tasks(&job, 1), 8..16);
+        assert_eq!(tasks_of_frames(&job, &[2, 9]), (8..16).collect::<Vec<_>>());
         assert!(dependents(&job, 6).is_empty());
         assert_eq!(frame_group(&job, 9), 8..12);
         assert_eq!(task(&job, 9).frames, vec![2]);

@@ -209,6 +209,10 @@ pub struct JobRecord {
     /// none.
     #[serde(default)]
     pub waiting_for: Vec<crate::core::job::JobId>,
+    /// The jobs known to run after it frame by frame (`after_frames`): the collector
+    /// releases their tasks as its frames are done.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub frame_waiters: Vec<crate::core::job::JobId>,
 }
 
 impl JobRecord {
@@ -220,6 +224,7 @@ impl JobRecord {
         job.window = self.window;
         // A job waiting for others holds its tasks as a suspended one does.
         job.suspended = self.suspended || !self.waiting_for.is_empty();
+        job.frame_waiters = self.frame_waiters.clone();
         if let Some(priority) = self.priority {
             job.priority = priority;
         }

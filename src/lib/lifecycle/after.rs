@@ -51,12 +51,18 @@ async fn settle(
     let Some((record, _)) = deps.ledger.job(waiter).await? else {
         return Ok(()); // not planned yet: the planner looks at the jobs it waits for then
     };
-    if record.state.is_terminal() || !record.spec.after.iter().any(|j| j == upstream.as_str()) {
+    if record.state.is_terminal() {
         return Ok(());
     }
     let Ok(job) = record.job() else {
         return Ok(());
     };
+    if job.after_frames.as_ref() == Some(upstream) {
+        return super::frames::upstream_ended(deps, &job, upstream, state).await;
+    }
+    if !job.after.contains(upstream) {
+        return Ok(());
+    }
     if state != JobState::Done {
         let reason = format!(
             "job {upstream}, which it runs after, {}",

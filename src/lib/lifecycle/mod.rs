@@ -4,11 +4,13 @@
 //! collector's retention — queuing held tasks ([`held`]), by the planner, the collector
 //! and `tessera resume`, a job planned alone in its queue cut to its fair window when
 //! another comes ([`alone`]), by the planner, the tokens of limits they take and give back
-//! ([`tokens`]), and jobs that run after others, settled as those end ([`after`]).
+//! ([`tokens`]), jobs that run after others, settled as those end ([`after`]), and jobs
+//! that run after another frame by frame, released frame by frame ([`frames`]).
 //! They live below the roles so that neither imports the other.
 
 pub mod after;
 pub mod alone;
+pub mod frames;
 pub mod held;
 pub mod tokens;
 

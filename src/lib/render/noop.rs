@@ -1,6 +1,8 @@
 //! The `noop` renderer: sleeps `settings.sleep_ms` (default 0), plus `settings.frame_ms`
-//! for each frame of the task, and writes nothing. For benchmarks and tests; `settings.fail = true` makes every attempt fail, and
-//! `settings.fail_attempts = N` fails the first N attempts.
+//! for each frame of the task, and writes nothing. For benchmarks and tests;
+//! `settings.fail = true` makes every attempt fail, `settings.fail_attempts = N` fails the
+//! first N attempts, and `settings.fail_frames = [3, 7]` every attempt of a task that
+//! renders one of those frames.
 
 use std::time::Duration;
 
@@ -12,7 +14,7 @@ use crate::core::problem::{Invalid, Problems};
 const MAX_SLEEP_MS: u64 = 86_400_000;
 
 /// The `noop` renderer's settings.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Settings {
     /// How long each attempt sleeps (`sleep_ms`, up to a day).
     pub sleep_ms: u64,
@@ -22,6 +24,8 @@ pub struct Settings {
     pub fail: bool,
     /// The first this many attempts fail (`fail_attempts`).
     pub fail_attempts: u64,
+    /// Every attempt of a task rendering one of these frames fails (`fail_frames`).
+    pub fail_frames: Vec<u32>,
 }
 
 impl Settings {
@@ -59,6 +63,20 @@ impl Settings {
                 ),
             }
         }
+        if let Some(value) = settings.get("fail_frames") {
+            let frames: Option<Vec<u32>> = value.as_array().and_then(|all| {
+                all.iter()
+                    .map(|f| f.as_u64().and_then(|f| u32::try_from(f).ok()))
+                    .collect()
+            });
+            match frames {
+                Some(frames) => parsed.fail_frames = frames,
+                None => problems.add(
+                    "settings.fail_frames",
+                    format!("{value} is not a list of frame numbers"),
+                ),
+            }
+        }
         problems.into_result(parsed)
     }
 }
@@ -82,6 +100,7 @@ impl Renderer for Noop {
                 frame_ms,
                 fail: fail_all,
                 fail_attempts: fail_first,
+                fail_frames,
             } = Settings::parse(&request.task.settings)
                 .map_err(|e| RenderError::Permanent(e.to_string()))?;
             let frames = request.task.frames.len() as u64;
@@ -93,7 +112,8 @@ impl Renderer for Noop {
                     return Err(RenderError::Stopped("canceled while sleeping".into()));
                 }
             }
-            if fail_all || u64::from(request.attempt) <= fail_first {
+            let failing_frame = request.task.frames.iter().any(|f| fail_frames.contains(f));
+            if fail_all || failing_frame || u64::from(request.attempt) <= fail_first {
                 request.log.line("noop: failing as the settings ask");
                 return Err(RenderError::Failed(
                     "noop failed as asked by its settings".into(),

@@ -29,7 +29,7 @@ use crate::core::plan;
 use crate::core::problem::Invalid;
 use crate::core::state::{JobRecord, JobState, Round, TaskState, Window};
 use crate::core::stitch::{PixelKind, canvas_bytes};
-use crate::lifecycle::{after, alone, held};
+use crate::lifecycle::{after, alone, frames, held};
 
 /// How a planner runs.
 #[derive(Debug, Clone, Copy, Default, clap::Args)]
@@ -283,9 +283,11 @@ async fn plan_job(planner: &Planner, msg: &jetstream::Message, mut job: Job) -> 
         Some(order) => order.into_iter().map(|i| plan::task(&job, i)).collect(),
         None => plan::tasks(&job).collect(),
     };
+    // A job that runs after another frame by frame has its tasks released by the collector
+    // as that job's frames are done.
     let ready: Vec<plan::TaskPlan> = ready
         .into_iter()
-        .filter(|t| t.waits_for.is_empty())
+        .filter(|t| t.waits_for.is_empty() && job.after_frames.is_none())
         .collect();
     // The smallest window is the job's weight: a job with no more ready tasks needs none.
     // A job with limits always has one: its tasks are queued as they get tokens.
@@ -305,9 +307,12 @@ async fn plan_job(planner: &Planner, msg: &jetstream::Message, mut job: Job) -> 
         cut_the_alone(planner, &others).await?;
         let fair = Window::of(&job, slots, ready);
         // A job that waits for others is queued later, perhaps beside others: fair.
-        let waits = !job.after.is_empty();
+        // So is one that runs after another frame by frame, and one that others run after
+        // (frame by frame, they share its queue as its frames are done).
+        let waits = !job.after.is_empty() || job.after_frames.is_some();
+        let awaited = !deps.ledger.waiters(&job.id).await?.is_empty();
         let wide = fair
-            .filter(|_| others.is_empty() && !forced && !waits)
+            .filter(|_| others.is_empty() && !forced && !waits && !awaited)
             .and_then(Window::alone);
         planned_alone = wide.is_some();
         window = match wide.or(fair) {
@@ -336,6 +341,7 @@ async fn plan_job(planner: &Planner, msg: &jetstream::Message, mut job: Job) -> 
         priority: None,
         alone: planned_alone,
         waiting_for: job.after.clone(),
+        frame_waiters: Vec::new(),
     };
     match deps.ledger.create_job(&record).await? {
         Created::New => {}
@@ -392,6 +398,10 @@ async fn plan_job(planner: &Planner, msg: &jetstream::Message, mut job: Job) -> 
                 let names: Vec<&str> = job.after.iter().map(JobId::as_str).collect();
                 format!("{tasks} tasks, held until job {} is done", names.join(", "))
             }
+            _ if job.after_frames.is_some() => {
+                let upstream = job.after_frames.as_ref().map_or("", JobId::as_str);
+                format!("{tasks} tasks, each queued once job {upstream} has its frames done")
+            }
             0 => format!("{tasks} tasks, {queued} queued"),
             held => format!(
                 "{tasks} tasks, {queued} queued, {held} held back by the job's window of {window}"
@@ -419,6 +429,17 @@ async fn plan_job(planner: &Planner, msg: &jetstream::Message, mut job: Job) -> 
             others.push(job.id.clone());
         }
         cut_the_alone(planner, &others).await?;
+    }
+    // The jobs filed as running after it frame by frame, and the one it runs after so,
+    // which is cut to its fair window if it was planned alone: they share a queue now.
+    let waiters = deps.ledger.waiters(&job.id).await?;
+    let company = frames::find_waiters(deps, &job, &waiters).await?;
+    if company && planned_alone {
+        cut_the_alone(planner, std::slice::from_ref(&job.id)).await?;
+    }
+    if let Some(upstream) = &job.after_frames {
+        frames::wait_for(deps, &job).await?;
+        cut_the_alone(planner, std::slice::from_ref(upstream)).await?;
     }
     if waiting {
         // Queued once the jobs it runs after are done (now, if they are already).

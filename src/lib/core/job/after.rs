@@ -1,5 +1,6 @@
 //! `after = ["<job id>", …]`: the jobs that must be done before a job is queued, and
-//! their check. A job may name one that does not exist yet: it waits for it.
+//! `after_frames = "<job id>"`: the job whose frame N each frame N waits for; and their
+//! checks. A job may name one that does not exist yet: it waits for it.
 
 use super::vocab::JobId;
 use crate::core::problem::Problems;
@@ -27,6 +28,27 @@ pub fn validate(after: &[String], id: Option<&JobId>, errors: &mut Problems) -> 
         }
     }
     jobs
+}
+
+/// Checks `after_frames` for job `id`, which runs after the jobs `after`: a job id, not
+/// the job itself nor one of `after` (that one holds the whole job already).
+pub fn validate_frames(
+    text: Option<&str>,
+    id: Option<&JobId>,
+    after: &[JobId],
+    errors: &mut Problems,
+) -> Option<JobId> {
+    let text = text?;
+    match JobId::parse(text) {
+        Err(e) => errors.add("after_frames", format!("{text:?} is not a job id: {e}")),
+        Ok(job) if Some(&job) == id => errors.add("after_frames", "a job cannot run after itself"),
+        Ok(job) if after.contains(&job) => errors.add(
+            "after_frames",
+            format!("{job} is in `after` too, which holds the whole job until it is done; name it in one of them"),
+        ),
+        Ok(job) => return Some(job),
+    }
+    None
 }
 
 #[cfg(test)]
@@ -63,5 +85,29 @@ mod tests {
         let mut errors = Problems::default();
         validate(&many, Some(&me), &mut errors);
         assert_eq!(errors.into_vec()[0].field, "after");
+    }
+
+    #[test]
+    fn after_frames_names_one_other_job() {
+        let me = JobId::parse("comp").unwrap();
+        let after = [JobId::parse("sim").unwrap()];
+        // (after_frames, whether it is accepted)
+        let cases = [
+            (None, true),
+            (Some("render"), true),
+            (Some("comp"), false),
+            (Some("sim"), false),
+            (Some("Bad/Id"), false),
+        ];
+        for (text, ok) in cases {
+            let mut errors = Problems::default();
+            let job = validate_frames(text, Some(&me), &after, &mut errors);
+            let errors = errors.into_vec();
+            assert_eq!(errors.is_empty(), ok, "{text:?}: {errors:?}");
+            assert_eq!(job.map(|j| j.to_string()).as_deref(), text.filter(|_| ok));
+            if !ok {
+                assert_eq!(errors[0].field, "after_frames");
+            }
+        }
     }
 }

@@ -27,6 +27,10 @@ pub struct JobSpec {
     /// yet is waited for, and one that fails or is canceled fails this one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub after: Vec<String>,
+    /// A job (by id) this one runs after frame by frame: frame N waits only for frame N of
+    /// that job; one that fails fails only its counterpart here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_frames: Option<String>,
     /// Which renderer runs the tasks; `builtin` by default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub renderer: Option<String>,

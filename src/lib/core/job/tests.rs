@@ -189,6 +189,7 @@ fn json_schema_matches_the_spec_fields() {
         class: Some("cpu".into()),
         renderer: Some("noop".into()),
         after: vec!["b".into()],
+        after_frames: Some("c".into()),
         scene: Some("s".into()),
         scene_manifest: Some("m".into()),
         image: Some(ImageSpec {

@@ -105,6 +105,11 @@ pub struct Job {
     pub composite: Option<Composite>,
     /// The jobs that must be done before this one is queued.
     pub after: Vec<JobId>,
+    /// The job whose frame N each frame N of this one waits for.
+    pub after_frames: Option<JobId>,
+    /// The jobs that run after this one frame by frame, as far as they are known: set from
+    /// its record.
+    pub frame_waiters: Vec<JobId>,
     /// Attempts and timeouts.
     pub retry: Retry,
     /// Renderer settings.
@@ -157,6 +162,12 @@ impl JobSpec {
         };
         let id_text = self.id.clone().unwrap_or_default();
         let after = after::validate(&self.after, id.as_ref(), &mut errors);
+        let after_frames = after::validate_frames(
+            self.after_frames.as_deref(),
+            id.as_ref(),
+            &after,
+            &mut errors,
+        );
 
         let name = self.name.clone().unwrap_or(id_text);
         if name.chars().count() > 256 {
@@ -434,6 +445,8 @@ impl JobSpec {
             layers,
             composite,
             after,
+            after_frames,
+            frame_waiters: Vec::new(),
             retry: Retry {
                 max_attempts,
                 timeout,

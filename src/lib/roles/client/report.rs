@@ -43,17 +43,24 @@ pub struct Status {
     /// The jobs of its `after` not done yet (none of its tasks is queued until then).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub waiting_for: Vec<String>,
+    /// The job it runs after frame by frame (`after_frames`), and where that one stands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_frames: Option<String>,
+}
+
+/// Where job `job` stands, for a job waiting for it.
+async fn stands(deps: &Deps, job: &JobId) -> anyhow::Result<String> {
+    Ok(match deps.ledger.job(job).await? {
+        Some((record, _)) => record.state.as_str().to_string(),
+        None => "not submitted yet".into(),
+    })
 }
 
 /// What a job waiting for `jobs` is waiting for, with where each stands.
 async fn waiting_for(deps: &Deps, jobs: &[JobId]) -> anyhow::Result<String> {
     let mut each = Vec::with_capacity(jobs.len());
     for job in jobs {
-        let stands = match deps.ledger.job(job).await? {
-            Some((record, _)) => record.state.as_str().to_string(),
-            None => "not submitted yet".into(),
-        };
-        each.push(format!("{job} ({stands})"));
+        each.push(format!("{job} ({})", stands(deps, job).await?));
     }
     Ok(format!(
         "waiting: held until job {} is done",
@@ -163,6 +170,7 @@ pub async fn status(deps: &Deps, job: &JobId) -> anyhow::Result<Status> {
                 window: 0,
                 alone: false,
                 waiting_for: Vec::new(),
+                after_frames: None,
             });
         }
         anyhow::bail!("no job {job}");
@@ -170,6 +178,10 @@ pub async fn status(deps: &Deps, job: &JobId) -> anyhow::Result<Status> {
     let tasks = deps.ledger.counts(job, record.tasks).await?;
     let outputs = deps.store.list(&keys::output_prefix(job)).await?;
     let mut message = record.message.clone();
+    let upstream = match record.spec.after_frames.as_deref().map(JobId::parse) {
+        Some(Ok(upstream)) => Some(upstream),
+        _ => None,
+    };
     if record.suspended && !record.state.is_terminal() {
         message = Some(format!(
             "suspended: `tessera resume {job}` queues its {} waiting tasks again",
@@ -177,6 +189,11 @@ pub async fn status(deps: &Deps, job: &JobId) -> anyhow::Result<Status> {
         ));
     } else if !record.state.is_terminal() && !record.waiting_for.is_empty() {
         message = Some(waiting_for(deps, &record.waiting_for).await?);
+    } else if let Some(upstream) = upstream.as_ref().filter(|_| !record.state.is_terminal()) {
+        message = Some(format!(
+            "frame by frame after job {upstream} ({}): each frame is queued once it is done there",
+            stands(deps, upstream).await?
+        ));
     } else if !record.state.is_terminal()
         && tasks.queued > 0
         && let Ok(valid) = record.job()
@@ -195,6 +212,7 @@ pub async fn status(deps: &Deps, job: &JobId) -> anyhow::Result<Status> {
         window: record.window,
         alone: record.alone,
         waiting_for: record.waiting_for.iter().map(JobId::to_string).collect(),
+        after_frames: upstream.map(|j| j.to_string()),
     })
 }
 

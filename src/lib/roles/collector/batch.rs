@@ -48,6 +48,8 @@ pub(super) async fn handle(
             Ok(Prepared::Settled) => continue,
             Ok(Prepared::Changed(job)) => {
                 collector.windows.forget(&job);
+                // A job running after it frame by frame may have been added.
+                results[i] = crate::lifecycle::frames::changed(&deps, &job).await;
                 continue;
             }
             Err(e) => {

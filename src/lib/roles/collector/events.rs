@@ -260,17 +260,20 @@ pub(super) async fn finish(
                 assemble::stitch_tile(deps, stitching, &job, index, parts).await?;
             }
             assemble::assemble(deps, stitching, &job, index, after).await?;
-            release_dependents(deps, &job, index).await?;
+            lifecycle::frames::dependents_of_done(deps, &job, index).await?;
             return Ok(Some((job, index)));
         }
         EventKind::TaskFailed if after == TaskSlot(TaskState::Failed, attempt) => {
             tracing::warn!(job = %job.id, task = %event.task.as_ref().map(|t| t.0.as_str()).unwrap_or("?"), "task failed for good");
             fail_dependents(deps, &job, index).await?;
-            let reason = format!(
-                "task {} failed after {attempt} attempts: {}",
-                plan::task(&job, index).id,
-                event.message.as_deref().unwrap_or("no reason given")
-            );
+            lifecycle::frames::upstream_failed(deps, &job, index).await?;
+            let id = plan::task(&job, index).id;
+            let why = event.message.as_deref().unwrap_or("no reason given");
+            let reason = match attempt {
+                // Failed before it ran: what it waited for in another job failed.
+                0 => format!("task {id} could not run: {why}"),
+                _ => format!("task {id} failed after {attempt} attempts: {why}"),
+            };
             match job.retry.on_failure {
                 FailurePolicy::Fail => {
                     lifecycle::end_job(deps, &job, JobState::Failed, Some(reason), None).await?
@@ -342,57 +345,6 @@ async fn round_of(deps: &Deps, job: &Job) -> anyhow::Result<Round> {
         .await?
         .map(|(r, _)| r.round())
         .unwrap_or_default())
-}
-
-/// Queues the tasks that waited for task `index` once all they wait for is done (holds
-/// them, while the job is suspended: `tessera resume` queues them).
-async fn release_dependents(deps: &Deps, job: &Job, index: u32) -> anyhow::Result<()> {
-    let dependents = plan::dependents(job, index);
-    if dependents.is_empty() {
-        return Ok(());
-    }
-    let round = round_of(deps, job).await?;
-    let mut released = false;
-    let mut key = false;
-    for dependent in dependents {
-        let task = plan::task(job, dependent);
-        let slots = deps
-            .ledger
-            .slots_of(&job.id, task.waits_for.iter().copied())
-            .await?;
-        if slots.iter().all(|s| s.state() == TaskState::Done) {
-            if job.suspended || !job.limits.is_empty() {
-                // Held: `tessera resume` queues it, or it is queued once it has a token.
-                let (_, after) = deps
-                    .ledger
-                    .change_task(&job.id, dependent, Change::Withhold)
-                    .await?;
-                if !job.suspended && after.state() == TaskState::Held {
-                    let held = [(dependent, after.attempt())];
-                    crate::lifecycle::held::release(deps, job, round, &held).await?;
-                }
-                continue;
-            }
-            let (before, after) = deps
-                .ledger
-                .change_task(&job.id, dependent, Change::Release)
-                .await?;
-            if before != after || after.state() == TaskState::Queued {
-                // Republishing after a crash is deduplicated by the task's Nats-Msg-Id. A
-                // task queued again by `tessera retry` goes on with its attempt numbers.
-                publish::task(&deps.js, job, &task, round, after.attempt())
-                    .await?
-                    .confirmed()
-                    .await?;
-                released = true;
-                key |= crate::core::order::is_key(job, &task);
-            }
-        }
-    }
-    if released {
-        publish::doorbell(&deps.client, &job.class, job.priority, job.renderer, key).await;
-    }
-    Ok(())
 }
 
 /// Fails, transitively, the tasks that wait for failed task `index`.

@@ -5,15 +5,13 @@
 //! a `task.retry` event says why. A worker that was only cut off and finishes late changes
 //! nothing: its outputs are attempt-scoped and the first `task.done` wins.
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::protocol::{self, Event, EventKind, WorkerInfo};
+use crate::bus::protocol::WorkerInfo;
 use crate::bus::registry::{self, Lease};
-use crate::bus::{publish, streams};
 use crate::config::Deps;
 
 /// Watches the leases until `shutdown`, watching again after a lost connection.
@@ -69,35 +67,19 @@ async fn expired(
     if info.deliveries.is_empty() || !registry::claim_expiry(&deps.js, worker, revision).await? {
         return Ok(());
     }
-    let mut queues = BTreeSet::new();
-    for delivery in &info.deliveries {
-        if !protocol::is_task_ack_subject(&delivery.reply, streams::TASKS_STREAM) {
-            tracing::warn!(
-                worker,
-                reply = delivery.reply,
-                "a lease lists a delivery that is not a task's; ignoring it"
-            );
-            continue;
-        }
-        publish::nak_delivery(&deps.client, &delivery.reply).await?;
-        let mut event = Event::new(EventKind::TaskRetry, delivery.job.as_str());
-        event.task = Some(delivery.task.clone());
-        event.index = Some(delivery.index);
-        event.attempt = Some(delivery.attempt);
-        event.worker = Some(worker.to_string());
-        event.incarnation = Some(delivery.incarnation.clone());
-        event.message = Some(format!(
-            "worker {worker} stopped renewing its lease; attempt {} handed back",
-            delivery.attempt
-        ));
-        publish::event(&deps.js, &event).await?;
-        let key = protocol::is_key_task_subject(&delivery.subject);
-        let queue = protocol::parse_task_queue(&delivery.subject);
-        queues.extend(queue.map(|(class, priority, renderer)| (class, priority, renderer, key)));
-    }
-    for (class, priority, renderer, key) in queues {
-        publish::doorbell(&deps.client, &class, priority, renderer, key).await;
-    }
+    registry::hand_back(
+        &deps.client,
+        &deps.js,
+        worker,
+        &info.deliveries,
+        |delivery| {
+            format!(
+                "worker {worker} stopped renewing its lease; attempt {} handed back",
+                delivery.attempt
+            )
+        },
+    )
+    .await?;
     tracing::warn!(
         worker,
         tasks = info.deliveries.len(),

@@ -94,6 +94,43 @@ impl Lease {
         })
     }
 
+    /// Hands back what a previous run of this worker (the same id) held, if its lease is
+    /// still live: that run died a moment ago and its renders will not finish, so they
+    /// run again now rather than after the ack deadline. Called before the first renewal.
+    pub(super) async fn hand_back_previous(&self, shared: &Shared) {
+        let id = &shared.config.id;
+        let previous = match self.entry.previous().await {
+            Ok(Some(previous)) => previous,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(error = format!("{e:#}"), "reading this worker's last lease");
+                return;
+            }
+        };
+        if previous.started_ms == shared.started_ms || previous.deliveries.is_empty() {
+            return;
+        }
+        tracing::warn!(
+            worker = %id,
+            tasks = previous.deliveries.len(),
+            "a previous run of this worker left a live lease; handing back what it held (two workers must not share an id)"
+        );
+        let why = |d: &protocol::Delivery| {
+            format!(
+                "worker {id} restarted; attempt {} of its previous run handed back",
+                d.attempt
+            )
+        };
+        let deps = &shared.deps;
+        let handed = registry::hand_back(&deps.client, &deps.js, id, &previous.deliveries, why);
+        if let Err(e) = handed.await {
+            tracing::warn!(
+                error = format!("{e:#}"),
+                "handing back a previous run's tasks"
+            );
+        }
+    }
+
     /// Renews the lease with what the worker holds now.
     pub(super) async fn renew(&self, shared: &Shared) -> anyhow::Result<()> {
         let _one_at_a_time = self.writing.lock().await;

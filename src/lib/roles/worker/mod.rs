@@ -159,6 +159,7 @@ pub async fn run(
         config,
     });
 
+    shared.lease.hand_back_previous(&shared).await;
     let listeners = TaskTracker::new();
     let stop_listening = CancellationToken::new();
     for class in shared.config.classes.clone() {
