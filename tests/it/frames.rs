@@ -20,28 +20,29 @@ fn noop(id: &str, frames: &str, extra: &str, settings: &str) -> String {
     )
 }
 
-/// When each task (by index) first had an event of `kind`.
-fn first_times(events: &[Event], kind: EventKind) -> HashMap<u32, u64> {
+/// When each task (by index) had an event of `kind`: the earliest such event when
+/// `first`, else the latest.
+fn times_by_task(events: &[Event], kind: EventKind, first: bool) -> HashMap<u32, u64> {
     let mut times = HashMap::new();
     for e in events.iter().filter(|e| e.kind == kind) {
         if let Some(index) = e.index {
             let t = times.entry(index).or_insert(e.time_ms);
-            *t = (*t).min(e.time_ms);
+            *t = if first {
+                (*t).min(e.time_ms)
+            } else {
+                (*t).max(e.time_ms)
+            };
         }
     }
     times
 }
 
-/// When each task (by index) last had an event of `kind`.
+fn first_times(events: &[Event], kind: EventKind) -> HashMap<u32, u64> {
+    times_by_task(events, kind, true)
+}
+
 fn last_times(events: &[Event], kind: EventKind) -> HashMap<u32, u64> {
-    let mut times = HashMap::new();
-    for e in events.iter().filter(|e| e.kind == kind) {
-        if let Some(index) = e.index {
-            let t = times.entry(index).or_insert(e.time_ms);
-            *t = (*t).max(e.time_ms);
-        }
-    }
-    times
+    times_by_task(events, kind, false)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

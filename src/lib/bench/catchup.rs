@@ -188,7 +188,10 @@ async fn planned(deps: &Deps, id: &str, tasks: u32) -> anyhow::Result<crate::cor
 }
 
 /// Stores what workers would send for every task of `job`: started, then done.
-async fn store_events(js: &jetstream::Context, job: &crate::core::job::Job) -> anyhow::Result<()> {
+pub(super) async fn store_events(
+    js: &jetstream::Context,
+    job: &crate::core::job::Job,
+) -> anyhow::Result<()> {
     let indexes: Vec<u32> = (0..plan::task_count(job)).collect();
     for window in indexes.chunks(500) {
         let mut pending = Vec::with_capacity(window.len() * 2);

@@ -16,12 +16,11 @@ use anyhow::Context as _;
 use futures::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 
+use super::catchup::store_events;
 use super::{Summary, bench_sync, ms, submit_json, tempfile_dir};
-use crate::bus::protocol::{self, Event, EventKind, TaskMessage};
-use crate::bus::publish;
+use crate::bus::protocol::{self, EventKind};
 use crate::config::{Deps, Patience, connect, file_url, wait_for_nats};
 use crate::core::job::{Job, JobId};
-use crate::core::plan;
 use crate::farm::{free_port, start_nats};
 use crate::store::Store;
 
@@ -184,24 +183,4 @@ async fn planned(deps: &Deps, id: &str, ready: impl Fn(&Job) -> bool) -> anyhow:
         anyhow::ensure!(Instant::now() < deadline, "job {id} was never queued");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-/// Stores what workers would send for every task of `job`, frame by frame and layer by
-/// layer: started, then done.
-async fn store_events(js: &async_nats::jetstream::Context, job: &Job) -> anyhow::Result<()> {
-    let indexes: Vec<u32> = (0..plan::task_count(job)).collect();
-    for window in indexes.chunks(500) {
-        let mut pending = Vec::with_capacity(window.len() * 2);
-        for &index in window {
-            let task = TaskMessage::new(job, &plan::task(job, index));
-            for kind in [EventKind::TaskStarted, EventKind::TaskDone] {
-                let event = Event::task(kind, &task, 1, "bench");
-                pending.push(publish::event_pending(js, &event, None).await?);
-            }
-        }
-        for p in pending {
-            p.confirmed().await?;
-        }
-    }
-    Ok(())
 }
