@@ -463,10 +463,30 @@ async fn a_worker_restarted_under_its_id_hands_back_at_once_what_its_last_run_he
     farm.submit("restarted", job);
     let first = wait_event(&farm, &deps.js, "restarted", EventKind::TaskStarted).await;
     let victim = first.worker.clone().unwrap();
-    // Killed and started again at once, under the same id, before its lease runs out.
+    let holding = || format!("{victim} never listed its delivery in its lease");
+    let last = eventually(PATIENCE, Duration::from_millis(20), holding, async || {
+        let live = tessera::bus::registry::live_workers(&deps.js).await.ok()?;
+        live.into_iter()
+            .find(|w| w.id == victim && !w.deliveries.is_empty())
+    })
+    .await;
+    // Killed and started again under the same id before its lease runs out. A process
+    // start can take longer than the lease's second on a loaded machine, so the test
+    // keeps the dead run's lease alive until the new run has handed its task back.
     farm.roles[worker_role(&victim)].kill();
     let killed_at = now_ms();
+    let lease = tessera::bus::registry::Entry::bind(&deps.js, &victim)
+        .await
+        .unwrap();
+    let renewing = tokio::spawn(async move {
+        loop {
+            lease.renew(&last).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
     farm.start_worker(0, &["--slots", "1"]);
+    wait_event(&farm, &deps.js, "restarted", EventKind::TaskRetry).await;
+    renewing.abort();
 
     wait_event(&farm, &deps.js, "restarted", EventKind::JobDone).await;
     let events = events_of(&farm, "restarted").await;
