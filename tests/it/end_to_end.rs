@@ -106,6 +106,7 @@ async fn twenty_four_frames(farm: &Farm) {
         .unwrap()
         .iter()
         .map(|v| v.as_str().unwrap().to_string())
+        .filter(|key| key.contains("/frame_"))
         .collect();
     let job = JobId::parse(&id).unwrap();
     let expected: Vec<String> = (1..=24)

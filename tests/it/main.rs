@@ -42,6 +42,8 @@ mod retention;
 mod tiles;
 // Layers composited after stitching: light passes added, over with an opacity.
 mod composite;
+// Sequence outputs: a movie ffprobe confirms, an animated PNG and a contact sheet, graded.
+mod outputs;
 // NATS with TLS and a custom CA, user and password, token: accepted and refused.
 mod security;
 // compose.yaml and the Dockerfile against the real binaries' flags, images and ports.

@@ -26,7 +26,12 @@ async fn a_job_published_as_raw_json_by_a_plain_client_renders() {
     let expected: Vec<String> = (1..=3)
         .map(|f| keys::output(&job, &format!("frame_{f:04}.png")))
         .collect();
-    assert_eq!(done.outputs, expected);
+    let frames: Vec<&String> = done
+        .outputs
+        .iter()
+        .filter(|k| k.contains("/frame_"))
+        .collect();
+    assert_eq!(frames, expected.iter().collect::<Vec<_>>());
     for key in &expected {
         let bytes = deps.store.get(key).await.unwrap();
         assert_eq!(image::load_from_memory(&bytes).unwrap().width(), 32);

@@ -84,6 +84,14 @@ pub trait Handler {
     }
 }
 
+/// A handler's answer for a message it took over: it is neither acknowledged nor asked
+/// for again here, because a task of the handler's holds it (sending progress while it
+/// works) and answers it when done. Should that task's process die, the message comes
+/// back after the ack deadline, like any other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("taken over by a task of its handler")]
+pub struct Deferred;
+
 /// Most messages handed to a handler at once.
 pub const BATCH: usize = 64;
 
@@ -123,6 +131,7 @@ pub async fn serve(
             };
             match result {
                 Ok(()) => acks.push(msg),
+                Err(e) if e.is::<Deferred>() => {}
                 Err(e) => failed(msg, e, delivered(msg), what, handler).await,
             }
         }

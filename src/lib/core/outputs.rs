@@ -1,6 +1,7 @@
 //! The names of a job's assembled outputs: `frame_0001.png`, or `<layer>/frame_0001.png`
 //! for a layered job, `<composite>/frame_0001.exr` for its composite, and which of them a
-//! job whose tasks stand as they do must have.
+//! job whose tasks stand as they do must have; and its sequences, whose movie, animation
+//! and contact sheet (`[outputs]`) are written beside their frames.
 
 use crate::core::frames::frame_file_name;
 use crate::core::job::{Composite, ImageFormat, Job, RendererKind};
@@ -72,6 +73,80 @@ pub fn expected_outputs(job: &Job, slots: &[TaskSlot]) -> Vec<String> {
     names
 }
 
+/// The movie of a sequence, beside its frames.
+pub const MOVIE: &str = "movie.mp4";
+/// The animated PNG of a sequence.
+pub const ANIMATION: &str = "animation.png";
+/// The contact sheet of a sequence.
+pub const CONTACT_SHEET: &str = "contact_sheet.png";
+
+/// Frames that make one sequence output: the job's frames, or a layer's, or the
+/// composite's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sequence {
+    /// Where its outputs go: `""`, or `<layer>/`, `<composite>/`.
+    pub folder: String,
+    /// Its frames' format.
+    pub format: ImageFormat,
+    /// Its frames in order: (frame number, output name).
+    pub frames: Vec<(u32, String)>,
+}
+
+impl Sequence {
+    /// The names of the sequence outputs `job` asks of it (the movie only `with_movie`).
+    pub fn outputs(&self, job: &Job, with_movie: bool) -> Vec<String> {
+        let o = &job.outputs;
+        [
+            (o.movie && with_movie, MOVIE),
+            (o.animation, ANIMATION),
+            (o.contact_sheet, CONTACT_SHEET),
+        ]
+        .into_iter()
+        .filter(|(wanted, _)| *wanted)
+        .map(|(_, name)| format!("{}{name}", self.folder))
+        .collect()
+    }
+}
+
+/// The sequences of `job` that get sequence outputs: its composite if it has one (in PNG
+/// where it is stored in PNG), else each layer, else its frames; none when it asks for
+/// no sequence output.
+pub fn sequences(job: &Job) -> Vec<Sequence> {
+    if !job.outputs.any() || job.renderer == RendererKind::Noop {
+        return Vec::new();
+    }
+    let frames = job.frames.frames();
+    if let Some(composite) = &job.composite {
+        let format = match composite.formats.contains(&ImageFormat::Png) {
+            true => ImageFormat::Png,
+            false => composite.formats[0],
+        };
+        return vec![Sequence {
+            folder: format!("{}/", composite.name),
+            format,
+            frames: frames
+                .iter()
+                .map(|&f| (f, composite_name(composite, f, format)))
+                .collect(),
+        }];
+    }
+    let layers: Vec<Option<usize>> = match job.layers.len() {
+        0 => vec![None],
+        n => (0..n).map(Some).collect(),
+    };
+    layers
+        .into_iter()
+        .map(|layer| Sequence {
+            folder: layer.map_or(String::new(), |l| format!("{}/", job.layers[l].name)),
+            format: job.image.format,
+            frames: frames
+                .iter()
+                .map(|&f| (f, output_name(job, layer, f)))
+                .collect(),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,5 +214,33 @@ mod tests {
             names.contains(&"composite/frame_0002.exr".to_string()),
             "{names:?}"
         );
+    }
+
+    #[test]
+    fn sequences_are_the_composite_else_each_layer_else_the_frames() {
+        let plain = job("id = \"p\"\n[frames]\nrange = \"1-3\"");
+        let seqs = sequences(&plain);
+        assert_eq!(seqs.len(), 1);
+        assert_eq!(seqs[0].folder, "");
+        assert_eq!(seqs[0].frames[2], (3, "frame_0003.png".to_string()));
+        assert_eq!(
+            seqs[0].outputs(&plain, false),
+            ["animation.png", "contact_sheet.png"]
+        );
+        assert_eq!(seqs[0].outputs(&plain, true)[0], "movie.mp4");
+        let layered = job(
+            "id = \"l\"\n[frames]\nrange = \"1-2\"\n[[layers]]\nname = \"a\"\n[[layers]]\nname = \"b\"",
+        );
+        let folders: Vec<_> = sequences(&layered).into_iter().map(|s| s.folder).collect();
+        assert_eq!(folders, ["a/", "b/"]);
+        let comp = job(
+            "id = \"c\"\n[frames]\nrange = \"1-2\"\n[image]\nformat = \"exr\"\n[[layers]]\nname = \"a\"\n[composite]\nformats = [\"exr\", \"png\"]\n[[composite.layers]]\nlayer = \"a\"",
+        );
+        let seqs = sequences(&comp);
+        assert_eq!(seqs.len(), 1);
+        assert_eq!(seqs[0].format, ImageFormat::Png);
+        assert_eq!(seqs[0].frames[0].1, "composite/frame_0001.png");
+        assert_eq!(seqs[0].outputs(&comp, true)[0], "composite/movie.mp4");
+        assert!(sequences(&job("id = \"one\"")).is_empty());
     }
 }

@@ -147,6 +147,10 @@ pub enum EventKind {
     /// The job was suspended, resumed or given another priority; `message` says which.
     #[serde(rename = "job.changed")]
     JobChanged,
+    /// Every frame is in: a collector writes the job's sequence outputs (movie, animation,
+    /// contact sheet), then ends it.
+    #[serde(rename = "job.encoding")]
+    JobEncoding,
 }
 
 impl EventKind {
@@ -165,6 +169,7 @@ impl EventKind {
             EventKind::JobCanceled => "job.canceled",
             EventKind::JobRetried => "job.retried",
             EventKind::JobChanged => "job.changed",
+            EventKind::JobEncoding => "job.encoding",
         }
     }
 

@@ -7,16 +7,20 @@
 //! - [`wire`]: decoding a spec from TOML, JSON or msgpack, naming the field of an error;
 //! - [`validate`]: the checks, every problem reported at once with its field;
 //! - [`composite`]: `[composite]`, how a layered job's layers are combined, and its checks;
+//! - [`outputs`]: `[outputs]`, the movie, animation and contact sheet and their
+//!   post-processing, and its checks;
 //! - [`after`]: `after`, the jobs a job runs after, and its check.
 
 pub mod after;
 pub mod composite;
+pub mod outputs;
 pub mod spec;
 pub mod validate;
 pub mod vocab;
 pub mod wire;
 
 pub use composite::{Composite, CompositeLayerSpec, CompositeSpec};
+pub use outputs::{Outputs, OutputsSpec, PostStep, PostStepSpec};
 pub use spec::{ChunkSpec, FramesSpec, ImageSpec, JobSpec, LayerSpec, RetrySpec, TilesSpec};
 pub use validate::{Image, Job, Layer, Retry, Tiles};
 pub use vocab::{

@@ -55,6 +55,9 @@ pub struct JobSpec {
     /// How the layers are composited into one more frame output.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub composite: Option<super::composite::CompositeSpec>,
+    /// The sequence outputs (movie, animation, contact sheet) and their post-processing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outputs: Option<super::outputs::OutputsSpec>,
     /// Attempts and timeouts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetrySpec>,

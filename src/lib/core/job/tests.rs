@@ -225,6 +225,15 @@ fn json_schema_matches_the_spec_fields() {
                 exposure: Some(0.0),
             }],
         }),
+        outputs: Some(crate::core::job::OutputsSpec {
+            movie: Some(true),
+            animation: Some(true),
+            contact_sheet: Some(true),
+            fps: Some(24.0),
+            preview_width: Some(320),
+            display: Some("srgb".into()),
+            post: vec![crate::core::job::PostStepSpec::Gamma(2.0)],
+        }),
         retry: Some(RetrySpec {
             max_attempts: Some(1),
             timeout: Some("1s".into()),
@@ -241,7 +250,7 @@ fn json_schema_matches_the_spec_fields() {
     };
     let json = serde_json::to_value(&full).unwrap();
     assert_eq!(keys(&json), keys(props));
-    for section in ["image", "frames", "tiles", "retry", "composite"] {
+    for section in ["image", "frames", "tiles", "retry", "composite", "outputs"] {
         assert_eq!(
             keys(&json[section]),
             keys(&props[section]["properties"]),
@@ -346,4 +355,82 @@ fn a_spec_without_an_id_is_refused_naming_the_field() {
     let err = from_toml("").unwrap().validate().unwrap_err();
     assert_eq!(err.0[0].field, "id", "{err}");
     assert!(err.0[0].message.contains("missing"), "{err}");
+}
+
+#[test]
+fn outputs_default_to_all_three_for_a_sequence_and_name_each_bad_field() {
+    use crate::core::job::PostStep;
+    let job = |extra: &str| {
+        let text = format!("id = \"o\"\nrenderer = \"command\"\n{extra}");
+        from_toml(&text).unwrap().validate()
+    };
+    let many = job("[frames]\nrange = \"1-24\"\n").unwrap().outputs;
+    assert!(many.movie && many.animation && many.contact_sheet);
+    assert_eq!((many.fps, many.preview_width), (24.0, 640));
+    let one = job("").unwrap().outputs;
+    assert!(!one.any(), "a single frame gets no sequence by default");
+    let chosen = job("[frames]\nrange = \"1-3\"\n[outputs]\nmovie = false\nfps = 12.5\npost = [{ exposure = 1 }, { gamma = 2.2 }, { matrix = [[1, 0, 0], [0, 1, 0], [0, 0, 1]] }]\n")
+        .unwrap()
+        .outputs;
+    assert!(!chosen.movie && chosen.animation);
+    assert_eq!(chosen.fps, 12.5);
+    assert_eq!(
+        chosen.post[..2],
+        [PostStep::Exposure(1.0), PostStep::Gamma(2.2)]
+    );
+    let noop = from_toml("id = \"n\"\nrenderer = \"noop\"\n[frames]\nrange = \"1-9\"\n").unwrap();
+    assert!(
+        !noop.validate().unwrap().outputs.any(),
+        "noop writes no images"
+    );
+    // (the extra text, the field of the problem, part of its message)
+    let cases = [
+        ("[outputs]\nfps = 0\n", "outputs.fps", "above 0"),
+        (
+            "[outputs]\npreview_width = 8\n",
+            "outputs.preview_width",
+            "16 to 4096",
+        ),
+        (
+            "[outputs]\ndisplay = \"rec709\"\n",
+            "outputs.display",
+            "srgb or none",
+        ),
+        (
+            "[outputs]\nanimation = true\npost = [{ gamma = 0 }]\n",
+            "outputs.post[0].gamma",
+            "0.01 to 10",
+        ),
+        (
+            "[outputs]\nanimation = true\npost = [{ exposure = 40 }]\n",
+            "outputs.post[0].exposure",
+            "-32 to 32",
+        ),
+        (
+            "[outputs]\nanimation = true\npost = [{ lut = \"../grade.cube\" }]\n",
+            "outputs.post[0].lut",
+            "'..'",
+        ),
+        (
+            "[outputs]\nanimation = true\npost = [{ lut = \"grade.png\" }]\n",
+            "outputs.post[0].lut",
+            "not a .cube",
+        ),
+        (
+            "[outputs]\nanimation = true\npost = [{ lut = \"grade.cube\" }]\n",
+            "outputs.post[0].lut",
+            "has no scene",
+        ),
+        (
+            "[outputs]\npost = [{ gamma = 2 }]\n",
+            "outputs.post",
+            "no sequence output",
+        ),
+    ];
+    for (extra, field, needle) in cases {
+        let err = job(extra).unwrap_err();
+        assert!(err.says(field, needle), "{extra}: {err}");
+    }
+    let err = from_toml("id = \"n\"\n[outputs]\npost = [{ blur = 2 }]\n").unwrap_err();
+    assert!(err.to_string().contains("outputs.post"), "{err}");
 }

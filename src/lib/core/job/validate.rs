@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use super::after;
 use super::composite::{self, Composite};
+use super::outputs::{self, Outputs};
 use super::spec::{ChunkSpec, JobSpec, LayerSpec, TilesSpec};
 use super::vocab::{
     Blend, Class, FailurePolicy, ImageFormat, JobId, Priority, RendererKind, is_token,
@@ -103,6 +104,8 @@ pub struct Job {
     pub layers: Vec<Layer>,
     /// How the layers are composited into one more frame output, if they are.
     pub composite: Option<Composite>,
+    /// The sequence outputs and their post-processing.
+    pub outputs: Outputs,
     /// The jobs that must be done before this one is queued.
     pub after: Vec<JobId>,
     /// The job whose frame N each frame N of this one waits for.
@@ -340,6 +343,12 @@ impl JobSpec {
         let composite = self.composite.as_ref();
         let composite =
             composite::validate(composite, &layers, renderer, image.format, &mut errors);
+        let has_scene = self.scene_manifest.is_some() || self.scene.is_some();
+        let outputs = self.outputs.as_ref();
+        let unchecked = renderer == RendererKind::Command
+            && self.settings.get("check_outputs") == Some(&serde_json::Value::Bool(false));
+        let known = (has_scene, unchecked);
+        let outputs = outputs::validate(outputs, frames.len(), renderer, known, &mut errors);
 
         let retry_spec = self.retry.clone().unwrap_or_default();
         let max_attempts = retry_spec.max_attempts.unwrap_or(3);
@@ -444,6 +453,7 @@ impl JobSpec {
             tiles,
             layers,
             composite,
+            outputs,
             after,
             after_frames,
             frame_waiters: Vec::new(),

@@ -63,6 +63,22 @@ fn check_scene(job: &Job, path: &Path) -> Result<(), Invalid> {
     let in_folder = |relative: &str| {
         crate::core::paths::check_relative_path(relative).is_ok() && folder.join(relative).is_file()
     };
+    for (i, step) in job.outputs.post.iter().enumerate() {
+        if let job::PostStep::Lut(relative) = step {
+            let field = format!("outputs.post[{i}].lut");
+            let text = in_folder(relative)
+                .then(|| std::fs::read_to_string(folder.join(relative)).ok())
+                .flatten()
+                .ok_or_else(|| {
+                    Invalid::one(
+                        &field,
+                        format!("{relative}: no such file in the scene folder"),
+                    )
+                })?;
+            crate::core::post::Lut3d::parse(&text)
+                .map_err(|e| Invalid::one(&field, format!("{relative} {e}")))?;
+        }
+    }
     match job.renderer {
         RendererKind::Builtin => {
             crate::render::builtin::Scene::load(path).map_err(|e| one(e.to_string()))?;

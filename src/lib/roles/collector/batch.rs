@@ -52,6 +52,11 @@ pub(super) async fn handle(
                 results[i] = crate::lifecycle::frames::changed(&deps, &job).await;
                 continue;
             }
+            Ok(Prepared::Encoding(job)) => {
+                super::sequences::start(deps.clone(), job, (*msg).clone());
+                results[i] = Err(crate::bus::consume::Deferred.into());
+                continue;
+            }
             Err(e) => {
                 results[i] = Err(e);
                 continue;

@@ -1,5 +1,5 @@
 //! The end check: a job ends when every task has ended and every finished frame is
-//! stored.
+//! stored — and, for a done job, its sequence outputs (asked for here when missing).
 
 use std::collections::HashSet;
 
@@ -37,6 +37,10 @@ pub(super) async fn check_end(deps: &Deps, job: &Job, index: u32) -> anyhow::Res
         return Ok(());
     }
     if counts.failed == 0 && counts.canceled == 0 {
+        // Every frame is in: the sequence outputs come first, then the end.
+        if !super::sequences::missing(job, &stored).is_empty() {
+            return super::sequences::request(deps, job).await;
+        }
         lifecycle::end_job(deps, job, JobState::Done, None, Some(outputs)).await
     } else {
         let message = format!(

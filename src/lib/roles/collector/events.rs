@@ -128,6 +128,8 @@ pub(super) enum Prepared {
     Changed(JobId),
     /// A transition to apply, then its steps.
     Transition(Box<Transition>),
+    /// Every frame of the job is in: its sequence outputs are to be written.
+    Encoding(Arc<Job>),
 }
 
 /// Reads one event up to its ledger transition: decoded and checked, its job loaded, a
@@ -165,6 +167,18 @@ pub(super) async fn prepare(
             };
             jobs.remove(&id);
             return Ok(Prepared::Changed(id));
+        }
+        EventKind::JobEncoding => {
+            let Ok(id) = JobId::parse(&event.job) else {
+                return Ok(Prepared::Settled);
+            };
+            let incarnation = event.incarnation.as_deref();
+            return Ok(match load_job(deps, jobs, &id, incarnation).await? {
+                Some(job) if incarnation.is_none_or(|i| i == job.incarnation) => {
+                    Prepared::Encoding(job)
+                }
+                _ => Prepared::Settled, // deleted since
+            });
         }
         _ => return Ok(Prepared::Settled),
     };

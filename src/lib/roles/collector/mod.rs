@@ -15,6 +15,7 @@
 //! - `assemble`: tiles stitched as they land, frames written when their group is done;
 //! - `composite`: a frame's layers composited once they are all stored;
 //! - `ending`: the end check;
+//! - `sequences`: once every frame is in, the movie, animation and contact sheet, graded;
 //! - `advisories`: tasks JetStream gave up on, failed;
 //! - `leases`: the tasks of a worker whose lease expired, handed back at once;
 //! - `retention`: jobs that ended longer ago than `--keep-jobs`, deleted;
@@ -33,6 +34,7 @@ mod events;
 mod leases;
 mod partitions;
 mod retention;
+mod sequences;
 mod window;
 
 use std::sync::Arc;
