@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 # Tessera's container images, from one multi-stage build:
-#   docker build --target tessera -t tessera .     planner, collector, CLI (and the builtin worker)
+#   docker build --target tessera -t tessera .     planner, CLI (and the builtin worker)
+#   docker build --target collector -t tessera-collector .   the collector, with ffmpeg for movies
 #   docker build --target worker  -t tessera-worker --build-arg RENDERER_PACKAGES="povray" .
 # The `worker` stage is the place for renderers: Debian packages named in RENDERER_PACKAGES
 # are installed into it (POV-Ray: "povray"; Blender: "blender"), or build FROM it and add
@@ -30,6 +31,15 @@ ENV TESSERA_CACHE=/var/lib/tessera/cache
 # tini forwards SIGTERM to the role, which drains (the worker hands its tasks back).
 ENTRYPOINT ["/usr/bin/tini", "--"]
 CMD ["tessera", "--help"]
+
+# The collector writes each sequence's movie through ffmpeg.
+FROM tessera AS collector
+USER root
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ffmpeg \
+    && rm -rf /var/lib/apt/lists/*
+USER tessera
+CMD ["tessera-collector"]
 
 FROM tessera AS worker
 ARG RENDERER_PACKAGES=""

@@ -63,7 +63,7 @@ for example in "${examples[@]}"; do
 done
 echo
 echo "The examples are in $data/output/:"
-echo "  turntable/frame_0001.png ... frame_0048.png   (animation)"
+echo "  turntable/frame_0001.png ... frame_0048.png   (animation; animation.png, contact_sheet.png, and movie.mp4 where ffmpeg is installed)"
 echo "  city/frame_0001.png                          (3840x2160, stitched from 24 tiles)"
 echo "  passes/<pass>/frame_0001.exr                 (beauty, emission, diffuse, specular, albedo, shadow, ao, normal, depth)"
 if [ -n "${jobs[povray-animation]:-}" ]; then

@@ -1,5 +1,5 @@
 //! `tessera`: the command line — a local farm in one command, and submit, status, fetch,
-//! cancel, logs for jobs on any farm.
+//! cancel, logs for jobs on any farm; approve, list and resubmit published versions.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -104,6 +104,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Approve a published version: `tessera approve JOB`, or `tessera approve NAME vNNN`.
+    Approve(versions::ApproveArgs),
+    /// List the published versions of an output name (`shot010/lighting`); with
+    /// `--approved`, print where the latest approved one is.
+    Versions(versions::VersionsArgs),
+    /// Render a published version again from its stored spec and scene bytes, as the
+    /// output's next version.
+    Resubmit(versions::ResubmitArgs),
     /// Show a job's state.
     Status {
         /// Job id.
@@ -228,6 +236,8 @@ async fn main() -> ExitCode {
 
 #[path = "tessera/follow.rs"]
 mod follow;
+#[path = "tessera/versions.rs"]
+mod versions;
 use follow::{describe, wait_for};
 
 async fn connect(common: &CommonArgs) -> anyhow::Result<Deps> {
@@ -499,6 +509,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        Command::Approve(args) => return versions::approve(&cli.common, args).await,
+        Command::Versions(args) => return versions::list(&cli.common, args).await,
+        Command::Resubmit(args) => return versions::resubmit(&cli.common, args).await,
         Command::Logs { job, task } => {
             let deps = connect(&cli.common).await?;
             let id = job_id(&job)?;

@@ -12,7 +12,7 @@ use crate::support::Farm;
 async fn float_output(farm: &Farm, id: &str, name: &str) -> image::Rgba32FImage {
     let deps = farm.deps().await;
     let job = JobId::parse(id).unwrap();
-    let bytes = deps.store.get(&keys::output(&job, name)).await;
+    let bytes = deps.store.get(&keys::unversioned_output(&job, name)).await;
     let bytes = bytes.unwrap_or_else(|e| panic!("{name}: {e}"));
     raster::decode(&bytes).unwrap().into_rgba32f()
 }

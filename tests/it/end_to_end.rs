@@ -42,7 +42,7 @@ async fn the_same_job_runs_on_s3_with_outputs_under_the_documented_keys() {
     let job = JobId::parse(&big).unwrap();
     let bytes = deps
         .store
-        .get(&keys::output(&job, "frame_0001.exr"))
+        .get(&keys::unversioned_output(&job, "frame_0001.exr"))
         .await
         .unwrap();
     assert!(
@@ -110,7 +110,7 @@ async fn twenty_four_frames(farm: &Farm) {
         .collect();
     let job = JobId::parse(&id).unwrap();
     let expected: Vec<String> = (1..=24)
-        .map(|f| keys::output(&job, &format!("frame_{f:04}.png")))
+        .map(|f| keys::unversioned_output(&job, &format!("frame_{f:04}.png")))
         .collect();
     assert_eq!(outputs, expected);
 

@@ -199,7 +199,9 @@ async fn a_collector_killed_mid_job_and_restarted_finishes_it_with_each_output_o
     wait_event(&farm, &deps.js, &job, EventKind::JobDone).await;
     let outputs = deps
         .store
-        .list(&keys::output_prefix(&JobId::parse(&job).unwrap()))
+        .list(&keys::unversioned_output_prefix(
+            &JobId::parse(&job).unwrap(),
+        ))
         .await
         .unwrap();
     assert_eq!(outputs.len(), 12);
@@ -385,7 +387,7 @@ async fn a_job_is_reported_done_only_once_every_frame_is_stored() {
     tessera::bus::publish::event(&deps.js, &done(2))
         .await
         .unwrap();
-    let second = keys::output(&id, "frame_0002.png");
+    let second = keys::unversioned_output(&id, "frame_0002.png");
     let stored = async || deps.store.exists(&second).await.unwrap().then_some(());
     let never = || format!("frame 2 was never assembled\n{}", farm.logs());
     eventually(PATIENCE, Duration::from_millis(50), never, stored).await;
@@ -448,7 +450,11 @@ async fn a_worker_frozen_past_its_lease_and_resumed_leaves_one_right_output_per_
         "the stored frame is not the one of the attempt the ledger took"
     );
     let id = JobId::parse(&job).unwrap();
-    let stored = deps.store.list(&keys::output_prefix(&id)).await.unwrap();
+    let stored = deps
+        .store
+        .list(&keys::unversioned_output_prefix(&id))
+        .await
+        .unwrap();
     assert_eq!(stored.len(), 2, "one output per frame: {stored:?}");
     let status = farm.status(&job);
     assert_eq!(status["state"], "done");

@@ -44,6 +44,8 @@ mod tiles;
 mod composite;
 // Sequence outputs: a movie ffprobe confirms, an animated PNG and a contact sheet, graded.
 mod outputs;
+// Versions: numbered atomically, published at once, immutable, approved, resubmitted.
+mod versions;
 // NATS with TLS and a custom CA, user and password, token: accepted and refused.
 mod security;
 // compose.yaml and the Dockerfile against the real binaries' flags, images and ports.

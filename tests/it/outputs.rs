@@ -62,12 +62,17 @@ command = ["cp", "{scene}", "{output}"]
     let id = JobId::parse("look").unwrap();
     for name in ["movie.mp4", "animation.png", "contact_sheet.png"] {
         assert!(
-            done.outputs.contains(&keys::output(&id, name)),
+            done.outputs.contains(&keys::unversioned_output(&id, name)),
             "job.done does not list {name}: {:?}",
             done.outputs
         );
     }
-    let get = async |name: &str| deps.store.get(&keys::output(&id, name)).await.unwrap();
+    let get = async |name: &str| {
+        deps.store
+            .get(&keys::unversioned_output(&id, name))
+            .await
+            .unwrap()
+    };
 
     // By hand: linear, half the exposure, red and green swapped, square root, inverted.
     let linear = COLOUR.map(|v| srgb_to_linear(f32::from(v) / 255.0));

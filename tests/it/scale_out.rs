@@ -54,7 +54,9 @@ async fn two_collectors_share_the_jobs_and_one_killed_hands_its_partitions_over(
         wait_event(&farm, &deps.js, job, EventKind::JobDone).await;
         let outputs = deps
             .store
-            .list(&keys::output_prefix(&JobId::parse(job).unwrap()))
+            .list(&keys::unversioned_output_prefix(
+                &JobId::parse(job).unwrap(),
+            ))
             .await
             .unwrap();
         assert_eq!(outputs.len(), 6, "{job}: {outputs:?}");

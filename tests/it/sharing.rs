@@ -180,8 +180,18 @@ async fn two_long_jobs_planned_by_two_planners_at_once_keep_their_done_counts_cl
 /// Submits two 60-task jobs together and checks that, once both run, neither gets ahead.
 async fn keep_close(farm: Farm) {
     let deps = farm.deps().await;
-    submit(&farm, "left", "1-60", "");
-    submit(&farm, "right", "1-60", "");
+    // Published back to back (not through two CLI runs, whose start-up on a loaded
+    // machine would be the first job's head start).
+    for id in ["left", "right"] {
+        let toml = format!(
+            "id = \"{id}\"\nrenderer = \"noop\"\n[frames]\nrange = \"1-60\"\n[settings]\nsleep_ms = 50\n"
+        );
+        let spec = tessera::core::job::from_toml(&toml).unwrap();
+        let job = tessera::core::job::JobId::parse(id).unwrap();
+        tessera::bus::publish::submission(&deps.js, &job, &spec)
+            .await
+            .unwrap();
+    }
     wait_event(&farm, &deps.js, "left", EventKind::JobDone).await;
     wait_event(&farm, &deps.js, "right", EventKind::JobDone).await;
     let (left, right) = (

@@ -24,7 +24,7 @@ async fn a_job_published_as_raw_json_by_a_plain_client_renders() {
     let done = wait_event(&farm, &deps.js, "raw-json", EventKind::JobDone).await;
     let job = JobId::parse("raw-json").unwrap();
     let expected: Vec<String> = (1..=3)
-        .map(|f| keys::output(&job, &format!("frame_{f:04}.png")))
+        .map(|f| keys::unversioned_output(&job, &format!("frame_{f:04}.png")))
         .collect();
     let frames: Vec<&String> = done
         .outputs

@@ -54,7 +54,10 @@ async fn stitched(farm: &Farm, id: &str, frame: u32) -> image::RgbImage {
     let job = JobId::parse(id).unwrap();
     let bytes = deps
         .store
-        .get(&keys::output(&job, &format!("frame_{frame:04}.png")))
+        .get(&keys::unversioned_output(
+            &job,
+            &format!("frame_{frame:04}.png"),
+        ))
         .await
         .unwrap();
     raster::decode(&bytes).unwrap().to_rgb8()
@@ -215,7 +218,7 @@ async fn tiled_layers_in_float_exr_are_exact_per_pass() {
     for pass in [Pass::Beauty, Pass::Depth, Pass::Normal] {
         let bytes = deps
             .store
-            .get(&keys::output(
+            .get(&keys::unversioned_output(
                 &job,
                 &format!("{}/frame_0001.exr", pass.name()),
             ))
@@ -261,7 +264,11 @@ async fn parts_are_removed_once_their_frame_is_stored() {
     for (job, frames) in [(&tiled, 2), (&whole, 3)] {
         farm.wait_done(job);
         let id = JobId::parse(job).unwrap();
-        let mut outputs = deps.store.list(&keys::output_prefix(&id)).await.unwrap();
+        let mut outputs = deps
+            .store
+            .list(&keys::unversioned_output_prefix(&id))
+            .await
+            .unwrap();
         outputs.retain(|key| key.contains("/frame_"));
         assert_eq!(outputs.len(), frames, "{job}: {outputs:?}");
         let parts = deps.store.list(&keys::parts_prefix(&id)).await.unwrap();
@@ -305,7 +312,7 @@ async fn parts_are_removed_once_their_frame_is_stored() {
     assert_eq!(parts.len(), 4, "{parts:?}");
     assert_eq!(
         deps.store
-            .list(&keys::output_prefix(&id))
+            .list(&keys::unversioned_output_prefix(&id))
             .await
             .unwrap()
             .len(),

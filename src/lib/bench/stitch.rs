@@ -44,10 +44,8 @@ pub async fn stitch(runs: usize) -> anyhow::Result<Summary> {
             }
         }
         let job = crate::core::job::JobId::parse(&id).map_err(anyhow::Error::msg)?;
-        let bytes = deps
-            .store
-            .get(&crate::store::keys::output(&job, "frame_0001.png"))
-            .await?;
+        let folder = crate::store::keys::unversioned_output_prefix(&job);
+        let bytes = deps.store.get(&format!("{folder}frame_0001.png")).await?;
         let image = crate::core::raster::decode(&bytes).map_err(anyhow::Error::msg)?;
         let t0 = Instant::now();
         crate::core::raster::encode_image(&image, crate::core::job::ImageFormat::Png)

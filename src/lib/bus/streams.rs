@@ -34,6 +34,8 @@ pub const WORKERS_BUCKET: &str = "tessera-workers";
 pub const COLLECTORS_BUCKET: &str = "tessera-collectors";
 /// Limits and their tokens.
 pub const LIMITS_BUCKET: &str = "tessera-limits";
+/// The KV bucket numbering published versions (`<output name>/v<NNN>` → job id).
+pub const VERSIONS_BUCKET: &str = "tessera-versions";
 /// The priority group every task pull names (the task consumers' overflow group).
 pub const WORKERS_GROUP: &str = "workers";
 /// JetStream's MAX_DELIVERIES advisories about tasks, kept until a collector handles them.
@@ -57,7 +59,7 @@ const STREAM_FILES: [(&str, &str); 4] = [
         include_str!("../../../streams/TESSERA_ADVISORIES.json"),
     ),
 ];
-const BUCKET_FILES: [(&str, &str); 4] = [
+const BUCKET_FILES: [(&str, &str); 5] = [
     (
         "kv-tessera-jobs.json",
         include_str!("../../../streams/kv-tessera-jobs.json"),
@@ -73,6 +75,10 @@ const BUCKET_FILES: [(&str, &str); 4] = [
     (
         "kv-tessera-limits.json",
         include_str!("../../../streams/kv-tessera-limits.json"),
+    ),
+    (
+        "kv-tessera-versions.json",
+        include_str!("../../../streams/kv-tessera-versions.json"),
     ),
 ];
 const PLANNER_CONSUMER: &str = include_str!("../../../streams/consumer-planner.json");
@@ -521,6 +527,13 @@ pub async fn collectors_bucket(js: &jetstream::Context) -> anyhow::Result<kv::St
         .with_context(|| format!("KV bucket {COLLECTORS_BUCKET} (run `tessera init`?)"))
 }
 
+/// The `tessera-versions` bucket.
+pub async fn versions_bucket(js: &jetstream::Context) -> anyhow::Result<kv::Store> {
+    js.get_key_value(VERSIONS_BUCKET)
+        .await
+        .with_context(|| format!("KV bucket {VERSIONS_BUCKET} (run `tessera init`?)"))
+}
+
 /// The `tessera-workers` bucket.
 pub async fn workers_bucket(js: &jetstream::Context) -> anyhow::Result<kv::Store> {
     js.get_key_value(WORKERS_BUCKET)
@@ -541,6 +554,7 @@ mod tests {
         assert_eq!(buckets[1].bucket, COLLECTORS_BUCKET);
         assert_eq!(buckets[2].bucket, WORKERS_BUCKET);
         assert_eq!(buckets[3].bucket, LIMITS_BUCKET);
+        assert_eq!(buckets[4].bucket, VERSIONS_BUCKET);
         // Leases expire on their own and leave a marker that watchers see.
         assert!(buckets[1].limit_markers.is_some());
         assert!(buckets[2].limit_markers.is_some());

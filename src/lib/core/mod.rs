@@ -19,3 +19,4 @@ pub mod sequence;
 pub mod state;
 pub mod stitch;
 pub mod tiles;
+pub mod version;

@@ -213,6 +213,9 @@ pub struct JobRecord {
     /// releases their tasks as its frames are done.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub frame_waiters: Vec<crate::core::job::JobId>,
+    /// Its version of the output it names (`output`), once the planner has published it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u32>,
 }
 
 impl JobRecord {
@@ -225,6 +228,7 @@ impl JobRecord {
         // A job waiting for others holds its tasks as a suspended one does.
         job.suspended = self.suspended || !self.waiting_for.is_empty();
         job.frame_waiters = self.frame_waiters.clone();
+        job.version = self.version;
         if let Some(priority) = self.priority {
             job.priority = priority;
         }

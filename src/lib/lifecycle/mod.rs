@@ -5,7 +5,8 @@
 //! and `tessera resume`, a job planned alone in its queue cut to its fair window when
 //! another comes ([`alone`]), by the planner, the tokens of limits they take and give back
 //! ([`tokens`]), jobs that run after others, settled as those end ([`after`]), and jobs
-//! that run after another frame by frame, released frame by frame ([`frames`]).
+//! that run after another frame by frame, released frame by frame ([`frames`]), and the
+//! published versions of jobs that name their output ([`versions`]).
 //! They live below the roles so that neither imports the other.
 
 pub mod after;
@@ -13,6 +14,7 @@ pub mod alone;
 pub mod frames;
 pub mod held;
 pub mod tokens;
+pub mod versions;
 
 use crate::bus::protocol::{self, Event, EventKind};
 use crate::bus::{publish, streams};
@@ -66,10 +68,16 @@ pub async fn end_job(
     let mut event = Event::new(kind, job.id.as_str());
     event.incarnation = Some(job.incarnation.clone());
     event.message = record.message.clone();
-    let outputs = match outputs {
+    // A published version's trace goes in before the job is announced done.
+    if state == JobState::Done {
+        versions::write_trace(deps, job).await?;
+    }
+    let folder = keys::output_prefix(job);
+    let mut outputs = match outputs {
         Some(outputs) => outputs,
-        None => deps.store.list(&keys::output_prefix(&job.id)).await?,
+        None => deps.store.list(&folder).await?,
     };
+    outputs.retain(|key| !keys::is_version_record(&folder, key));
     if outputs.len() <= 10_000 {
         event.outputs = outputs;
     }

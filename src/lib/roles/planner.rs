@@ -29,7 +29,7 @@ use crate::core::plan;
 use crate::core::problem::Invalid;
 use crate::core::state::{JobRecord, JobState, Round, TaskState, Window};
 use crate::core::stitch::{PixelKind, canvas_bytes};
-use crate::lifecycle::{after, alone, frames, held};
+use crate::lifecycle::{after, alone, frames, held, versions};
 
 /// How a planner runs.
 #[derive(Debug, Clone, Copy, Default, clap::Args)]
@@ -342,6 +342,7 @@ async fn plan_job(planner: &Planner, msg: &jetstream::Message, mut job: Job) -> 
         alone: planned_alone,
         waiting_for: job.after.clone(),
         frame_waiters: Vec::new(),
+        version: None,
     };
     match deps.ledger.create_job(&record).await? {
         Created::New => {}
@@ -362,9 +363,26 @@ async fn plan_job(planner: &Planner, msg: &jetstream::Message, mut job: Job) -> 
         Created::Exists(existing) => {
             tracing::info!(job = %job.id, "resuming an interrupted planning");
             job.incarnation = existing.incarnation;
+            job.version = existing.version;
             window = existing.window;
             planned_alone = existing.alone;
         }
+    }
+    // A job that names its output is published as its next version before any of its
+    // tasks is queued: its outputs go straight into the version's folder.
+    if let Some(name) = job.output.clone() {
+        let number = match job.version {
+            Some(number) => number,
+            None => {
+                let number = versions::allocate(deps, &name, &job).await?;
+                deps.ledger
+                    .update_job(&job.id, |r| r.version.replace(number) != Some(number))
+                    .await?;
+                number
+            }
+        };
+        job.version = Some(number);
+        versions::publish(deps, &job, number).await?;
     }
     // The window's first tasks are queued, the other ready ones held; a job with limits
     // queues its first ones once they have tokens, after it is announced.

@@ -1,7 +1,7 @@
 //! Where everything of Tessera lives in the object store, one function per kind of key.
 //! Every other module names keys only through these.
 
-use crate::core::job::JobId;
+use crate::core::job::{Job, JobId};
 use crate::core::plan::TaskId;
 
 /// `blobs/sha256/<hex>`: content-addressed file contents.
@@ -58,14 +58,80 @@ pub fn logs_prefix(job: &JobId) -> String {
     format!("jobs/{job}/logs/")
 }
 
-/// `jobs/<job>/output/`: the assembled results.
-pub fn output_prefix(job: &JobId) -> String {
-    format!("jobs/{job}/output/")
+/// Where `job`'s assembled results go: `versions/<name>/v<NNN>/` for a job published as a
+/// version of its `output`, else `jobs/<job>/output/`.
+pub fn output_prefix(job: &Job) -> String {
+    outputs_folder(&job.id, job.output.as_deref(), job.version)
 }
 
-/// `jobs/<job>/output/<name>`: one assembled result.
-pub fn output(job: &JobId, name: &str) -> String {
+/// [`output_prefix`] of job `id` named `output` with version `version` (from its record).
+pub fn outputs_folder(id: &JobId, output: Option<&str>, version: Option<u32>) -> String {
+    match (output, version) {
+        (Some(name), Some(version)) => version_prefix(name, version),
+        _ => format!("jobs/{id}/output/"),
+    }
+}
+
+/// `jobs/<job>/output/`: the outputs folder of a job that publishes no version.
+pub fn unversioned_output_prefix(id: &JobId) -> String {
+    outputs_folder(id, None, None)
+}
+
+/// `jobs/<job>/output/<name>`: an output of a job that publishes no version.
+pub fn unversioned_output(id: &JobId, name: &str) -> String {
+    format!("{}{name}", unversioned_output_prefix(id))
+}
+
+/// Whether `key`, in the outputs folder `folder`, is one of a version's records rather
+/// than an output.
+pub fn is_version_record(folder: &str, key: &str) -> bool {
+    folder.starts_with(VERSIONS)
+        && matches!(
+            key.strip_prefix(folder),
+            Some("version.json" | "trace.json" | "approval.json")
+        )
+}
+
+/// One assembled result of `job` (see [`output_prefix`]).
+pub fn output(job: &Job, name: &str) -> String {
     format!("{}{name}", output_prefix(job))
+}
+
+/// `versions/`: every published version. Nothing under it is ever replaced or deleted.
+pub const VERSIONS: &str = "versions/";
+
+/// `versions/<name>/`: the versions of one output name.
+pub fn versions_prefix(name: &str) -> String {
+    format!("{VERSIONS}{name}/")
+}
+
+/// `versions/<name>/v<NNN>/`: one version's folder.
+pub fn version_prefix(name: &str, version: u32) -> String {
+    format!(
+        "{}{}/",
+        versions_prefix(name),
+        crate::core::version::label(version)
+    )
+}
+
+/// `versions/<name>/v<NNN>/version.json`: what made it.
+pub fn version_record(name: &str, version: u32) -> String {
+    format!("{}version.json", version_prefix(name, version))
+}
+
+/// `versions/<name>/v<NNN>/trace.json`: who rendered it.
+pub fn version_trace(name: &str, version: u32) -> String {
+    format!("{}trace.json", version_prefix(name, version))
+}
+
+/// `versions/<name>/v<NNN>/approval.json`: its approval.
+pub fn version_approval(name: &str, version: u32) -> String {
+    format!("{}approval.json", version_prefix(name, version))
+}
+
+/// Whether `key` is inside a published version (or is the versions folder itself).
+pub fn is_published(key: &str) -> bool {
+    key.starts_with(VERSIONS) || key == VERSIONS.trim_end_matches('/')
 }
 
 /// `jobs/<job>/preview/<name>.png`: a small picture of a tiled frame stitched so far,

@@ -42,6 +42,9 @@ pub enum StoreError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The key is inside a published version, which is never replaced or deleted.
+    #[error("{0} is part of a published version, which cannot be overwritten or deleted")]
+    Published(String),
     /// Any other failure, after retries.
     #[error("object store: {0}")]
     Other(#[from] object_store::Error),
@@ -183,7 +186,14 @@ impl Store {
     }
 
     /// Writes `bytes` at `key`, replacing what was there; large values go up in parts.
+    /// Refused inside a published version ([`keys::is_published`]): there only
+    /// [`put_if_absent`](Store::put_if_absent) writes.
     pub async fn put(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
+        unpublished(key)?;
+        self.replace(key, bytes).await
+    }
+
+    async fn replace(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
         let path = self.path(key);
         if bytes.len() >= MULTIPART_THRESHOLD {
             return (|| self.upload_parts(&path, files::Source::Bytes(bytes.clone())))
@@ -209,7 +219,7 @@ impl Store {
         if bytes.len() >= MULTIPART_THRESHOLD {
             // Conditional puts are single requests; a large value goes up in parts after the
             // existence check (writers of one key write the same bytes).
-            return self.put(key, bytes).await.map(|()| true);
+            return self.replace(key, bytes).await.map(|()| true);
         }
         let path = self.path(key);
         let options = PutOptions {
@@ -230,7 +240,7 @@ impl Store {
             // Stores without conditional puts: the existence check above has to do.
             Err(object_store::Error::NotImplemented { .. })
             | Err(object_store::Error::NotSupported { .. }) => {
-                self.put(key, bytes).await.map(|()| true)
+                self.replace(key, bytes).await.map(|()| true)
             }
             Err(e) => Err(e.into()),
         }
@@ -270,8 +280,9 @@ impl Store {
         }
     }
 
-    /// Deletes `key`; a key already gone is no error.
+    /// Deletes `key`; a key already gone is no error. Refused inside a published version.
     pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        unpublished(key)?;
         let path = self.path(key);
         let result = (|| self.inner.delete(&path))
             .retry(backoff())
@@ -285,6 +296,7 @@ impl Store {
 
     /// Deletes every object under `prefix` (a folder, ending in `/`); returns how many.
     pub async fn delete_prefix(&self, prefix: &str) -> Result<usize, StoreError> {
+        unpublished(prefix)?;
         let keys = self.list(prefix).await?;
         for key in &keys {
             self.delete(key).await?;
@@ -334,14 +346,40 @@ impl Store {
         Ok(keys)
     }
 
-    /// Copies `from` to `to`, replacing what was at `to`.
+    /// The folders directly under `prefix` (which should end in `/`), each ending in `/`,
+    /// sorted: one listing request, however many files they hold.
+    pub async fn list_folders(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let path = self.path(prefix.trim_end_matches('/'));
+        let listed = (|| self.inner.list_with_delimiter(Some(&path)))
+            .retry(backoff())
+            .when(transient)
+            .await?;
+        let mut folders: Vec<String> = listed
+            .common_prefixes
+            .iter()
+            .map(|p| format!("{}/", self.key_of(p)))
+            .collect();
+        folders.sort();
+        Ok(folders)
+    }
+
+    /// Copies `from` to `to`, replacing what was at `to`; refused into a published version.
     pub async fn copy(&self, from: &str, to: &str) -> Result<(), StoreError> {
+        unpublished(to)?;
         let (src, dst) = (self.path(from), self.path(to));
         (|| self.inner.copy(&src, &dst))
             .retry(backoff())
             .when(transient)
             .await?;
         Ok(())
+    }
+}
+
+/// Refuses `key` if it is inside a published version.
+fn unpublished(key: &str) -> Result<(), StoreError> {
+    match keys::is_published(key) {
+        true => Err(StoreError::Published(key.to_string())),
+        false => Ok(()),
     }
 }
 
@@ -380,6 +418,53 @@ mod tests {
             store.get("nope").await,
             Err(StoreError::NotFound(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn a_published_version_is_written_once_and_never_replaced_or_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&format!("file://{}", dir.path().display())).unwrap();
+        let key = keys::version_prefix("shot010/lighting", 1) + "frame_0001.png";
+        let first = Bytes::from_static(b"first");
+        assert!(store.put_if_absent(&key, first.clone()).await.unwrap());
+        assert!(
+            !store
+                .put_if_absent(&key, Bytes::from_static(b"x"))
+                .await
+                .unwrap()
+        );
+        for refused in [
+            store.put(&key, Bytes::from_static(b"x")).await,
+            store.copy(&key, &key).await,
+            store.delete(&key).await,
+            store.delete_prefix("versions/").await.map(|_| ()),
+        ] {
+            let why = refused.unwrap_err();
+            assert!(matches!(why, StoreError::Published(_)), "{why}");
+            assert!(why.to_string().contains("cannot be overwritten"), "{why}");
+        }
+        assert_eq!(store.get(&key).await.unwrap(), first);
+        store
+            .put_if_absent(&keys::version_record("shot010/lighting", 2), first)
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .list_folders("versions/shot010/lighting/")
+                .await
+                .unwrap(),
+            [
+                "versions/shot010/lighting/v001/",
+                "versions/shot010/lighting/v002/"
+            ]
+        );
+        assert!(
+            store
+                .list_folders("versions/none/")
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]

@@ -332,7 +332,7 @@ pub(crate) fn command_job(
 
 /// The text of assembled frame `frame` of `job` (command jobs write text files).
 pub(crate) async fn output_text(farm: &Farm, job: &str, frame: u32) -> String {
-    let key = keys::output(
+    let key = keys::unversioned_output(
         &JobId::parse(job).unwrap(),
         &format!("frame_{frame:04}.png"),
     );

@@ -233,6 +233,10 @@ pub struct Event {
     /// `task.done`: how long each of its frames took to render, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub frame_ms: Option<u64>,
+    /// `task.done`: the renderer and its version on the worker (`povray 3.7.0.10`,
+    /// `builtin 0.1.0`), for the trace of a published version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renderer_version: Option<String>,
 }
 
 impl Event {
@@ -255,6 +259,7 @@ impl Event {
             incarnation: None,
             bundle: None,
             frame_ms: None,
+            renderer_version: None,
         }
     }
 

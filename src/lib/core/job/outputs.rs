@@ -243,3 +243,16 @@ fn check_lut_path(path: &str, has_scene: bool) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Checks `output`, the name a job's outputs are published under (see
+/// [`core::version`](crate::core::version)); the problem goes to `errors`.
+pub fn validate_name(output: Option<&str>, errors: &mut Problems) -> Option<String> {
+    let name = output?;
+    match crate::core::version::check_name(name) {
+        Ok(()) => Some(name.to_string()),
+        Err(why) => {
+            errors.add("output", why);
+            None
+        }
+    }
+}

@@ -31,6 +31,10 @@ pub struct JobSpec {
     /// that job; one that fails fails only its counterpart here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after_frames: Option<String>,
+    /// The name its outputs are published under (`shot010/lighting`): each job of that
+    /// name is its next version, `versions/<name>/v<NNN>/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
     /// Which renderer runs the tasks; `builtin` by default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub renderer: Option<String>,

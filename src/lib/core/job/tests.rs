@@ -190,6 +190,7 @@ fn json_schema_matches_the_spec_fields() {
         renderer: Some("noop".into()),
         after: vec!["b".into()],
         after_frames: Some("c".into()),
+        output: Some("shot010/lighting".into()),
         scene: Some("s".into()),
         scene_manifest: Some("m".into()),
         image: Some(ImageSpec {
@@ -364,6 +365,9 @@ fn outputs_default_to_all_three_for_a_sequence_and_name_each_bad_field() {
         let text = format!("id = \"o\"\nrenderer = \"command\"\n{extra}");
         from_toml(&text).unwrap().validate()
     };
+    let named = job("output = \"shot010/lighting\"\n").unwrap();
+    assert_eq!(named.output.as_deref(), Some("shot010/lighting"));
+    assert_eq!(named.version, None, "numbered by the planner");
     let many = job("[frames]\nrange = \"1-24\"\n").unwrap().outputs;
     assert!(many.movie && many.animation && many.contact_sheet);
     assert_eq!((many.fps, many.preview_width), (24.0, 640));
@@ -411,6 +415,9 @@ fn outputs_default_to_all_three_for_a_sequence_and_name_each_bad_field() {
             "outputs.post[0].lut",
             "'..'",
         ),
+        ("output = \"shot010/../x\"\n", "output", "'..'"),
+        ("output = \"/abs/x\"\n", "output", "empty segment"),
+        ("output = \"shot010/v003\"\n", "output", "version label"),
         (
             "[outputs]\nanimation = true\npost = [{ lut = \"grade.png\" }]\n",
             "outputs.post[0].lut",

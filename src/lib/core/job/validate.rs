@@ -106,6 +106,10 @@ pub struct Job {
     pub composite: Option<Composite>,
     /// The sequence outputs and their post-processing.
     pub outputs: Outputs,
+    /// The name its outputs are published under, if it has one.
+    pub output: Option<String>,
+    /// Its version of that name: set by the planner when it records the job.
+    pub version: Option<u32>,
     /// The jobs that must be done before this one is queued.
     pub after: Vec<JobId>,
     /// The job whose frame N each frame N of this one waits for.
@@ -349,6 +353,7 @@ impl JobSpec {
             && self.settings.get("check_outputs") == Some(&serde_json::Value::Bool(false));
         let known = (has_scene, unchecked);
         let outputs = outputs::validate(outputs, frames.len(), renderer, known, &mut errors);
+        let output = outputs::validate_name(self.output.as_deref(), &mut errors);
 
         let retry_spec = self.retry.clone().unwrap_or_default();
         let max_attempts = retry_spec.max_attempts.unwrap_or(3);
@@ -454,6 +459,8 @@ impl JobSpec {
             layers,
             composite,
             outputs,
+            output,
+            version: None,
             after,
             after_frames,
             frame_waiters: Vec::new(),

@@ -6,13 +6,15 @@
 //! - [`follow`]: a job's events, and waiting for its end;
 //! - [`report`]: status, workers, fetch;
 //! - [`control`]: retry, cancel, delete, suspend, resume, priority; pausing queues;
-//! - [`limits`]: setting and listing limits.
+//! - [`limits`]: setting and listing limits;
+//! - [`versions`]: resolving and resubmitting published versions.
 
 pub mod control;
 pub mod follow;
 pub mod limits;
 pub mod report;
 pub mod submit;
+pub mod versions;
 
 pub use control::{cancel, delete, pause, resume, retry, set_priority, suspend};
 pub use follow::{events, wait};

@@ -176,7 +176,9 @@ pub async fn status(deps: &Deps, job: &JobId) -> anyhow::Result<Status> {
         anyhow::bail!("no job {job}");
     };
     let tasks = deps.ledger.counts(job, record.tasks).await?;
-    let outputs = deps.store.list(&keys::output_prefix(job)).await?;
+    let folder = keys::outputs_folder(job, record.spec.output.as_deref(), record.version);
+    let mut outputs = deps.store.list(&folder).await?;
+    outputs.retain(|key| !keys::is_version_record(&folder, key));
     let mut message = record.message.clone();
     let upstream = match record.spec.after_frames.as_deref().map(JobId::parse) {
         Some(Ok(upstream)) => Some(upstream),
@@ -218,7 +220,12 @@ pub async fn status(deps: &Deps, job: &JobId) -> anyhow::Result<Status> {
 
 /// Downloads the job's outputs into `dir`, keeping their relative names; returns the files.
 pub async fn fetch(deps: &Deps, job: &JobId, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let prefix = keys::output_prefix(job);
+    let (record, _) = deps
+        .ledger
+        .job(job)
+        .await?
+        .with_context(|| format!("no job {job}"))?;
+    let prefix = keys::outputs_folder(job, record.spec.output.as_deref(), record.version);
     let mut written = Vec::new();
     for key in deps.store.list(&prefix).await? {
         let relative = key.strip_prefix(&prefix).unwrap_or(&key);

@@ -147,7 +147,7 @@ pub(super) async fn stitch_tile(
         let name = output_name(job, task.layer, frame);
         let key = (job.id.clone(), group.start, frame);
         if !stitching.canvases.contains_key(&key)
-            && deps.store.exists(&keys::output(&job.id, &name)).await?
+            && deps.store.exists(&keys::output(job, &name)).await?
         {
             continue; // assembled already (a redelivered event)
         }
@@ -229,7 +229,7 @@ pub(super) async fn assemble(
     let first = plan::task(job, group.start);
     for &frame in &first.frames {
         let name = output_name(job, first.layer, frame);
-        let target = keys::output(&job.id, &name);
+        let target = keys::output(job, &name);
         let Some(grid) = job.tiles else {
             let file = frame_file_name(frame, job.image.format.extension());
             let source = keys::attempt_output(&job.id, &first.id, slots[0].attempt(), &file);

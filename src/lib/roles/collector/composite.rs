@@ -22,7 +22,7 @@ pub(super) async fn composite_frame(deps: &Deps, job: &Job, frame: u32) -> anyho
     };
     let mut missing: Vec<(ImageFormat, String)> = Vec::new();
     for &format in &spec.formats {
-        let key = keys::output(&job.id, &composite_name(spec, frame, format));
+        let key = keys::output(job, &composite_name(spec, frame, format));
         if !deps.store.exists(&key).await? {
             missing.push((format, key));
         }
@@ -33,7 +33,7 @@ pub(super) async fn composite_frame(deps: &Deps, job: &Job, frame: u32) -> anyho
     let mut sources = Vec::with_capacity(spec.layers.len());
     for &(layer, _) in &spec.layers {
         let name = output_name(job, Some(layer), frame);
-        let key = keys::output(&job.id, &name);
+        let key = keys::output(job, &name);
         if !deps.store.exists(&key).await? {
             return Ok(()); // that layer's frame is still to come
         }

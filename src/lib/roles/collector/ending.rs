@@ -26,11 +26,11 @@ pub(super) async fn check_end(deps: &Deps, job: &Job, index: u32) -> anyhow::Res
     if !counts.all_ended() {
         return Ok(());
     }
-    let outputs = deps.store.list(&keys::output_prefix(&job.id)).await?;
+    let outputs = deps.store.list(&keys::output_prefix(job)).await?;
     let stored: HashSet<&String> = outputs.iter().collect();
     if let Some(missing) = expected_outputs(job, &slots)
         .into_iter()
-        .map(|name| keys::output(&job.id, &name))
+        .map(|name| keys::output(job, &name))
         .find(|key| !stored.contains(key))
     {
         tracing::debug!(job = %job.id, missing, "every task ended; waiting for a frame still being assembled");

@@ -62,7 +62,7 @@ pub(super) fn missing(job: &Job, stored: &HashSet<&String>) -> Vec<String> {
     outputs::sequences(job)
         .iter()
         .flat_map(|s| s.outputs(job, ffmpeg().is_some()))
-        .map(|name| keys::output(&job.id, &name))
+        .map(|name| keys::output(job, &name))
         .filter(|key| !stored.contains(key))
         .collect()
 }
@@ -130,14 +130,14 @@ impl From<anyhow::Error> for Failure {
 }
 
 async fn encode_and_end(deps: &Deps, job: &Job) -> anyhow::Result<()> {
-    let listed = deps.store.list(&keys::output_prefix(&job.id)).await?;
+    let listed = deps.store.list(&keys::output_prefix(job)).await?;
     let stored: HashSet<&String> = listed.iter().collect();
     let mut failure = None;
     for sequence in outputs::sequences(job) {
         let wanted: Vec<String> = sequence
             .outputs(job, ffmpeg().is_some())
             .into_iter()
-            .filter(|name| !stored.contains(&keys::output(&job.id, name)))
+            .filter(|name| !stored.contains(&keys::output(job, name)))
             .collect();
         if wanted.is_empty() {
             continue;
@@ -236,7 +236,7 @@ async fn write_sequence(
     };
     let mut sheet = wants(CONTACT_SHEET).then(|| Sheet::new(layout));
     for (i, (frame, name)) in sequence.frames.iter().enumerate() {
-        let key = keys::output(&job.id, name);
+        let key = keys::output(job, name);
         let bytes = deps.store.get(&key).await;
         let bytes = bytes.with_context(|| format!("reading {name}"))?;
         let (chain, format, name_owned) = (chain.clone(), sequence.format, name.clone());
@@ -269,7 +269,7 @@ async fn write_sequence(
     }
     let folder = &sequence.folder;
     let put = async |name: &str, bytes: Vec<u8>| -> Result<(), Failure> {
-        let key = keys::output(&job.id, &format!("{folder}{name}"));
+        let key = keys::output(job, &format!("{folder}{name}"));
         deps.store
             .put_if_absent(&key, Bytes::from(bytes))
             .await

@@ -9,6 +9,7 @@ use async_nats::jetstream::{self, AckKind};
 use super::Shared;
 use crate::bus::protocol::{self, Event, EventKind, TaskMessage};
 use crate::bus::publish;
+use crate::core::job::RendererKind;
 use crate::store::keys;
 
 /// What the worker tells JetStream about one delivery of a task.
@@ -143,6 +144,9 @@ pub(super) async fn finish(
                 .map(|_| keys::attempt_log(&task.job, &id, report.attempt));
             event.message = report.message.clone();
             event.frame_ms = report.frame_ms.filter(|_| kind == EventKind::TaskDone);
+            if kind == EventKind::TaskDone {
+                event.renderer_version = Some(renderer_version(shared, task.renderer));
+            }
             pending.push(publish::event_pending(&shared.deps.js, &event, None).await);
         }
         for sent in pending {
@@ -211,6 +215,16 @@ async fn hand_back(
         publish::doorbell(&shared.deps.client, &class, priority, task.renderer, key).await;
     }
     Ok(())
+}
+
+/// `renderer` and its version on this worker: an external program's as it reported it,
+/// Tessera's own for the renderers built in; a `command` job's program is its own.
+fn renderer_version(shared: &Shared, renderer: RendererKind) -> String {
+    match (shared.config.programs.get(&renderer), renderer) {
+        (Some(program), _) => format!("{} {}", renderer.as_str(), program.version),
+        (None, RendererKind::Command) => renderer.as_str().to_string(),
+        (None, _) => format!("{} {}", renderer.as_str(), env!("CARGO_PKG_VERSION")),
+    }
 }
 
 #[cfg(test)]
