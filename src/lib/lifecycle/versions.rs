@@ -188,8 +188,12 @@ async fn task_done_events(deps: &Deps, job: &Job) -> anyhow::Result<HashMap<(u32
 
 /// The record of version `number` of `name`, if it was published.
 pub async fn record(deps: &Deps, name: &str, number: u32) -> anyhow::Result<Option<VersionRecord>> {
-    let key = keys::version_record(name, number);
-    match deps.store.get(&key).await {
+    read(deps, &keys::version_record(name, number)).await
+}
+
+/// The JSON record at `key`, if there is one.
+async fn read<T: serde::de::DeserializeOwned>(deps: &Deps, key: &str) -> anyhow::Result<Option<T>> {
+    match deps.store.get(key).await {
         Ok(bytes) => Ok(Some(
             serde_json::from_slice(&bytes).with_context(|| format!("reading {key}"))?,
         )),
@@ -265,14 +269,7 @@ async fn standing(deps: &Deps, name: &str, number: u32, job: &JobId) -> anyhow::
 }
 
 async fn approval(deps: &Deps, name: &str, number: u32) -> anyhow::Result<Option<Approval>> {
-    let key = keys::version_approval(name, number);
-    match deps.store.get(&key).await {
-        Ok(bytes) => Ok(Some(
-            serde_json::from_slice(&bytes).with_context(|| format!("reading {key}"))?,
-        )),
-        Err(StoreError::NotFound(_)) => Ok(None),
-        Err(e) => Err(e.into()),
-    }
+    read(deps, &keys::version_approval(name, number)).await
 }
 
 /// `folder` as a tool would load it: under the store's URL.
