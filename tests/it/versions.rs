@@ -218,6 +218,26 @@ async fn jobs_of_one_output_are_consecutive_immutable_versions_approved_later() 
     assert!(!out.status.success());
     assert!(said(&out).contains("has no version v009"), "{}", said(&out));
 
+    // A version is approved only once complete: not while rendering, not once canceled.
+    let slow = "id = \"slow\"\noutput = \"shot030/fx\"\nrenderer = \"command\"\n[settings]\ncommand = [\"sleep\", \"60\"]\ncheck_outputs = false\n";
+    farm.submit("slow", slow);
+    wait_event(&farm, &deps.js, "slow", EventKind::TaskStarted).await;
+    let out = farm.cli(&["approve", "slow"]);
+    assert!(!out.status.success());
+    assert!(
+        said(&out).contains("shot030/fx v001 is still rendering (job slow)"),
+        "{}",
+        said(&out)
+    );
+    let out = farm.cli(&["cancel", "slow"]);
+    assert!(out.status.success(), "{}", said(&out));
+    let out = farm.cli(&["approve", "shot030/fx", "v001"]);
+    assert!(said(&out).contains("is incomplete"), "{}", said(&out));
+    assert_eq!(
+        listing(&farm, "shot030/fx", &[])[0].standing,
+        Standing::Incomplete
+    );
+
     // A third job comes after both; racing allocations never share a number.
     let c = farm.submit("c", &copying_job("c", name, "1"));
     wait_event(&farm, &deps.js, &c, EventKind::JobAccepted).await;
