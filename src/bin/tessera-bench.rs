@@ -109,7 +109,7 @@ enum Bench {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    tessera::telemetry::init_with("warn");
+    tessera::telemetry::init_with("warn", tessera::telemetry::LogFormat::Text);
     use tessera::bench;
     let result = match Args::parse().bench {
         Bench::All => bench::all().await,

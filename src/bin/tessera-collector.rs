@@ -16,8 +16,8 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    tessera::telemetry::init();
     let args = Args::parse();
+    tessera::telemetry::init(args.common.log_format);
     tessera::config::serve(&args.common, "tessera-collector", |deps, shutdown| {
         tessera::roles::collector::run(deps, args.collector, shutdown)
     })

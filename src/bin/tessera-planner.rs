@@ -15,8 +15,8 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    tessera::telemetry::init();
     let args = Args::parse();
+    tessera::telemetry::init(args.common.log_format);
     tessera::config::serve(&args.common, "tessera-planner", |deps, shutdown| {
         tessera::roles::planner::run(deps, args.planner, shutdown)
     })

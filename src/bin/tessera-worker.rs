@@ -16,8 +16,8 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    tessera::telemetry::init();
     let args = Args::parse();
+    tessera::telemetry::init(args.common.log_format);
     let config = match WorkerConfig::try_from(&args.worker) {
         Ok(config) => config,
         Err(e) => return tessera::telemetry::exit(Err(e)),

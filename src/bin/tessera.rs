@@ -220,11 +220,11 @@ fn job_id(text: &str) -> anyhow::Result<JobId> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    tessera::telemetry::init_with(if matches!(cli.command, Command::Up { .. }) {
-        "info"
-    } else {
-        "warn"
-    });
+    let level = match cli.command {
+        Command::Up { .. } => "info",
+        _ => "warn",
+    };
+    tessera::telemetry::init_with(level, cli.common.log_format);
     match run(cli).await {
         Ok(code) => code,
         Err(e) => {

@@ -31,6 +31,15 @@ pub struct CommonArgs {
     /// NATS authentication and TLS.
     #[command(flatten)]
     pub auth: NatsAuth,
+    /// Log lines as readable text or as JSON, one object a line (for log collectors).
+    #[arg(
+        long,
+        env = "TESSERA_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
+    pub log_format: crate::telemetry::LogFormat,
 }
 
 /// The memory a collector may give to frames being stitched, which the planner also

@@ -377,3 +377,34 @@ async fn a_tiled_frame_larger_than_the_canvas_budget_is_rejected_with_the_budget
     let job = small.submit("fits", &tiled("fits", 256));
     small.wait_done(&job);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_started_with_log_format_json_writes_one_json_object_a_line() {
+    let mut farm = Farm::with_workers(0);
+    let deps = farm.deps().await;
+    let json = farm.start("tessera-worker", &["--log-format", "json"]);
+    let id = farm.submit(
+        "logged",
+        "id = \"logged\"\nrenderer = \"noop\"\n[frames]\nrange = \"1-2\"\n",
+    );
+    wait_event(&farm, &deps.js, &id, EventKind::JobDone).await;
+    let text = std::fs::read_to_string(farm.dir.path().join(format!("tessera-worker-{json}.log")))
+        .unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    assert!(!lines.is_empty(), "the worker logged nothing");
+    for line in &lines {
+        assert!(line["timestamp"].is_string(), "{line}");
+        assert!(line["level"].is_string(), "{line}");
+        assert!(line["fields"]["message"].is_string(), "{line}");
+    }
+    // The others write readable text.
+    let planner = std::fs::read_to_string(farm.dir.path().join("tessera-planner-0.log")).unwrap();
+    let first = planner.lines().next().expect("the planner logged");
+    assert!(
+        serde_json::from_str::<serde_json::Value>(first).is_err(),
+        "{first}"
+    );
+}
