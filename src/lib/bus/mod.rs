@@ -2,6 +2,7 @@
 //! upgrade from older ones), the ledger in KV, the worker registry, the consuming loop, and the one module that publishes.
 
 pub mod consume;
+pub mod history;
 pub mod ledger;
 pub mod legacy;
 pub mod limits;

@@ -13,9 +13,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use anyhow::Context as _;
-use async_nats::jetstream::{consumer, kv};
+use async_nats::jetstream::kv;
 use bytes::Bytes;
-use futures::StreamExt as _;
 
 use crate::bus::protocol::{self, Event, EventKind};
 use crate::bus::streams;
@@ -35,7 +34,7 @@ use crate::store::{StoreError, keys};
 pub async fn allocate(deps: &Deps, name: &str, job: &Job) -> anyhow::Result<u32> {
     let bucket = streams::versions_bucket(&deps.js).await?;
     let owner = format!("{} {}", job.id, job.incarnation);
-    let mut number = highest(deps, name).await? + 1;
+    let mut number = numbers(deps, name).await?.last().copied().unwrap_or(0) + 1;
     loop {
         if number > MAX_VERSION {
             anyhow::bail!("output {name} has no version left after {MAX_VERSION}");
@@ -55,15 +54,16 @@ pub async fn allocate(deps: &Deps, name: &str, job: &Job) -> anyhow::Result<u32>
     }
 }
 
-/// The highest version of `name` with a folder in the store (0 for none).
-async fn highest(deps: &Deps, name: &str) -> anyhow::Result<u32> {
+/// The versions of `name` with a folder in the store, ascending.
+async fn numbers(deps: &Deps, name: &str) -> anyhow::Result<Vec<u32>> {
     let prefix = keys::versions_prefix(name);
     let folders = deps.store.list_folders(&prefix).await?;
-    Ok(folders
+    let mut numbers: Vec<u32> = folders
         .iter()
         .filter_map(|f| version::parse_label(f.strip_prefix(&prefix)?.trim_end_matches('/')).ok())
-        .max()
-        .unwrap_or(0))
+        .collect();
+    numbers.sort_unstable();
+    Ok(numbers)
 }
 
 /// Writes `version.json` of `job`, version `number` of its output: its spec, scene
@@ -155,32 +155,16 @@ pub async fn write_trace(deps: &Deps, job: &Job) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The `task.done` events of `job`'s incarnation, by (task index, attempt).
+/// The `task.done` events of `job`'s incarnation, by (task index, attempt): the first of
+/// each.
 async fn task_done_events(deps: &Deps, job: &Job) -> anyhow::Result<HashMap<(u32, u32), Event>> {
-    let stream = deps.js.get_stream(streams::EVENTS_STREAM).await?;
-    let consumer = stream
-        .create_consumer(consumer::pull::OrderedConfig {
-            filter_subject: protocol::stored_event_subject(job.id.as_str(), EventKind::TaskDone),
-            deliver_policy: consumer::DeliverPolicy::All,
-            ..Default::default()
-        })
-        .await
-        .with_context(|| format!("reading the task events of {}", job.id))?;
+    let filter = protocol::stored_event_subject(job.id.as_str(), EventKind::TaskDone);
     let mut out = HashMap::new();
-    if consumer.cached_info().num_pending == 0 {
-        return Ok(out);
-    }
-    let mut messages = consumer.messages().await?;
-    while let Some(msg) = messages.next().await {
-        let msg = msg.map_err(|e| anyhow::anyhow!("reading the task events: {e}"))?;
-        if let Ok(event) = protocol::decode::<Event>(&msg.payload)
-            && event.incarnation.as_deref() == Some(job.incarnation.as_str())
+    for event in crate::bus::history::stored(&deps.js, filter).await? {
+        if event.incarnation.as_deref() == Some(job.incarnation.as_str())
             && let (Some(index), Some(attempt)) = (event.index, event.attempt)
         {
             out.entry((index, attempt)).or_insert(event);
-        }
-        if msg.info().map(|i| i.pending).unwrap_or(0) == 0 {
-            break;
         }
     }
     Ok(out)
@@ -221,15 +205,7 @@ pub async fn of_job(deps: &Deps, id: &JobId) -> anyhow::Result<(String, u32)> {
 /// Every published version of `name`, oldest first.
 pub async fn list(deps: &Deps, name: &str) -> anyhow::Result<Vec<Listed>> {
     version::check_name(name).map_err(|e| anyhow::anyhow!("output name {e}"))?;
-    let prefix = keys::versions_prefix(name);
-    let mut numbers: Vec<u32> = deps
-        .store
-        .list_folders(&prefix)
-        .await?
-        .iter()
-        .filter_map(|f| version::parse_label(f.strip_prefix(&prefix)?.trim_end_matches('/')).ok())
-        .collect();
-    numbers.sort_unstable();
+    let numbers = numbers(deps, name).await?;
     let mut listed = Vec::with_capacity(numbers.len());
     for number in numbers {
         let Some(record) = record(deps, name, number).await? else {

@@ -75,21 +75,5 @@ async fn job_events(
 /// The events of a job seen so far, oldest first. `job` is the subject token: a job id,
 /// or `_invalid` for rejections of submissions without a usable id.
 pub async fn events(js: &jetstream::Context, job: &str) -> anyhow::Result<Vec<Event>> {
-    let consumer = job_events(js, job).await?;
-    let pending = consumer.cached_info().num_pending;
-    let mut out = Vec::new();
-    if pending == 0 {
-        return Ok(out);
-    }
-    let mut messages = consumer.messages().await?;
-    while let Some(msg) = messages.next().await {
-        let msg = msg.map_err(|e| anyhow::anyhow!("reading events: {e}"))?;
-        if let Ok(event) = protocol::decode::<Event>(&msg.payload) {
-            out.push(event);
-        }
-        if msg.info().map(|i| i.pending).unwrap_or(0) == 0 {
-            break;
-        }
-    }
-    Ok(out)
+    crate::bus::history::stored(js, protocol::stored_job_events_filter(job)).await
 }
