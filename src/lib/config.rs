@@ -40,6 +40,10 @@ pub struct CommonArgs {
         global = true
     )]
     pub log_format: crate::telemetry::LogFormat,
+    /// Serve Prometheus metrics at http://ADDR/metrics (`0.0.0.0:9464`; `tessera up`
+    /// serves them on 127.0.0.1 by default and prints where).
+    #[arg(long, env = "TESSERA_METRICS_ADDR", global = true)]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// The memory a collector may give to frames being stitched, which the planner also
@@ -253,8 +257,8 @@ pub async fn connect_with(
     patience: Patience,
 ) -> anyhow::Result<async_nats::Client> {
     use async_nats::ConnectErrorKind as Kind;
-    // Two TLS backends are linked (ring for NATS, aws-lc-rs for S3 over HTTPS); rustls
-    // needs one chosen for the process. Only the first call installs it.
+    // rustls needs a provider chosen for the process (NATS and S3 over HTTPS both use
+    // ring). Only the first call installs it.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let shown = redact_url(url);
     let servers: Vec<async_nats::ServerAddr> = url
@@ -355,7 +359,7 @@ impl Deps {
         streams::ensure(&js)
             .await
             .context("applying the JetStream layout")?;
-        let ledger = Ledger::new(streams::jobs_bucket(&js).await?);
+        let ledger = Ledger::new(js.clone(), streams::jobs_bucket(&js).await?);
         let limits = crate::bus::limits::Limits::open(&js).await?;
         Ok(Deps {
             client,
@@ -408,6 +412,9 @@ where
 {
     let shutdown = crate::shutdown::on_signal();
     let result = async {
+        if let Some(addr) = common.metrics_addr {
+            crate::metrics::serve(addr, shutdown.clone()).await?;
+        }
         let deps = Deps::connect(common, name, Patience::Wait).await?;
         role(deps, shutdown).await
     };

@@ -37,7 +37,29 @@ pub struct FarmConfig {
     pub sync: Fsync,
     /// The collector's settings (retention).
     pub collector: crate::roles::collector::CollectorConfig,
+    /// Where the farm serves its metrics; `None`: [`METRICS_ADDR`], or any free port on
+    /// 127.0.0.1 when that is taken.
+    pub metrics: Option<std::net::SocketAddr>,
+    /// The dashboard; `listen: None`: [`crate::web::LISTEN`], or any free port on
+    /// 127.0.0.1 when that is taken.
+    pub web: crate::web::WebArgs,
 }
+
+/// Where a farm that is up can be reached.
+#[derive(Debug, Clone)]
+pub struct Ready {
+    /// The NATS URL.
+    pub nats: String,
+    /// The store URL.
+    pub store: String,
+    /// The metrics URL.
+    pub metrics: String,
+    /// The dashboard's URL.
+    pub web: String,
+}
+
+/// Where `tessera up` serves its metrics unless told otherwise.
+pub const METRICS_ADDR: &str = "127.0.0.1:9464";
 
 /// How often the farm's nats-server fsyncs JetStream's files: what a power cut can lose.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,12 +144,11 @@ pub fn start_nats(dir: &Path, port: u16, sync: Fsync) -> anyhow::Result<Child> {
     command.spawn().context("starting nats-server")
 }
 
-/// Runs the farm until `shutdown`; `ready` is called once it is up, with the NATS URL and
-/// the store URL.
+/// Runs the farm until `shutdown`; `ready` is called once it is up, with where it is.
 pub async fn up(
     config: FarmConfig,
     shutdown: CancellationToken,
-    ready: impl FnOnce(&str, &str),
+    ready: impl FnOnce(&Ready),
 ) -> anyhow::Result<()> {
     let data = if config.data.is_absolute() {
         config.data.clone()
@@ -156,6 +177,18 @@ pub async fn up(
 
     let tracker = TaskTracker::new();
     let stop = CancellationToken::new();
+    let metrics_addr = config
+        .metrics
+        .unwrap_or_else(|| usual_or_free(METRICS_ADDR));
+    let (metrics_addr, _) = crate::metrics::serve(metrics_addr, stop.clone()).await?;
+    let web = crate::web::WebConfig {
+        listen: config
+            .web
+            .listen
+            .unwrap_or_else(|| usual_or_free(crate::web::LISTEN)),
+        tokens: config.web.tokens()?,
+    };
+    let (web_addr, _) = crate::web::serve(deps.clone(), web, stop.clone()).await?;
     spawn_role(
         &tracker,
         &stop,
@@ -196,7 +229,12 @@ pub async fn up(
         );
     }
     tracker.close();
-    ready(&url, &store_url);
+    ready(&Ready {
+        nats: url,
+        store: store_url,
+        metrics: format!("http://{metrics_addr}/metrics"),
+        web: format!("http://{web_addr}/"),
+    });
 
     tokio::select! {
         () = shutdown.cancelled() => {}
@@ -214,6 +252,15 @@ pub async fn up(
     let _ = tokio::time::timeout(Duration::from_secs(5), nats.wait()).await;
     tracing::info!("farm stopped");
     Ok(())
+}
+
+/// `usual` (a loopback address), or any free port on 127.0.0.1 when it is taken.
+fn usual_or_free(usual: &str) -> std::net::SocketAddr {
+    let usual: std::net::SocketAddr = usual.parse().expect("a valid address");
+    match TcpListener::bind(usual) {
+        Ok(_) => usual,
+        Err(_) => std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+    }
 }
 
 /// Runs one role; if it fails, the whole farm stops.

@@ -20,8 +20,9 @@
 //!   the tokens of limits.
 //! - [`roles`] — the planner, the worker, the collector and the CLI's client, each
 //!   `run(deps, [config,] shutdown)`; a role never imports another.
+//! - [`web`] (`tessera web`, the dashboard) — over the client, as the CLI is.
 //! - [`farm`] (`tessera up`) and [`bench`](mod@bench) — above the roles.
-//! - [`config`], [`shutdown`], [`telemetry`], [`process`] — plumbing.
+//! - [`config`], [`shutdown`], [`telemetry`], [`metrics`], [`process`] — plumbing.
 
 pub mod bench;
 pub mod bus;
@@ -29,9 +30,11 @@ pub mod config;
 pub mod core;
 pub mod farm;
 pub mod lifecycle;
+pub mod metrics;
 pub mod process;
 pub mod render;
 pub mod roles;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;
+pub mod web;

@@ -269,6 +269,50 @@ fn compose_yaml_matches_the_real_binaries_images_and_ports() {
                 assert!(command.contains(&"-bucket=tessera".to_string()));
                 assert!(strings(&service["ports"]).contains(&"8333:8333".to_string()));
             }
+            "prometheus" => {
+                assert!(image.starts_with("prom/prometheus:"), "{what}: {image}");
+                assert_eq!(
+                    strings(&service["profiles"]),
+                    ["metrics"],
+                    "{what}: optional"
+                );
+                let config = command
+                    .iter()
+                    .find_map(|w| w.strip_prefix("--config.file=").map(String::from))
+                    .expect("--config.file");
+                let mount = strings(&service["volumes"])
+                    .into_iter()
+                    .find(|v| v.split(':').nth(1) == Some(config.as_str()))
+                    .unwrap_or_else(|| panic!("{what}: {config} is not mounted"));
+                let file = Path::new(ROOT).join(mount.split(':').next().unwrap());
+                let scrape: Value =
+                    serde_norway::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+                // Each role's service is scraped on the port its metrics address names.
+                let port = services["planner"]["environment"]["TESSERA_METRICS_ADDR"]
+                    .as_str()
+                    .and_then(|a| a.rsplit(':').next())
+                    .expect("the roles serve metrics")
+                    .to_string();
+                let jobs = scrape["scrape_configs"].as_array().expect("scrape_configs");
+                for role in ["planner", "collector", "worker"] {
+                    let target = format!("{role}:{port}");
+                    let scraped = jobs.iter().any(|job| {
+                        let statics = job["static_configs"][0]["targets"].clone();
+                        strings(&statics).contains(&target)
+                            || (strings(&job["dns_sd_configs"][0]["names"]) == [role]
+                                && job["dns_sd_configs"][0]["port"]
+                                    .as_u64()
+                                    .map(|p| p.to_string())
+                                    == Some(port.clone()))
+                    });
+                    assert!(
+                        scraped,
+                        "{}: {role} is not scraped on {port}",
+                        file.display()
+                    );
+                    assert!(services.contains_key(role));
+                }
+            }
             _ => {
                 assert!(image.starts_with("tessera"), "{what}: {image}");
                 let words = if command.is_empty() || command[0] == "--help" {
@@ -309,6 +353,27 @@ fn compose_yaml_matches_the_real_binaries_images_and_ports() {
     assert_eq!(env["NATS_URL"], "nats://nats:4222");
     assert_eq!(env["AWS_ENDPOINT_URL"], "http://s3:8333");
     assert!(env["TESSERA_STORE"].starts_with("s3://tessera/"));
+
+    // The dashboard listens beyond its container's loopback, so with a token, on the port
+    // the service publishes (on the host's loopback).
+    let web = &services["web"];
+    let command = strings(&web["command"]);
+    let listen = &command[command.iter().position(|w| w == "--listen").unwrap() + 1];
+    let port = listen.rsplit(':').next().unwrap();
+    assert_eq!(
+        strings(&web["ports"]),
+        [format!("127.0.0.1:{port}:{port}")],
+        "service web: its port"
+    );
+    let token = web["environment"]["TESSERA_WEB_TOKEN"]
+        .as_str()
+        .expect("service web: a token, as it listens beyond loopback");
+    let default = token
+        .strip_prefix("${TESSERA_WEB_TOKEN:-")
+        .and_then(|t| t.strip_suffix('}'))
+        .expect("service web: the token from the environment, with a default");
+    tessera::web::access::parse_tokens(default)
+        .unwrap_or_else(|e| panic!("service web: its default token: {e}"));
 
     // Workers scale: no fixed name, no host ports, and a stop grace period longer than the
     // worker's own drain grace.

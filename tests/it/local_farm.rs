@@ -29,6 +29,20 @@ fn tessera_up_renders_a_job_and_stops_cleanly_on_sigterm() {
         .expect("second line is TESSERA_STORE=…")
         .to_string();
     assert_eq!(store, format!("file://{}", data.join("store").display()));
+    let metrics = lines.next().unwrap().unwrap();
+    let metrics_port: u16 = metrics
+        .strip_prefix("TESSERA_METRICS=http://127.0.0.1:")
+        .and_then(|rest| rest.strip_suffix("/metrics"))
+        .expect("third line is TESSERA_METRICS=http://127.0.0.1:<port>/metrics")
+        .parse()
+        .unwrap();
+    let web = lines.next().unwrap().unwrap();
+    let web_port: u16 = web
+        .strip_prefix("TESSERA_WEB=http://127.0.0.1:")
+        .and_then(|rest| rest.strip_suffix('/'))
+        .expect("fourth line is TESSERA_WEB=http://127.0.0.1:<port>/")
+        .parse()
+        .unwrap();
 
     let job = dir.path().join("job.toml");
     std::fs::write(&job, "renderer = \"builtin\"\n[image]\nwidth = 32\nheight = 18\n[frames]\nrange = \"1-4\"\n[settings]\nsamples = 1\n").unwrap();
@@ -49,6 +63,27 @@ fn tessera_up_renders_a_job_and_stops_cleanly_on_sigterm() {
         let frame = data.join(format!("store/jobs/{id}/output/frame_{f:04}.png"));
         assert!(frame.is_file(), "{} is missing", frame.display());
     }
+
+    // Every role's metrics at the one printed address.
+    let text = crate::watching::scrape(metrics_port);
+    let done = "tessera_tasks_done_total{class=\"cpu\",priority=\"normal\",renderer=\"builtin\"}";
+    assert_eq!(crate::watching::value(&text, done), Some(4.0), "{text}");
+    let ended = "tessera_jobs_ended_total{state=\"done\"}";
+    assert_eq!(crate::watching::value(&text, ended), Some(1.0), "{text}");
+    let free = "tessera_worker_slots{state=\"free\"}";
+    assert!(
+        crate::watching::value(&text, free).is_some_and(|n| n >= 2.0),
+        "{text}"
+    );
+
+    // The dashboard at the printed address lists the job, done.
+    let jobs: serde_json::Value =
+        serde_json::from_str(&crate::watching::http_get(web_port, "/api/jobs")).unwrap();
+    assert_eq!(
+        (jobs[0]["id"].as_str(), jobs[0]["state"].as_str()),
+        (Some(id.as_str()), Some("done")),
+        "{jobs}"
+    );
 
     // SIGTERM: everything stops, the private nats-server with it.
     tessera::process::signal(up.id(), libc::SIGTERM);

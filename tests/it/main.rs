@@ -48,5 +48,9 @@ mod outputs;
 mod versions;
 // NATS with TLS and a custom CA, user and password, token: accepted and refused.
 mod security;
+// Watching: watch transcripts, status, jobs, logs --follow, workers, metrics scraped.
+mod watching;
+// The web dashboard: its endpoints, tokens, and its pages in a real headless Chromium.
+mod web;
 // compose.yaml and the Dockerfile against the real binaries' flags, images and ports.
 mod compose;

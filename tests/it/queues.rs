@@ -133,10 +133,20 @@ async fn a_burst_worker_takes_tasks_only_while_enough_wait() {
 async fn the_farms_own_workers_are_served_before_burst_workers() {
     let mut farm = Farm::with_workers(0);
     // The burst worker starts first, so it would hear each doorbell first, and it polls
-    // every 20 ms, so a poll often falls just after a task is queued.
+    // every 20 ms, so a poll often falls just after a task is queued. It leaves new work
+    // to the farm's own workers for 3 s, time enough on a loaded machine.
     farm.start_worker(
         0,
-        &["--renderers", "noop", "--burst", "1", "--idle-poll", "20ms"],
+        &[
+            "--renderers",
+            "noop",
+            "--burst",
+            "1",
+            "--idle-poll",
+            "20ms",
+            "--burst-defer",
+            "3s",
+        ],
     );
     let burst_registered = async || {
         let out = farm.cli(&["workers", "--json"]);
@@ -156,8 +166,8 @@ async fn the_farms_own_workers_are_served_before_burst_workers() {
     crate::support::eventually(crate::support::PATIENCE, every, never, registered).await;
     for n in 0..3 {
         // Each job reaches an idle farm: both workers are waiting when its doorbell rings
-        // (a burst worker gives the farm's own workers a second).
-        tokio::time::sleep(Duration::from_millis(1200)).await;
+        // (and the burst worker's wait for the last job's backlog is over).
+        tokio::time::sleep(Duration::from_millis(3200)).await;
         let id = format!("own-{n}");
         let job = farm.submit(&id, &noop_job(&id, 1, 0));
         farm.wait_done(&job);

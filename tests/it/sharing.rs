@@ -214,7 +214,8 @@ async fn keep_close(farm: Farm) {
     }
     dones.sort_unstable();
     // Done since both were active; while both run, neither gets ahead by more than a tenth
-    // (and a task per slot).
+    // (and two tasks per slot: those running, and those a second planner queued before
+    // the first one cut both jobs to their windows).
     let (mut left, mut right) = (0u32, 0u32);
     for (_, is_left) in dones {
         match is_left {
@@ -223,7 +224,7 @@ async fn keep_close(farm: Farm) {
         }
         if head_start + left < 60 && right < 60 {
             assert!(
-                left.abs_diff(right) <= left.max(right) / 10 + 2,
+                left.abs_diff(right) <= left.max(right) / 10 + 4,
                 "done counts since both were active drifted apart: {left} and {right}"
             );
         }

@@ -143,7 +143,7 @@ pub(crate) async fn resubmit(common: &CommonArgs, args: ResubmitArgs) -> anyhow:
     let id = client::versions::resubmit(&deps, &args.name, number, args.id).await?;
     if args.wait {
         eprintln!("submitted {id}; waiting");
-        let code = crate::wait_for(&deps, &id).await?;
+        let code = crate::follow::watch(&deps, &id, crate::Out::Stderr, None).await?;
         println!("{id}");
         return Ok(code);
     }

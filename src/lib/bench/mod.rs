@@ -1,29 +1,34 @@
 //! Benchmarks run by `tessera-bench`: each starts what it measures (a private nats-server,
 //! a local farm) and prints medians next to a raw baseline measured in the same run, so
-//! figures from a noisy machine can be compared as ratios. [`all`] runs the eight that
+//! figures from a noisy machine can be compared as ratios. [`all`] runs the ten that
 //! make the performance table in one go and ends with their summary. The real renderers'
 //! benchmark is [`fn@programs`].
 
+pub mod browser;
 mod catchup;
 mod chain;
+mod dashboard;
 mod dispatch;
 mod failover;
 mod plan;
 mod programs;
 mod render;
 mod soak;
+mod status;
 mod stitch;
 mod throughput;
 mod utilisation;
 
 pub use catchup::catchup;
 pub use chain::chain;
+pub use dashboard::dashboard;
 pub use dispatch::dispatch;
 pub use failover::failover;
 pub use plan::plan;
 pub use programs::programs;
 pub use render::{RenderBench, render};
 pub use soak::soak;
+pub use status::status;
 pub use stitch::stitch;
 pub use throughput::throughput;
 pub use utilisation::utilisation;
@@ -67,6 +72,14 @@ pub async fn all() -> anyhow::Result<()> {
     println!();
     summary.extend(chain(1000, 1).await?);
     println!();
+    summary.extend(status(1_000_000, 5).await?);
+    println!();
+    if browser::available() {
+        summary.extend(dashboard(10_000, 5).await?);
+        println!();
+    } else {
+        println!("dashboard: skipped (no chromium and chromedriver on PATH)\n");
+    }
     println!("summary (medians; ratios within this run):");
     summary.sort();
     for line in summary {
@@ -171,6 +184,7 @@ pub fn bench_worker(cache: std::path::PathBuf) -> WorkerConfig {
         idle_poll: Duration::from_millis(500),
         max_deliver: None,
         burst: None,
+        burst_defer: Duration::from_secs(1),
         speed: 1.0,
     }
 }
@@ -199,11 +213,17 @@ async fn start_farm_with(
         worker,
         sync: bench_sync(),
         collector: Default::default(),
+        // Served, as `tessera up` serves them, on a port of its own.
+        metrics: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+        web: crate::web::WebArgs {
+            listen: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+            token: None,
+        },
     };
     let token = stop.clone();
     tokio::spawn(async move {
-        let result = up(config, token, move |nats, store| {
-            let _ = tx.send((nats.to_string(), store.to_string()));
+        let result = up(config, token, move |ready| {
+            let _ = tx.send((ready.nats.clone(), ready.store.clone()));
         })
         .await;
         if let Err(e) = result {
@@ -268,6 +288,24 @@ pub(super) async fn submit_json(js: &jetstream::Context, body: String) -> anyhow
         .await
         .context("submitting")?;
     Ok(())
+}
+
+/// Waits until `job` is planned (its record says its tasks are queued), at most `patience`.
+pub(super) async fn planned(
+    deps: &Deps,
+    job: &crate::core::job::JobId,
+    patience: Duration,
+) -> anyhow::Result<crate::core::state::JobRecord> {
+    let started = Instant::now();
+    loop {
+        if let Some((record, _)) = deps.ledger.job(job).await?
+            && record.published
+        {
+            return Ok(record);
+        }
+        anyhow::ensure!(started.elapsed() < patience, "job {job} was never planned");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Prints Tessera's samples beside a baseline measured in the same run, and the ratio of

@@ -1,6 +1,7 @@
 //! The events stored so far: every event on a subject filter of the events stream, read
 //! once from the first with an ordered consumer (`tessera status`'s history, a version's
-//! trace).
+//! trace); and the one pass over what a stream holds that it and the ledger's listings
+//! share ([`each_stored`]).
 
 use anyhow::Context as _;
 use async_nats::jetstream::{self, consumer};
@@ -12,29 +13,48 @@ use super::streams;
 /// Every event stored under `filter` (a subject of the events stream), oldest first;
 /// messages that do not decode are passed over.
 pub async fn stored(js: &jetstream::Context, filter: String) -> anyhow::Result<Vec<Event>> {
-    let consumer = js
-        .get_stream(streams::EVENTS_STREAM)
-        .await?
-        .create_consumer(consumer::pull::OrderedConfig {
-            filter_subject: filter.clone(),
-            deliver_policy: consumer::DeliverPolicy::All,
-            ..Default::default()
-        })
-        .await
-        .with_context(|| format!("reading the events on {filter}"))?;
+    let stream = js.get_stream(streams::EVENTS_STREAM).await?;
+    let config = consumer::pull::OrderedConfig {
+        filter_subject: filter.clone(),
+        deliver_policy: consumer::DeliverPolicy::All,
+        ..Default::default()
+    };
     let mut out = Vec::new();
-    if consumer.cached_info().num_pending == 0 {
-        return Ok(out);
-    }
-    let mut messages = consumer.messages().await?;
-    while let Some(msg) = messages.next().await {
-        let msg = msg.map_err(|e| anyhow::anyhow!("reading the events on {filter}: {e}"))?;
+    each_stored(&stream, config, &format!("the events on {filter}"), |msg| {
         if let Ok(event) = protocol::decode::<Event>(&msg.payload) {
             out.push(event);
         }
+    })
+    .await?;
+    Ok(out)
+}
+
+/// Calls `each` with every message an ordered consumer of `stream` made with `config`
+/// delivers, until it has caught up with what was stored when it was made: one pass.
+/// `what` names the messages in errors.
+pub async fn each_stored(
+    stream: &jetstream::stream::Stream,
+    config: consumer::pull::OrderedConfig,
+    what: &str,
+    mut each: impl FnMut(&jetstream::Message),
+) -> anyhow::Result<()> {
+    let consumer = stream
+        .create_consumer(config)
+        .await
+        .with_context(|| format!("reading {what}"))?;
+    if consumer.cached_info().num_pending == 0 {
+        return Ok(());
+    }
+    let mut messages = consumer
+        .messages()
+        .await
+        .with_context(|| format!("reading {what}"))?;
+    while let Some(msg) = messages.next().await {
+        let msg = msg.map_err(|e| anyhow::anyhow!("reading {what}: {e}"))?;
+        each(&msg);
         if msg.info().map(|i| i.pending).unwrap_or(0) == 0 {
             break;
         }
     }
-    Ok(out)
+    Ok(())
 }

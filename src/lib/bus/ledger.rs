@@ -6,20 +6,27 @@
 //! each transition happens once. Job creation is create-if-absent on the id, which is what
 //! makes a job submitted twice planned once (the stream's dedup window forgets acked
 //! messages after a server restart).
+//!
+//! Each page's message also carries its [`Tally`] in a header, written with the slots, so a
+//! job's counts are read from one header per page ([`Ledger::tally`]) without its slots.
 
 use anyhow::Context as _;
-use async_nats::jetstream::kv;
+use async_nats::jetstream::{self, context::PublishErrorKind, kv};
 use bytes::Bytes;
+use futures::StreamExt as _;
 
+use crate::bus::history::each_stored;
 use crate::bus::protocol::{decode, encode};
 use crate::core::job::JobId;
 use crate::core::state::{
     Change, Counts, JobRecord, PAGE_SIZE, Page, TaskSlot, TaskState, apply, page_count, page_of,
 };
+use crate::core::tally::{TALLY_HEADER, Tally};
 
 /// Handle on the `tessera-jobs` bucket.
 #[derive(Clone)]
 pub struct Ledger {
+    js: jetstream::Context,
     kv: kv::Store,
 }
 
@@ -29,6 +36,13 @@ pub enum Created {
     New,
     /// A record with this id was there already.
     Exists(Box<JobRecord>),
+}
+
+/// Whether a KV message is a delete or purge marker, not a value.
+fn is_delete_marker(msg: &jetstream::Message) -> bool {
+    msg.headers
+        .as_ref()
+        .is_some_and(|h| h.get("KV-Operation").is_some())
 }
 
 fn page_key(job: &JobId, page: u32) -> String {
@@ -42,9 +56,39 @@ fn waiter_key(job: &JobId, waiter: &JobId) -> String {
 }
 
 impl Ledger {
-    /// Wraps the bucket.
-    pub fn new(kv: kv::Store) -> Ledger {
-        Ledger { kv }
+    /// Wraps the bucket, written through `js`.
+    pub fn new(js: jetstream::Context, kv: kv::Store) -> Ledger {
+        Ledger { js, kv }
+    }
+
+    /// Writes task page `page_no` with its tally, if the page's last revision is
+    /// `revision` (0: the page must not exist). Returns false on a conflict.
+    async fn put_page(
+        &self,
+        job: &JobId,
+        page_no: u32,
+        page: &Page,
+        revision: u64,
+    ) -> anyhow::Result<bool> {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Expected-Last-Subject-Sequence", revision.to_string());
+        headers.insert(TALLY_HEADER, Tally::of(&page.slots).header());
+        let subject = format!(
+            "{}{}",
+            self.kv.put_prefix.as_ref().unwrap_or(&self.kv.prefix),
+            page_key(job, page_no)
+        );
+        let context = || format!("writing task page {page_no} of {job}");
+        let ack = self
+            .js
+            .publish_with_headers(subject, headers, Bytes::from(encode(page)))
+            .await
+            .with_context(context)?;
+        match ack.await {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Ok(false),
+            Err(e) => Err(e).with_context(context),
+        }
     }
 
     /// Files that `waiter` runs after `job` (which may not exist yet).
@@ -85,7 +129,6 @@ impl Ledger {
 
     /// Every job that has a record (task pages, `<job>.p<n>`, are not jobs).
     pub async fn jobs(&self) -> anyhow::Result<Vec<JobId>> {
-        use futures::StreamExt as _;
         let mut keys = self.kv.keys().await.context("listing job records")?;
         let mut jobs = Vec::new();
         while let Some(key) = keys.next().await {
@@ -93,6 +136,30 @@ impl Ledger {
             jobs.extend(JobId::parse(&key).ok());
         }
         Ok(jobs)
+    }
+
+    /// Every job record, read with one consumer of the records' keys (never the task
+    /// pages): what `tessera jobs` lists.
+    pub async fn records(&self) -> anyhow::Result<Vec<JobRecord>> {
+        let config = jetstream::consumer::pull::OrderedConfig {
+            filter_subject: format!("{}*", self.kv.prefix),
+            deliver_policy: jetstream::consumer::DeliverPolicy::LastPerSubject,
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        each_stored(&self.kv.stream, config, "the job records", |msg| {
+            if is_delete_marker(msg) {
+                return;
+            }
+            match decode::<JobRecord>(&msg.payload) {
+                Ok(record) => out.push(record),
+                Err(e) => {
+                    tracing::warn!(subject = %msg.subject, error = %e, "an unreadable job record")
+                }
+            }
+        })
+        .await?;
+        Ok(out)
     }
 
     /// The job record and its revision.
@@ -151,17 +218,19 @@ impl Ledger {
         for page in 0..page_count(tasks) {
             let first = page * PAGE_SIZE;
             let last = (first + PAGE_SIZE).min(tasks);
-            let slots = (first..last).map(|i| TaskSlot(state(i), 0)).collect();
-            match self
-                .kv
-                .create(page_key(job, page), Bytes::from(encode(&Page { slots })))
-                .await
-            {
-                Ok(_) => {}
-                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
-                Err(e) => {
-                    return Err(e).with_context(|| format!("creating task page {page} of {job}"));
-                }
+            let page_value = Page {
+                slots: (first..last).map(|i| TaskSlot(state(i), 0)).collect(),
+            };
+            if self.put_page(job, page, &page_value, 0).await? {
+                continue;
+            }
+            // A page of a deleted job of the same id leaves a delete marker: written over.
+            let key = page_key(job, page);
+            let entry = self.kv.entry(&key).await;
+            let entry = entry.with_context(|| format!("reading task page {page} of {job}"))?;
+            if let Some(marker) = entry.filter(|e| e.operation != kv::Operation::Put) {
+                self.put_page(job, page, &page_value, marker.revision)
+                    .await?;
             }
         }
         Ok(())
@@ -219,17 +288,8 @@ impl Ledger {
             if out.iter().all(|(before, after)| before == after) {
                 return Ok(out);
             }
-            match self
-                .kv
-                .update(page_key(job, page_no), Bytes::from(encode(&page)), revision)
-                .await
-            {
-                Ok(_) => return Ok(out),
-                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
-                Err(e) => {
-                    return Err(e)
-                        .with_context(|| format!("updating task page {page_no} of {job}"));
-                }
+            if self.put_page(job, page_no, &page, revision).await? {
+                return Ok(out);
             }
         }
     }
@@ -255,20 +315,9 @@ impl Ledger {
                 if now.is_empty() {
                     break;
                 }
-                match self
-                    .kv
-                    .update(page_key(job, page_no), Bytes::from(encode(&page)), revision)
-                    .await
-                {
-                    Ok(_) => {
-                        changed.extend(now);
-                        break;
-                    }
-                    Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
-                    Err(e) => {
-                        return Err(e)
-                            .with_context(|| format!("updating task page {page_no} of {job}"));
-                    }
+                if self.put_page(job, page_no, &page, revision).await? {
+                    changed.extend(now);
+                    break;
                 }
             }
         }
@@ -311,6 +360,62 @@ impl Ledger {
     /// Task counts.
     pub async fn counts(&self, job: &JobId, tasks: u32) -> anyhow::Result<Counts> {
         Ok(Counts::of(&self.slots(job, tasks).await?))
+    }
+
+    /// The job's tasks by state, read from its pages' tally headers alone: one small
+    /// message a page, streamed by one consumer, whatever the job's size. A page written
+    /// before tallies (or not yet written by its planner) is counted from its slots (or as
+    /// queued).
+    pub async fn tally(&self, job: &JobId, tasks: u32) -> anyhow::Result<Tally> {
+        let pages = page_count(tasks);
+        let mut found: Vec<Option<Tally>> = vec![None; pages as usize];
+        if pages > 4 {
+            let config = jetstream::consumer::pull::OrderedConfig {
+                filter_subject: format!("{}{job}.*", self.kv.prefix),
+                deliver_policy: jetstream::consumer::DeliverPolicy::LastPerSubject,
+                headers_only: true,
+                ..Default::default()
+            };
+            let what = format!("the task counts of {job}");
+            each_stored(&self.kv.stream, config, &what, |msg| {
+                let page_no = msg
+                    .subject
+                    .rsplit('.')
+                    .next()
+                    .and_then(|t| t.strip_prefix('p')?.parse::<u32>().ok());
+                let tally = msg
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get(TALLY_HEADER))
+                    .and_then(|v| Tally::parse(v.as_str()).ok());
+                if let Some(at) = page_no.filter(|&n| n < pages)
+                    && !is_delete_marker(msg)
+                {
+                    found[at as usize] = tally;
+                }
+            })
+            .await?;
+        }
+        let mut total = Tally::default();
+        for (page_no, tally) in (0..pages).zip(found) {
+            let tally = match tally {
+                Some(tally) => tally,
+                None => match self.kv.entry(page_key(job, page_no)).await? {
+                    Some(entry) if entry.operation == kv::Operation::Put => {
+                        let page: Page = decode(&entry.value).map_err(|e| {
+                            anyhow::anyhow!("task page {page_no} of {job} is unreadable: {e}")
+                        })?;
+                        Tally::of(&page.slots)
+                    }
+                    _ => Tally {
+                        queued: (tasks - page_no * PAGE_SIZE).min(PAGE_SIZE),
+                        ..Tally::default()
+                    },
+                },
+            };
+            total.merge(&tally);
+        }
+        Ok(total)
     }
 
     /// Whether every slot in the page of task `index` has ended (a cheap first check before

@@ -313,3 +313,28 @@ pub async fn stop_renders(client: &async_nats::Client, job: &JobId) -> anyhow::R
         .await
         .with_context(|| format!("broadcasting the cancel of {job}"))
 }
+
+/// Publishes a chunk of attempt `attempt`'s log lines of task `task` (index `index`) of
+/// `job` to the logs stream, without waiting: a chunk lost costs a follower some lines,
+/// never the stored log. `end` marks the attempt's last chunk.
+pub async fn log_chunk(
+    client: &async_nats::Client,
+    job: &JobId,
+    task: (u32, &crate::core::plan::TaskId),
+    attempt: u32,
+    text: String,
+    end: bool,
+) {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(protocol::LOG_TASK_HEADER, task.1.as_str());
+    if end {
+        headers.insert(protocol::LOG_END_HEADER, "1");
+    }
+    let subject = protocol::log_subject(job, task.0, attempt);
+    if let Err(e) = client
+        .publish_with_headers(subject, headers, Bytes::from(text))
+        .await
+    {
+        tracing::debug!(error = %e, "streaming log lines");
+    }
+}

@@ -41,7 +41,10 @@ pub const WORKERS_GROUP: &str = "workers";
 /// JetStream's MAX_DELIVERIES advisories about tasks, kept until a collector handles them.
 pub const ADVISORIES_STREAM: &str = "TESSERA_ADVISORIES";
 
-const STREAM_FILES: [(&str, &str); 4] = [
+/// Renderer output streamed while attempts run (`tessera logs --follow`), kept an hour.
+pub const LOGS_STREAM: &str = "TESSERA_LOGS";
+
+const STREAM_FILES: [(&str, &str); 5] = [
     (
         "TESSERA_JOBS.json",
         include_str!("../../../streams/TESSERA_JOBS.json"),
@@ -57,6 +60,10 @@ const STREAM_FILES: [(&str, &str); 4] = [
     (
         "TESSERA_ADVISORIES.json",
         include_str!("../../../streams/TESSERA_ADVISORIES.json"),
+    ),
+    (
+        "TESSERA_LOGS.json",
+        include_str!("../../../streams/TESSERA_LOGS.json"),
     ),
 ];
 const BUCKET_FILES: [(&str, &str); 5] = [
@@ -426,6 +433,10 @@ pub struct TaskQueue {
     pub renderer: RendererKind,
     /// Whether it is paused (`tessera pause`).
     pub paused: bool,
+    /// Tasks waiting in it (when it was read).
+    pub pending: u64,
+    /// Tasks delivered to a worker and not yet acknowledged.
+    pub delivered: u64,
 }
 
 /// Every task queue that has a consumer, with whether it is paused.
@@ -446,6 +457,8 @@ pub async fn task_queues(js: &jetstream::Context) -> anyhow::Result<Vec<TaskQueu
                 priority,
                 renderer,
                 paused: info.paused,
+                pending: info.num_pending,
+                delivered: info.num_ack_pending as u64,
             })
         })
         .collect();
@@ -548,7 +561,12 @@ mod tests {
     #[test]
     fn definitions_parse() {
         let streams = stream_configs().unwrap();
-        assert_eq!(streams.len(), 4);
+        assert_eq!(streams.len(), 5);
+        // Streamed logs are kept an hour, within a bound, oldest dropped first.
+        let logs = &streams[4];
+        assert_eq!(logs.name, LOGS_STREAM);
+        assert_eq!(logs.max_age, std::time::Duration::from_secs(3600));
+        assert_eq!(logs.max_bytes, 1 << 30);
         let buckets = bucket_configs().unwrap();
         assert_eq!(buckets[0].bucket, JOBS_BUCKET);
         assert_eq!(buckets[1].bucket, COLLECTORS_BUCKET);

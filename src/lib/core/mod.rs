@@ -18,5 +18,6 @@ pub mod raster;
 pub mod sequence;
 pub mod state;
 pub mod stitch;
+pub mod tally;
 pub mod tiles;
 pub mod version;

@@ -69,6 +69,11 @@ fn layer_count(job: &Job) -> u32 {
     job.layers.len().max(1) as u32
 }
 
+/// How many tasks each chunk of frames makes: its layers times its tiles.
+pub fn tasks_per_chunk(job: &Job) -> u32 {
+    layer_count(job) * tile_count(job)
+}
+
 /// How many tasks the job makes (validation keeps it at most 1,000,000).
 pub fn task_count(job: &Job) -> u32 {
     job.frames.chunk_count(job.chunk) as u32 * layer_count(job) * tile_count(job)

@@ -152,6 +152,27 @@ impl JobState {
     }
 }
 
+impl std::str::FromStr for JobState {
+    type Err = String;
+
+    /// `queued`, `running`, `done`, `failed` or `canceled` (`active` is not one: it is
+    /// queued or running).
+    fn from_str(name: &str) -> Result<JobState, String> {
+        [
+            JobState::Queued,
+            JobState::Running,
+            JobState::Done,
+            JobState::Failed,
+            JobState::Canceled,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == name)
+        .ok_or_else(|| {
+            format!("{name:?} is not a job state: queued, running, done, failed or canceled")
+        })
+    }
+}
+
 /// The job record in KV (key `<job>`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobRecord {

@@ -49,6 +49,14 @@ pub async fn end_job(
     if !changed && record.state != state {
         return Ok(()); // it ended otherwise already
     }
+    if changed {
+        crate::metrics::METRICS
+            .jobs_ended
+            .get_or_create(&crate::metrics::StateLabel {
+                state: state.as_str().into(),
+            })
+            .inc();
+    }
     // Whatever is left of the job in the queue goes: queued tasks of a failed or canceled
     // job, late duplicates (a lost ack's redelivery) of a done one.
     streams::purge_job_tasks(&deps.js, &job.id).await?;

@@ -125,9 +125,14 @@ pub async fn run(
     let stall = request.task.stall_ms.map(Duration::from_millis);
     let mut last_output = tokio::time::Instant::now();
     let log = request.log.clone();
+    // The last thing it said, for the reason of a failed exit.
+    let mut last_said: Option<String> = None;
     let mut each = |line: Line<'_>| {
         if !line.redraw {
             log.line(line.text);
+            if !line.text.trim().is_empty() {
+                last_said = Some(line.text.trim().chars().take(LAST_LINE_CHARS).collect());
+            }
         }
         on_line(line);
     };
@@ -190,14 +195,20 @@ pub async fn run(
     let status =
         status.map_err(|e| RenderError::Failed(format!("waiting for the renderer: {e}")))?;
     if status.success() {
-        Ok(())
-    } else {
-        Err(RenderError::Failed(match status.code() {
-            Some(code) => format!("{:?} exited with code {code}", argv[0]),
-            None => format!("{:?} was killed by a signal", argv[0]),
-        }))
+        return Ok(());
     }
+    let mut why = match status.code() {
+        Some(code) => format!("{:?} exited with code {code}", argv[0]),
+        None => format!("{:?} was killed by a signal", argv[0]),
+    };
+    if let Some(said) = last_said {
+        why.push_str(&format!(" (its last line: {said})"));
+    }
+    Err(RenderError::Failed(why))
 }
+
+/// How much of a failed renderer's last line its failure quotes.
+const LAST_LINE_CHARS: usize = 200;
 
 #[cfg(test)]
 mod tests {

@@ -94,13 +94,31 @@ struct LogText {
     tail: std::collections::VecDeque<String>,
     tail_bytes: usize,
     dropped: u64,
+    /// Where each line also goes as it is written (`tessera logs --follow`).
+    live: Option<tokio::sync::mpsc::UnboundedSender<String>>,
 }
 
 impl Log {
+    /// A log whose lines are also sent to `live` as they are written, until
+    /// [`Log::end_live`].
+    pub fn live(live: tokio::sync::mpsc::UnboundedSender<String>) -> Log {
+        let log = Log::default();
+        log.0.lock().unwrap_or_else(|e| e.into_inner()).live = Some(live);
+        log
+    }
+
+    /// Stops sending lines live (the receiver then sees the channel close).
+    pub fn end_live(&self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).live = None;
+    }
+
     /// Appends a line.
     pub fn line(&self, text: impl AsRef<str>) {
         let text = text.as_ref();
         let mut log = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(live) = &log.live {
+            let _ = live.send(text.to_string());
+        }
         if log.dropped == 0 && log.tail.is_empty() && log.head.len() + text.len() < LOG_KEEP {
             log.head.push_str(text);
             log.head.push('\n');

@@ -46,6 +46,9 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let mut submissions = Puller::new(streams::planner_consumer(&deps.js).await?, 1);
+    if crate::metrics::METRICS.is_served() {
+        tokio::spawn(gauge_queues(deps.js.clone(), shutdown.clone()));
+    }
     tracing::info!("planner ready");
     let mut planner = Planner {
         deps,
@@ -56,6 +59,46 @@ pub async fn run(
     consume::serve(&mut submissions, &shutdown, "a submission", &mut planner).await;
     tracing::info!("planner stopped");
     Ok(())
+}
+
+/// How often the planner reads the task queues' depths for the metrics.
+const QUEUES_GAUGED_EVERY: Duration = Duration::from_secs(5);
+
+/// Sets the queue gauges (`tessera_queue_depth`, `tessera_queue_running`) from the task
+/// consumers every [`QUEUES_GAUGED_EVERY`], until `shutdown`.
+async fn gauge_queues(js: async_nats::jetstream::Context, shutdown: CancellationToken) {
+    let metrics = &crate::metrics::METRICS;
+    let mut every = tokio::time::interval(QUEUES_GAUGED_EVERY);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        let queues = match streams::task_queues(&js).await {
+            Ok(queues) => queues,
+            Err(e) => {
+                tracing::debug!(error = %e, "reading the task queues for the metrics");
+                continue;
+            }
+        };
+        let mut depths = std::collections::HashMap::new();
+        for q in &queues {
+            let labels = crate::metrics::QueueLabels::of(&q.class, q.priority, q.renderer);
+            let sums: &mut (u64, u64) = depths.entry(labels).or_default();
+            sums.0 += q.pending;
+            sums.1 += q.delivered;
+        }
+        for (labels, (pending, delivered)) in depths {
+            metrics
+                .queue_depth
+                .get_or_create(&labels)
+                .set(pending as i64);
+            metrics
+                .queue_running
+                .get_or_create(&labels)
+                .set(delivered as i64);
+        }
+    }
 }
 
 /// The planner's handler of submissions.

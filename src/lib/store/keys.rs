@@ -134,8 +134,19 @@ pub fn is_published(key: &str) -> bool {
     key.starts_with(VERSIONS) || key == VERSIONS.trim_end_matches('/')
 }
 
+/// `jobs/<job>/preview/`: every preview of a job.
+pub fn previews_prefix(job: &JobId) -> String {
+    format!("jobs/{job}/preview/")
+}
+
+/// `<folder><name>`: file `name` (a relative path, checked by the caller) in an outputs
+/// folder from [`outputs_folder`].
+pub fn in_folder(folder: &str, name: &str) -> String {
+    format!("{folder}{name}")
+}
+
 /// `jobs/<job>/preview/<name>.png`: a small picture of a tiled frame stitched so far,
 /// refreshed as its tiles land (`name` is the output's name without its extension).
 pub fn preview(job: &JobId, name: &str) -> String {
-    format!("jobs/{job}/preview/{name}.png")
+    format!("{}{name}.png", previews_prefix(job))
 }

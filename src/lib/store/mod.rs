@@ -121,6 +121,8 @@ impl Store {
                 })
             }
             "s3" => {
+                // The HTTPS client runs on the process's rustls provider: ring.
+                let _ = rustls::crypto::ring::default_provider().install_default();
                 let bucket = parsed
                     .host_str()
                     .filter(|b| !b.is_empty())

@@ -18,7 +18,7 @@ pub(crate) const PATIENCE: Duration = Duration::from_secs(90);
 mod servers;
 mod waiting;
 
-pub(crate) use servers::{Nats, Proc, S3};
+pub(crate) use servers::{Nats, Proc, S3, free_port};
 pub(crate) use waiting::{
     attempt_logs, events_of, eventually, exits_within, stream_messages, tasks_done, wait_event,
     wait_events,

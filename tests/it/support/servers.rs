@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tessera::store::Store;
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

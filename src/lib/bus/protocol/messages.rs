@@ -456,6 +456,9 @@ pub struct WorkerInfo {
     pub slots: u32,
     /// Running attempts, as `<job>/<task>`.
     pub running: Vec<String>,
+    /// How far each running attempt is, 0 to 1 (`progress[i]` is `running[i]`'s).
+    #[serde(default)]
+    pub progress: Vec<f32>,
     /// The deliveries it holds, so that they can be handed back when its lease expires.
     #[serde(default)]
     pub deliveries: Vec<Delivery>,

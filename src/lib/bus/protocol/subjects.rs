@@ -125,6 +125,9 @@ pub fn parse_event_job(subject: &str) -> Option<JobId> {
     JobId::parse(rest.split('.').next()?).ok()
 }
 
+/// Every event of every job, as the events stream stores them.
+pub const EVERY_STORED_EVENT: &str = "tessera.events.>";
+
 /// Every job-level event of every job (`job.accepted`, `job.done`, …).
 pub const EVERY_JOB_LEVEL_EVENT: &str = "tessera.events.*.job.>";
 
@@ -314,3 +317,30 @@ pub fn retried_msg_id(job: &JobId, incarnation: &str, generation: u32) -> String
 pub fn end_msg_id(job: &JobId, incarnation: &str, kind: &str, finished_ms: u64) -> String {
     format!("{job}:{incarnation}:{kind}:{finished_ms}")
 }
+
+/// The subject attempt `attempt` of task `index` of `job` streams its log on.
+pub fn log_subject(job: &JobId, index: u32, attempt: u32) -> String {
+    format!("tessera.logs.{job}.{index}.{attempt}")
+}
+
+/// The streamed logs of `job`: every task's, task `index`'s, or one attempt's.
+pub fn log_filter(job: &JobId, index: Option<u32>, attempt: Option<u32>) -> String {
+    match (index, attempt) {
+        (Some(index), Some(attempt)) => log_subject(job, index, attempt),
+        (Some(index), None) => format!("tessera.logs.{job}.{index}.*"),
+        (None, _) => format!("tessera.logs.{job}.>"),
+    }
+}
+
+/// The task index and attempt of a streamed log's subject.
+pub fn parse_log_subject(subject: &str) -> Option<(u32, u32)> {
+    let mut tokens = subject.strip_prefix("tessera.logs.")?.rsplit('.');
+    let attempt = tokens.next()?.parse().ok()?;
+    let index = tokens.next()?.parse().ok()?;
+    Some((index, attempt))
+}
+
+/// The header naming a streamed log chunk's task id.
+pub const LOG_TASK_HEADER: &str = "Tessera-Task";
+/// The header of an attempt's last log chunk.
+pub const LOG_END_HEADER: &str = "Tessera-Log-End";

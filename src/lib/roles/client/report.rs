@@ -11,6 +11,7 @@ use crate::bus::streams::{self, TaskQueue};
 use crate::config::Deps;
 use crate::core::job::{Job, JobId};
 use crate::core::state::Counts;
+use crate::core::tally::Tally;
 use crate::store::keys;
 
 /// What `tessera status --json` prints.
@@ -46,6 +47,89 @@ pub struct Status {
     /// The job it runs after frame by frame (`after_frames`), and where that one stands.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after_frames: Option<String>,
+    /// Its tasks by state (waiting, held and queued apart).
+    #[serde(default)]
+    pub by_state: Tally,
+    /// Its hardware class, priority (as changed by `tessera priority`) and renderer.
+    #[serde(default)]
+    pub class: String,
+    /// See `class`.
+    #[serde(default)]
+    pub priority: String,
+    /// See `class`.
+    #[serde(default)]
+    pub renderer: String,
+    /// When it was accepted, its first task started and it ended (ms since the epoch).
+    #[serde(default)]
+    pub created_ms: u64,
+    /// See `created_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_ms: Option<u64>,
+    /// See `created_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_ms: Option<u64>,
+    /// The folder its outputs are written into (its version's, when it publishes one).
+    #[serde(default)]
+    pub outputs_folder: String,
+    /// Its published version (`shot010/lighting v003`), if it names an output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Attempts that failed, oldest first: retried (`retried: true`) or for good.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<Failure>,
+}
+
+/// One failed attempt, from its `task.retry` or `task.failed` event.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct Failure {
+    /// The task.
+    pub task: String,
+    /// The attempt that failed.
+    pub attempt: u32,
+    /// The worker it ran on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+    /// Why.
+    pub reason: String,
+    /// Whether the task was tried again (else it failed for good).
+    pub retried: bool,
+    /// When (ms since the epoch).
+    pub time_ms: u64,
+}
+
+impl Failure {
+    /// The failure an event reports, if it reports one.
+    pub fn of(event: &Event) -> Option<Failure> {
+        let retried = match event.kind {
+            EventKind::TaskRetry => true,
+            EventKind::TaskFailed => false,
+            _ => return None,
+        };
+        Some(Failure {
+            task: event.task.as_ref().map_or("?".into(), |t| t.to_string()),
+            attempt: event.attempt.unwrap_or(0),
+            worker: event.worker.clone(),
+            reason: event
+                .message
+                .clone()
+                .unwrap_or_else(|| "no reason given".into()),
+            retried,
+            time_ms: event.time_ms,
+        })
+    }
+}
+
+/// The failed attempts of `job`, oldest first: its stored `task.retry` and `task.failed`
+/// events only, never the rest of its events.
+pub async fn failures(deps: &Deps, job: &JobId) -> anyhow::Result<Vec<Failure>> {
+    let mut out = Vec::new();
+    for kind in [EventKind::TaskRetry, EventKind::TaskFailed] {
+        let subject = protocol::stored_event_subject(job.as_str(), kind);
+        let events = crate::bus::history::stored(&deps.js, subject).await?;
+        out.extend(events.iter().filter_map(Failure::of));
+    }
+    out.sort_by_key(|f| f.time_ms);
+    Ok(out)
 }
 
 /// Where job `job` stands, for a job waiting for it.
@@ -125,7 +209,7 @@ pub async fn why_job_waits(deps: &Deps, job: &JobId) -> anyhow::Result<Option<St
 }
 
 /// Calls `say` with why `job` waits whenever that changes, checking every [`EXPLAIN_EVERY`]
-/// from the start; runs until dropped (beside [`wait`](super::follow::wait)).
+/// from the start; runs until dropped (beside [`watch`](super::follow::watch)).
 pub async fn explain_waits(
     deps: &Deps,
     job: &JobId,
@@ -171,14 +255,26 @@ pub async fn status(deps: &Deps, job: &JobId) -> anyhow::Result<Status> {
                 alone: false,
                 waiting_for: Vec::new(),
                 after_frames: None,
+                by_state: Tally::default(),
+                class: String::new(),
+                priority: String::new(),
+                renderer: String::new(),
+                created_ms: event.time_ms,
+                started_ms: None,
+                finished_ms: Some(event.time_ms),
+                outputs_folder: String::new(),
+                version: None,
+                failures: Vec::new(),
             });
         }
         anyhow::bail!("no job {job}");
     };
-    let tasks = deps.ledger.counts(job, record.tasks).await?;
+    let by_state = deps.ledger.tally(job, record.tasks).await?;
+    let tasks = by_state.counts();
     let folder = keys::outputs_folder(job, record.spec.output.as_deref(), record.version);
     let mut outputs = deps.store.list(&folder).await?;
     outputs.retain(|key| !keys::is_version_record(&folder, key));
+    let valid = record.job().ok();
     let mut message = record.message.clone();
     let upstream = match record.spec.after_frames.as_deref().map(JobId::parse) {
         Some(Ok(upstream)) => Some(upstream),
@@ -198,11 +294,12 @@ pub async fn status(deps: &Deps, job: &JobId) -> anyhow::Result<Status> {
         ));
     } else if !record.state.is_terminal()
         && tasks.queued > 0
-        && let Ok(valid) = record.job()
+        && let Some(valid) = &valid
     {
         let queues = streams::task_queues(&deps.js).await?;
-        message = why_waiting(&valid, &workers(deps).await?, &queues).or(message);
+        message = why_waiting(valid, &workers(deps).await?, &queues).or(message);
     }
+    let [class, priority, renderer] = super::jobs::queue_names(valid.as_ref());
     Ok(Status {
         id: job.to_string(),
         name: record.spec.name.clone().unwrap_or_else(|| job.to_string()),
@@ -215,6 +312,21 @@ pub async fn status(deps: &Deps, job: &JobId) -> anyhow::Result<Status> {
         alone: record.alone,
         waiting_for: record.waiting_for.iter().map(JobId::to_string).collect(),
         after_frames: upstream.map(|j| j.to_string()),
+        by_state,
+        class,
+        priority,
+        renderer,
+        created_ms: record.created_ms,
+        started_ms: record.started_ms,
+        finished_ms: record.finished_ms,
+        version: match (&record.spec.output, record.version) {
+            (Some(name), Some(number)) => {
+                Some(format!("{name} {}", crate::core::version::label(number)))
+            }
+            _ => None,
+        },
+        outputs_folder: folder,
+        failures: failures(deps, job).await?,
     })
 }
 

@@ -5,7 +5,8 @@
 //! are read back from the store, so the in-memory state is only ever a speed-up. A frame
 //! stored completes its composite, if it has one (`composite`).
 
-use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -33,6 +34,10 @@ const PREVIEW_SIDE: u32 = 1024;
 /// are dropped, and their tiles are read back from the store when their frame completes.
 pub(super) struct Stitching {
     canvases: HashMap<(JobId, u32, u32), InProgress>,
+    /// Frames whose canvas was dropped for the budget: a new canvas for one of them is
+    /// not filled from the store (that would read a frame's tiles again at every tile
+    /// while memory is short); its preview shows only the tiles placed since.
+    dropped: HashSet<(JobId, u32, u32)>,
     budget: u64,
 }
 
@@ -41,6 +46,7 @@ impl Stitching {
     pub(super) fn new(budget: u64) -> Stitching {
         Stitching {
             canvases: HashMap::new(),
+            dropped: HashSet::new(),
             budget,
         }
     }
@@ -60,12 +66,14 @@ impl Stitching {
                 .map(|(k, _)| k.clone())
                 .expect("not empty");
             self.canvases.remove(&oldest);
+            self.dropped.insert(oldest);
         }
     }
 
     /// Drops the canvases of `job`.
     pub(super) fn forget(&mut self, job: &str) {
         self.canvases.retain(|(id, _, _), _| id.as_str() != job);
+        self.dropped.retain(|(id, _, _)| id.as_str() != job);
     }
 }
 
@@ -151,15 +159,32 @@ pub(super) async fn stitch_tile(
         {
             continue; // assembled already (a redelivered event)
         }
-        let entry = stitching.canvases.entry(key).or_insert_with(|| InProgress {
-            canvas: new_canvas(job, grid, group.len(), &part),
-            touched: Instant::now(),
-            previewed: None,
-        });
-        entry
-            .canvas
-            .place(slot, &tile, &part)
-            .map_err(|e| anyhow::anyhow!("tile {} of frame {frame}: {e}", task.id))?;
+        let misplaced = |e| anyhow::anyhow!("tile {} of frame {frame}: {e}", task.id);
+        let entry = match stitching.canvases.entry(key) {
+            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Vacant(vacant) => {
+                let mut fresh = new_canvas(job, grid, group.len(), &part);
+                fresh.place(slot, &tile, &part).map_err(misplaced)?;
+                let mut canvas = Some(fresh);
+                // A collector that restarted or took the job's partition over previews the
+                // whole frame so far (usually there is nothing else done yet). Not a frame
+                // whose canvas was dropped for the budget: that would read its tiles again
+                // at every tile while memory is short.
+                if !stitching.dropped.contains(vacant.key()) {
+                    let slots = deps.ledger.slots_of(&job.id, group.clone()).await?;
+                    place_stored_tiles(deps, job, group.clone(), &slots, frame, &mut canvas)
+                        .await?
+                        .into_iter()
+                        .for_each(|missing| tracing::debug!(%missing, "not in the preview"));
+                }
+                vacant.insert(InProgress {
+                    canvas: canvas.expect("made just above"),
+                    touched: Instant::now(),
+                    previewed: None,
+                })
+            }
+        };
+        entry.canvas.place(slot, &tile, &part).map_err(misplaced)?;
         entry.touched = Instant::now();
         if !entry.canvas.complete()
             && entry
@@ -172,6 +197,45 @@ pub(super) async fn stitch_tile(
     }
     stitching.fit_budget();
     Ok(())
+}
+
+/// Places in `canvas` (made from the first tile read when there is none) the tiles of
+/// `frame` that it lacks and whose slots in `slots` (of `group`) are done, read back from
+/// the store. Returns why tiles it could not read are left out (no longer stored, or not
+/// an image); an error is the store's.
+async fn place_stored_tiles(
+    deps: &Deps,
+    job: &Job,
+    group: std::ops::Range<u32>,
+    slots: &[TaskSlot],
+    frame: u32,
+    canvas: &mut Option<Canvas>,
+) -> anyhow::Result<Vec<String>> {
+    let Some(grid) = job.tiles else {
+        return Ok(Vec::new());
+    };
+    let mut missing = Vec::new();
+    let tiles = group.len();
+    for ((i, task_index), slot) in group.enumerate().zip(slots) {
+        if slot.state() != TaskState::Done || canvas.as_ref().is_some_and(|c| c.has(i)) {
+            continue;
+        }
+        let task = plan::task(job, task_index);
+        let tile = task.tile.expect("tiled jobs plan tiles");
+        let part =
+            match read_tile(deps, job, task_index, slot.attempt(), frame, tile.render).await? {
+                Ok(part) => part,
+                Err(reason) => {
+                    missing.push(reason);
+                    continue;
+                }
+            };
+        canvas
+            .get_or_insert_with(|| new_canvas(job, grid, tiles, &part))
+            .place(i, &tile, &part)
+            .map_err(|e| anyhow::anyhow!("tile {} of frame {frame}: {e}", task.id))?;
+    }
+    Ok(missing)
 }
 
 /// An empty canvas for a frame of `job`, in the pixel type of its first tile, `part`.
@@ -228,9 +292,10 @@ pub(super) async fn assemble(
     }
     let first = plan::task(job, group.start);
     for &frame in &first.frames {
+        let began = std::time::Instant::now();
         let name = output_name(job, first.layer, frame);
         let target = keys::output(job, &name);
-        let Some(grid) = job.tiles else {
+        if job.tiles.is_none() {
             let file = frame_file_name(frame, job.image.format.extension());
             let source = keys::attempt_output(&job.id, &first.id, slots[0].attempt(), &file);
             // Copied unless there already (a redelivered event, whose part may be gone).
@@ -239,11 +304,14 @@ pub(super) async fn assemble(
                 .await
                 .with_context(|| format!("frame {frame}"))?;
             remove_parts(deps, job, group.clone(), &slots, frame).await?;
+            crate::metrics::METRICS.assembled("frame", began.elapsed());
             continue;
-        };
-        let in_memory = stitching
-            .as_deref_mut()
-            .and_then(|s| s.canvases.remove(&(job.id.clone(), group.start, frame)));
+        }
+        let key = (job.id.clone(), group.start, frame);
+        let in_memory = stitching.as_deref_mut().and_then(|s| {
+            s.dropped.remove(&key);
+            s.canvases.remove(&key)
+        });
         if deps.store.exists(&target).await? {
             remove_parts(deps, job, group.clone(), &slots, frame).await?;
             continue;
@@ -251,20 +319,12 @@ pub(super) async fn assemble(
         // Tiles this collector has not placed (it restarted, shares the work with another
         // collector, or dropped the canvas) are read back from the store.
         let mut canvas = in_memory.map(|e| e.canvas);
-        for (i, task_index) in group.clone().enumerate() {
-            if canvas.as_ref().is_some_and(|c| c.has(i)) {
-                continue;
-            }
-            let task = plan::task(job, task_index);
-            let size = task.tile.expect("tiled jobs plan tiles").render;
-            // Checked when its task turned done, so an error here is the store's.
-            let part = read_tile(deps, job, task_index, slots[i].attempt(), frame, size)
-                .await?
-                .map_err(anyhow::Error::msg)?;
-            let canvas = canvas.get_or_insert_with(|| new_canvas(job, grid, group.len(), &part));
-            canvas
-                .place(i, &task.tile.expect("tiled jobs plan tiles"), &part)
-                .map_err(|e| anyhow::anyhow!("tile {} of frame {frame}: {e}", task.id))?;
+        // Each tile was checked when its task turned done, so one missing now is the store's
+        // fault: the event is tried again.
+        let missing =
+            place_stored_tiles(deps, job, group.clone(), &slots, frame, &mut canvas).await?;
+        if let Some(reason) = missing.into_iter().next() {
+            anyhow::bail!(reason);
         }
         let canvas = canvas.expect("a group has at least one tile");
         let format = job.image.format;
@@ -285,6 +345,7 @@ pub(super) async fn assemble(
             write_preview(deps, job, &name, preview),
         )?;
         remove_parts(deps, job, group.clone(), &slots, frame).await?;
+        crate::metrics::METRICS.assembled("frame", began.elapsed());
     }
     // Its frames are stored: a composite they complete is made now.
     let composited =

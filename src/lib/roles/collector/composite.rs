@@ -20,6 +20,7 @@ pub(super) async fn composite_frame(deps: &Deps, job: &Job, frame: u32) -> anyho
     let Some(spec) = &job.composite else {
         return Ok(());
     };
+    let began = std::time::Instant::now();
     let mut missing: Vec<(ImageFormat, String)> = Vec::new();
     for &format in &spec.formats {
         let key = keys::output(job, &composite_name(spec, frame, format));
@@ -69,6 +70,7 @@ pub(super) async fn composite_frame(deps: &Deps, job: &Job, frame: u32) -> anyho
     for ((_, key), bytes) in missing.iter().zip(encoded) {
         deps.store.put_if_absent(key, Bytes::from(bytes)).await?;
     }
+    crate::metrics::METRICS.assembled("composite", began.elapsed());
     tracing::debug!(job = %job.id, frame, "composited");
     Ok(())
 }

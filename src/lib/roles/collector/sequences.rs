@@ -142,8 +142,9 @@ async fn encode_and_end(deps: &Deps, job: &Job) -> anyhow::Result<()> {
         if wanted.is_empty() {
             continue;
         }
+        let began = std::time::Instant::now();
         match write_sequence(deps, job, &sequence, &wanted).await {
-            Ok(()) => {}
+            Ok(()) => crate::metrics::METRICS.assembled("sequence", began.elapsed()),
             Err(Failure::Job(why)) => {
                 failure = Some(why);
                 break;

@@ -38,6 +38,8 @@ pub(super) struct Attempt<'a> {
     pub(super) log: &'a Log,
     /// How it is stopped (cancel, timeout, shutdown).
     pub(super) stop: &'a Stop,
+    /// How far the renderer is, in millionths (the lease shows it).
+    pub(super) progress: &'a Arc<AtomicU32>,
 }
 
 /// Checks a renderer's output before it is uploaded: never empty, and an image of the
@@ -98,6 +100,7 @@ pub(super) async fn run(
         work,
         log,
         stop,
+        progress: attempt_progress,
     } = at;
     let failed = |e: String| (Outcome::Failed, e);
     let renderer = shared.renderers.get(&task.renderer).ok_or_else(|| {
@@ -122,7 +125,7 @@ pub(super) async fn run(
         ),
         None => None,
     };
-    let progress = Arc::new(AtomicU32::new(0));
+    let progress = attempt_progress.clone();
     let mut reported = 0;
     let request = Request {
         task: task.clone(),

@@ -41,6 +41,8 @@ pub struct WorkerConfig {
     pub max_deliver: Option<i64>,
     /// A burst worker takes a task only while at least this many wait in its queue.
     pub burst: Option<usize>,
+    /// How long a burst worker leaves new work to the farm's own idle workers.
+    pub burst_defer: Duration,
     /// How fast the machine renders, relative to the farm's usual one (1): key tasks go to
     /// the fastest idle workers first.
     pub speed: f64,
@@ -106,6 +108,15 @@ pub struct WorkerArgs {
     /// or spot machines, workstations at night: they help only when the farm is behind).
     #[arg(long, env = "TESSERA_BURST", value_name = "N")]
     pub burst: Option<usize>,
+    /// How long a burst worker leaves new work to the farm's own idle workers before it
+    /// takes a task itself (a busy or slow farm takes longer to pull).
+    #[arg(
+        long,
+        env = "TESSERA_BURST_DEFER",
+        default_value = "1s",
+        value_name = "DURATION"
+    )]
+    pub burst_defer: String,
     /// How fast this machine renders relative to the farm's usual one, e.g. "2" for twice
     /// as fast: the frames a job asks for first go to the fastest idle workers.
     #[arg(long, env = "TESSERA_SPEED", default_value_t = 1.0)]
@@ -232,6 +243,7 @@ impl TryFrom<&WorkerArgs> for WorkerConfig {
                 Some(0) => anyhow::bail!("--burst must be at least 1 (or absent)"),
                 other => other,
             },
+            burst_defer: duration("burst-defer", &args.burst_defer)?,
             speed: match args.speed {
                 s if s.is_finite() && (1e-3..=1e3).contains(&s) => s,
                 s => anyhow::bail!("--speed {s}: give a factor from 0.001 to 1000 (1: usual)"),

@@ -19,6 +19,7 @@ use crate::bus::protocol::{self, Delivery, Event, EventKind, TaskMessage};
 use crate::bus::publish::{self, Pending};
 use crate::bus::registry;
 use crate::core::job::JobId;
+use crate::metrics::{DispatchLabels, QueueLabels, RenderLabels};
 use crate::render::{BoxFuture, Log};
 use crate::store::keys;
 
@@ -162,7 +163,10 @@ async fn render(
             .unwrap_or_default(),
         incarnation: task.incarnation.clone(),
     };
-    let running = shared.attempts.start(delivery, stop.clone());
+    let progress = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let running = shared
+        .attempts
+        .start(delivery, stop.clone(), progress.clone());
     // The lease is rewritten by the heartbeat, which folds the starts and ends of every
     // slot into one write; `task.started` goes out without waiting, and its storage is
     // confirmed before the attempt is reported (both take a round trip off every task).
@@ -172,8 +176,40 @@ async fn render(
         started.push(publish::event_pending(&shared.deps.js, &event, None).await);
     }
     let began = std::time::Instant::now();
+    let metrics = &crate::metrics::METRICS;
+    let labels = queue_labels(msg, task);
+    metrics
+        .started
+        .get_or_create(&labels)
+        .inc_by(started.len() as u64);
+    if attempt == 1
+        && let Ok(info) = msg.info()
+    {
+        let stored_ns = info.published.unix_timestamp_nanos();
+        let now_ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i128);
+        let waited = (now_ns - stored_ns).max(0) as f64 / 1e9;
+        metrics
+            .dispatch
+            .get_or_create(&DispatchLabels {
+                class: labels.class.clone(),
+                priority: labels.priority.clone(),
+            })
+            .observe(waited);
+    }
+    metrics.slots("busy", 1);
+    metrics.slots("free", -1);
 
-    let log = Log::default();
+    let (live, lines) = tokio::sync::mpsc::unbounded_channel();
+    let log = Log::live(live);
+    let streaming = tokio::spawn(stream_log(
+        shared.deps.client.clone(),
+        task.job.clone(),
+        (task.index, task.task.clone()),
+        attempt,
+        lines,
+    ));
     let work = shared.config.cache_dir.join("work").join(format!(
         "{}-{}-{}-{}",
         task.job,
@@ -190,10 +226,20 @@ async fn render(
             work: &work,
             log: &log,
             stop: &stop,
+            progress: &progress,
         },
     )
     .await;
     let frame_ms = (began.elapsed().as_millis() as u64) / task.frames.len().max(1) as u64;
+    metrics.slots("busy", -1);
+    metrics.slots("free", 1);
+    metrics
+        .render
+        .get_or_create(&RenderLabels {
+            class: labels.class.clone(),
+            renderer: labels.renderer.clone(),
+        })
+        .observe(began.elapsed().as_secs_f64());
     shared.attempts.end(&task.job, running);
     shared.lease_changed.notify_one();
     let (outcome, message, outputs) = match result {
@@ -206,6 +252,8 @@ async fn render(
     if outcome == Outcome::Failed {
         shared.failures.add(&task.job);
     }
+    log.end_live();
+    let _ = streaming.await;
     Rendered {
         attempt,
         started,
@@ -215,6 +263,70 @@ async fn render(
         outcome,
         message,
         outputs,
+    }
+}
+
+/// How long a streamed log chunk gathers lines, and how large it grows at most.
+const LOG_CHUNK_TIME: std::time::Duration = std::time::Duration::from_millis(250);
+const LOG_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Streams an attempt's log lines as they are written, in chunks of at most
+/// [`LOG_CHUNK_TIME`], until the log stops sending; then an empty last chunk marked as the
+/// end.
+async fn stream_log(
+    client: async_nats::Client,
+    job: JobId,
+    task: (u32, crate::core::plan::TaskId),
+    attempt: u32,
+    mut lines: tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    let mut open = true;
+    let mut sent = false;
+    while open {
+        let Some(first) = lines.recv().await else {
+            break;
+        };
+        let mut chunk = first + "\n";
+        let until = tokio::time::Instant::now() + LOG_CHUNK_TIME;
+        while chunk.len() < LOG_CHUNK_BYTES {
+            match tokio::time::timeout_at(until, lines.recv()).await {
+                Ok(Some(line)) => {
+                    chunk.push_str(&line);
+                    chunk.push('\n');
+                }
+                Ok(None) => {
+                    open = false;
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        publish::log_chunk(&client, &job, (task.0, &task.1), attempt, chunk, false).await;
+        sent = true;
+    }
+    // An attempt that wrote no line (a noop task) streams nothing at all.
+    if sent {
+        publish::log_chunk(
+            &client,
+            &job,
+            (task.0, &task.1),
+            attempt,
+            String::new(),
+            true,
+        )
+        .await;
+    }
+}
+
+/// The metrics labels of the queue `msg` came from.
+pub(super) fn queue_labels(msg: &jetstream::Message, task: &TaskMessage) -> QueueLabels {
+    match protocol::parse_task_subject(&msg.subject) {
+        Some((class, priority)) => QueueLabels::of(&class, priority, task.renderer),
+        None => QueueLabels {
+            class: "unknown".into(),
+            priority: "unknown".into(),
+            renderer: task.renderer.as_str().into(),
+        },
     }
 }
 

@@ -134,6 +134,7 @@ impl Lease {
     /// Renews the lease with what the worker holds now.
     pub(super) async fn renew(&self, shared: &Shared) -> anyhow::Result<()> {
         let _one_at_a_time = self.writing.lock().await;
+        let (running, progress) = shared.attempts.listing();
         let info = WorkerInfo {
             schema: protocol::SCHEMA,
             id: shared.config.id.clone(),
@@ -147,7 +148,8 @@ impl Lease {
                 .map(|(kind, program)| (*kind, program.version.clone()))
                 .collect(),
             slots: shared.config.slots as u32,
-            running: shared.attempts.listing(),
+            running,
+            progress,
             deliveries: shared.attempts.deliveries(),
             blocklist: shared.failures.blocklist(),
             burst: shared.config.burst,

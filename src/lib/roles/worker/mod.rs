@@ -53,11 +53,6 @@ use crate::store::cache::Cache;
 use delivery::{Failures, Ran};
 use running::Attempts;
 
-/// How long a backlog must last before an idle burst worker pulls: the farm's own idle
-/// workers take newly queued tasks first (a doorbell wakes every idle worker at once, and
-/// an idle poll may fall just after a task is queued).
-const BURST_DEFER: std::time::Duration = std::time::Duration::from_secs(1);
-
 /// How long an idle slot that hears key tasks were queued gives them to come through its
 /// worker's wait before it pulls the rest (they come within a millisecond or two when the
 /// server chose this worker; otherwise they went to a faster one).
@@ -201,6 +196,8 @@ pub async fn run(
         speed = shared.config.speed,
         "worker ready"
     );
+    let metrics = &crate::metrics::METRICS;
+    metrics.slots("free", shared.config.slots as i64);
     let slots = TaskTracker::new();
     for slot in 0..shared.config.slots {
         slots.spawn(slot_loop(shared.clone(), slot, shutdown.clone()));
@@ -217,6 +214,7 @@ pub async fn run(
             slots.wait().await;
         }
     }
+    metrics.slots("free", -(shared.config.slots as i64));
     stop_listening.cancel();
     listeners.close();
     listeners.wait().await;
@@ -309,7 +307,7 @@ async fn slot_loop(shared: Arc<Shared>, slot: usize, shutdown: CancellationToken
                         // so the farm's own idle workers take new work first.
                         tokio::select! {
                             () = shutdown.cancelled() => break 'slot,
-                            () = tokio::time::sleep(BURST_DEFER) => break,
+                            () = tokio::time::sleep(shared.config.burst_defer) => break,
                         }
                     }
                 }

@@ -159,6 +159,21 @@ pub(super) async fn finish(
             }
         }
     }
+    if let Some(kind) = report.event {
+        let metrics = &crate::metrics::METRICS;
+        let family = match kind {
+            EventKind::TaskDone => Some(&metrics.done),
+            EventKind::TaskRetry => Some(&metrics.retried),
+            EventKind::TaskFailed => Some(&metrics.failed),
+            _ => None,
+        };
+        if let Some(family) = family {
+            let tasks = task.bundle.len().max(1);
+            family
+                .get_or_create(&super::delivery::queue_labels(msg, task))
+                .inc_by(tasks as u64);
+        }
+    }
     let ack = match report.disposition {
         Disposition::Ack => msg.double_ack().await.map_err(|e| e.to_string()),
         Disposition::Retry { delay } => {

@@ -2,7 +2,7 @@
 //! the registry lists them — and the one [`Stop`] each attempt can be stopped through.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio_util::sync::CancellationToken;
@@ -56,6 +56,8 @@ struct Running {
     id: u64,
     delivery: Delivery,
     stop: Stop,
+    /// How far its render is, in millionths.
+    progress: Arc<AtomicU32>,
 }
 
 /// The running attempts, by job.
@@ -71,12 +73,17 @@ impl Attempts {
     }
 
     /// Records that `delivery` runs, stoppable through `stop`; returns its number.
-    pub(super) fn start(&self, delivery: Delivery, stop: Stop) -> u64 {
+    pub(super) fn start(&self, delivery: Delivery, stop: Stop, progress: Arc<AtomicU32>) -> u64 {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.lock()
             .entry(delivery.job.clone())
             .or_default()
-            .push(Running { id, delivery, stop });
+            .push(Running {
+                id,
+                delivery,
+                stop,
+                progress,
+            });
         id
     }
 
@@ -98,12 +105,18 @@ impl Attempts {
         }
     }
 
-    /// The running attempts as `<job>/<task>`.
-    pub(super) fn listing(&self) -> Vec<String> {
-        self.deliveries()
-            .iter()
-            .map(|d| format!("{}/{}", d.job, d.task))
-            .collect()
+    /// The running attempts as `<job>/<task>`, each with how far it is (0 to 1).
+    pub(super) fn listing(&self) -> (Vec<String>, Vec<f32>) {
+        self.lock()
+            .values()
+            .flatten()
+            .map(|a| {
+                (
+                    format!("{}/{}", a.delivery.job, a.delivery.task),
+                    a.progress.load(Ordering::Relaxed) as f32 / 1e6,
+                )
+            })
+            .unzip()
     }
 
     /// The deliveries being rendered.
@@ -139,16 +152,21 @@ mod tests {
         let root = CancellationToken::new();
         let (a, b) = (JobId::parse("a").unwrap(), JobId::parse("b").unwrap());
         let (stop_a, stop_b) = (Stop::under(&root), Stop::under(&root));
-        let id = attempts.start(delivery(&a, "f0001"), stop_a.clone());
-        attempts.start(delivery(&b, "f0002"), stop_b.clone());
-        let mut listing = attempts.listing();
-        listing.sort();
-        assert_eq!(listing, ["a/f0001", "b/f0002"]);
+        let half = Arc::new(AtomicU32::new(500_000));
+        let id = attempts.start(delivery(&a, "f0001"), stop_a.clone(), Arc::default());
+        attempts.start(delivery(&b, "f0002"), stop_b.clone(), half);
+        let (running, progress) = attempts.listing();
+        let mut listing: Vec<(String, f32)> = running.into_iter().zip(progress).collect();
+        listing.sort_by(|x, y| x.0.cmp(&y.0));
+        assert_eq!(
+            listing,
+            [("a/f0001".to_string(), 0.0), ("b/f0002".to_string(), 0.5)]
+        );
         attempts.cancel_job(&a);
         assert_eq!(stop_a.outcome(), Some(Outcome::Canceled));
         assert_eq!(stop_b.outcome(), None);
         attempts.end(&a, id);
-        assert_eq!(attempts.listing(), ["b/f0002"]);
+        assert_eq!(attempts.listing().0, ["b/f0002"]);
         root.cancel();
         assert_eq!(stop_b.outcome(), Some(Outcome::ShuttingDown));
     }
