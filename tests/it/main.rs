@@ -54,3 +54,7 @@ mod watching;
 mod web;
 // compose.yaml and the Dockerfile against the real binaries' flags, images and ports.
 mod compose;
+// Past one machine: a three-server cluster, a killed stream leader, and the chaos test.
+mod cluster;
+// Garbage on every subject the roles consume, and bounded fuzzing of the parsers.
+mod garbage;

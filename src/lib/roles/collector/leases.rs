@@ -4,15 +4,28 @@
 //! them to the ack deadline. One collector per expiry does it (a claim in the bucket), and
 //! a `task.retry` event says why. A worker that was only cut off and finishes late changes
 //! nothing: its outputs are attempt-scoped and the first `task.done` wins.
+//!
+//! An expiry that comes late — long after the lease's last renewal, because the bucket
+//! had no leader for a while (a server of a cluster died, or the one server restarted)
+//! and every lease that fell due meanwhile ran out at once — is checked first: a worker
+//! that writes its lease again within [`GRACE`] is alive, and keeps its tasks. Otherwise a
+//! cluster's failover would hand back every running task at once and spend an attempt of
+//! each.
 
 use std::time::Duration;
 
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::protocol::WorkerInfo;
+use crate::bus::protocol::{LEASE_TTL, WorkerInfo};
 use crate::bus::registry::{self, Lease};
 use crate::config::Deps;
+
+/// An expiry this long after the last renewal came late (see the module's notes).
+const LATE: Duration = Duration::from_millis(LEASE_TTL.as_millis() as u64 + 1500);
+
+/// How long a worker whose lease ran out late has to write it again.
+const GRACE: Duration = Duration::from_secs(5);
 
 /// Watches the leases until `shutdown`, watching again after a lost connection.
 pub(super) async fn watch(deps: Deps, shutdown: CancellationToken) {
@@ -30,15 +43,23 @@ pub(super) async fn watch(deps: Deps, shutdown: CancellationToken) {
                             worker,
                             last: Some(info),
                             revision,
-                        })) => {
-                            if let Err(e) = expired(&deps, &worker, &info, revision).await {
-                                tracing::error!(
-                                    worker,
-                                    error = format!("{e:#}"),
-                                    "handing back the tasks of an expired lease"
-                                );
-                            }
+                            silent,
+                        })) if silent.is_some_and(|s| s > LATE) => {
+                            // Checked apart, so that the expiries that come together
+                            // wait out their grace together.
+                            let deps = deps.clone();
+                            tokio::spawn(async move {
+                                if !alive_after_late_expiry(&deps, &worker, revision).await {
+                                    handed_back(&deps, &worker, &info, revision).await;
+                                }
+                            });
                         }
+                        Some(Ok(Lease::Expired {
+                            worker,
+                            last: Some(info),
+                            revision,
+                            ..
+                        })) => handed_back(&deps, &worker, &info, revision).await,
                         Some(Ok(_)) => {}
                         Some(Err(e)) => {
                             tracing::warn!(error = format!("{e:#}"), "watching the leases");
@@ -54,6 +75,36 @@ pub(super) async fn watch(deps: Deps, shutdown: CancellationToken) {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
+    }
+}
+
+/// Whether `worker`, whose lease ran out late, writes it again within [`GRACE`].
+async fn alive_after_late_expiry(deps: &Deps, worker: &str, revision: u64) -> bool {
+    let deadline = tokio::time::Instant::now() + GRACE;
+    while tokio::time::Instant::now() < deadline {
+        if registry::renewed_since(&deps.js, worker, revision)
+            .await
+            .unwrap_or(false)
+        {
+            tracing::info!(
+                worker,
+                "a lease that ran out late was renewed: its worker is alive and keeps its tasks"
+            );
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    false
+}
+
+/// [`expired`], its failure logged.
+async fn handed_back(deps: &Deps, worker: &str, info: &WorkerInfo, revision: u64) {
+    if let Err(e) = expired(deps, worker, info, revision).await {
+        tracing::error!(
+            worker,
+            error = format!("{e:#}"),
+            "handing back the tasks of an expired lease"
+        );
     }
 }
 

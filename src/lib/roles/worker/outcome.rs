@@ -116,6 +116,39 @@ fn recheck_after(shared: &Shared, msg: &jetstream::Message, delay: Duration) {
     });
 }
 
+/// Publishes `event` until it is stored, for about half a minute: the events stream of a
+/// cluster answers nothing while it elects a new leader (a server died), and an attempt's
+/// work is not thrown away for that. Each try after the first tells JetStream that the
+/// delivery is still in hand, so the ack deadline does not run out meanwhile. Events are
+/// idempotent where they land: a second copy of one that was stored after all changes
+/// nothing.
+async fn publish_until_stored(
+    shared: &Shared,
+    msg: &jetstream::Message,
+    event: &Event,
+) -> anyhow::Result<()> {
+    use backon::Retryable as _;
+    (|| async {
+        let _ = msg.ack_with(AckKind::Progress).await;
+        publish::event(&shared.deps.js, event).await
+    })
+    .retry(
+        backon::ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(250))
+            .with_max_delay(Duration::from_secs(4))
+            .with_max_times(10),
+    )
+    .notify(|e, after| {
+        tracing::warn!(
+            error = format!("{e:#}"),
+            ?after,
+            "publishing {} again",
+            event.kind.as_str()
+        );
+    })
+    .await
+}
+
 pub(super) async fn finish(
     shared: &Shared,
     msg: &jetstream::Message,
@@ -147,10 +180,20 @@ pub(super) async fn finish(
             if kind == EventKind::TaskDone {
                 event.renderer_version = Some(renderer_version(shared, task.renderer));
             }
-            pending.push(publish::event_pending(&shared.deps.js, &event, None).await);
+            pending.push((
+                publish::event_pending(&shared.deps.js, &event, None).await,
+                event,
+            ));
         }
-        for sent in pending {
-            if let Err(e) = async { sent?.confirmed().await }.await {
+        for (sent, event) in pending {
+            let stored = match async { sent?.confirmed().await }.await {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "publishing {}; trying again", kind.as_str());
+                    publish_until_stored(shared, msg, &event).await
+                }
+            };
+            if let Err(e) = stored {
                 tracing::error!(error = %e, "publishing {}; the task will be redelivered", kind.as_str());
                 let _ = msg
                     .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
