@@ -68,14 +68,6 @@ pub async fn end_job(
     }
     // Its tokens go to the jobs waiting for them.
     tokens::give_back(deps, job, None).await?;
-    // Raw outputs no frame took are swept: the attempts whose `task.done` was never
-    // stored (a worker killed after its upload, an event lost in a failover) left them.
-    // A failed or canceled job keeps its parts for `tessera retry`.
-    if state == JobState::Done && !job.keep_parts {
-        deps.store
-            .delete_prefix(&keys::parts_prefix(&job.id))
-            .await?;
-    }
     let kind = match state {
         JobState::Done => EventKind::JobDone,
         JobState::Canceled => EventKind::JobCanceled,
@@ -109,6 +101,14 @@ pub async fn end_job(
         .await?;
     if changed {
         tracing::info!(job = %job.id, state = state.as_str(), "job ended");
+    }
+    // Raw outputs no frame took are swept once the job is announced: the attempts whose
+    // `task.done` was never stored (a worker killed after its upload) left them. A failed
+    // or canceled job keeps its parts for `tessera retry`.
+    if state == JobState::Done && !job.keep_parts {
+        deps.store
+            .delete_prefix(&keys::parts_prefix(&job.id))
+            .await?;
     }
     // The jobs that run after it go on, or fail.
     after::upstream_ended(deps, &job.id, state).await?;
