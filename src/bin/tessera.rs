@@ -286,6 +286,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Init => {
             let deps = connect(&cli.common).await?;
+            for change in deps.applied.iter() {
+                println!("{change}");
+            }
             let counts = tessera::bus::streams::replica_counts(&deps.js).await?;
             let mut replicas: Vec<usize> = counts.iter().map(|(_, n)| *n).collect();
             replicas.dedup();
@@ -300,6 +303,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         println!("  {name}: {n} replicas");
                     }
                 }
+            }
+            // Roles read a bucket the way it was when they opened it.
+            if deps.applied.iter().any(|c| c.starts_with("updated bucket")) {
+                println!(
+                    "roles already running read the buckets as they were: restart them (in turn, any order) so that they read replicated buckets from their leaders"
+                );
             }
         }
         Command::Up {

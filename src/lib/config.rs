@@ -5,6 +5,7 @@
 //! come from the environment or files and are never logged.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -353,6 +354,8 @@ pub struct Deps {
     pub ledger: Ledger,
     /// Limits and their tokens.
     pub limits: crate::bus::limits::Limits,
+    /// What applying the layout at connection created or updated, a line each.
+    pub applied: Arc<[String]>,
 }
 
 impl Deps {
@@ -390,9 +393,12 @@ impl Deps {
         // the hub's, reached through the domain.
         let clustered =
             layout.domain.is_none() && info.cluster.as_deref().is_some_and(|c| !c.is_empty());
-        streams::ensure(&js, layout.replicas, clustered)
+        let applied = streams::ensure(&js, layout.replicas, clustered)
             .await
             .context("applying the JetStream layout")?;
+        for change in &applied {
+            tracing::info!("{change}");
+        }
         let ledger = Ledger::new(js.clone(), streams::jobs_bucket(&js).await?);
         let limits = crate::bus::limits::Limits::open(&js).await?;
         Ok(Deps {
@@ -401,6 +407,7 @@ impl Deps {
             store,
             ledger,
             limits,
+            applied: applied.into(),
         })
     }
 }

@@ -135,13 +135,13 @@ pub fn check_cluster_size(servers: usize) -> anyhow::Result<()> {
 
 /// A server's seat in a local cluster: its name, its route port, and every server's route.
 #[derive(Debug, Clone)]
-pub struct Seat {
+pub(crate) struct Seat {
     /// The server's name (`tessera-1` …).
-    pub name: String,
+    pub(crate) name: String,
     /// Where it listens for the other servers' routes, on 127.0.0.1.
-    pub cluster_port: u16,
+    pub(crate) cluster_port: u16,
     /// The routes of every server of the cluster (its own is ignored by the server).
-    pub routes: Vec<String>,
+    pub(crate) routes: Vec<String>,
 }
 
 /// Starts `nats-server` with JetStream on 127.0.0.1:`port`, its store in `dir` and its
@@ -152,7 +152,7 @@ pub fn start_nats(dir: &Path, port: u16, sync: Fsync) -> anyhow::Result<Child> {
 }
 
 /// [`start_nats`] as one server of a cluster when `seat` says where it sits.
-pub fn start_server(
+pub(crate) fn start_server(
     dir: &Path,
     port: u16,
     sync: Fsync,

@@ -41,3 +41,38 @@ fn every_role_and_the_cli_refuse_a_server_older_than_the_minimum() {
     assert!(!out.status.success());
     says_why("tessera status", &String::from_utf8_lossy(&out.stderr));
 }
+
+/// The layout is applied once: a farm that runs as it should is not rewritten at each
+/// role's start, buckets created by an earlier Tessera (through async-nats'
+/// `create_key_value`) count as they should be, and a bucket on a single server keeps
+/// direct gets (there is no replica to lag).
+#[tokio::test]
+async fn the_layout_is_applied_once_and_buckets_made_as_async_nats_makes_them_are_kept() {
+    use tessera::bus::streams::{self, Replicas};
+    let farm = Farm::new();
+    let client = async_nats::connect(farm.nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    for config in streams::bucket_configs().unwrap() {
+        js.create_key_value(config).await.unwrap();
+    }
+    let applied = streams::ensure(&js, Replicas::Auto, false).await.unwrap();
+    assert_eq!(applied.len(), 5, "{applied:?}");
+    assert!(
+        applied.iter().all(|a| a.starts_with("created stream ")),
+        "the buckets were rewritten: {applied:?}"
+    );
+    let again = streams::ensure(&js, Replicas::Auto, false).await.unwrap();
+    assert_eq!(again, Vec::<String>::new());
+    for config in streams::bucket_configs().unwrap() {
+        let mut stream = js
+            .get_stream(format!("KV_{}", config.bucket))
+            .await
+            .unwrap();
+        assert!(stream.info().await.unwrap().config.allow_direct);
+    }
+    // Asked for one replica, as they are: still nothing to do.
+    let once = streams::ensure(&js, Replicas::Exactly(1), false)
+        .await
+        .unwrap();
+    assert_eq!(once, Vec::<String>::new());
+}

@@ -319,3 +319,57 @@ async fn parts_are_removed_once_their_frame_is_stored() {
         1
     );
 }
+
+/// A tile's `task.done` that comes back after its frame was stored and its part removed
+/// (the end check after it failed: the store stopped answering, a stream was electing a
+/// leader, the collector died) still ends the job: the steps after it run again without
+/// the part. Before, the missing part settled the event, and such a job never ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tiles_event_back_after_its_frame_was_stored_still_ends_the_job() {
+    use tessera::bus::protocol::EventKind;
+    let farm = Farm::with_workers(1);
+    let deps = farm.deps().await;
+    let job = farm.submit(
+        "back-after",
+        "id = \"back-after\"\n[image]\nwidth = 64\nheight = 48\n[tiles]\ngrid = [2, 2]\n[settings]\nsamples = 1\n",
+    );
+    farm.wait_done(&job);
+    let id = JobId::parse(&job).unwrap();
+    assert!(
+        deps.store
+            .list(&keys::parts_prefix(&id))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Where a collector that died before its end check left the job: every tile done, the
+    // frame stored, its parts removed, the job still running.
+    deps.ledger
+        .update_job(&id, |r| {
+            r.state = tessera::core::state::JobState::Running;
+            r.finished_ms = None;
+            true
+        })
+        .await
+        .unwrap();
+    assert_eq!(farm.status(&job)["state"], "running");
+    let events = crate::support::events_of(&farm, &job).await;
+    let last = events
+        .iter()
+        .rfind(|e| e.kind == EventKind::TaskDone)
+        .unwrap()
+        .clone();
+    tessera::bus::publish::event(&deps.js, &last).await.unwrap();
+    farm.wait_done(&job);
+    let kinds: Vec<_> = crate::support::events_of(&farm, &job)
+        .await
+        .iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == EventKind::JobDone).count(),
+        2,
+        "announced done again: {kinds:?}"
+    );
+    assert!(!kinds.contains(&EventKind::TaskRetry), "{kinds:?}");
+}

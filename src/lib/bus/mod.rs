@@ -3,6 +3,7 @@
 
 pub mod consume;
 pub mod history;
+pub mod layout;
 pub mod ledger;
 pub mod legacy;
 pub mod limits;

@@ -250,12 +250,32 @@ pub async fn hand_back(
 /// Hands back a delivery its worker can no longer finish (its lease expired): a negative
 /// acknowledgement on the delivery's reply subject makes JetStream deliver the task again
 /// at once, to whichever worker pulls next.
+///
+/// The nak is a request, answered by the consumer's leader once it has taken it, and is
+/// sent again for about 10 s while none answers: a lease that runs out is often the sign
+/// of a server lost, and a nak sent while the consumer elects a new leader is dropped
+/// (the task would then wait out its ack deadline).
 pub async fn nak_delivery(client: &async_nats::Client, reply: &str) -> anyhow::Result<()> {
-    client
-        .publish(reply.to_string(), Bytes::from_static(b"-NAK"))
-        .await
-        .with_context(|| format!("handing back the delivery {reply}"))
+    use backon::Retryable as _;
+    let nak = || async {
+        let request = client.request(reply.to_string(), Bytes::from_static(b"-NAK"));
+        tokio::time::timeout(NAK_ANSWER, request)
+            .await
+            .map_err(|_| anyhow::anyhow!("no answer within {NAK_ANSWER:?}"))?
+            .map_err(anyhow::Error::from)
+    };
+    nak.retry(
+        backon::ConstantBuilder::default()
+            .with_delay(std::time::Duration::from_millis(500))
+            .with_max_times(6),
+    )
+    .await
+    .map(drop)
+    .with_context(|| format!("handing back the delivery {reply}"))
 }
+
+/// How long a nak waits for the consumer's answer before it is sent again.
+const NAK_ANSWER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Publishes a job submission and waits until it is stored. Its `Nats-Msg-Id` is the id
 /// plus a token of this submission: a resend of it is deduplicated, while the same id

@@ -197,7 +197,15 @@ pub async fn hand_back(
             );
             continue;
         }
-        publish::nak_delivery(client, &delivery.reply).await?;
+        // Unanswered, the task still comes back at its ack deadline; the retry event
+        // below says why either way.
+        if let Err(e) = publish::nak_delivery(client, &delivery.reply).await {
+            tracing::warn!(
+                worker,
+                error = format!("{e:#}"),
+                "the task comes back at its ack deadline"
+            );
+        }
         let mut event = Event::new(EventKind::TaskRetry, delivery.job.as_str());
         event.task = Some(delivery.task.clone());
         event.index = Some(delivery.index);
@@ -218,12 +226,7 @@ pub async fn hand_back(
 
 /// Whether `worker` wrote its lease again after the expiry marker at `revision`: it is
 /// alive, and what it holds stays with it.
-pub async fn renewed_since(
-    js: &jetstream::Context,
-    worker: &str,
-    revision: u64,
-) -> anyhow::Result<bool> {
-    let kv = streams::workers_bucket(js).await?;
+pub async fn renewed_since(kv: &kv::Store, worker: &str, revision: u64) -> anyhow::Result<bool> {
     let entry = kv
         .entry(worker)
         .await

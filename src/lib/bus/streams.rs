@@ -1,12 +1,12 @@
 //! The JetStream layout, loaded from the JSON files in `streams/` (embedded at build time)
-//! and applied idempotently by every role at start and by `tessera init`.
+//! and applied idempotently by every role at start and by `tessera init` (streams and
+//! buckets by [`layout`](super::layout), consumers here, when each is first needed).
 //!
 //! Each stream file deserialises into async-nats' `stream::Config`; each consumer file into
 //! `consumer::pull::Config` plus a `stream` field. `consumer-tasks.json` is a template whose
 //! `{class}`, `{priority}` and `{renderer}` are filled per (class, priority, renderer).
 //!
-//! Each bucket file (`kv-<bucket>.json`) names a KV bucket and its settings, created or
-//! updated with `create_or_update_key_value`.
+//! Each bucket file (`kv-<bucket>.json`) names a KV bucket and its settings.
 //!
 //! A task consumer that exists is left as it is when its definition matches, and updated
 //! otherwise with its pause kept: roles start often, and a restart must neither undo
@@ -17,6 +17,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use async_nats::jetstream::{self, consumer, kv, stream};
 
+pub use super::layout::{CLUSTER_REPLICAS, Replicas, bucket_stream, ensure, replica_counts};
 use super::protocol;
 use crate::core::job::{Class, JobId, Priority, RendererKind};
 
@@ -159,202 +160,10 @@ pub fn consumer_config(
     ))
 }
 
-/// How many copies of each stream and bucket JetStream keeps, each on its own server of a
-/// cluster (`--replicas`, `TESSERA_REPLICAS`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Replicas {
-    /// Keep what exists; create with [`CLUSTER_REPLICAS`] on a cluster, 1 on a single
-    /// server. Every role starts with this unless told otherwise, so that a role started
-    /// without the setting never scales a farm's streams down.
-    #[default]
-    Auto,
-    /// Exactly this many (1 to 5), scaling existing streams and buckets to it.
-    Exactly(usize),
-}
-
-/// The replicas [`Replicas::Auto`] creates on a cluster: a quorum survives one server lost.
-pub const CLUSTER_REPLICAS: usize = 3;
-
-impl Replicas {
-    /// The count for a stream that has `existing` replicas (`None`: not created yet).
-    pub fn count(self, existing: Option<usize>, clustered: bool) -> usize {
-        match (self, existing) {
-            (Replicas::Exactly(n), _) => n,
-            (Replicas::Auto, Some(n)) => n.max(1),
-            (Replicas::Auto, None) if clustered => CLUSTER_REPLICAS,
-            (Replicas::Auto, None) => 1,
-        }
-    }
-}
-
-impl std::str::FromStr for Replicas {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Replicas, String> {
-        match text.trim() {
-            "auto" => Ok(Replicas::Auto),
-            n => match n.parse::<usize>() {
-                Ok(n @ 1..=5) => Ok(Replicas::Exactly(n)),
-                _ => Err(format!(
-                    "{text:?} is neither \"auto\" nor a replica count from 1 to 5 (JetStream keeps at most 5)"
-                )),
-            },
-        }
-    }
-}
-
-impl std::fmt::Display for Replicas {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Replicas::Auto => f.write_str("auto"),
-            Replicas::Exactly(n) => write!(f, "{n}"),
-        }
-    }
-}
-
-/// Creates or updates every stream and bucket, each with the replicas `replicas` asks for
-/// (`clustered`: whether the server is in a cluster). Safe to run from many processes at
-/// once: losing a creation race to another role is not an error.
-pub async fn ensure(
-    js: &jetstream::Context,
-    replicas: Replicas,
-    clustered: bool,
-) -> anyhow::Result<()> {
-    if let (Replicas::Exactly(n @ 2..), false) = (replicas, clustered) {
-        anyhow::bail!(
-            "{n} replicas need a NATS cluster of at least {n} servers, and this server runs alone: use --replicas 1 (or auto), or connect to a cluster"
-        );
-    }
-    for config in stream_configs()? {
-        let name = config.name.clone();
-        retried(&name, || async {
-            let create = |n: usize| {
-                let mut config = config.clone();
-                config.num_replicas = n;
-                let what = format!("stream {name}");
-                async move {
-                    js.create_stream(config)
-                        .await
-                        .map(drop)
-                        .with_context(|| updating(&what, n))
-                }
-            };
-            match js.get_stream(&name).await {
-                Ok(mut existing) => {
-                    let current = existing.info().await?.config.clone();
-                    let mut config = config.clone();
-                    config.num_replicas = replicas.count(Some(current.num_replicas), clustered);
-                    if same_stream(&current, &config) {
-                        Ok(())
-                    } else {
-                        js.update_stream(config.clone())
-                            .await
-                            .map(drop)
-                            .with_context(|| {
-                                updating(&format!("stream {name}"), config.num_replicas)
-                            })
-                    }
-                }
-                Err(_) => {
-                    with_fewer_if_auto(replicas, replicas.count(None, clustered), &name, create)
-                        .await
-                }
-            }
-        })
-        .await?;
-    }
-    for config in bucket_configs()? {
-        let name = config.bucket.clone();
-        retried(&name, || async {
-            let existing = js
-                .get_stream(format!("KV_{name}"))
-                .await
-                .ok()
-                .map(|s| s.cached_info().config.num_replicas);
-            let apply = |n: usize| {
-                let mut config = config.clone();
-                config.num_replicas = n;
-                let what = format!("bucket {name}");
-                async move {
-                    js.create_or_update_key_value(config)
-                        .await
-                        .map(drop)
-                        .with_context(|| updating(&what, n))
-                }
-            };
-            match existing {
-                Some(_) => apply(replicas.count(existing, clustered)).await,
-                None => {
-                    with_fewer_if_auto(replicas, replicas.count(None, clustered), &name, apply)
-                        .await
-                }
-            }
-        })
-        .await?;
-    }
-    Ok(())
-}
-
-/// Creates with `wanted` replicas; with [`Replicas::Auto`], when the server cannot keep
-/// that many (a server that looked clustered and is not, a cluster smaller than
-/// [`CLUSTER_REPLICAS`]), with one, saying so.
-async fn with_fewer_if_auto<F, Fut>(
-    replicas: Replicas,
-    wanted: usize,
-    name: &str,
-    create: F,
-) -> anyhow::Result<()>
-where
-    F: Fn(usize) -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<()>>,
-{
-    match create(wanted).await {
-        Err(e) if replicas == Replicas::Auto && wanted > 1 && too_few_servers(&e) => {
-            tracing::warn!(
-                name,
-                error = format!("{e:#}"),
-                "the servers cannot keep {wanted} replicas; creating with 1 (set --replicas)"
-            );
-            create(1).await
-        }
-        result => result,
-    }
-}
-
-/// Whether `e` says the servers are too few for the replicas asked.
-fn too_few_servers(e: &anyhow::Error) -> bool {
-    let text = format!("{e:#}");
-    text.contains("replicas > 1 not supported") || text.contains("insufficient resources")
-}
-
-/// Every stream and bucket of the layout with the replicas it has, in the layout's order.
-pub async fn replica_counts(js: &jetstream::Context) -> anyhow::Result<Vec<(String, usize)>> {
-    let mut names: Vec<String> = stream_configs()?.into_iter().map(|c| c.name).collect();
-    names.extend(
-        bucket_configs()?
-            .into_iter()
-            .map(|c| format!("KV_{}", c.bucket)),
-    );
-    let mut counts = Vec::new();
-    for name in names {
-        let mut stream = js
-            .get_stream(&name)
-            .await
-            .with_context(|| format!("reading stream {name}"))?;
-        let replicas = stream.info().await?.config.num_replicas.max(1);
-        counts.push((name, replicas));
-    }
-    Ok(counts)
-}
-
-fn updating(what: &str, replicas: usize) -> String {
-    format!("creating or updating {what} with {replicas} replicas")
-}
-
 /// Runs `step` until it succeeds, for about 20 seconds: roles starting together race to
 /// create the same things, and a cluster electing a new leader answers nothing for a few
 /// seconds.
-async fn retried<T, F, Fut>(what: &str, step: F) -> anyhow::Result<T>
+pub(super) async fn retried<T, F, Fut>(what: &str, step: F) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<T>>,
@@ -370,18 +179,6 @@ where
         tracing::debug!(what, error = format!("{e:#}"), ?after, "retrying");
     })
     .await
-}
-
-fn same_stream(current: &stream::Config, wanted: &stream::Config) -> bool {
-    current.subjects == wanted.subjects
-        && current.max_age == wanted.max_age
-        && current.duplicate_window == wanted.duplicate_window
-        && current.max_messages_per_subject == wanted.max_messages_per_subject
-        && current.max_message_size == wanted.max_message_size
-        && current.discard == wanted.discard
-        && current.allow_atomic_publish == wanted.allow_atomic_publish
-        && current.subject_transform == wanted.subject_transform
-        && current.num_replicas == wanted.num_replicas
 }
 
 async fn ensure_consumer(
@@ -725,41 +522,6 @@ pub async fn workers_bucket(js: &jetstream::Context) -> anyhow::Result<kv::Store
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn replicas_are_parsed_and_counted() {
-        let parsed: Vec<Result<Replicas, String>> =
-            ["auto", "1", " 3 ", "5", "0", "6", "three", ""]
-                .iter()
-                .map(|t| t.parse())
-                .collect();
-        assert_eq!(parsed[0], Ok(Replicas::Auto));
-        assert_eq!(parsed[1], Ok(Replicas::Exactly(1)));
-        assert_eq!(parsed[2], Ok(Replicas::Exactly(3)));
-        assert_eq!(parsed[3], Ok(Replicas::Exactly(5)));
-        for bad in &parsed[4..] {
-            assert!(bad.as_ref().unwrap_err().contains("from 1 to 5"), "{bad:?}");
-        }
-        // (replicas, existing, clustered) → count
-        let table = [
-            (Replicas::Auto, None, false, 1),
-            (Replicas::Auto, None, true, CLUSTER_REPLICAS),
-            (Replicas::Auto, Some(1), true, 1),
-            (Replicas::Auto, Some(3), true, 3),
-            (Replicas::Auto, Some(0), false, 1),
-            (Replicas::Exactly(3), Some(1), true, 3),
-            (Replicas::Exactly(1), Some(3), true, 1),
-            (Replicas::Exactly(2), None, true, 2),
-        ];
-        for (replicas, existing, clustered, want) in table {
-            assert_eq!(
-                replicas.count(existing, clustered),
-                want,
-                "{replicas} on {existing:?}, clustered {clustered}"
-            );
-        }
-        assert_eq!(Replicas::Exactly(3).to_string(), "3");
-    }
 
     #[test]
     fn definitions_parse() {

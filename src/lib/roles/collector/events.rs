@@ -210,6 +210,11 @@ pub(super) async fn prepare(
     if event.kind == EventKind::TaskDone && job.tiles.is_some() {
         match assemble::read_parts(deps, &job, index, attempt).await? {
             Ok(read) => parts = read,
+            // This very attempt is done already: the event came back after its frame was
+            // stored and its part removed (a step after it failed, the store stopped
+            // answering, or the collector died). It goes on without its part, so that the
+            // steps after it, and the end check, run again.
+            Err(_) if done_by(deps, &job, index, attempt).await? => {}
             Err(reason) => {
                 bad_part(deps, &job, index, attempt, &event, reason).await?;
                 return Ok(Prepared::Settled);
@@ -298,6 +303,12 @@ pub(super) async fn finish(
         _ => {}
     }
     Ok(None)
+}
+
+/// Whether the ledger has task `index` done by `attempt`.
+async fn done_by(deps: &Deps, job: &Job, index: u32, attempt: u32) -> anyhow::Result<bool> {
+    let slot = deps.ledger.slots_of(&job.id, [index]).await?;
+    Ok(slot.first() == Some(&TaskSlot(TaskState::Done, attempt)))
 }
 
 /// A done attempt whose part cannot be assembled: retried as a failed attempt while the

@@ -81,8 +81,11 @@ pub(super) async fn watch(deps: Deps, shutdown: CancellationToken) {
 /// Whether `worker`, whose lease ran out late, writes it again within [`GRACE`].
 async fn alive_after_late_expiry(deps: &Deps, worker: &str, revision: u64) -> bool {
     let deadline = tokio::time::Instant::now() + GRACE;
+    let Ok(leases) = crate::bus::streams::workers_bucket(&deps.js).await else {
+        return false;
+    };
     while tokio::time::Instant::now() < deadline {
-        if registry::renewed_since(&deps.js, worker, revision)
+        if registry::renewed_since(&leases, worker, revision)
             .await
             .unwrap_or(false)
         {
