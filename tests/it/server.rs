@@ -76,3 +76,37 @@ async fn the_layout_is_applied_once_and_buckets_made_as_async_nats_makes_them_ar
         .unwrap();
     assert_eq!(once, Vec::<String>::new());
 }
+
+/// A read of a job's history leaves no consumer behind: nats-server 2.15 allows a stream
+/// 1,000 consumers, and one-pass readers left to expire (half a minute each) would reach
+/// that under a dashboard, a script polling `tessera status`, or a long chaos run; past
+/// it, no role could make one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reading_history_leaves_no_consumer_behind() {
+    use tessera::bus::streams::EVENTS_STREAM;
+    let farm = Farm::with_workers(1);
+    let deps = farm.deps().await;
+    let job = farm.submit("history", "id = \"history\"\nrenderer = \"noop\"\n");
+    farm.wait_done(&job);
+    let consumers = async || {
+        let mut stream = deps.js.get_stream(EVENTS_STREAM).await.unwrap();
+        stream.info().await.unwrap().state.consumer_count
+    };
+    let before = consumers().await;
+    for _ in 0..30 {
+        let events = tessera::bus::history::stored(
+            &deps.js,
+            tessera::bus::protocol::stored_job_events_filter(&job),
+        )
+        .await
+        .unwrap();
+        assert!(!events.is_empty());
+    }
+    crate::support::eventually(
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || "one-pass consumers of the events are left behind".into(),
+        async || (consumers().await <= before).then_some(()),
+    )
+    .await;
+}

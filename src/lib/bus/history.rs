@@ -42,6 +42,7 @@ pub async fn each_stored(
         .create_consumer(config)
         .await
         .with_context(|| format!("reading {what}"))?;
+    let _gone = Removed(stream.clone(), consumer.cached_info().name.clone());
     if consumer.cached_info().num_pending == 0 {
         return Ok(());
     }
@@ -57,4 +58,24 @@ pub async fn each_stored(
         }
     }
     Ok(())
+}
+
+/// A one-pass consumer, removed (in the background) once its pass is over. Left to
+/// itself, it would stay on the server until its last pull request expired and its
+/// inactivity threshold passed, more than half a minute: a dashboard or a script reading
+/// a job's history every second would then keep dozens of them, and a stream takes at most
+/// 1,000 consumers (nats-server 2.15's default limit), past which no role can make one.
+struct Removed(jetstream::stream::Stream, String);
+
+impl Drop for Removed {
+    fn drop(&mut self) {
+        let (stream, name) = (self.0.clone(), std::mem::take(&mut self.1));
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(e) = stream.delete_consumer(&name).await {
+                    tracing::debug!(consumer = name, error = %e, "removing a one-pass consumer");
+                }
+            });
+        }
+    }
 }

@@ -34,13 +34,15 @@ pub async fn watch(
     let last = stream.get_info().await?.state.last_sequence;
     // A job with no record yet is not planned yet; one planned in between is read again.
     let mut status = None;
-    for _ in 0..3 {
+    for tries in 1..=3 {
         match super::status(deps, job).await {
             Ok(found) => {
                 status = Some(found);
                 break;
             }
             Err(_) if deps.ledger.job(job).await?.is_none() => break,
+            // Not a job planned while its status was read: the status cannot be read.
+            Err(e) if tries == 3 => return Err(e.context(format!("reading the status of {job}"))),
             Err(e) => {
                 tracing::debug!(error = %e, "the job was planned while its status was read");
             }
