@@ -70,7 +70,7 @@ impl std::fmt::Display for Replicas {
 ///
 /// A bucket is applied as the stream it is kept in (see [`bucket_stream`]), so that one
 /// path creates, compares and updates both, and an unchanged bucket is not rewritten.
-/// Returns what it created or updated, a line each ("created stream X with 3 replicas").
+/// Returns what it created or updated, a line each ("created stream X: 3 replicas").
 pub async fn ensure(
     js: &jetstream::Context,
     replicas: Replicas,
@@ -82,16 +82,12 @@ pub async fn ensure(
         );
     }
     let mut applied = Vec::new();
-    let streams = stream_configs()?.into_iter().map(|c| (c, false));
-    let buckets = bucket_configs()?
-        .into_iter()
-        .map(|c| (bucket_stream(&c), true));
-    for (config, bucket) in streams.chain(buckets) {
+    let buckets = bucket_configs()?.into_iter().map(|c| bucket_stream(&c));
+    for config in stream_configs()?.into_iter().chain(buckets) {
         let name = config.name.clone();
-        let what = if bucket {
-            format!("bucket {}", name.trim_start_matches("KV_"))
-        } else {
-            format!("stream {name}")
+        let what = match name.strip_prefix("KV_") {
+            Some(bucket) => format!("bucket {bucket}"),
+            None => format!("stream {name}"),
         };
         let done = retried(&name, || {
             apply_stream(js, &config, &what, replicas, clustered)
@@ -170,7 +166,7 @@ fn is_bucket(config: &stream::Config) -> bool {
 /// subject per key, `history` values kept per key, rollups allowed, deletes only through
 /// the bucket, writes refused rather than old values dropped when full. Direct gets are
 /// allowed here; [`ensure`] turns them off for a replicated bucket.
-pub fn bucket_stream(config: &kv::Config) -> stream::Config {
+fn bucket_stream(config: &kv::Config) -> stream::Config {
     stream::Config {
         name: format!("KV_{}", config.bucket),
         description: Some(config.description.clone()),

@@ -252,9 +252,10 @@ pub async fn hand_back(
 /// at once, to whichever worker pulls next.
 ///
 /// The nak is a request, answered by the consumer's leader once it has taken it, and is
-/// sent again for about 10 s while none answers: a lease that runs out is often the sign
-/// of a server lost, and a nak sent while the consumer elects a new leader is dropped
-/// (the task would then wait out its ack deadline).
+/// sent up to six times more, half a second apart, while none answers (3 to 9 s: with no
+/// leader the answer is "no responders" at once, a busy one may not answer within 1 s).
+/// A lease that runs out is often the sign of a server lost, and a nak sent while the
+/// consumer elects a new leader is dropped (the task would then wait out its ack deadline).
 pub async fn nak_delivery(client: &async_nats::Client, reply: &str) -> anyhow::Result<()> {
     use backon::Retryable as _;
     let nak = || async {

@@ -17,7 +17,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use async_nats::jetstream::{self, consumer, kv, stream};
 
-pub use super::layout::{CLUSTER_REPLICAS, Replicas, bucket_stream, ensure, replica_counts};
+pub use super::layout::{CLUSTER_REPLICAS, Replicas, ensure, replica_counts};
 use super::protocol;
 use crate::core::job::{Class, JobId, Priority, RendererKind};
 
