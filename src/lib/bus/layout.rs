@@ -68,7 +68,7 @@ impl std::fmt::Display for Replicas {
 /// (`clustered`: whether the server is in a cluster). Safe to run from many processes at
 /// once: losing a creation race to another role is not an error.
 ///
-/// A bucket is applied as the stream it is kept in (see [`bucket_stream`]), so that one
+/// A bucket is applied as the stream it is kept in (see `bucket_stream`), so that one
 /// path creates, compares and updates both, and an unchanged bucket is not rewritten.
 /// Returns what it created or updated, a line each ("created stream X: 3 replicas").
 pub async fn ensure(
