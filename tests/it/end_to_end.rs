@@ -131,7 +131,8 @@ async fn twenty_four_frames(farm: &Farm) {
     }
     assert_eq!(distinct.len(), 24, "every frame differs from every other");
 
-    // Events in a sensible order: accepted first, each task started before done, done last.
+    // Events in a sensible order: accepted first, each task started before done (as stored,
+    // not as the tests' support puts starts back), done last.
     let deps = farm.deps().await;
     let events = tessera::roles::client::events(&deps.js, job.as_str())
         .await
@@ -146,11 +147,22 @@ async fn twenty_four_frames(farm: &Farm) {
                 started.entry(event.index.unwrap()).or_insert(i);
             }
             EventKind::TaskDone => {
+                // Its start was reported before it, or (a task done before its start was
+                // due, on a worker with other attempts running) in it, never both.
                 let index = event.index.unwrap();
-                assert!(
-                    started.get(&index).is_some_and(|&s| s < i),
-                    "task {index} done before started"
-                );
+                match event.started_ms {
+                    None => assert!(
+                        started.get(&index).is_some_and(|&s| s < i),
+                        "task {index} done before started"
+                    ),
+                    Some(at) => {
+                        assert!(!started.contains_key(&index), "task {index} started twice");
+                        assert!(
+                            at <= event.time_ms,
+                            "task {index} started after it was done"
+                        );
+                    }
+                }
                 assert_eq!(event.outputs.len(), 4, "a chunk of 4 frames has 4 outputs");
                 done.insert(index);
             }
@@ -207,5 +219,74 @@ async fn waiting_for_a_job_whose_events_expired_answers_from_its_record() {
     assert!(
         status.is_some_and(|s| s.success()),
         "tessera wait on a done job with no events: {status:?}"
+    );
+}
+
+/// A worker with other attempts running reports a short task's start in its `task.done`
+/// (`started_ms`) instead of a `task.started` of its own, and a longer one's start once it
+/// has run a moment: never both, never neither. The jobs still start, run and end as
+/// before, with their start times recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_worker_reports_a_short_tasks_start_with_its_end_and_a_long_ones_on_its_own() {
+    let farm = crate::sharing::one_worker_of(4).await;
+    let deps = farm.deps().await;
+    let noop = |id: &str, frames: &str, ms: u32| {
+        format!(
+            "id = \"{id}\"\nrenderer = \"noop\"\n[frames]\nrange = \"{frames}\"\n[settings]\nsleep_ms = {ms}\n"
+        )
+    };
+    farm.submit("long", &noop("long", "1-3", 600));
+    farm.submit("short", &noop("short", "1-60", 10));
+    for job in ["long", "short"] {
+        farm.wait_done(job);
+    }
+    let mut folded = 0;
+    for (job, tasks) in [("long", 3), ("short", 60)] {
+        // As stored: the support's `job_events` would put the folded starts back.
+        let events = tessera::roles::client::events(&deps.js, job).await.unwrap();
+        let mut started = HashMap::new();
+        let mut done = BTreeSet::new();
+        for event in &events {
+            let index = event.index.unwrap_or(u32::MAX);
+            match event.kind {
+                EventKind::TaskStarted => {
+                    assert!(started.insert(index, event.time_ms).is_none());
+                }
+                EventKind::TaskDone => {
+                    let at = match event.started_ms {
+                        Some(at) => {
+                            assert!(
+                                !started.contains_key(&index),
+                                "{job}: task {index}'s start was reported twice"
+                            );
+                            folded += 1;
+                            at
+                        }
+                        None => *started.get(&index).unwrap_or_else(|| {
+                            panic!("{job}: task {index} done without a start: {events:#?}")
+                        }),
+                    };
+                    assert!(
+                        at <= event.time_ms,
+                        "{job}: task {index} done before it started"
+                    );
+                    assert!(done.insert(index), "{job}: task {index} done twice");
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(done.len(), tasks, "{job}: {events:#?}");
+        if job == "long" {
+            // 600 ms on a busy worker: each start is reported on its own, at once or
+            // once the task has run a moment.
+            assert_eq!(started.len(), 3, "{events:#?}");
+        }
+        let id = JobId::parse(job).unwrap();
+        let (record, _) = deps.ledger.job(&id).await.unwrap().unwrap();
+        assert!(record.started_ms.is_some(), "{job} has no start time");
+    }
+    assert!(
+        folded > 0,
+        "no short task on a busy worker had its start folded into its end"
     );
 }

@@ -21,7 +21,7 @@ async fn starts(farm: &Farm, jobs: &[&str]) -> Vec<Event> {
     let deps = farm.deps().await;
     let mut all = Vec::new();
     for job in jobs {
-        let events = tessera::roles::client::events(&deps.js, job).await.unwrap();
+        let events = crate::support::job_events(&deps.js, job).await.unwrap();
         all.extend(
             events
                 .into_iter()
@@ -162,7 +162,7 @@ async fn a_task_no_worker_can_render_stays_queued_and_status_says_why_and_dead_w
         3,
         "the job is still queued"
     );
-    let events = tessera::roles::client::events(&deps.js, "needs-builtin")
+    let events = crate::support::job_events(&deps.js, "needs-builtin")
         .await
         .unwrap();
     assert!(

@@ -70,7 +70,7 @@ async fn the_same_job_id_submitted_twice_is_planned_once() {
     crate::support::eventually(crate::support::PATIENCE, every, never, taken).await;
 
     let job = JobId::parse("twice").unwrap();
-    let events = tessera::roles::client::events(&deps.js, job.as_str())
+    let events = crate::support::job_events(&deps.js, job.as_str())
         .await
         .unwrap();
     let count = |kind| events.iter().filter(|e| e.kind == kind).count();

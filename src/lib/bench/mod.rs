@@ -121,6 +121,48 @@ async fn publish_stored(
     Ok(())
 }
 
+/// The last sequence of every stream on the server, by name: what was stored in each
+/// between two calls is the difference (a write the server made, and with `sync_interval:
+/// always` synced).
+pub(super) async fn stream_sequences(
+    js: &jetstream::Context,
+) -> anyhow::Result<std::collections::BTreeMap<String, u64>> {
+    use futures::TryStreamExt as _;
+    let mut sequences = std::collections::BTreeMap::new();
+    let mut streams = js.streams();
+    while let Some(info) = streams.try_next().await? {
+        sequences.insert(info.config.name.clone(), info.state.last_sequence);
+    }
+    Ok(sequences)
+}
+
+/// The messages each stream stored between `before` and `after`, per task of `tasks`,
+/// largest first, as `name 1.02` entries; streams that stored nothing are left out.
+pub(super) fn writes_per_task(
+    before: &std::collections::BTreeMap<String, u64>,
+    after: &std::collections::BTreeMap<String, u64>,
+    tasks: u32,
+) -> String {
+    let mut writes: Vec<(String, f64)> = after
+        .iter()
+        .map(|(name, last)| {
+            let first = before.get(name).copied().unwrap_or(0);
+            (
+                name.clone(),
+                last.saturating_sub(first) as f64 / f64::from(tasks),
+            )
+        })
+        .filter(|(_, n)| *n > 0.0)
+        .collect();
+    writes.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let total: f64 = writes.iter().map(|(_, n)| n).sum();
+    let each: Vec<String> = writes
+        .iter()
+        .map(|(name, n)| format!("{name} {n:.2}"))
+        .collect();
+    format!("{total:.2} ({})", each.join(", "))
+}
+
 /// How the benchmark's nats-server syncs: `tessera up`'s default (every write) unless
 /// TESSERA_BENCH_SYNC names another interval (e.g. "2m").
 fn bench_sync() -> crate::farm::Fsync {

@@ -49,6 +49,9 @@ pub async fn utilisation(waves: u32, runs: usize) -> anyhow::Result<Summary> {
                     started.insert(index, event.time_ms);
                 }
                 EventKind::TaskDone => {
+                    if let Some(at) = event.started_ms {
+                        started.insert(index, at);
+                    }
                     done.insert(index, event.time_ms);
                 }
                 EventKind::JobDone => break,

@@ -20,8 +20,8 @@ mod waiting;
 
 pub(crate) use servers::{Nats, Proc, S3, free_port, start_leaf};
 pub(crate) use waiting::{
-    attempt_logs, events_of, eventually, exits_within, stream_messages, tasks_done, wait_event,
-    wait_events,
+    attempt_logs, events_of, eventually, exits_within, job_events, stream_messages, tasks_done,
+    wait_event, wait_events,
 };
 
 /// A farm of separate processes on a private server and store.

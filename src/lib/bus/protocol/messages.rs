@@ -237,6 +237,11 @@ pub struct Event {
     /// `builtin 0.1.0`), for the trace of a published version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub renderer_version: Option<String>,
+    /// `task.done` of an attempt that succeeded before its start was reported (no
+    /// `task.started` was published for it): when it started, in milliseconds since the
+    /// Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_ms: Option<u64>,
 }
 
 impl Event {
@@ -260,6 +265,7 @@ impl Event {
             bundle: None,
             frame_ms: None,
             renderer_version: None,
+            started_ms: None,
         }
     }
 

@@ -123,12 +123,19 @@ impl Progress {
                 self.counts.failed += 1;
             }
             (EventKind::TaskDone, Some(i)) => {
-                if let Some(began) = self.started.remove(&(i, attempt)) {
+                // A task done before its start was reported says when it started.
+                let began = self.started.remove(&(i, attempt)).or(event.started_ms);
+                if let Some(began) = began {
                     self.durations.0 += event.time_ms.saturating_sub(began);
                     self.durations.1 += 1;
                 }
                 if self.done_seen.insert(i) {
-                    self.leave_running(i);
+                    match event.started_ms {
+                        Some(_) if !self.running.contains(&i) => {
+                            self.counts.queued = self.counts.queued.saturating_sub(1)
+                        }
+                        _ => self.leave_running(i),
+                    }
                     self.counts.done = (self.counts.done + 1).min(self.counts.total.max(1));
                     let at = self.recent.partition_point(|&t| t <= event.time_ms);
                     self.recent.insert(at, event.time_ms);
@@ -273,6 +280,24 @@ mod tests {
         );
         let s = p.apply(&event(EventKind::TaskFailed, 2, 3, 5_000));
         assert_eq!((s.failed, s.chunk.as_deref()), (1, Some("frame 2")));
+    }
+
+    #[test]
+    fn a_task_done_before_its_start_was_reported_leaves_the_queued_and_counts_its_time() {
+        // Two running when the watch began, two queued; one of those is done at once.
+        let counts = Counts {
+            total: 4,
+            queued: 2,
+            running: 2,
+            ..Counts::default()
+        };
+        let mut p = Progress::new(None, counts);
+        let mut done = event(EventKind::TaskDone, 3, 1, 2_500);
+        done.started_ms = Some(2_000);
+        let s = p.apply(&done);
+        assert_eq!((s.done, s.running, p.counts.queued), (1, 2, 1));
+        // Its half second is the one duration seen: three left, two at a time.
+        assert_eq!(s.eta_s, Some(0.75));
     }
 
     #[test]

@@ -259,19 +259,29 @@ pub(super) async fn finish(
         stored_at,
         ..
     } = t;
+    // A job runs from its first start: reported by `task.started`, or by the `task.done`
+    // of a task that ended before its start was reported.
+    let started = match event.kind {
+        EventKind::TaskStarted => Some(stored_at),
+        EventKind::TaskDone => event.started_ms,
+        _ => None,
+    };
+    if let Some(at) = started
+        && before != after
+        && before.state() != TaskState::Running
+    {
+        deps.ledger
+            .update_job(&job.id, |r| {
+                if r.state != JobState::Queued {
+                    return false;
+                }
+                r.state = JobState::Running;
+                r.started_ms = Some(at);
+                true
+            })
+            .await?;
+    }
     match event.kind {
-        EventKind::TaskStarted if before != after => {
-            deps.ledger
-                .update_job(&job.id, |r| {
-                    if r.state != JobState::Queued {
-                        return false;
-                    }
-                    r.state = JobState::Running;
-                    r.started_ms = Some(stored_at);
-                    true
-                })
-                .await?;
-        }
         // Also when the slot was already ours: a collector that died after the transition
         // finishes the remaining (idempotent) steps.
         EventKind::TaskDone if after == TaskSlot(TaskState::Done, attempt) => {

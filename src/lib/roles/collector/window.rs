@@ -98,7 +98,10 @@ impl Tally {
         if before == after {
             return;
         }
-        if after.state() == TaskState::Running && before.state() != TaskState::Running {
+        // A task that went from queued to done at once started too (its start was
+        // reported with its end).
+        let ran = matches!(after.state(), TaskState::Running | TaskState::Done);
+        if ran && matches!(before.state(), TaskState::Queued | TaskState::Held) {
             self.started += 1;
         }
         for (slot, sign) in [(before, -1i64), (after, 1)] {

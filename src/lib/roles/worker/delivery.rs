@@ -127,6 +127,7 @@ pub(super) async fn run(shared: &Arc<Shared>, msg: jetstream::Message) -> Ran {
             log: None,
             outputs: Vec::new(),
             frame_ms: None,
+            started_ms: None,
         };
         finish(shared, &msg, &task, report).await;
         return Ran::HandedBack;
@@ -147,8 +148,8 @@ async fn render(
     task: &TaskMessage,
     attempt: u32,
 ) -> Rendered {
-    // The lease lists the delivery before anyone hears it started: a worker killed from
-    // here on has its task handed back as soon as its lease runs out.
+    // The lease lists the delivery by the time anyone hears it started: a worker killed
+    // from then on has its task handed back as soon as its lease runs out.
     let stop = Stop::under(&shared.kill);
     let delivery = Delivery {
         job: task.job.clone(),
@@ -167,21 +168,22 @@ async fn render(
     let running = shared
         .attempts
         .start(delivery, stop.clone(), progress.clone());
+    let alone = shared.attempts.count() == 1;
     // The lease is rewritten by the heartbeat, which folds the starts and ends of every
-    // slot into one write; `task.started` goes out without waiting, and its storage is
-    // confirmed before the attempt is reported (both take a round trip off every task).
-    shared.lease_changed.notify_one();
-    let mut started = Vec::new();
-    for event in Event::tasks(EventKind::TaskStarted, task, attempt, &shared.config.id) {
-        started.push(publish::event_pending(&shared.deps.js, &event, None).await);
+    // slot into one write a gap (shorter than `REPORT_START_AFTER`), and writes at once
+    // when the start is reported at once.
+    match alone {
+        true => shared.lease_now.notify_one(),
+        false => shared.lease_changed.notify_one(),
     }
+    let start_events = Event::tasks(EventKind::TaskStarted, task, attempt, &shared.config.id);
     let began = std::time::Instant::now();
     let metrics = &crate::metrics::METRICS;
     let labels = queue_labels(msg, task);
     metrics
         .started
         .get_or_create(&labels)
-        .inc_by(started.len() as u64);
+        .inc_by(start_events.len() as u64);
     if attempt == 1
         && let Ok(info) = msg.info()
     {
@@ -217,19 +219,47 @@ async fn render(
         attempt,
         std::process::id()
     ));
-    let result = attempt::run(
-        shared,
-        Attempt {
-            msg,
-            task,
-            attempt,
-            work: &work,
-            log: &log,
-            stop: &stop,
-            progress: &progress,
-        },
-    )
-    .await;
+    // On a worker with other attempts running, the start is reported once the attempt
+    // has run for `REPORT_START_AFTER`: an attempt that succeeds sooner reports it in its
+    // `task.done` instead, which spares the events stream (one synced write at a time) a
+    // message per short task. The first attempt of an idle worker reports it at once.
+    // `task.started` goes out without waiting; its storage is confirmed before the
+    // attempt is reported.
+    let mut started = Vec::new();
+    if alone {
+        started = report_start(shared, &start_events).await;
+    }
+    let result = {
+        let run = attempt::run(
+            shared,
+            Attempt {
+                msg,
+                task,
+                attempt,
+                work: &work,
+                log: &log,
+                stop: &stop,
+                progress: &progress,
+            },
+        );
+        tokio::pin!(run);
+        tokio::select! {
+            biased;
+            result = &mut run => result,
+            () = tokio::time::sleep(REPORT_START_AFTER), if !alone => {
+                started = report_start(shared, &start_events).await;
+                run.await
+            }
+        }
+    };
+    // A start not reported yet is, unless the attempt succeeded.
+    let start = match started.is_empty() && result.is_err() {
+        true => {
+            started = report_start(shared, &start_events).await;
+            None
+        }
+        false => started.is_empty().then(|| start_events[0].time_ms),
+    };
     let frame_ms = (began.elapsed().as_millis() as u64) / task.frames.len().max(1) as u64;
     metrics.slots("busy", -1);
     metrics.slots("free", 1);
@@ -257,6 +287,7 @@ async fn render(
     Rendered {
         attempt,
         started,
+        start,
         frame_ms,
         log,
         work,
@@ -266,13 +297,26 @@ async fn render(
     }
 }
 
+/// How long an attempt runs before its start is reported on its own (see [`render`]).
+pub(super) const REPORT_START_AFTER: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Publishes the `task.started` events of an attempt without waiting for their storage.
+async fn report_start(shared: &Shared, events: &[Event]) -> Vec<anyhow::Result<Pending>> {
+    let mut pending = Vec::with_capacity(events.len());
+    for event in events {
+        pending.push(publish::event_pending(&shared.deps.js, event, None).await);
+    }
+    pending
+}
+
 /// How long a streamed log chunk gathers lines, and how large it grows at most.
 const LOG_CHUNK_TIME: std::time::Duration = std::time::Duration::from_millis(250);
 const LOG_CHUNK_BYTES: usize = 64 * 1024;
 
 /// Streams an attempt's log lines as they are written, in chunks of at most
-/// [`LOG_CHUNK_TIME`], until the log stops sending; then an empty last chunk marked as the
-/// end.
+/// [`LOG_CHUNK_TIME`], until the log stops sending. The chunk gathered when it stops is
+/// marked as the end, so an attempt shorter than a chunk costs one stored message; an
+/// empty end mark follows only a log that stopped between chunks.
 async fn stream_log(
     client: async_nats::Client,
     job: JobId,
@@ -301,11 +345,11 @@ async fn stream_log(
                 Err(_) => break,
             }
         }
-        publish::log_chunk(&client, &job, (task.0, &task.1), attempt, chunk, false).await;
+        publish::log_chunk(&client, &job, (task.0, &task.1), attempt, chunk, !open).await;
         sent = true;
     }
     // An attempt that wrote no line (a noop task) streams nothing at all.
-    if sent {
+    if sent && open {
         publish::log_chunk(
             &client,
             &job,
@@ -334,6 +378,8 @@ pub(super) fn queue_labels(msg: &jetstream::Message, task: &TaskMessage) -> Queu
 struct Rendered {
     attempt: u32,
     started: Vec<anyhow::Result<Pending>>,
+    /// When the attempt started, if its start was not reported (it succeeded first).
+    start: Option<u64>,
     frame_ms: u64,
     log: Log,
     work: std::path::PathBuf,
@@ -382,6 +428,7 @@ impl Rendered {
             log: Some(log_key),
             outputs: self.outputs,
             frame_ms: Some(self.frame_ms),
+            started_ms: self.start,
         };
         finish(&shared, &msg, &task, report).await;
     }

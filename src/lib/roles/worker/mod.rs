@@ -85,8 +85,11 @@ struct Shared {
     started_ms: u64,
     /// The worker's lease.
     lease: listen::Lease,
-    /// Woken when an attempt ends, so the lease says so at once.
+    /// Woken when an attempt starts or ends, so the lease says so (within a gap).
     lease_changed: tokio::sync::Notify,
+    /// Woken when an attempt starts whose start is reported at once: the lease says so at
+    /// once too.
+    lease_now: tokio::sync::Notify,
     /// Cancelled when the grace period after shutdown ends.
     kill: CancellationToken,
 }
@@ -150,6 +153,7 @@ pub async fn run(
         started_ms: protocol::now_ms(),
         lease: listen::Lease::bind(&deps.js, &config.id).await?,
         lease_changed: tokio::sync::Notify::new(),
+        lease_now: tokio::sync::Notify::new(),
         kill: CancellationToken::new(),
         config,
     });

@@ -77,6 +77,9 @@ pub(super) struct Report {
     pub(super) outputs: Vec<String>,
     /// How long each frame took to render.
     pub(super) frame_ms: Option<u64>,
+    /// When the attempt started, if `task.started` was not published: its `task.done`
+    /// says so instead.
+    pub(super) started_ms: Option<u64>,
 }
 
 impl Report {
@@ -90,6 +93,7 @@ impl Report {
             log: None,
             outputs: Vec::new(),
             frame_ms: None,
+            started_ms: None,
         }
     }
 }
@@ -177,6 +181,7 @@ pub(super) async fn finish(
                 .map(|_| keys::attempt_log(&task.job, &id, report.attempt));
             event.message = report.message.clone();
             event.frame_ms = report.frame_ms.filter(|_| kind == EventKind::TaskDone);
+            event.started_ms = report.started_ms.filter(|_| kind == EventKind::TaskDone);
             if kind == EventKind::TaskDone {
                 event.renderer_version = Some(renderer_version(shared, task.renderer));
             }
