@@ -27,6 +27,9 @@ type Group = Vec<(usize, Transition)>;
 /// A windowed job's transitions in a batch (task, before and after), and their messages.
 type Moved = (Arc<Job>, Vec<(u32, TaskSlot, TaskSlot)>, Vec<usize>);
 
+/// Jobs a collector remembers as started (see [`Collector::started`]).
+const STARTED_KEPT: usize = 4096;
+
 /// Most untiled transitions whose steps (a frame copied, tasks released) run at once.
 const STEPS_AT_ONCE: usize = 16;
 
@@ -42,6 +45,8 @@ pub(super) async fn handle(
     let mut ends: HashMap<(JobId, u32), (EndCheck, Vec<usize>)> = HashMap::new();
     // The transitions applied to each windowed job, and the messages they came from.
     let mut moved: HashMap<JobId, Moved> = HashMap::new();
+    // The jobs whose tasks started in the batch: the first start of each, and its messages.
+    let mut starts: HashMap<(JobId, String), (u64, Vec<usize>)> = HashMap::new();
     for (i, msg) in msgs.iter().enumerate() {
         let prepared = events::prepare(&deps, &mut collector.jobs, &collector.stitching, msg).await;
         let t = match prepared {
@@ -93,6 +98,16 @@ pub(super) async fn handle(
                 continue;
             }
         };
+        for ((i, t), &(before, after)) in group.iter().zip(&slots) {
+            let key = (t.job.id.clone(), t.job.incarnation.clone());
+            if let Some(at) = events::started_at(t, before, after)
+                && !collector.started.contains(&key)
+            {
+                let start = starts.entry(key).or_insert((at, Vec::new()));
+                start.0 = start.0.min(at);
+                start.1.push(*i);
+            }
+        }
         if group[0].1.job.window > 0 {
             let entry = moved
                 .entry(job.clone())
@@ -112,17 +127,17 @@ pub(super) async fn handle(
             .zip(slots)
             .partition(|((_, t), _)| t.job.tiles.is_some());
         let mut finished: Vec<_> = futures::stream::iter(untiled)
-            .map(|((i, t), (before, after))| {
+            .map(|((i, t), (_, after))| {
                 let deps = &deps;
-                async move { (i, events::finish(deps, None, t, before, after).await) }
+                async move { (i, events::finish(deps, None, t, after).await) }
             })
             .buffer_unordered(STEPS_AT_ONCE)
             .collect()
             .await;
-        for ((i, t), (before, after)) in tiled {
+        for ((i, t), (_, after)) in tiled {
             let mut stitching = collector.stitching.lock().await;
             let stitching = Some(&mut *stitching);
-            finished.push((i, events::finish(&deps, stitching, t, before, after).await));
+            finished.push((i, events::finish(&deps, stitching, t, after).await));
         }
         for (i, result) in finished {
             match result {
@@ -132,6 +147,22 @@ pub(super) async fn handle(
                 }
                 Ok(None) => {}
                 Err(e) => results[i] = Err(e),
+            }
+        }
+    }
+    // Before the end checks: a job that ends in the batch has its start recorded first.
+    for ((job, incarnation), (at, owners)) in starts {
+        match events::mark_running(&deps, &job, at).await {
+            Ok(()) => {
+                if collector.started.len() >= STARTED_KEPT {
+                    collector.started.clear();
+                }
+                collector.started.insert((job, incarnation));
+            }
+            Err(e) => {
+                for i in owners {
+                    results[i] = Err(anyhow::anyhow!("marking {job} running: {e:#}"));
+                }
             }
         }
     }
@@ -164,7 +195,10 @@ async fn alone(
         .change_task(&t.job.id, t.index, t.change)
         .await?;
     let (job, index) = (t.job.clone(), t.index);
-    let end = events::finish(deps, Some(stitching), t, before, after).await?;
+    if let Some(at) = events::started_at(&t, before, after) {
+        events::mark_running(deps, &job.id, at).await?;
+    }
+    let end = events::finish(deps, Some(stitching), t, after).await?;
     windows
         .top_up(deps, &job, &[(index, before, after)])
         .await?;

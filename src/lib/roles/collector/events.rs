@@ -3,7 +3,7 @@
 //! failing those that can no longer run, and ending the job. Every step is idempotent, so
 //! an event redelivered after a crash finishes what its first delivery began.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use async_nats::jetstream;
@@ -33,6 +33,9 @@ pub(super) struct Collector {
     pub(super) stitching: Shared<Stitching>,
     /// The counts of windowed jobs.
     pub(super) windows: super::window::Windows,
+    /// Jobs (and incarnations) known to be marked running or past it, whose starts need
+    /// no look at their records.
+    pub(super) started: HashSet<(JobId, String)>,
 }
 
 impl Handler for Collector {
@@ -239,7 +242,8 @@ pub(super) async fn prepare(
 /// per job and page of a batch) after every transition's steps.
 pub(super) type EndCheck = (Arc<Job>, u32);
 
-/// The steps after `t`'s transition from `before` to `after`; an end check it calls for
+/// The steps after `t`'s transition to `after` (its start is recorded by the caller, see
+/// [`mark_running`]); an end check it calls for
 /// is returned rather than run, so that a batch runs each once. A tiled job's steps are
 /// given the frames being stitched; without them (an untiled job) steps of several
 /// transitions may run at once.
@@ -247,7 +251,6 @@ pub(super) async fn finish(
     deps: &Deps,
     mut stitching: Option<&mut Stitching>,
     t: Transition,
-    before: TaskSlot,
     after: TaskSlot,
 ) -> anyhow::Result<Option<EndCheck>> {
     let Transition {
@@ -256,31 +259,8 @@ pub(super) async fn finish(
         index,
         attempt,
         parts,
-        stored_at,
         ..
     } = t;
-    // A job runs from its first start: reported by `task.started`, or by the `task.done`
-    // of a task that ended before its start was reported.
-    let started = match event.kind {
-        EventKind::TaskStarted => Some(stored_at),
-        EventKind::TaskDone => event.started_ms,
-        _ => None,
-    };
-    if let Some(at) = started
-        && before != after
-        && before.state() != TaskState::Running
-    {
-        deps.ledger
-            .update_job(&job.id, |r| {
-                if r.state != JobState::Queued {
-                    return false;
-                }
-                r.state = JobState::Running;
-                r.started_ms = Some(at);
-                true
-            })
-            .await?;
-    }
     match event.kind {
         // Also when the slot was already ours: a collector that died after the transition
         // finishes the remaining (idempotent) steps.
@@ -313,6 +293,34 @@ pub(super) async fn finish(
         _ => {}
     }
     Ok(None)
+}
+
+/// When `t`'s task started, if `t` is its start (a `task.started`, or the `task.done` of a
+/// task done before its start was reported) and moved it from waiting to running or done:
+/// its job runs from then (see [`mark_running`]).
+pub(super) fn started_at(t: &Transition, before: TaskSlot, after: TaskSlot) -> Option<u64> {
+    let at = match t.event.kind {
+        EventKind::TaskStarted => Some(t.stored_at),
+        EventKind::TaskDone => t.event.started_ms,
+        _ => None,
+    }?;
+    (before != after && before.state() != TaskState::Running).then_some(at)
+}
+
+/// Marks `job` running since `at` if it is still queued (a job never goes back to
+/// queued, so once it is not, this changes nothing again).
+pub(super) async fn mark_running(deps: &Deps, job: &JobId, at: u64) -> anyhow::Result<()> {
+    deps.ledger
+        .update_job(job, |r| {
+            if r.state != JobState::Queued {
+                return false;
+            }
+            r.state = JobState::Running;
+            r.started_ms = Some(at);
+            true
+        })
+        .await?;
+    Ok(())
 }
 
 /// Whether the ledger has task `index` done by `attempt`.

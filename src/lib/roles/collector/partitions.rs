@@ -171,6 +171,7 @@ async fn serve(deps: Deps, partition: u32, stitching: Shared<Stitching>, stop: C
         jobs: Default::default(),
         stitching,
         windows: Default::default(),
+        started: Default::default(),
     };
     consume::serve(&mut puller, &stop, "an event", &mut collector).await;
 }
@@ -211,6 +212,7 @@ pub(super) async fn drain_legacy(
         jobs: Default::default(),
         stitching,
         windows: Default::default(),
+        started: Default::default(),
     };
     let served = consume::serve(&mut puller, &stop, "an event", &mut collector);
     tokio::join!(watcher, served);
