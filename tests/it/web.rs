@@ -624,9 +624,11 @@ async fn in_a_real_browser_a_tiled_job_fills_in_live_a_running_job_is_canceled_a
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
     // Reached without a reload: the page kept its state (a reload would clear this mark).
+    // The page reads the job's state again at most every 500 ms, so it may show 100 %
+    // of tasks done a moment before it shows the job done: it is waited for.
     let progress = browser
         .wait_for(
-            "return document.getElementById('progress').dataset.percent === '100' && document.getElementById('state').dataset.state",
+            "const state = document.getElementById('state').dataset.state; return document.getElementById('progress').dataset.percent === '100' && state === 'done' && state",
             PATIENCE,
         )
         .await
