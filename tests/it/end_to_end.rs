@@ -148,7 +148,7 @@ async fn twenty_four_frames(farm: &Farm) {
             }
             EventKind::TaskDone => {
                 // Its start was reported before it, or (a task done before its start was
-                // due, on a worker with other attempts running) in it, never both.
+                // due, on a busy worker) in it, never both.
                 let index = event.index.unwrap();
                 match event.started_ms {
                     None => assert!(
@@ -222,7 +222,7 @@ async fn waiting_for_a_job_whose_events_expired_answers_from_its_record() {
     );
 }
 
-/// A worker with other attempts running reports a short task's start in its `task.done`
+/// A busy worker (its slots taking tasks, not all waiting) reports a short task's start in its `task.done`
 /// (`started_ms`) instead of a `task.started` of its own, and a longer one's start once it
 /// has run a moment: never both, never neither. The jobs still start, run and end as
 /// before, with their start times recorded.

@@ -48,8 +48,7 @@ pub(crate) fn exits_within(child: &mut Child, limit: Duration) -> Option<ExitSta
 }
 
 /// The events of `job` as stored, with the start of every task that was done before its
-/// start was reported (a `task.done` with `started_ms`, from a worker with other attempts
-/// running) put back as a `task.started` just before its `task.done`: tests ask when tasks
+/// start was reported (a `task.done` with `started_ms`, from a busy worker) put back as a `task.started` just before its `task.done`: tests ask when tasks
 /// started the same way, whichever way the worker said it.
 pub(crate) async fn job_events(js: &jetstream::Context, job: &str) -> anyhow::Result<Vec<Event>> {
     let stored = tessera::roles::client::events(js, job).await?;

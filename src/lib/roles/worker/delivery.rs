@@ -72,8 +72,9 @@ pub(super) enum Ran {
     HandedBack,
 }
 
-/// Handles one delivery.
-pub(super) async fn run(shared: &Arc<Shared>, msg: jetstream::Message) -> Ran {
+/// Handles one delivery; `idle_worker` when every slot of the worker was idle as this
+/// one took it.
+pub(super) async fn run(shared: &Arc<Shared>, msg: jetstream::Message, idle_worker: bool) -> Ran {
     let delivered = msg.info().map(|i| i.delivered as u32).unwrap_or(1).max(1);
     let task: TaskMessage = match protocol::decode(&msg.payload) {
         Ok(task) => task,
@@ -133,7 +134,7 @@ pub(super) async fn run(shared: &Arc<Shared>, msg: jetstream::Message) -> Ran {
         return Ran::HandedBack;
     }
     let span = tracing::info_span!("task", job = %task.job, task = %task.task, attempt);
-    let report = render(shared, &msg, &task, attempt)
+    let report = render(shared, &msg, &task, attempt, idle_worker)
         .instrument(span.clone())
         .await;
     Ran::Rendered(Box::pin(
@@ -147,6 +148,7 @@ async fn render(
     msg: &jetstream::Message,
     task: &TaskMessage,
     attempt: u32,
+    idle_worker: bool,
 ) -> Rendered {
     // The lease lists the delivery by the time anyone hears it started: a worker killed
     // from then on has its task handed back as soon as its lease runs out.
@@ -168,7 +170,8 @@ async fn render(
     let running = shared
         .attempts
         .start(delivery, stop.clone(), progress.clone());
-    let alone = shared.attempts.count() == 1;
+    // The first attempt of an idle worker: its start is reported at once (dispatch).
+    let alone = idle_worker;
     // The lease is rewritten by the heartbeat, which folds the starts and ends of every
     // slot into one write a gap (shorter than `REPORT_START_AFTER`), and writes at once
     // when the start is reported at once.
@@ -219,10 +222,11 @@ async fn render(
         attempt,
         std::process::id()
     ));
-    // On a worker with other attempts running, the start is reported once the attempt
-    // has run for `REPORT_START_AFTER`: an attempt that succeeds sooner reports it in its
-    // `task.done` instead, which spares the events stream (one synced write at a time) a
-    // message per short task. The first attempt of an idle worker reports it at once.
+    // On a busy worker (one that was taking tasks, not waiting for them), the start is
+    // reported once the attempt has run for `REPORT_START_AFTER`: an attempt that
+    // succeeds sooner reports it in its `task.done` instead, which spares the events
+    // stream (one synced write at a time) a message per short task. The first attempt of
+    // an idle worker reports it at once.
     // `task.started` goes out without waiting; its storage is confirmed before the
     // attempt is reported.
     let mut started = Vec::new();

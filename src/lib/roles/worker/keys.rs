@@ -100,6 +100,12 @@ impl Keys {
         self.waits.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Whether all `slots` of the worker are idle now (a slot that holds an idle guard
+    /// counts itself).
+    pub(super) fn all_idle(&self, slots: usize) -> bool {
+        self.idle.load(Ordering::SeqCst) >= slots
+    }
+
     /// The slot is idle until the guard is dropped.
     pub(super) fn idle(&self) -> IdleGuard<'_> {
         self.idle.fetch_add(1, Ordering::SeqCst);

@@ -261,9 +261,11 @@ async fn slot_loop(shared: Arc<Shared>, slot: usize, shutdown: CancellationToken
         };
         match msg {
             Some(msg) => {
+                // The first task an idle worker takes has its start reported at once.
+                let idle_worker = idle.is_some() && shared.keys.all_idle(shared.config.slots);
                 idle = None;
                 picks += 1;
-                match delivery::run(&shared, msg).await {
+                match delivery::run(&shared, msg, idle_worker).await {
                     Ran::Handled => {}
                     Ran::Rendered(report) => {
                         if let Some(previous) = reporting.take() {

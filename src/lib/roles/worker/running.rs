@@ -87,11 +87,6 @@ impl Attempts {
         id
     }
 
-    /// How many attempts are running.
-    pub(super) fn count(&self) -> usize {
-        self.lock().values().map(Vec::len).sum()
-    }
-
     /// Forgets attempt `id` of `job`.
     pub(super) fn end(&self, job: &JobId, id: u64) {
         let mut by_job = self.lock();
