@@ -249,13 +249,30 @@ impl Nats {
     }
 
     /// `size` servers joined as one JetStream cluster (`tessera-test`), each on free
-    /// loopback ports with its data in `dir/nats-<i>`, all answering when this returns.
+    /// loopback ports with its data in `dir/nats-<i>-<try>`, all answering when this returns.
+    /// A port found free can be taken by another test's process before the server binds
+    /// it; the cluster is then started again on other ports (three tries).
     pub(crate) fn start_cluster(dir: &Path, size: usize) -> Vec<Nats> {
+        for _ in 0..2 {
+            if let Some(nodes) = Nats::try_cluster(dir, size) {
+                return nodes;
+            }
+        }
+        Nats::try_cluster(dir, size).expect("a cluster server did not start on three sets of ports")
+    }
+
+    /// One try of [`Nats::start_cluster`]: `None` if a server exited as it started.
+    fn try_cluster(dir: &Path, size: usize) -> Option<Vec<Nats>> {
         static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let program = PathBuf::from("nats-server");
-        let ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
-        let cluster_ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
+        // Distinct ports: the kernel may hand out a released port again.
+        let mut all = std::collections::BTreeSet::new();
+        while all.len() < 2 * size {
+            all.insert(free_port());
+        }
+        let all: Vec<u16> = all.into_iter().collect();
+        let (ports, cluster_ports) = all.split_at(size);
         let routes: Vec<String> = cluster_ports
             .iter()
             .map(|p| format!("\"nats-route://127.0.0.1:{p}\""))
@@ -268,7 +285,8 @@ impl Nats {
                     routes.join(", ")
                 );
                 let name = format!("tessera-test-{}-c{n}-{i}", std::process::id());
-                let dir = dir.join(format!("nats-{i}"));
+                // A try of its own: no store of a cluster given up on.
+                let dir = dir.join(format!("nats-{i}-{n}"));
                 Nats {
                     proc: Nats::spawn(&program, &dir, ports[i], Some(&conf), &name, ""),
                     port: ports[i],
@@ -281,14 +299,15 @@ impl Nats {
             })
             .collect();
         for node in &mut nodes {
-            assert!(
-                node.wait_ready(),
-                "cluster server {} did not start (port {} taken?)",
-                node.name,
-                node.port
-            );
+            if !node.wait_ready() {
+                eprintln!(
+                    "cluster server {} did not start (port {} taken?): trying other ports",
+                    node.name, node.port
+                );
+                return None;
+            }
         }
-        nodes
+        Some(nodes)
     }
 }
 
