@@ -2,8 +2,8 @@
 //! that declares 65,535² pixels each make their attempt a failed one at the collector —
 //! retried while attempts remain, then failing the task with the reason — while the
 //! collector stays up; an empty output, or a command's output of the wrong format or size,
-//! fails its attempt on the worker. And a renderer
-//! that only redraws a progress line is alive.
+//! fails its attempt on the worker, and so does an output the store will not take. And a
+//! renderer that only redraws a progress line is alive.
 
 use std::path::Path;
 
@@ -136,6 +136,50 @@ async fn a_commands_output_of_the_wrong_format_or_size_fails_its_attempt() {
         let message = failed.message.unwrap_or_default();
         assert!(message.contains(says), "{id}: {message}");
     }
+}
+
+/// An output is uploaded by its attempt's report, while the slot takes its next task; one
+/// the store will not take fails the attempt all the same: its start is reported before
+/// the failure, its log says why, and the next attempt, under keys of its own, is the
+/// frame.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_output_the_store_will_not_take_fails_its_attempt_and_the_next_one_is_the_frame() {
+    let (farm, deps) = command_farm(1, &[]).await;
+    let right = farm.dir.path().join("right.png");
+    png(&right, 40, 30);
+    // The first attempt's output folder is taken by a file: the store cannot write there.
+    let tasks = farm.dir.path().join("store/jobs/blocked-out/tasks/f0001");
+    std::fs::create_dir_all(&tasks).unwrap();
+    std::fs::write(tasks.join("attempt-1"), "in the way").unwrap();
+    let toml = format!(
+        "id = \"blocked-out\"\nrenderer = \"command\"\n[image]\nwidth = 40\nheight = 30\n[retry]\nmax_attempts = 2\n[settings]\ncommand = [\"cp\", {right:?}, \"{{output}}\"]\n"
+    );
+    let job = farm.submit("blocked-out", &toml);
+    farm.wait_done(&job);
+    // As stored, not as the tests' support rebuilds folded starts.
+    let events = tessera::roles::client::events(&deps.js, &job)
+        .await
+        .unwrap();
+    let at = |kind: EventKind, attempt: u32| {
+        events
+            .iter()
+            .position(|e| e.kind == kind && e.attempt == Some(attempt))
+            .unwrap_or_else(|| panic!("no {kind:?} of attempt {attempt}: {events:#?}"))
+    };
+    let retry = &events[at(EventKind::TaskRetry, 1)];
+    let message = retry.message.clone().unwrap_or_default();
+    assert!(
+        message.contains("uploading jobs/blocked-out/tasks/f0001/attempt-1/"),
+        "{message}"
+    );
+    assert!(at(EventKind::TaskStarted, 1) < at(EventKind::TaskRetry, 1));
+    assert!(at(EventKind::TaskRetry, 1) < at(EventKind::TaskDone, 2));
+    let id = tessera::core::job::JobId::parse(&job).unwrap();
+    let log_key =
+        tessera::store::keys::attempt_log(&id, &tessera::core::plan::TaskId("f0001".into()), 1);
+    let log = deps.store.get(&log_key).await.unwrap();
+    let log = String::from_utf8_lossy(&log);
+    assert!(log.contains("attempt failed: uploading"), "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,7 @@
 //! One attempt of a task: the scene laid out through the cache, the renderer run while
 //! progress acks keep the delivery alive and progress events report how far it is, the
-//! per-attempt timeout, and the outputs uploaded under the attempt's own keys.
+//! per-attempt timeout, and the outputs checked and named under the attempt's own keys
+//! (the attempt's report uploads them, while the slot renders its next task).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -88,11 +89,35 @@ async fn read_head(path: &std::path::Path) -> std::io::Result<(u64, Vec<u8>)> {
 /// The first bytes of every OpenEXR file.
 const EXR_MAGIC: [u8; 4] = [0x76, 0x2f, 0x31, 0x01];
 
-/// Runs the attempt; returns the keys of its uploaded outputs, or how it ended and why.
+/// An output the renderer wrote and the check passed, to be uploaded to `key`.
+#[derive(Debug)]
+pub(super) struct Output {
+    /// Its key in the store.
+    pub(super) key: String,
+    /// The file, in the attempt's work folder.
+    pub(super) path: std::path::PathBuf,
+}
+
+/// Uploads `outputs`; returns their keys, or why one could not be uploaded.
+pub(super) async fn upload(shared: &Shared, outputs: Vec<Output>) -> Result<Vec<String>, String> {
+    let mut keys = Vec::with_capacity(outputs.len());
+    for Output { key, path } in outputs {
+        shared
+            .deps
+            .store
+            .put_file(&key, &path)
+            .await
+            .map_err(|e| format!("uploading {key}: {e}"))?;
+        keys.push(key);
+    }
+    Ok(keys)
+}
+
+/// Runs the attempt; returns its checked outputs, or how it ended and why.
 pub(super) async fn run(
     shared: &Shared,
     at: Attempt<'_>,
-) -> Result<Vec<String>, (Outcome, String)> {
+) -> Result<Vec<Output>, (Outcome, String)> {
     let Attempt {
         msg,
         task,
@@ -213,13 +238,10 @@ pub(super) async fn run(
         let owner = crate::core::frames::frame_of_file_name(&file.name)
             .map_or(&task.task, |frame| task.task_of(frame));
         let key = keys::attempt_output(&task.job, owner, attempt, &file.name);
-        shared
-            .deps
-            .store
-            .put_file(&key, &file.path)
-            .await
-            .map_err(|e| failed(format!("uploading {key}: {e}")))?;
-        outputs.push(key);
+        outputs.push(Output {
+            key,
+            path: file.path,
+        });
     }
     Ok(outputs)
 }

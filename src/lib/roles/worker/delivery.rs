@@ -256,13 +256,15 @@ async fn render(
             }
         }
     };
-    // A start not reported yet is, unless the attempt succeeded.
-    let start = match started.is_empty() && result.is_err() {
+    // A start not reported yet is, unless the attempt succeeded (and then it is, should
+    // its outputs fail to upload).
+    let unreported = match started.is_empty() && result.is_err() {
         true => {
             started = report_start(shared, &start_events).await;
-            None
+            Vec::new()
         }
-        false => started.is_empty().then(|| start_events[0].time_ms),
+        false if started.is_empty() => start_events,
+        false => Vec::new(),
     };
     let frame_ms = (began.elapsed().as_millis() as u64) / task.frames.len().max(1) as u64;
     metrics.slots("busy", -1);
@@ -274,8 +276,6 @@ async fn render(
             renderer: labels.renderer.clone(),
         })
         .observe(began.elapsed().as_secs_f64());
-    shared.attempts.end(&task.job, running);
-    shared.lease_changed.notify_one();
     let (outcome, message, outputs) = match result {
         Ok(outputs) => (Outcome::Succeeded, None, outputs),
         Err((outcome, message)) => {
@@ -290,8 +290,9 @@ async fn render(
     let _ = streaming.await;
     Rendered {
         attempt,
+        running,
         started,
-        start,
+        unreported,
         frame_ms,
         log,
         work,
@@ -381,22 +382,44 @@ pub(super) fn queue_labels(msg: &jetstream::Message, task: &TaskMessage) -> Queu
 /// A rendered attempt, to be reported.
 struct Rendered {
     attempt: u32,
+    /// Its number among the running attempts: it stays listed (the lease shows it) until
+    /// its outputs are uploaded.
+    running: u64,
     started: Vec<anyhow::Result<Pending>>,
-    /// When the attempt started, if its start was not reported (it succeeded first).
-    start: Option<u64>,
+    /// Its `task.started` events, if they were not published (it succeeded first).
+    unreported: Vec<Event>,
     frame_ms: u64,
     log: Log,
     work: std::path::PathBuf,
     outcome: Outcome,
     message: Option<String>,
-    outputs: Vec<String>,
+    /// Its outputs, checked, to be uploaded.
+    outputs: Vec<attempt::Output>,
 }
 
 impl Rendered {
-    /// Stores the log, then publishes the attempt's event and disposes of the delivery;
-    /// `task.started` is confirmed stored first.
-    async fn send(self, shared: Arc<Shared>, msg: jetstream::Message, task: TaskMessage) {
+    /// Uploads the outputs and stores the log, then publishes the attempt's event and
+    /// disposes of the delivery; `task.started` is confirmed stored first. The slot renders
+    /// its next task meanwhile. An output that cannot be uploaded fails the attempt.
+    async fn send(mut self, shared: Arc<Shared>, msg: jetstream::Message, task: TaskMessage) {
         let attempt = self.attempt;
+        let outputs = std::mem::take(&mut self.outputs);
+        let outputs = match attempt::upload(&shared, outputs).await {
+            Ok(keys) => keys,
+            Err(why) => {
+                self.log.line(format!("attempt failed: {why}"));
+                self.outcome = Outcome::Failed;
+                self.message = Some(why);
+                shared.failures.add(&task.job);
+                // A failure has its start reported on its own, before it.
+                let unreported = std::mem::take(&mut self.unreported);
+                self.started
+                    .extend(report_start(&shared, &unreported).await);
+                Vec::new()
+            }
+        };
+        shared.attempts.end(&task.job, self.running);
+        shared.lease_changed.notify_one();
         for started in self.started {
             if let Err(e) = async { started?.confirmed().await }.await {
                 tracing::warn!(error = %e, "publishing task.started");
@@ -430,9 +453,9 @@ impl Rendered {
             event,
             message: self.message,
             log: Some(log_key),
-            outputs: self.outputs,
+            outputs,
             frame_ms: Some(self.frame_ms),
-            started_ms: self.start,
+            started_ms: self.unreported.first().map(|e| e.time_ms),
         };
         finish(&shared, &msg, &task, report).await;
     }
