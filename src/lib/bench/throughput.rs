@@ -187,8 +187,6 @@ async fn raw_spawn(dir: &std::path::Path, tasks: usize) -> anyhow::Result<Durati
     Ok(elapsed)
 }
 
-/// Drains `tasks` messages through [`PULLERS`] pullers; returns the time from the first
-/// fetch to the last acknowledgement.
 /// When the raw loop's tasks are published.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Publish {
@@ -199,6 +197,8 @@ enum Publish {
     Beforehand,
 }
 
+/// Drains `tasks` messages through [`PULLERS`] pullers, their tasks published as `publish`
+/// says; returns the time from the first fetch to the last acknowledgement.
 async fn raw_loop(
     js: &jetstream::Context,
     tasks: usize,

@@ -170,12 +170,10 @@ async fn render(
     let running = shared
         .attempts
         .start(delivery, stop.clone(), progress.clone());
-    // The first attempt of an idle worker: its start is reported at once (dispatch).
-    let alone = idle_worker;
     // The lease is rewritten by the heartbeat, which folds the starts and ends of every
     // slot into one write a gap (shorter than `REPORT_START_AFTER`), and writes at once
     // when the start is reported at once.
-    match alone {
+    match idle_worker {
         true => shared.lease_now.notify_one(),
         false => shared.lease_changed.notify_one(),
     }
@@ -230,7 +228,7 @@ async fn render(
     // `task.started` goes out without waiting; its storage is confirmed before the
     // attempt is reported.
     let mut started = Vec::new();
-    if alone {
+    if idle_worker {
         started = report_start(shared, &start_events).await;
     }
     let result = {
@@ -250,7 +248,7 @@ async fn render(
         tokio::select! {
             biased;
             result = &mut run => result,
-            () = tokio::time::sleep(REPORT_START_AFTER), if !alone => {
+            () = tokio::time::sleep(REPORT_START_AFTER), if !idle_worker => {
                 started = report_start(shared, &start_events).await;
                 run.await
             }
@@ -258,13 +256,13 @@ async fn render(
     };
     // A start not reported yet is, unless the attempt succeeded (and then it is, should
     // its outputs fail to upload).
-    let unreported = match started.is_empty() && result.is_err() {
-        true => {
-            started = report_start(shared, &start_events).await;
-            Vec::new()
-        }
-        false if started.is_empty() => start_events,
-        false => Vec::new(),
+    let unreported = if !started.is_empty() {
+        Vec::new()
+    } else if result.is_err() {
+        started = report_start(shared, &start_events).await;
+        Vec::new()
+    } else {
+        start_events
     };
     let frame_ms = (began.elapsed().as_millis() as u64) / task.frames.len().max(1) as u64;
     metrics.slots("busy", -1);
