@@ -165,10 +165,12 @@ pub(super) async fn run(
     };
     let render = renderer.render(request);
     tokio::pin!(render);
-    let mut keepalive = tokio::time::interval(shared.config.ack_wait / 3);
-    keepalive.tick().await;
-    let mut report = tokio::time::interval(PROGRESS_EVERY);
-    report.tick().await;
+    // First ticks a period from now: an interval's immediate first tick would still wait
+    // for the timer's next millisecond, twice per attempt.
+    let every =
+        |period: Duration| tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    let mut keepalive = every(shared.config.ack_wait / 3);
+    let mut report = every(PROGRESS_EVERY);
     // The job's timeout, never past the farm's limit (which also stands in for none).
     let job_limit = task.timeout_ms.map(Duration::from_millis);
     let deadline = match (job_limit, shared.config.max_attempt_time) {

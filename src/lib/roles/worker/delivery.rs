@@ -67,7 +67,13 @@ pub(super) enum Ran {
     Handled,
     /// Rendered: what is left is to report it (the log, the event, the acknowledgement),
     /// which the slot lets run while it takes its next task.
-    Rendered(BoxFuture<'static, ()>),
+    Rendered {
+        /// The report.
+        report: BoxFuture<'static, ()>,
+        /// Whether the attempt ran at least [`REPORT_START_AFTER`]: slots that took their
+        /// tasks together then end them together, and their pulls go first.
+        long: bool,
+    },
     /// Handed back without running (blocklisted job).
     HandedBack,
 }
@@ -137,9 +143,11 @@ pub(super) async fn run(shared: &Arc<Shared>, msg: jetstream::Message, idle_work
     let report = render(shared, &msg, &task, attempt, idle_worker)
         .instrument(span.clone())
         .await;
-    Ran::Rendered(Box::pin(
-        report.send(shared.clone(), msg, task).instrument(span),
-    ))
+    let long = report.ran >= REPORT_START_AFTER;
+    Ran::Rendered {
+        report: Box::pin(report.send(shared.clone(), msg, task).instrument(span)),
+        long,
+    }
 }
 
 /// Runs attempt `attempt` of `task`; returns what its report needs.
@@ -284,10 +292,10 @@ async fn render(
     if outcome == Outcome::Failed {
         shared.failures.add(&task.job);
     }
-    log.end_live();
-    let _ = streaming.await;
     Rendered {
         attempt,
+        ran: began.elapsed(),
+        streaming,
         running,
         started,
         unreported,
@@ -380,6 +388,8 @@ pub(super) fn queue_labels(msg: &jetstream::Message, task: &TaskMessage) -> Queu
 /// A rendered attempt, to be reported.
 struct Rendered {
     attempt: u32,
+    /// How long it ran.
+    ran: std::time::Duration,
     /// Its number among the running attempts: it stays listed (the lease shows it) until
     /// its outputs are uploaded.
     running: u64,
@@ -388,6 +398,8 @@ struct Rendered {
     unreported: Vec<Event>,
     frame_ms: u64,
     log: Log,
+    /// The log's live stream, ended by the report (after the slot's next pull).
+    streaming: tokio::task::JoinHandle<()>,
     work: std::path::PathBuf,
     outcome: Outcome,
     message: Option<String>,
@@ -416,6 +428,8 @@ impl Rendered {
                 Vec::new()
             }
         };
+        self.log.end_live();
+        let _ = (&mut self.streaming).await;
         shared.attempts.end(&task.job, self.running);
         shared.lease_changed.notify_one();
         for started in self.started {

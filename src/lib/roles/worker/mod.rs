@@ -4,7 +4,9 @@
 //! log, publishes the outcome, and acks. While a render runs it sends progress acks well
 //! inside the consumer's ack deadline, so only a dead worker loses its task — and then
 //! within seconds. A slot whose renderer has exited takes its next task while the last
-//! one's report (log, event, ack) is still being sent: one report in flight per slot.
+//! one's report (log, event, ack) is still being sent: one report in flight per slot. After
+//! a long attempt the report waits (briefly) for the next pull to be answered, so that the
+//! pulls of slots that end together are not queued behind their reports.
 //!
 //! - [`config`]: flags and the validated configuration;
 //! - [`pick`]: which queue a slot looks at first (pure);
@@ -57,6 +59,9 @@ use running::Attempts;
 /// worker's wait before it pulls the rest (they come within a millisecond or two when the
 /// server chose this worker; otherwise they went to a faster one).
 const KEY_GRACE: std::time::Duration = std::time::Duration::from_millis(25);
+
+/// How long a slot's last report waits for the slot's next pull to be answered.
+const REPORT_HOLD: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// What the slots and listeners of one worker share.
 struct Shared {
@@ -232,9 +237,10 @@ async fn slot_loop(shared: Arc<Shared>, slot: usize, shutdown: CancellationToken
     let mut bell = shared.doorbell.subscribe();
     let mut picks: u64 = 0;
     let mut hint: Option<Queue> = None;
-    // The report of the attempt this slot rendered last, sent while it takes the next task
-    // (one at a time: a slot never has two reports in flight).
-    let mut reporting: Option<tokio::task::JoinHandle<()>> = None;
+    // The report of the attempt this slot rendered last, sent while the slot takes and
+    // renders the next task — a long attempt's once that pull is answered, or after
+    // `REPORT_HOLD` (one at a time: a slot never has two reports in flight).
+    let mut reporting = Reporting::default();
     // A key task handed to this slot while it was idle.
     let mut handed: Option<async_nats::jetstream::Message> = None;
     // Held from when the slot finds nothing to do until it takes a task.
@@ -252,13 +258,25 @@ async fn slot_loop(shared: Arc<Shared>, slot: usize, shutdown: CancellationToken
             Some(msg) => Some(msg),
             None => {
                 let groups = (&shared.group, &shared.key_group);
-                let taken = pull::take_task(&shared.consumers, &order, groups, &shared.empty).await;
+                let take = pull::take_task(&shared.consumers, &order, groups, &shared.empty);
+                tokio::pin!(take);
+                // The last report waits for the pull (so that the pulls of slots freed
+                // together reach the server ahead of their reports), but not for long.
+                let taken = tokio::select! {
+                    biased;
+                    taken = &mut take => taken,
+                    () = tokio::time::sleep(REPORT_HOLD), if reporting.next.is_some() => {
+                        reporting.send();
+                        take.await
+                    }
+                };
                 if taken.is_some() {
                     shared.keys.took_elsewhere();
                 }
                 taken
             }
         };
+        reporting.send();
         match msg {
             Some(msg) => {
                 // The first task an idle worker takes has its start reported at once.
@@ -267,11 +285,14 @@ async fn slot_loop(shared: Arc<Shared>, slot: usize, shutdown: CancellationToken
                 picks += 1;
                 match delivery::run(&shared, msg, idle_worker).await {
                     Ran::Handled => {}
-                    Ran::Rendered(report) => {
-                        if let Some(previous) = reporting.take() {
-                            let _ = previous.await;
+                    Ran::Rendered { report, long } => {
+                        // Before the slot takes another task (which does not wait).
+                        reporting.wait().await;
+                        reporting.next = Some(report);
+                        // A short attempt's report overlaps the next pull.
+                        if !long {
+                            reporting.send();
                         }
-                        reporting = Some(tokio::spawn(report));
                     }
                     // Let the others take it before this slot pulls again.
                     Ran::HandedBack => tokio::time::sleep(shared.config.idle_poll).await,
@@ -320,8 +341,33 @@ async fn slot_loop(shared: Arc<Shared>, slot: usize, shutdown: CancellationToken
             }
         }
     }
-    if let Some(report) = reporting {
-        let _ = report.await;
-    }
+    reporting.send();
+    reporting.wait().await;
     tracing::debug!(slot, "slot stopped");
+}
+
+/// A slot's reports: the one waiting to be sent and the one being sent.
+#[derive(Default)]
+struct Reporting {
+    /// Rendered last, not sent yet.
+    next: Option<render::BoxFuture<'static, ()>>,
+    /// Being sent.
+    sending: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Reporting {
+    /// Starts sending the waiting report (the one before it was waited for).
+    fn send(&mut self) {
+        if let Some(report) = self.next.take() {
+            debug_assert!(self.sending.is_none(), "two reports of a slot in flight");
+            self.sending = Some(tokio::spawn(report));
+        }
+    }
+
+    /// Waits for the report being sent.
+    async fn wait(&mut self) {
+        if let Some(sending) = self.sending.take() {
+            let _ = sending.await;
+        }
+    }
 }
