@@ -5,7 +5,8 @@
 //! - [`spec`]: the wire and file contract, every field optional;
 //! - [`vocab`]: the closed types a job is made of, each with its parser;
 //! - [`wire`]: decoding a spec from TOML, JSON or msgpack, naming the field of an error;
-//! - [`validate`]: the checks, every problem reported at once with its field;
+//! - [`validate`]: the checks, every problem reported at once with its field (each
+//!   part's in `sections`);
 //! - [`composite`]: `[composite]`, how a layered job's layers are combined, and its checks;
 //! - [`outputs`]: `[outputs]`, the movie, animation and contact sheet and their
 //!   post-processing, and its checks;
@@ -14,6 +15,7 @@
 pub mod after;
 pub mod composite;
 pub mod outputs;
+mod sections;
 pub mod spec;
 pub mod validate;
 pub mod vocab;
