@@ -134,17 +134,14 @@ pub(super) fn image(spec: Option<&ImageSpec>, errors: &mut Problems) -> Image {
             );
         }
     }
-    let format = match image.format.as_deref() {
-        None | Some("png") => ImageFormat::Png,
-        Some("exr") => ImageFormat::Exr,
-        Some(text) => {
-            errors.add(
-                "image.format",
-                format!("{text:?} is not a format: use png or exr"),
-            );
-            ImageFormat::Png
-        }
-    };
+    let words = [("png", ImageFormat::Png), ("exr", ImageFormat::Exr)];
+    let format = one_of(
+        image.format.as_deref(),
+        "image.format",
+        "format",
+        words,
+        errors,
+    );
     let depth = match (format, image.depth) {
         (_, None) | (ImageFormat::Png, Some(8)) => 8,
         (ImageFormat::Png, Some(16)) => 16,
@@ -260,17 +257,17 @@ pub(super) fn retry(spec: Option<&RetrySpec>, errors: &mut Problems) -> Retry {
     }
     let timeout = duration_field(&retry_spec.timeout, "retry.timeout", errors);
     let stall = duration_field(&retry_spec.stall, "retry.stall", errors);
-    let on_failure = match retry_spec.on_failure.as_deref() {
-        None | Some("fail") => FailurePolicy::Fail,
-        Some("continue") => FailurePolicy::Continue,
-        Some(text) => {
-            errors.add(
-                "retry.on_failure",
-                format!("{text:?} is not a policy: use fail or continue"),
-            );
-            FailurePolicy::Fail
-        }
-    };
+    let words = [
+        ("fail", FailurePolicy::Fail),
+        ("continue", FailurePolicy::Continue),
+    ];
+    let on_failure = one_of(
+        retry_spec.on_failure.as_deref(),
+        "retry.on_failure",
+        "policy",
+        words,
+        errors,
+    );
     Retry {
         max_attempts,
         timeout,
@@ -356,6 +353,29 @@ pub(super) fn sharing(spec: &JobSpec, errors: &mut Problems) -> u32 {
 /// `frames.target_task_time` when `chunk = "auto"` names none.
 pub const DEFAULT_TARGET_TASK_TIME: Duration = Duration::from_secs(300);
 
+/// A field that is one of two words, the first when it is left out; another word is a
+/// problem that names both (and gives the first).
+fn one_of<T: Copy>(
+    text: Option<&str>,
+    field: &str,
+    noun: &str,
+    [(first, default), (second, other)]: [(&str, T); 2],
+    errors: &mut Problems,
+) -> T {
+    match text {
+        None => default,
+        Some(word) if word == first => default,
+        Some(word) if word == second => other,
+        Some(word) => {
+            errors.add(
+                field,
+                format!("{word:?} is not a {noun}: use {first} or {second}"),
+            );
+            default
+        }
+    }
+}
+
 /// A duration field (`"90s"`, `"10m"`), at least a second.
 pub(super) fn duration_field(
     text: &Option<String>,
@@ -422,17 +442,8 @@ pub(super) fn tiles(spec: &TilesSpec, image: Image, errors: &mut Problems) -> Op
     if overscan > 4096 {
         errors.add("tiles.overscan", format!("{overscan} is above 4096 pixels"));
     }
-    let blend = match spec.blend.as_deref() {
-        None | Some("crop") => Blend::Crop,
-        Some("feather") => Blend::Feather,
-        Some(text) => {
-            errors.add(
-                "tiles.blend",
-                format!("{text:?} is not a blend: use crop or feather"),
-            );
-            Blend::Crop
-        }
-    };
+    let words = [("crop", Blend::Crop), ("feather", Blend::Feather)];
+    let blend = one_of(spec.blend.as_deref(), "tiles.blend", "blend", words, errors);
     if blend == Blend::Feather && overscan == 0 {
         errors.add(
             "tiles.blend",
